@@ -1,0 +1,209 @@
+"""Every layer (host x scheme) against the literal SPEC reference, in float64: outputs, final
+states (momentum included) and gradients of the input, every parameter and the initial state."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import momentumrnn as mr
+from momentumrnn import LSTMState, MomentumState, RNNState
+from reference import reference_forward
+
+HOSTS = ["rnn", "lstm", "gru"]
+KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
+TOL = dict(rtol=1e-10, atol=1e-10)
+
+# Hyper-parameters away from the defaults, so that nothing passes by coincidence.
+HP = {
+    "none": {},
+    "heavy_ball": {"mu": 0.7, "epsilon": 0.4},
+    "adam": {"mu": 0.5, "epsilon": 0.8, "beta": 0.3},
+    "rmsprop": {"epsilon": 0.7, "beta": 0.6},
+    "restart": {"epsilon": 0.9, "restart": 3},
+    "nesterov": {"epsilon": 0.6, "restart": 3},
+}
+
+
+def make(host, kind, input_size=3, hidden=4, seed=0, **kw):
+    torch.manual_seed(seed)
+    layer = mr.build_layer(host, kind, input_size, hidden, dtype=torch.float64, **HP[kind], **kw)
+    with torch.no_grad():  # larger weights than the default init: exercise the nonlinearities
+        for name, p in layer.named_parameters():
+            if name.startswith(("weight", "bias")):
+                p.mul_(2.0)
+    return layer
+
+
+def random_state(layer, B, fields, with_step=True, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    LD = layer.num_layers * layer.num_directions
+    H = layer.hidden_size
+    GH = mr.GATES[layer.host] * H
+    st = {"h": torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5}
+    if layer.host == "lstm":
+        st["c"] = torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5
+    for f in fields:
+        if f == "step":
+            if with_step:
+                st["step"] = torch.randint(0, layer.scheme.restart + 1, (LD, B), generator=g)
+        elif f == "m":
+            st["m"] = torch.rand(LD, B, GH, generator=g, dtype=torch.float64) + 0.1
+        else:
+            st[f] = torch.randn(LD, B, GH, generator=g, dtype=torch.float64) * 0.5
+    for k, v in st.items():
+        if v.is_floating_point():
+            v.requires_grad_(True)
+    return st
+
+
+def to_layer_state(layer, st):
+    if st is None:
+        return None
+    mom = MomentumState(**{f: st.get(f) for f in ("v", "m", "p", "step")})
+    if layer.host == "lstm":
+        return LSTMState(st["h"], st["c"], mom)
+    return RNNState(st["h"], mom)
+
+
+def run_both(layer, x, lengths=None, st=None):
+    """Forward + backward of the library and of the reference with the same random loss."""
+    fields = layer.scheme.state_fields
+    inputs = [x] + list(layer.parameters()) + [v for v in (st or {}).values() if v.requires_grad]
+
+    def loss_of(out, h, c, mom):
+        g = torch.Generator().manual_seed(7)
+        terms = [out, h] + ([c] if c is not None else []) + [mom[f] for f in fields if f != "step"]
+        return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in terms)
+
+    # library
+    if lengths is not None:
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out_p, state = layer(packed, to_layer_state(layer, st))
+        out, out_lengths = pad_packed_sequence(out_p, total_length=x.shape[0])
+        assert out_lengths.tolist() == list(lengths)
+    else:
+        out, state = layer(x, to_layer_state(layer, st))
+    c = state.c if layer.host == "lstm" else None
+    mom = state.momentum._asdict()
+    for f in ("v", "m", "p", "step"):
+        assert (mom[f] is not None) == (f in fields), f
+    lib = (out, state.h, c, mom)
+    lib_grads = torch.autograd.grad(loss_of(*lib), inputs, allow_unused=True)
+    # reference
+    ref = reference_forward(layer, x, lengths, st)
+    ref_grads = torch.autograd.grad(loss_of(*ref), inputs, allow_unused=True)
+    return lib, ref, lib_grads, ref_grads
+
+
+def assert_match(layer, lib, ref, lib_grads, ref_grads):
+    names = ["x"] + [n for n, _ in layer.named_parameters()] + ["state"] * 10
+    torch.testing.assert_close(lib[0], ref[0], **TOL, msg="output")
+    torch.testing.assert_close(lib[1], ref[1], **TOL, msg="h_n")
+    if lib[2] is not None:
+        torch.testing.assert_close(lib[2], ref[2], **TOL, msg="c_n")
+    for f in layer.scheme.state_fields:
+        torch.testing.assert_close(lib[3][f], ref[3][f].to(lib[3][f].dtype), **TOL, msg=f"momentum {f}")
+    for name, a, b in zip(names, lib_grads, ref_grads):
+        if b is None:
+            assert a is None or a.abs().max() == 0, name
+            continue
+        assert a is not None, f"no gradient for {name}"
+        torch.testing.assert_close(a, b, **TOL, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_single_layer_matches_reference(host, kind):
+    layer = make(host, kind)
+    x = torch.randn(9, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x))
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_stacked_bidirectional_packed_with_state(host, kind):
+    layer = make(host, kind, num_layers=2, bidirectional=True)
+    x = torch.randn(7, 4, 3, dtype=torch.float64, requires_grad=True)
+    lengths = [7, 3, 5, 1]
+    st = random_state(layer, 4, layer.scheme.state_fields)
+    assert_match(layer, *run_both(layer, x, lengths, st))
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_initial_state_and_batch_size_one(host, kind):
+    layer = make(host, kind, num_layers=2, bias=False)
+    x = torch.randn(6, 1, 3, dtype=torch.float64, requires_grad=True)
+    st = random_state(layer, 1, layer.scheme.state_fields)
+    assert_match(layer, *run_both(layer, x, None, st))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_relu_rnn(kind):
+    layer = make("rnn", kind, nonlinearity="relu", num_layers=2)
+    x = torch.randn(8, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [8, 2, 5], random_state(layer, 3, layer.scheme.state_fields)))
+
+
+@pytest.mark.parametrize("kind", ["heavy_ball", "adam", "restart"])
+def test_many_sequences_more_than_gate_units(kind):
+    # B > G*H takes the other branch of the resumed-momentum channels in the native fast path.
+    layer = make("rnn", kind, hidden=2)
+    x = torch.randn(5, 6, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, None, random_state(layer, 6, layer.scheme.state_fields)))
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_learnable_hyper_parameters(host, kind):
+    kw = {}
+    if kind in ("heavy_ball", "adam"):
+        kw["learn_mu"] = True
+    if kind != "none":
+        kw["learn_epsilon"] = True
+    layer = make(host, kind, **kw)
+    x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    lib, ref, g1, g2 = run_both(layer, x)
+    assert_match(layer, lib, ref, g1, g2)
+    if kw:
+        mu, eps = layer.hyper_parameters()
+        if "learn_mu" in kw:
+            assert 0 < float(mu) < 1 and abs(float(mu) - HP[kind]["mu"]) < 1e-12
+        if "learn_epsilon" in kw:
+            assert abs(float(eps) - HP[kind]["epsilon"]) < 1e-12
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_chunked_equals_one_call(host, kind):
+    layer = make(host, kind, num_layers=2)
+    x = torch.randn(11, 3, 3, dtype=torch.float64)
+    out_full, st_full = layer(x)
+    outs, st = [], None
+    for chunk in x.split([4, 1, 6]):
+        o, st = layer(chunk, st)
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs), out_full, **TOL)
+    torch.testing.assert_close(st.h, st_full.h, **TOL)
+    for a, b in zip(st.momentum, st_full.momentum):
+        if a is not None:
+            torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_unbatched_and_batch_first(host, kind):
+    layer = make(host, kind, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    out_u, st_u = layer(x)
+    out_b, st_b = layer(x.unsqueeze(1))
+    assert out_u.shape == (5, 8) and st_u.h.shape == (4, 4)
+    torch.testing.assert_close(out_u, out_b.squeeze(1), **TOL)
+    for a, b in zip(st_u.momentum, st_b.momentum):
+        if a is not None:
+            torch.testing.assert_close(a, b.squeeze(1), rtol=0, atol=0)
+    # unbatched state round trip
+    out2, _ = layer(x, st_u)
+    assert out2.shape == (5, 8)
+    layer.batch_first = True
+    xb = torch.randn(2, 5, 3, dtype=torch.float64)
+    out_f, _ = layer(xb)
+    layer.batch_first = False
+    out_t, _ = layer(xb.transpose(0, 1))
+    torch.testing.assert_close(out_f, out_t.transpose(0, 1), rtol=0, atol=0)

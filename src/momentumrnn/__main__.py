@@ -1,0 +1,24 @@
+"""``momentumrnn`` console command and ``python -m momentumrnn``: the experiment toolkit's CLI.
+
+The toolkit needs the ``train`` extra (``pip install 'momentumrnn[train]'``); without it this
+prints a one-line hint and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        from momentumrnn.toolkit.cli import main as cli_main
+    except ModuleNotFoundError as e:  # pragma: no cover - depends on the installed extras
+        print(f"error: the momentumrnn command needs the toolkit's dependencies ({e.name} is missing): "
+              "pip install 'momentumrnn[train]'", file=sys.stderr)
+        return 2
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""``momentumrnn`` command line: train, compare, report, demo, list."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .errors import ToolkitError
+
+# command-line flag -> recipe key
+FLAGS = {
+    "task": "task.name",
+    "model": "model.name",
+    "hidden_size": "model.hidden_size",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "lr_orth": "optim.lr_orth",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "clip": "train.grad_clip",
+    "seed": "train.seed",
+    "precision": "train.precision",
+    "devices": "train.devices",
+    "max_steps": "train.max_steps",
+    "limit_train_batches": "train.limit_train_batches",
+    "limit_eval_batches": "train.limit_eval_batches",
+    "evals_per_epoch": "train.evals_per_epoch",
+    "checkpoint_every": "train.checkpoint_every_steps",
+    "target": "report.target",
+}
+
+EPILOG = """examples:
+  momentumrnn demo
+  momentumrnn train --model MomentumLSTM --epochs 5 --out runs/mlstm
+  momentumrnn train smnist --set model.mu=0.3 --set optim.lr=5e-4 --out runs/mu03
+  momentumrnn train --resume --out runs/mlstm           # continue a killed run
+  momentumrnn compare smnist --models LSTM MomentumLSTM --seeds 0 1 2 --out runs/cmp
+  momentumrnn report runs/cmp
+  momentumrnn list models
+"""
+
+
+def _add_run_options(p: argparse.ArgumentParser, compare: bool) -> None:
+    p.add_argument("recipe", nargs="?", help="a YAML recipe file or a bundled recipe name "
+                   "(see `momentumrnn list recipes`)")
+    p.add_argument("-r", "--recipe", dest="recipe_opt", metavar="RECIPE", help="same as the positional RECIPE")
+    g = p.add_argument_group("settings (override the recipe)")
+    g.add_argument("--task", help="task name (smnist, psmnist, fmnist, adding)")
+    if compare:
+        g.add_argument("--models", nargs="+", metavar="MODEL", help="models to compare (paper names such as "
+                       "LSTM MomentumLSTM, or HOST/SCHEME such as lstm/adam)")
+        g.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds, e.g. 0 1 2")
+    else:
+        g.add_argument("--model", help="model: a paper name (MomentumLSTM, AdamLSTM, SRLSTM, LSTM, ...) "
+                       "or HOST/SCHEME (lstm/heavy_ball)")
+    g.add_argument("--hidden-size", metavar="N")
+    g.add_argument("--optimizer", metavar="NAME", help="rmsprop, adam, sgd or sgd_asgd")
+    g.add_argument("--lr", metavar="X", help="learning rate")
+    g.add_argument("--lr-orth", metavar="X", help="learning rate of orthogonal parameters")
+    g.add_argument("--epochs", metavar="N")
+    g.add_argument("--batch-size", metavar="N", help="global batch size")
+    g.add_argument("--clip", metavar="X", help="gradient-norm clipping (0: none)")
+    if not compare:
+        g.add_argument("--seed", metavar="N")
+    g.add_argument("--precision", metavar="P", help="fp32 or bf16")
+    g.add_argument("--devices", metavar="N", help="processes / GPUs (DDP when > 1)")
+    g.add_argument("--max-steps", metavar="N", help="stop after N optimizer steps")
+    g.add_argument("--limit-train-batches", metavar="N", help="batches per epoch (quick runs)")
+    g.add_argument("--limit-eval-batches", metavar="N", help="batches per evaluation (quick runs)")
+    g.add_argument("--evals-per-epoch", metavar="N")
+    g.add_argument("--checkpoint-every", metavar="N", help="also checkpoint every N steps")
+    if compare:
+        g.add_argument("--target", metavar="X", help="convergence target of the report")
+    g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="any recipe key, e.g. --set model.mu=0.3 --set train.evals_per_epoch=4 (repeatable)")
+    o = p.add_argument_group("output")
+    o.add_argument("-o", "--out", metavar="DIR", help="output directory" +
+                   (" (default: runs/compare-<task>)" if compare else " (default: runs/<task>-<model>-seed<seed>)"))
+    o.add_argument("--resume", action="store_true", help="continue the run(s) in --out from the last checkpoint")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from momentumrnn import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="momentumrnn", description="MomentumRNN experiments: train, compare and report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"momentumrnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train one model on one task",
+                       description="Train one model on one task; writes a run directory.")
+    _add_run_options(p, compare=False)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="several models on the same task and seeds, then the report",
+                       description="Train every model with every seed on one task, then write the report.")
+    _add_run_options(p, compare=True)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="tables and plots of finished (or running) runs",
+                       description="Markdown / CSV table (mean ± std over seeds) and curves of run directories.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
+    p.add_argument("-o", "--out", metavar="DIR", help="where report.md / report.csv / curves.png go "
+                   "(default: the directory given, or ./report)")
+    p.add_argument("--target", metavar="X", help="convergence target (default: the task's)")
+    p.add_argument("--x", choices=("epoch", "step"), default="epoch", help="x axis of the curves")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="LSTM vs MomentumLSTM on sequential MNIST (bundled subset), a few minutes",
+                       description="Trains LSTM and MomentumLSTM on pixel-by-pixel MNIST from the bundled "
+                                   "subset, then prints the comparison and writes the curves.")
+    p.add_argument("-o", "--out", metavar="DIR", help="output directory (default: ./momentumrnn-demo, "
+                   "or -2, -3, ... if it exists)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the demo recipe")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("list", help="models, tasks, optimizers and bundled recipes")
+    p.add_argument("what", nargs="?", choices=("models", "tasks", "optimizers", "recipes"), default=None)
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _overrides(args) -> list[tuple[str, object]]:
+    from .config import parse_value
+
+    out: list[tuple[str, object]] = []
+    for flag, key in FLAGS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            out.append((key, v if flag == "model" else parse_value(v)))
+    if getattr(args, "models", None):
+        out.append(("models", list(args.models)))
+    if getattr(args, "seeds", None):
+        out.append(("seeds", [parse_value(s) for s in args.seeds]))
+    for item in getattr(args, "sets", []) or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ToolkitError(f"--set {item!r}: write KEY=VALUE, e.g. --set train.epochs=5")
+        out.append((key.strip(), parse_value(value)))
+    if getattr(args, "no_progress", False):
+        out.append(("train.progress", False))
+    return out
+
+
+def _recipe(args) -> tuple[Optional[dict], str]:
+    from .config import load_recipe
+
+    ref = args.recipe_opt or args.recipe
+    if args.recipe_opt and args.recipe and args.recipe_opt != args.recipe:
+        raise ToolkitError("give the recipe once (positional or --recipe)")
+    if ref is None:
+        return None, "the defaults"
+    return load_recipe(ref), f"recipe {ref!r}"
+
+
+def _check_flags(args) -> None:
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        raise ToolkitError("--resume and --overwrite exclude each other; pick one")
+
+
+def cmd_train(args) -> int:
+    from .config import resolve
+    from .runner import default_run_dir, train_run
+
+    _check_flags(args)
+    recipe, origin = _recipe(args)
+    cfg = resolve(recipe, _overrides(args), command="train", origin=origin)
+    out = Path(args.out) if args.out else default_run_dir(cfg)
+    summary = train_run(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    return 0 if summary.get("status") == "completed" else 1
+
+
+def cmd_compare(args) -> int:
+    from .config import resolve
+    from .runner import compare_runs, is_writer
+
+    _check_flags(args)
+    recipe, origin = _recipe(args)
+    cfg = resolve(recipe, _overrides(args), command="compare", origin=origin)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{cfg['task']['name']}"
+    md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"])
+    if is_writer():
+        print()
+        print(md.split("\nRuns:")[0].rstrip())
+        print(f"\nreport: {out / 'report.md'}  table: {out / 'report.csv'}  curves: {out / 'curves.png'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .config import Opt, coerce, parse_value
+    from .report import make_report
+
+    target = None
+    if args.target is not None:
+        target = coerce("--target", Opt("float", None), parse_value(args.target))
+    out = Path(args.out) if args.out else None
+    md = make_report([Path(r) for r in args.runs], out, target=target, x=args.x)
+    print(md.rstrip())
+    dest = out or (Path(args.runs[0]) if len(args.runs) == 1 and Path(args.runs[0]).is_dir() else Path("report"))
+    print(f"\nwrote {dest / 'report.md'}, {dest / 'report.csv'} and the curves PNG")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import time
+
+    from .config import load_recipe, resolve
+    from .runner import compare_runs, fresh_dir
+
+    _check_flags(args)
+    recipe = load_recipe("demo")
+    cfg = resolve(recipe, _overrides(args), command="compare", origin="the demo recipe")
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        raise ToolkitError("demo --resume needs --out DIR (the demo directory to continue)")
+    else:
+        out = fresh_dir(Path("momentumrnn-demo"))
+    t = cfg["train"]
+    print(f"momentumrnn demo: {' vs '.join(m.get('label') or m.get('name') for m in cfg['models'])} on "
+          f"sequential MNIST (784 pixel steps), bundled real subset, hidden {cfg['models'][0]['hidden_size']}, "
+          f"{t['epochs']} epochs of batch {t['batch_size']}; output in {out}", flush=True)
+    start = time.time()
+    md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"])
+    print()
+    print(md.split("\nRuns:")[0].rstrip())
+    print(f"\ndemo finished in {time.time() - start:.0f} s; curves: {out / 'curves.png'}, "
+          f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .config import OPTIM_SCHEMA, RECIPE_DIR, recipe_names
+
+    what = args.what
+    if what in (None, "models"):
+        from momentumrnn import LAYER_NAMES
+
+        print("models (model.name; or model.host + model.scheme):")
+        for name, info in LAYER_NAMES.items():
+            host, kind = info[0], info[1]
+            print(f"  {name:22s} {host}/{kind}")
+    if what in (None, "tasks"):
+        from .tasks import TASKS
+
+        print("tasks (task.name):")
+        for name, cls in sorted(TASKS.items()):
+            opts = ", ".join(cls.options)
+            print(f"  {name:10s} {cls.summary}\n             options: {opts}")
+    if what in (None, "optimizers"):
+        print("optimizers (optim.name): " + ", ".join(OPTIM_SCHEMA["name"].choices))
+    if what in (None, "recipes"):
+        print(f"bundled recipes ({RECIPE_DIR}):")
+        for name in recipe_names():
+            first = (RECIPE_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+            print(f"  {name:10s} {first}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with code 2 on a usage error
+    try:
+        return int(args.func(args) or 0)
+    except ToolkitError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in ("lightning", "yaml", "matplotlib", "tqdm", "tensorboard"):
+            print(f"error: {e.name} is missing; install the toolkit's dependencies: "
+                  "pip install 'momentumrnn[train]'", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130

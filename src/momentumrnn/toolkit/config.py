@@ -1,0 +1,583 @@
+"""Recipes: built-in defaults < YAML recipe < command-line overrides, validated into one config.
+
+A recipe is a YAML mapping with these sections (every key optional)::
+
+    task:    {name: smnist, ...task options}          # see ``momentumrnn list tasks``
+    model:   {name: MomentumLSTM, hidden_size: 128, ...layer keyword arguments}
+    presets: {MomentumLSTM: {mu: 0.6, epsilon: 0.6}, ...}   # per-model hyper-parameters
+    optim:   {name: rmsprop, lr: 1.0e-3, lr_orth: null, alpha: 0.9, ...}
+    train:   {epochs: 10, batch_size: 128, grad_clip: 1.0, seed: 0, precision: fp32, devices: 1, ...}
+    report:  {target: null}
+    models:  [LSTM, {name: MomentumLSTM, mu: 0.6}]      # `compare` only
+    seeds:   [0, 1, 2]                                  # `compare` only
+
+A model is named either by its paper name (``model.name``: ``MomentumLSTM``, ``AdamLSTM``,
+``SRLSTM``, ``LSTM``, ...) or by ``model.host`` x ``model.scheme`` (``lstm`` x ``heavy_ball``).
+Every other ``model`` key goes to the layer's constructor (``num_layers``, ``dropout``, ``mu``,
+``epsilon``, ``beta``, ``restart``, ...); the layer itself validates them.
+
+Precedence for a model's keys: ``presets[<model>]`` < ``model`` section < the ``models`` entry
+(compare) < ``--set model.KEY=...`` / ``--model`` / ``--hidden-size`` on the command line.
+(In ``compare`` the ``model`` section holds the settings shared by all models, e.g. hidden_size.)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from .errors import ToolkitError
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+
+SECTIONS = ("task", "model", "presets", "optim", "train", "report", "models", "seeds")
+OPTIMIZERS = ("rmsprop", "adam", "sgd", "sgd_asgd")
+PRECISIONS = ("fp32", "bf16")
+MODEL_IDENTITY = ("name", "host", "scheme")
+MODEL_TOOLKIT_KEYS = ("name", "host", "scheme", "hidden_size", "label")
+# keys a resumed run may change (everything else must match the saved config)
+RESUMABLE_CHANGES = {
+    "train.epochs", "train.max_steps", "train.devices", "train.num_nodes", "train.accelerator",
+    "train.progress", "train.checkpoint_every_steps",
+}
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One scalar option: kind in int, float, str, bool, choice, int_list, float_list."""
+
+    kind: str
+    default: Any
+    help: str = ""
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: Optional[tuple] = None
+    nullable: bool = False
+    length: Optional[int] = None
+
+
+def _type_name(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _as_float(key: str, v: Any) -> float:
+    if isinstance(v, bool):
+        raise ToolkitError(f"{key}: expected a number, got {v!r}")
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    raise ToolkitError(f"{key}: expected a number, got {v!r} ({_type_name(v)})")
+
+
+def _as_int(key: str, v: Any) -> int:
+    if isinstance(v, bool):
+        raise ToolkitError(f"{key}: expected an integer, got {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            pass
+    raise ToolkitError(f"{key}: expected an integer, got {v!r} ({_type_name(v)})")
+
+
+def _range_text(opt: Opt) -> str:
+    lo = "" if opt.lo is None else (f"> {opt.lo:g}" if opt.lo_open else f">= {opt.lo:g}")
+    hi = "" if opt.hi is None else (f"< {opt.hi:g}" if opt.hi_open else f"<= {opt.hi:g}")
+    return " and ".join(t for t in (lo, hi) if t)
+
+
+def _check_range(key: str, opt: Opt, x: float) -> None:
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ToolkitError(f"{key}: must be a finite number, got {x!r}")
+    bad = (
+        (opt.lo is not None and (x <= opt.lo if opt.lo_open else x < opt.lo))
+        or (opt.hi is not None and (x >= opt.hi if opt.hi_open else x > opt.hi))
+    )
+    if bad:
+        raise ToolkitError(f"{key}: {x!r} is out of range (must be {_range_text(opt)})")
+
+
+def coerce(key: str, opt: Opt, v: Any) -> Any:
+    """Check / convert one value; raise ToolkitError naming ``key`` if it does not fit."""
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("null", "none", "~") and opt.kind != "str"):
+        if opt.nullable:
+            return None
+        raise ToolkitError(f"{key}: a value is required (got null)")
+    if opt.kind == "int":
+        x = _as_int(key, v)
+        _check_range(key, opt, x)
+        return x
+    if opt.kind == "float":
+        x = _as_float(key, v)
+        _check_range(key, opt, x)
+        return x
+    if opt.kind == "bool":
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return v.strip().lower() in ("true", "yes", "on", "1")
+        raise ToolkitError(f"{key}: expected true or false, got {v!r}")
+    if opt.kind in ("str", "choice"):
+        if not isinstance(v, str) or not v:
+            raise ToolkitError(f"{key}: expected a name, got {v!r} ({_type_name(v)})")
+        if opt.kind == "choice":
+            low = v.lower()
+            if low not in opt.choices:
+                raise ToolkitError(f"{key}: unknown value {v!r}; choose one of {', '.join(opt.choices)}")
+            return low
+        return v
+    if opt.kind in ("int_list", "float_list"):
+        if not isinstance(v, (list, tuple)):
+            raise ToolkitError(f"{key}: expected a list, got {v!r} ({_type_name(v)})")
+        if opt.length is not None and len(v) != opt.length:
+            raise ToolkitError(f"{key}: expected a list of {opt.length} values, got {len(v)}")
+        conv = _as_int if opt.kind == "int_list" else _as_float
+        out = [conv(f"{key}[{i}]", x) for i, x in enumerate(v)]
+        for i, x in enumerate(out):
+            _check_range(f"{key}[{i}]", opt, x)
+        return out
+    raise AssertionError(opt.kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# schemas of the fixed sections (task options come from the task registry)
+
+OPTIM_SCHEMA: dict[str, Opt] = {
+    "name": Opt("choice", "rmsprop", "optimizer: rmsprop, adam, sgd, or sgd_asgd (SGD, then "
+                "averaged SGD once the test loss stops improving, as for AWD-LSTM)", choices=OPTIMIZERS),
+    "lr": Opt("float", 1e-3, "learning rate", lo=0, lo_open=True),
+    "lr_orth": Opt("float", None, "learning rate of orthogonal parameters (null: same as lr)",
+                   lo=0, lo_open=True, nullable=True),
+    "weight_decay": Opt("float", 0.0, "L2 weight decay", lo=0),
+    "momentum": Opt("float", 0.0, "momentum (sgd, rmsprop)", lo=0, hi=1, hi_open=True),
+    "alpha": Opt("float", 0.9, "smoothing constant (rmsprop)", lo=0, hi=1, lo_open=True, hi_open=True),
+    "betas": Opt("float_list", [0.9, 0.999], "(beta1, beta2) of adam", lo=0, hi=1, hi_open=True, length=2),
+    "eps": Opt("float", 1e-8, "denominator epsilon (rmsprop, adam)", lo=0, lo_open=True),
+    "nesterov": Opt("bool", False, "Nesterov momentum (sgd)"),
+    "asgd_nonmono": Opt("int", 5, "sgd_asgd: switch to ASGD when the test loss is worse than the best "
+                        "of all evaluations before the last N", lo=1),
+}
+
+TRAIN_SCHEMA: dict[str, Opt] = {
+    "epochs": Opt("int", 10, "number of epochs", lo=1),
+    "batch_size": Opt("int", 128, "global batch size (split over devices)", lo=1),
+    "eval_batch_size": Opt("int", None, "batch size of evaluation (null: max(batch_size, 256))",
+                           lo=1, nullable=True),
+    "grad_clip": Opt("float", 1.0, "clip the gradient norm to this (null or 0: no clipping)",
+                     lo=0, nullable=True),
+    "seed": Opt("int", 0, "random seed (initialisation, data order, dropout)", lo=0, hi=2**31 - 1),
+    "precision": Opt("choice", "fp32", "fp32 or bf16 (bf16 autocast)", choices=PRECISIONS),
+    "accelerator": Opt("choice", "auto", "cpu, gpu or auto", choices=("auto", "cpu", "gpu", "cuda", "mps")),
+    "devices": Opt("int", 1, "processes (CPU) or GPUs per node; > 1 trains with DDP", lo=1),
+    "num_nodes": Opt("int", 1, "machines (DDP on a cluster)", lo=1),
+    "max_steps": Opt("int", None, "stop after this many optimizer steps (null: epochs decide)",
+                     lo=1, nullable=True),
+    "limit_train_batches": Opt("int", None, "batches per training epoch (null: all)", lo=1, nullable=True),
+    "limit_eval_batches": Opt("int", None, "batches per evaluation (null: all)", lo=1, nullable=True),
+    "evals_per_epoch": Opt("int", 1, "evaluations on the test set per epoch", lo=1),
+    "checkpoint_every_steps": Opt("int", None, "also save last.ckpt every N optimizer steps "
+                                  "(null: at each evaluation only)", lo=1, nullable=True),
+    "log_every_steps": Opt("int", 10, "TensorBoard training-loss interval in steps", lo=1),
+    "progress": Opt("bool", True, "show a progress bar"),
+    "deterministic": Opt("bool", True, "use deterministic algorithms (same seed, same metrics)"),
+}
+
+REPORT_SCHEMA: dict[str, Opt] = {
+    "target": Opt("float", None, "convergence target of the task's metric (null: task default)",
+                  nullable=True),
+}
+
+MODEL_SCHEMA: dict[str, Opt] = {
+    "name": Opt("str", None, "paper name of the layer (MomentumLSTM, AdamLSTM, SRLSTM, LSTM, ...)",
+                nullable=True),
+    "host": Opt("str", None, "host cell (rnn, lstm, gru, or an orthogonal host) when no name is given",
+                nullable=True),
+    "scheme": Opt("str", None, "momentum scheme (none, heavy_ball, adam, rmsprop, restart, nesterov)",
+                  nullable=True),
+    "hidden_size": Opt("int", 128, "hidden units", lo=1),
+    "label": Opt("str", None, "name of the model in reports (default: its name)", nullable=True),
+}
+
+# the paper's sequential-MNIST settings (SPEC 4) are the defaults
+DEFAULTS: dict[str, Any] = {
+    "task": {"name": "smnist"},
+    "model": {"name": "MomentumLSTM", "hidden_size": 128},
+    "presets": {
+        "MomentumLSTM": {"mu": 0.6, "epsilon": 0.6},
+        "AdamLSTM": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
+        "RMSPropLSTM": {"epsilon": 0.6, "beta": 0.9},
+        "SRLSTM": {"epsilon": 1.0, "restart": 2},
+    },
+    "optim": {k: copy.deepcopy(o.default) for k, o in OPTIM_SCHEMA.items()},
+    "train": {k: o.default for k, o in TRAIN_SCHEMA.items()},
+    "report": {k: o.default for k, o in REPORT_SCHEMA.items()},
+    "models": ["LSTM", "MomentumLSTM"],
+    "seeds": [0],
+}
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_key(key: str, known: Iterable[str]) -> ToolkitError:
+    section, _, leaf = key.rpartition(".")
+    known = sorted(known)
+    return ToolkitError(
+        f"unknown recipe key {key!r}{suggest(leaf, known)}; valid keys of "
+        f"{section or 'a recipe'}: {', '.join(known)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# loading recipes and overrides
+
+def _yaml():
+    import yaml
+
+    return yaml
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value, read as YAML (``1e-3``, ``true``, ``null``, ``[0.9, 0.99]``, names)."""
+    try:
+        return _yaml().safe_load(text) if text.strip() else text
+    except Exception:
+        return text
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_recipe(ref: str) -> dict:
+    """A recipe from a YAML file path or a bundled recipe name (``demo``, ``smnist``, ...)."""
+    path = Path(ref)
+    if not path.exists():
+        bundled = RECIPE_DIR / f"{ref}.yaml"
+        if bundled.exists() and os.sep not in ref and not ref.endswith((".yaml", ".yml")):
+            path = bundled
+        else:
+            raise ToolkitError(
+                f"recipe {ref!r} not found: give a YAML file or one of the bundled recipes "
+                f"({', '.join(recipe_names())})"
+            )
+    if path.is_dir():
+        raise ToolkitError(f"recipe {str(path)!r} is a directory; give a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"cannot read recipe {str(path)!r}: {e}") from None
+    try:
+        data = _yaml().safe_load(text)
+    except Exception as e:  # yaml.YAMLError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ToolkitError(f"recipe {str(path)!r} is not valid YAML ({first}); fix the file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ToolkitError(f"recipe {str(path)!r} must be a mapping of sections ({', '.join(SECTIONS)})")
+    return data
+
+
+def _check_recipe_shape(recipe: dict, origin: str) -> None:
+    for k, v in recipe.items():
+        if k not in SECTIONS:
+            raise ToolkitError(
+                f"unknown recipe key {k!r}{suggest(str(k), SECTIONS)} in {origin}; "
+                f"valid sections: {', '.join(SECTIONS)}"
+            )
+        if k in ("task", "model", "presets", "optim", "train", "report") and not isinstance(v, dict):
+            raise ToolkitError(f"{k}: expected a mapping of keys, got {v!r} ({_type_name(v)}) in {origin}")
+        if k == "presets":
+            for name, p in v.items():
+                if not isinstance(p, dict):
+                    raise ToolkitError(f"presets.{name}: expected a mapping of layer keys, got {p!r}")
+        if k == "models" and not isinstance(v, list):
+            raise ToolkitError(f"models: expected a list of model names or mappings, got {v!r}")
+        if k == "seeds" and not isinstance(v, list):
+            raise ToolkitError(f"seeds: expected a list of integers, got {v!r}")
+
+
+def _merge(base: dict, upd: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def merge_model(lower: dict, higher: dict) -> dict:
+    """``higher`` over ``lower``; naming a model at a higher level replaces the lower identity."""
+    lower = dict(lower)
+    if higher.get("name") is not None:
+        for k in MODEL_IDENTITY:
+            lower.pop(k, None)
+    elif higher.get("host") is not None or higher.get("scheme") is not None:
+        lower.pop("name", None)
+    lower.update(higher)
+    return lower
+
+
+def model_spec(text: str) -> dict:
+    """``MomentumLSTM`` -> {name}; ``lstm/heavy_ball`` (or ``lstm:heavy_ball``) -> {host, scheme}."""
+    if not isinstance(text, str) or not text:
+        raise ToolkitError(f"model: expected a model name, got {text!r}")
+    for sep in ("/", ":"):
+        if sep in text:
+            host, _, scheme = text.partition(sep)
+            if not host or not scheme:
+                raise ToolkitError(f"model {text!r}: write HOST/SCHEME, e.g. lstm/heavy_ball")
+            return {"host": host, "scheme": scheme}
+    return {"name": text}
+
+
+def model_key(model: dict) -> str:
+    if model.get("name"):
+        return str(model["name"])
+    return f"{model.get('host')}/{model.get('scheme')}"
+
+
+def model_label(model: dict) -> str:
+    return str(model.get("label") or model_key(model))
+
+
+def split_overrides(overrides: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], dict]:
+    """Separate ``model.*`` overrides (applied last, per model) from the others."""
+    other, model = [], {}
+    for key, value in overrides:
+        parts = key.split(".")
+        if parts[0] == "model" and len(parts) != 2:
+            raise ToolkitError(f"bad override {key!r}: model keys are flat, e.g. model.hidden_size=64")
+        if parts[0] == "model":
+            if parts[1] == "name" and isinstance(value, str):
+                model = merge_model(model, model_spec(value))
+            else:
+                model = merge_model(model, {parts[1]: value})
+        else:
+            other.append((key, value))
+    return other, model
+
+
+def apply_overrides(recipe: dict, overrides: list[tuple[str, Any]]) -> dict:
+    out = copy.deepcopy(recipe)
+    for key, value in overrides:
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            raise ToolkitError(f"bad override {key!r}: write SECTION.KEY=VALUE, e.g. train.epochs=5")
+        if parts[0] not in SECTIONS:
+            raise unknown_key(parts[0], SECTIONS)
+        if parts[0] in ("models", "seeds"):
+            if len(parts) != 1:
+                raise ToolkitError(f"bad override {key!r}: set the whole list, e.g. seeds=[0,1,2]")
+            out[parts[0]] = value
+            continue
+        if len(parts) == 1:
+            raise ToolkitError(f"bad override {key!r}: name a key inside {parts[0]}, e.g. {parts[0]}.name=...")
+        node = out.setdefault(parts[0], {})
+        for p in parts[1:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+def _validate_section(name: str, values: dict, schema: dict[str, Opt]) -> dict:
+    out = {}
+    for k, v in values.items():
+        if k not in schema:
+            raise unknown_key(f"{name}.{k}", schema)
+        out[k] = coerce(f"{name}.{k}", schema[k], v)
+    for k, o in schema.items():
+        out.setdefault(k, copy.deepcopy(o.default))
+    return out
+
+
+def _check_primitive(key: str, v: Any) -> None:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return
+    if isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_primitive(f"{key}[{i}]", x)
+        return
+    raise ToolkitError(f"{key}: expected a number, name, boolean or list, got {v!r}")
+
+
+def validate_model(model: dict, where: str = "model") -> dict:
+    """Type-check the toolkit's model keys; the layer keyword arguments are checked by the layer."""
+    out = {}
+    for k, v in model.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ToolkitError(f"{where}: bad key {k!r}")
+        if k in MODEL_SCHEMA:
+            out[k] = coerce(f"{where}.{k}", MODEL_SCHEMA[k], v)
+        elif k in ("input_size", "batch_first"):
+            raise ToolkitError(f"{where}.{k} is set by the task; remove it from the recipe")
+        else:
+            _check_primitive(f"{where}.{k}", v)
+            out[k] = v
+    out.setdefault("hidden_size", MODEL_SCHEMA["hidden_size"].default)
+    if out.get("name") and (out.get("host") or out.get("scheme")):
+        raise ToolkitError(
+            f"{where}: give either name ({out['name']}) or host and scheme "
+            f"({out.get('host')}/{out.get('scheme')}), not both"
+        )
+    if not out.get("name"):
+        if not out.get("host") or not out.get("scheme"):
+            raise ToolkitError(f"{where}: name a model: model.name (e.g. MomentumLSTM) or model.host and model.scheme")
+    return out
+
+
+def _validate_task(task: dict) -> dict:
+    from .tasks import TASKS, get_task_class
+
+    name = task.get("name", "smnist")
+    if not isinstance(name, str):
+        raise ToolkitError(f"task.name: expected a task name, got {name!r}")
+    cls = get_task_class(name)
+    schema = cls.options
+    out = {"name": cls.name}
+    for k, v in task.items():
+        if k == "name":
+            continue
+        if k not in schema:
+            raise unknown_key(f"task.{k}", ["name", *schema])
+        out[k] = coerce(f"task.{k}", schema[k], v)
+    for k, o in schema.items():
+        out.setdefault(k, copy.deepcopy(o.default))
+    assert TASKS
+    return out
+
+
+def resolve_models(cfg: dict, entries: list, cli_model: dict) -> list[dict]:
+    """Full model configs of a run list: preset < model section < entry < command line."""
+    presets = cfg.get("presets") or {}
+    shared = cfg.get("model") or {}
+    out = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            entry = model_spec(entry)
+        elif not isinstance(entry, dict):
+            raise ToolkitError(f"models[{i}]: expected a model name or a mapping, got {entry!r}")
+        key_entry = merge_model(merge_model(shared, entry), cli_model)
+        m = dict(presets.get(model_key(key_entry), {}))
+        m = merge_model(m, shared)
+        m = merge_model(m, entry)
+        m = merge_model(m, cli_model)
+        out.append(validate_model(m, where=f"models[{i}]" if entries is not None else "model"))
+    return out
+
+
+def resolve(recipe: Optional[dict], overrides: list[tuple[str, Any]], *, command: str = "train",
+            origin: str = "the recipe") -> dict:
+    """Resolve a run config (``command='train'``) or a comparison (``'compare'``).
+
+    Returns ``{'task', 'model', 'optim', 'train', 'report'}`` for train, plus ``models`` (a list
+    of full model configs) and ``seeds`` for compare. Raises ToolkitError on any bad key or value.
+    """
+    recipe = recipe or {}
+    _check_recipe_shape(recipe, origin)
+    other, cli_model = split_overrides(overrides)
+    merged = apply_overrides(_merge(DEFAULTS, recipe), other)
+    # a recipe that names its own models replaces the default model identity
+    if "model" in recipe:
+        merged["model"] = merge_model(DEFAULTS["model"], recipe["model"])
+    _check_recipe_shape({k: v for k, v in merged.items()}, origin)
+    cfg: dict[str, Any] = {
+        "task": _validate_task(merged.get("task") or {}),
+        "optim": _validate_section("optim", merged.get("optim") or {}, OPTIM_SCHEMA),
+        "train": _validate_section("train", merged.get("train") or {}, TRAIN_SCHEMA),
+        "report": _validate_section("report", merged.get("report") or {}, REPORT_SCHEMA),
+    }
+    presets = merged.get("presets") or {}
+    base = {"model": merged.get("model") or {}, "presets": presets}
+    if command == "compare":
+        entries = merged.get("models") or []
+        if not entries:
+            raise ToolkitError("models: give at least one model to compare (--models A B ...)")
+        shared = {k: v for k, v in base["model"].items() if k not in MODEL_IDENTITY}
+        models = resolve_models({"model": shared, "presets": presets}, entries, cli_model)
+        labels = [model_label(m) for m in models]
+        for i, m in enumerate(models):
+            if labels.count(labels[i]) > 1 and not m.get("label"):
+                extra = ",".join(f"{k}={v}" for k, v in sorted(m.items()) if k not in MODEL_TOOLKIT_KEYS)
+                m["label"] = f"{labels[i]}({extra})" if extra else f"{labels[i]}#{i}"
+        labels = [model_label(m) for m in models]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ToolkitError(f"models: {sorted(dup)[0]!r} appears twice; give each entry a distinct label")
+        seeds = merged.get("seeds")
+        if not isinstance(seeds, list) or not seeds:
+            raise ToolkitError("seeds: expected a non-empty list of integers, e.g. [0, 1, 2]")
+        seeds = [coerce(f"seeds[{i}]", TRAIN_SCHEMA["seed"], s) for i, s in enumerate(seeds)]
+        if len(set(seeds)) != len(seeds):
+            raise ToolkitError(f"seeds: {seeds} has repeated values")
+        cfg["models"] = models
+        cfg["seeds"] = seeds
+    else:
+        cfg["model"] = resolve_models(base, [{}], cli_model)[0]
+    return cfg
+
+
+def run_config(cfg: dict, model: dict, seed: int) -> dict:
+    """The config of one run of a comparison."""
+    out = {k: copy.deepcopy(cfg[k]) for k in ("task", "optim", "train", "report")}
+    out["model"] = copy.deepcopy(model)
+    out["train"]["seed"] = seed
+    return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(saved: dict, new: dict) -> list[str]:
+    """Keys whose values differ between two run configs (excluding those a resume may change)."""
+    a, b = flatten(saved), flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+
+
+def dump_yaml(data: Any) -> str:
+    return _yaml().safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def load_run_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ToolkitError(f"{run_dir} is not a run directory (no config.yaml); check the path")
+    try:
+        data = _yaml().safe_load(path.read_text(encoding="utf-8"))
+    except Exception:
+        raise ToolkitError(f"{path} is corrupt (not valid YAML); restore it or start a new run") from None
+    if not isinstance(data, dict) or not all(k in data for k in ("task", "model", "optim", "train")):
+        raise ToolkitError(f"{path} is not a momentumrnn run config; restore it or start a new run")
+    return data

@@ -1,0 +1,84 @@
+"""PNG plots of train / test curves (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+from .errors import ToolkitError
+
+PRETTY = {"loss": "loss", "acc": "accuracy"}
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ToolkitError("plots need matplotlib: pip install 'momentumrnn[train]'") from None
+    return plt
+
+
+def _xy(rows: list[dict], key: str, x: str) -> tuple[list, list]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not math.isnan(v) and isinstance(r.get(x), (int, float)):
+            xs.append(r[x])
+            ys.append(v)
+    return xs, ys
+
+
+def plot_curves(series: list[dict], out: Path, *, title: str = "", x: str = "epoch",
+                target: Optional[float] = None, metric: Optional[str] = None) -> Optional[Path]:
+    """One PNG with a panel per metric (loss, accuracy): train dashed, test solid.
+
+    ``series``: dicts with ``label`` (legend / colour group), ``rows`` (metrics.csv rows) and
+    optionally ``seed``. Runs of the same label share a colour.
+    """
+    series = [s for s in series if s.get("rows")]
+    if not series:
+        return None
+    plt = _plt()
+    names = [n for n in ("loss", "acc") if any(f"test_{n}" in s["rows"][0] for s in series)]
+    fig, axes = plt.subplots(1, len(names), figsize=(6.0 * len(names), 4.2), squeeze=False)
+    labels = list(dict.fromkeys(s["label"] for s in series))
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2"])
+    color = {lab: colors[i % len(colors)] for i, lab in enumerate(labels)}
+    per_label = {lab: sum(1 for s in series if s["label"] == lab) for lab in labels}
+    for ax, name in zip(axes[0], names):
+        drawn = set()
+        for s in series:
+            lab = s["label"]
+            alpha = 0.9 if per_label[lab] == 1 else 0.55
+            for split, style in (("train", "--"), ("test", "-")):
+                xs, ys = _xy(s["rows"], f"{split}_{name}", x)
+                if not xs:
+                    continue
+                legend = f"{lab} ({split})" if (lab, split) not in drawn else None
+                drawn.add((lab, split))
+                ax.plot(xs, ys, style, color=color[lab], alpha=alpha, label=legend,
+                        marker="o" if len(xs) <= 12 else None, markersize=3)
+        if target is not None and metric == f"test_{name}":
+            ax.axhline(target, color="grey", linewidth=0.8, linestyle=":", label=f"target {target:g}")
+        ax.set_xlabel(x)
+        ax.set_ylabel(PRETTY.get(name, name))
+        if name == "loss":
+            ys_all = [v for s in series for v in _xy(s["rows"], "train_loss", x)[1] + _xy(s["rows"], "test_loss", x)[1]]
+            if ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > 30:
+                ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,236 @@
+"""Reports over run directories: a Markdown and a CSV table (mean ± std over seeds of the final
+and best metrics, epochs / steps to reach a target) and one PNG of all runs' curves.
+
+Needs no Lightning: it reads ``summary.json``, ``metrics.csv`` and ``config.yaml`` only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from . import runfiles
+from .errors import ToolkitError
+
+TASK_METRIC = {"adding": ("test_loss", "min")}
+
+
+def _run_info(d: Path) -> Optional[dict]:
+    """What the report needs of one run directory, or None (with a warning) if unusable."""
+    summary = runfiles.read_summary(d)
+    cfg = None
+    if (d / runfiles.CONFIG).exists():
+        try:
+            from .config import load_run_config
+
+            cfg = load_run_config(d)
+        except ToolkitError:
+            cfg = None
+    if summary is None and cfg is None:
+        print(f"warning: skipping {d}: no readable summary.json or config.yaml", file=sys.stderr)
+        return None
+    if summary is not None and summary.get("metric"):
+        label = summary.get("label") or "?"
+        task = summary.get("task") or "?"
+        metric, mode = summary["metric"], summary.get("mode", "max")
+        seed = summary.get("seed")
+        params = summary.get("parameters")
+        status = summary.get("status", "?")
+        target = summary.get("target")
+    else:
+        from .config import model_label
+
+        label = model_label(cfg["model"])
+        task = cfg["task"]["name"]
+        try:
+            from .tasks import get_task_class
+
+            tc = get_task_class(task)
+            metric, mode, target = f"test_{tc.metric}", ("max" if tc.metric == "acc" else "min"), tc.default_target
+        except ToolkitError:
+            metric, mode, target = TASK_METRIC.get(task, ("test_acc", "max")) + (None,)
+        seed = cfg["train"].get("seed")
+        params = None
+        status = "unknown"
+    rows = runfiles.read_metrics(d)
+    return {"dir": d, "label": str(label), "task": str(task), "metric": metric, "mode": mode, "seed": seed,
+            "params": params, "status": status, "target": target, "rows": rows}
+
+
+def _stats(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(float(v))]
+    if not vals:
+        return None, None
+    mean = statistics.fmean(vals)
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return mean, std
+
+
+def _fmt(mean: Optional[float], std: Optional[float], n: int, digits: int = 4) -> str:
+    if mean is None:
+        return "–"
+    if n > 1:
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}"
+
+
+def _best(rows: list[dict], metric: str, mode: str) -> Optional[float]:
+    vals = [r[metric] for r in rows if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
+    if not vals:
+        return None
+    return max(vals) if mode == "max" else min(vals)
+
+
+def summarize(runs: list[dict], target: Optional[float]) -> list[dict]:
+    """One line per (task, model label): aggregates over its runs (seeds)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["task"], r["label"]), []).append(r)
+    out = []
+    for (task, label), rs in groups.items():
+        metric, mode = rs[0]["metric"], rs[0]["mode"]
+        tgt = target if target is not None else rs[0]["target"]
+        finals = [r["rows"][-1].get(metric) for r in rs if r["rows"]]
+        bests = [_best(r["rows"], metric, mode) for r in rs if r["rows"]]
+        hits = []
+        for r in rs:
+            hit = next((row for row in r["rows"] if runfiles.reached(row.get(metric), tgt, mode)), None)
+            if hit is not None:
+                hits.append(hit)
+        line: dict[str, Any] = {
+            "task": task, "model": label, "runs": len(rs), "metric": metric, "mode": mode, "target": tgt,
+            "seeds": [r["seed"] for r in rs],
+            "final": _stats(finals), "best": _stats(bests),
+            "final_test_loss": _stats([r["rows"][-1].get("test_loss") for r in rs if r["rows"]]),
+            "final_train_loss": _stats([r["rows"][-1].get("train_loss") for r in rs if r["rows"]]),
+            "epochs": _stats([r["rows"][-1].get("epoch") for r in rs if r["rows"]]),
+            "time_s": _stats([r["rows"][-1].get("time_s") for r in rs if r["rows"]]),
+            "reached": len(hits),
+            "epochs_to_target": _stats([h["epoch"] for h in hits]),
+            "steps_to_target": _stats([h["step"] for h in hits]),
+            "params": rs[0]["params"],
+            "incomplete": sum(1 for r in rs if r["status"] != "completed"),
+            "n_eval": sum(1 for r in rs if r["rows"]),
+        }
+        out.append(line)
+    return out
+
+
+def _conv(line: dict, key: str, digits: int) -> str:
+    if line["target"] is None:
+        return "–"
+    if line["reached"] == 0:
+        return "not reached"
+    mean, std = line[key]
+    txt = _fmt(mean, std, line["reached"], digits)
+    if line["reached"] < line["runs"]:
+        txt += f" ({line['reached']}/{line['runs']} runs)"
+    return txt
+
+
+def markdown(lines: list[dict], runs: list[dict]) -> str:
+    parts = []
+    for task in dict.fromkeys(l["task"] for l in lines):
+        ls = [l for l in lines if l["task"] == task]
+        metric, mode, tgt = ls[0]["metric"], ls[0]["mode"], ls[0]["target"]
+        short = metric.replace("test_", "test ")
+        parts.append(f"### {task}: {short} ({'higher' if mode == 'max' else 'lower'} is better), "
+                     f"mean ± std over seeds\n")
+        tgt_txt = f"{tgt:g}" if tgt is not None else "–"
+        head = ["model", "runs", f"final {short}", f"best {short}", "final test loss", "final train loss",
+                f"epochs to {tgt_txt}", f"steps to {tgt_txt}", "epochs", "train time (s)", "params"]
+        parts.append("| " + " | ".join(head) + " |")
+        parts.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+        for l in ls:
+            runs_txt = str(l["runs"]) + (f" ({l['incomplete']} unfinished)" if l["incomplete"] else "")
+            cells = [
+                l["model"], runs_txt,
+                _fmt(*l["final"], l["n_eval"]), _fmt(*l["best"], l["n_eval"]),
+                _fmt(*l["final_test_loss"], l["n_eval"]), _fmt(*l["final_train_loss"], l["n_eval"]),
+                _conv(l, "epochs_to_target", 2), _conv(l, "steps_to_target", 0),
+                _fmt(*l["epochs"], l["n_eval"], 2), _fmt(*l["time_s"], l["n_eval"], 0),
+                f"{l['params']:,}" if isinstance(l["params"], int) else "–",
+            ]
+            parts.append("| " + " | ".join(cells) + " |")
+        parts.append("")
+    parts.append("Runs:\n")
+    parts.append("| task | model | seed | status | evaluations | final | best | run directory |")
+    parts.append("|---|---|---:|---|---:|---:|---:|---|")
+    for r in runs:
+        fin = r["rows"][-1].get(r["metric"]) if r["rows"] else None
+        best = _best(r["rows"], r["metric"], r["mode"])
+        parts.append(f"| {r['task']} | {r['label']} | {r['seed']} | {r['status']} | {len(r['rows'])} | "
+                     f"{'–' if fin is None else f'{fin:.4f}'} | {'–' if best is None else f'{best:.4f}'} | "
+                     f"{r['dir']} |")
+    return "\n".join(parts) + "\n"
+
+
+def csv_text(lines: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = ["task", "model", "runs", "seeds", "metric", "mode", "final_mean", "final_std", "best_mean", "best_std",
+            "final_test_loss_mean", "final_test_loss_std", "final_train_loss_mean", "final_train_loss_std",
+            "target", "runs_reaching_target", "epochs_to_target_mean", "epochs_to_target_std",
+            "steps_to_target_mean", "steps_to_target_std", "epochs_mean", "train_time_s_mean", "params"]
+    w.writerow(cols)
+
+    def num(x):
+        return "" if x is None else repr(float(x))
+
+    for l in lines:
+        w.writerow([l["task"], l["model"], l["runs"], " ".join(str(s) for s in l["seeds"]), l["metric"], l["mode"],
+                    num(l["final"][0]), num(l["final"][1]), num(l["best"][0]), num(l["best"][1]),
+                    num(l["final_test_loss"][0]), num(l["final_test_loss"][1]),
+                    num(l["final_train_loss"][0]), num(l["final_train_loss"][1]),
+                    "" if l["target"] is None else l["target"], l["reached"],
+                    num(l["epochs_to_target"][0]), num(l["epochs_to_target"][1]),
+                    num(l["steps_to_target"][0]), num(l["steps_to_target"][1]),
+                    num(l["epochs"][0]), num(l["time_s"][0]), "" if l["params"] is None else l["params"]])
+    return buf.getvalue()
+
+
+def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Optional[float] = None,
+                x: str = "epoch", plot: bool = True) -> str:
+    """Write ``report.md``, ``report.csv`` and ``curves.png`` (one per task if several) into
+    ``out_dir``; return the Markdown text."""
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.exists():
+            raise ToolkitError(f"{p} does not exist; give run directories (or folders holding them)")
+    dirs = runfiles.find_runs(paths)
+    if not dirs:
+        raise ToolkitError(f"no run directories found in {', '.join(map(str, paths))} "
+                           "(a run directory holds summary.json or config.yaml)")
+    runs = [r for r in (_run_info(d) for d in dirs) if r is not None]
+    if not runs:
+        raise ToolkitError("none of the run directories is readable; see the warnings above")
+    lines = summarize(runs, target)
+    md = markdown(lines, runs)
+    if out_dir is None:
+        out_dir = paths[0] if len(paths) == 1 and paths[0].is_dir() else Path("report")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    if plot:
+        from .plots import plot_curves
+
+        tasks = list(dict.fromkeys(r["task"] for r in runs))
+        for task in tasks:
+            name = "curves.png" if len(tasks) == 1 else f"curves-{task}.png"
+            rs = [r for r in runs if r["task"] == task]
+            line = next(l for l in lines if l["task"] == task)
+            png = plot_curves([{"label": r["label"], "rows": r["rows"], "seed": r["seed"]} for r in rs],
+                              out_dir / name, title=f"{task}: train (dashed) and test (solid)", x=x,
+                              target=line["target"], metric=line["metric"])
+            if png is not None:
+                pngs.append(png)
+    if pngs:
+        md += "\n" + "\n".join(f"![curves]({p.name})" for p in pngs) + "\n"
+    runfiles.atomic_write_text(out_dir / "report.md", "# momentumrnn report\n\n" + md)
+    runfiles.atomic_write_text(out_dir / "report.csv", csv_text(lines))
+    return md

@@ -1,0 +1,357 @@
+"""Running experiments: one run (:func:`train_run`) and a comparison (:func:`compare_runs`).
+
+Every check (config, data, model, run directory, checkpoint) happens before anything is
+written, so a bad input leaves existing files as they were.
+
+Multi-process training uses Lightning's DDP: the processes it starts re-run the same command;
+they are recognised by their rank (``LOCAL_RANK`` / ``NODE_RANK`` / ``RANK`` in the environment)
+and then read the run directory but never write it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from . import runfiles
+from .config import config_changes, dump_yaml, load_run_config, model_label, run_config
+from .errors import ToolkitError
+
+PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+COMPARE_FILE = "compare.yaml"
+
+
+def env_rank() -> int:
+    """Global rank of this process as set by a launcher (0 when not launched as a DDP worker)."""
+    for var in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if os.environ.get(var, "").isdigit() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            return int(os.environ[var])
+    local = os.environ.get("LOCAL_RANK", "0")
+    node = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0"))
+    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
+
+
+def is_writer() -> bool:
+    return env_rank() == 0
+
+
+def say(msg: str = "") -> None:
+    if is_writer():
+        print(msg, flush=True)
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.+=-]+", "-", text).strip("-")
+    return s or "model"
+
+
+def default_run_dir(cfg: dict) -> Path:
+    return Path("runs") / f"{cfg['task']['name']}-{slug(model_label(cfg['model']))}-seed{cfg['train']['seed']}"
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        ".*does not have many workers.*", ".*exists and is not empty.*", ".*is not a `DataLoader`.*",
+        ".*The number of training batches.*", ".*Checkpoint directory.*", ".*LeafSpec.*",
+        ".*is_sharded.*", ".*Precision bf16-mixed is not supported.*", ".*on_validation_epoch_end.*",
+        ".*`isinstance\\(treespec, LeafSpec\\)`.*", ".*You're resuming from a checkpoint.*",
+        ".*that ended before the epoch ended.*", ".*`training_step` returned `None`.*",
+        ".*Trying to infer the `batch_size`.*", ".*dropout option adds dropout.*", ".*sync_dist=True.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _looks_like_run(d: Path) -> bool:
+    return (d / runfiles.CONFIG).exists() or (d / runfiles.SUMMARY).exists() or (d / COMPARE_FILE).exists()
+
+
+def _nonempty(d: Path) -> bool:
+    return d.exists() and (not d.is_dir() or any(d.iterdir()))
+
+
+def check_new_dir(d: Path, *, resume: bool, overwrite: bool, what: str = "run directory") -> bool:
+    """Validate the target directory; returns True if it exists and will be replaced."""
+    if d.exists() and not d.is_dir():
+        raise ToolkitError(f"{d} exists and is not a directory; choose another --out")
+    if not _nonempty(d):
+        if resume:
+            raise ToolkitError(f"--resume: {d} does not exist or is empty; drop --resume to start a new run")
+        return False
+    if resume:
+        return False
+    if not overwrite:
+        raise ToolkitError(f"{what} {d} already exists; pass --resume to continue it, --overwrite to "
+                           "replace it, or choose another --out")
+    if not _looks_like_run(d):
+        raise ToolkitError(f"--overwrite: {d} is not a momentumrnn run directory (no config.yaml); "
+                           "refusing to delete it, choose another --out")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+
+class PreparedRun:
+    """Everything a run needs, validated, before anything is written."""
+
+    def __init__(self, cfg: dict, run_dir: Path, *, resume: bool, overwrite: bool, label: Optional[str] = None):
+        from .config import resolve  # noqa: F401  (config already resolved by the caller)
+        from .models import build_model, check_optim, count_parameters
+        from .tasks import build_task
+
+        self.writer = is_writer()
+        self.run_dir = Path(run_dir).absolute()
+        self.resume = resume
+        self.replace = False
+        self.ckpt_path: Optional[Path] = None
+        self.ckpt_step = 0
+        if self.writer:
+            self.replace = check_new_dir(self.run_dir, resume=resume, overwrite=overwrite)
+        if resume:
+            saved = load_run_config(self.run_dir)
+            changes = config_changes(saved, cfg)
+            if changes:
+                from .config import flatten
+
+                a, b = flatten(saved), flatten(cfg)
+                k = changes[0]
+                more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+                raise ToolkitError(
+                    f"--resume: {self.run_dir} ran with {k}={a.get(k)!r} but this command asks for "
+                    f"{b.get(k)!r}{more}; repeat the original settings or start a new run with another --out"
+                )
+            last = self.run_dir / runfiles.CKPT_DIR / runfiles.LAST
+            if last.exists():
+                from .callbacks import load_checkpoint_file
+
+                ckpt = load_checkpoint_file(last)
+                self.ckpt_path = last
+                self.ckpt_step = int(ckpt.get("global_step", 0))
+                del ckpt
+        self.cfg = cfg
+        self.label = label or model_label(cfg["model"])
+        self.task = build_task(cfg["task"])
+        self.train_split, self.test_split = self.task.load()
+        import lightning.pytorch as pl
+
+        _quiet_lightning()
+        pl.seed_everything(cfg["train"]["seed"], workers=False, verbose=False)
+        self.model = build_model(cfg["model"], self.task)
+        self.params = count_parameters(self.model)
+        self.optim_note = check_optim(cfg["optim"], self.model)
+
+    def write_start(self) -> None:
+        if not self.writer:
+            self.task.attach(self.run_dir, writer=False)
+            return
+        if self.replace:
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        header = "# momentumrnn run config (resolved). Re-run: momentumrnn train --recipe config.yaml\n"
+        runfiles.atomic_write_text(self.run_dir / runfiles.CONFIG, header + dump_yaml(self.cfg))
+        self.task.attach(self.run_dir, writer=True)
+        if self.resume:
+            from .callbacks import Recorder
+
+            cols = Recorder.columns_for(self.task)
+            runfiles.truncate_metrics(self.run_dir, self.ckpt_step, cols)
+
+
+def make_trainer(prep: PreparedRun, module, *, progress: bool):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from .callbacks import AtomicCheckpointIO, ProgressBar
+
+    t = prep.cfg["train"]
+    ckdir = prep.run_dir / runfiles.CKPT_DIR
+    callbacks = [
+        ModelCheckpoint(dirpath=ckdir, filename="best", monitor=module.monitor, mode=prep.task.mode,
+                        save_top_k=1, save_last=True, enable_version_counter=False,
+                        auto_insert_metric_name=False),
+    ]
+    if t["checkpoint_every_steps"]:
+        callbacks.append(ModelCheckpoint(dirpath=ckdir, filename="last", monitor=None, save_top_k=1,
+                                         every_n_train_steps=t["checkpoint_every_steps"],
+                                         enable_version_counter=False, auto_insert_metric_name=False))
+    show = progress and prep.writer and sys.stderr.isatty()
+    if show:
+        callbacks.append(ProgressBar(refresh_rate=1 if sys.stderr.isatty() else 10, leave=False))
+    logger_kwargs = {"purge_step": prep.ckpt_step} if prep.resume and prep.ckpt_step else {}
+    logger = TensorBoardLogger(save_dir=str(prep.run_dir), name="tb", version="", default_hp_metric=False,
+                               **logger_kwargs)
+    world = t["devices"] * t["num_nodes"]
+    strategy = "auto"
+    if world > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(find_unused_parameters=False)
+    accelerator = {"cuda": "gpu"}.get(t["accelerator"], t["accelerator"])
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=t["devices"],
+        num_nodes=t["num_nodes"],
+        strategy=strategy,
+        precision=PRECISION[t["precision"]],
+        max_epochs=t["epochs"],
+        max_steps=t["max_steps"] or -1,
+        limit_train_batches=t["limit_train_batches"] or 1.0,
+        limit_val_batches=t["limit_eval_batches"] or 1.0,
+        val_check_interval=1.0 / t["evals_per_epoch"],
+        gradient_clip_val=t["grad_clip"] or None,
+        gradient_clip_algorithm="norm",
+        deterministic=t["deterministic"],
+        callbacks=callbacks,
+        logger=logger,
+        enable_progress_bar=show,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(prep.run_dir),
+        log_every_n_steps=1,
+    )
+
+
+def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
+              label: Optional[str] = None, progress: Optional[bool] = None, prefix: str = "") -> dict:
+    """Train one model on one task; returns the run's summary (also in ``run_dir/summary.json``)."""
+    prep = PreparedRun(cfg, run_dir, resume=resume, overwrite=overwrite, label=label)
+    from .callbacks import Recorder
+    from .module import RunModule
+
+    prep.write_start()
+    recorder = None
+    if prep.writer:
+        progress_on = cfg["train"]["progress"] if progress is None else progress
+        recorder = Recorder(prep.run_dir, cfg, prep.task, prep.label, params=prep.params,
+                            echo_rows=bool(progress_on) and not sys.stderr.isatty())
+        if prep.optim_note:
+            recorder.note(prep.optim_note)
+    module = RunModule(cfg, prep.task, prep.model, prep.train_split, prep.test_split, recorder=recorder)
+    progress = cfg["train"]["progress"] if progress is None else progress
+    trainer = make_trainer(prep, module, progress=progress)
+    what = (f"{prefix}{prep.label} on {cfg['task']['name']} (seed {cfg['train']['seed']}): "
+            f"{len(prep.train_split)} train / {len(prep.test_split)} test examples, "
+            f"{prep.params:,} parameters, {cfg['train']['devices'] * cfg['train']['num_nodes']} process(es)")
+    if prep.ckpt_path is not None:
+        say(f"{what}\n  resuming from step {prep.ckpt_step} ({prep.ckpt_path})")
+    elif resume:
+        say(f"{what}\n  no checkpoint yet in {prep.run_dir}; starting it from the beginning")
+    else:
+        say(what)
+    started = time.time()
+    try:
+        with warnings.catch_warnings():
+            _quiet_lightning()
+            trainer.fit(module, ckpt_path=str(prep.ckpt_path) if prep.ckpt_path else None, weights_only=True)
+            if not trainer.interrupted and module.last_eval_step < trainer.global_step:
+                # stopped by max_steps between two evaluations: evaluate the final weights too
+                trainer.validate(module, verbose=False)
+    except SystemExit:
+        if recorder is not None:
+            recorder.write_summary("interrupted")
+        raise
+    status = "interrupted" if trainer.interrupted else "completed"
+    if recorder is None:
+        return {"status": status}
+    summary = recorder.write_summary(status)
+    with contextlib.suppress(Exception):
+        recorder.plot()
+    say(f"  {describe(summary)}  [{time.time() - started:.0f} s] -> {prep.run_dir}")
+    return summary
+
+
+def describe(summary: dict) -> str:
+    m = summary.get("metric", "")
+    fin = (summary.get("final") or {}).get(m)
+    best = summary.get("best") or {}
+    if fin is None:
+        return "no evaluation yet"
+    txt = f"{m} {fin:.4f} (best {best.get('value', float('nan')):.4f} at epoch {best.get('epoch', 0):g})"
+    hit = summary.get("reached_target")
+    if summary.get("target") is not None:
+        txt += (f", target {summary['target']:g} reached at epoch {hit['epoch']:g}" if hit
+                else f", target {summary['target']:g} not reached")
+    return txt
+
+
+# ---------------------------------------------------------------------------------------------
+# comparisons
+
+def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: bool = False,
+                 progress: Optional[bool] = None, target: Optional[float] = None) -> str:
+    """Train every model of ``cfg['models']`` with every seed of ``cfg['seeds']``, then report."""
+    out_dir = Path(out_dir).absolute()
+    writer = is_writer()
+    replace = check_new_dir(out_dir, resume=resume, overwrite=overwrite, what="output directory") if writer else False
+    saved_path = out_dir / COMPARE_FILE
+    if resume and writer:
+        if not saved_path.exists():
+            raise ToolkitError(f"--resume: {out_dir} holds no {COMPARE_FILE}; it is not a comparison directory")
+        import yaml
+
+        try:
+            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+        except Exception:
+            raise ToolkitError(f"{saved_path} is corrupt; restore it or start again with --overwrite") from None
+        changes = config_changes({k: v for k, v in saved.items() if k not in ("models", "seeds")},
+                                 {k: v for k, v in cfg.items() if k not in ("models", "seeds")})
+        if changes or saved.get("models") != cfg["models"] or saved.get("seeds") != cfg["seeds"]:
+            which = changes[0] if changes else ("models" if saved.get("models") != cfg["models"] else "seeds")
+            raise ToolkitError(f"--resume: {out_dir} was started with a different {which}; repeat the "
+                               "original settings or choose another --out")
+    plan = []
+    for model in cfg["models"]:
+        for seed in cfg["seeds"]:
+            rc = run_config(cfg, model, seed)
+            d = out_dir / slug(model_label(model)) / f"seed{seed}"
+            plan.append((rc, d))
+    # validate every model before training any
+    from .models import build_model
+    from .tasks import build_task
+
+    task = build_task(cfg["task"])
+    for rc, _ in plan:
+        build_model(rc["model"], task)
+    if writer:
+        if replace:
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runfiles.atomic_write_text(saved_path, "# momentumrnn comparison (resolved)\n" + dump_yaml(cfg))
+    n = len(plan)
+    for i, (rc, d) in enumerate(plan):
+        run_resume = resume and _nonempty(d)
+        summary = runfiles.read_summary(d) if run_resume else None
+        if summary and summary.get("status") == "completed" and writer and rc["train"]["epochs"] <= (summary.get("epochs_planned") or 0) \
+                and (rc["train"]["devices"] * rc["train"]["num_nodes"]) == 1:
+            say(f"[{i + 1}/{n}] {model_label(rc['model'])} seed {rc['train']['seed']}: already complete")
+            continue
+        train_run(rc, d, resume=run_resume, overwrite=False, label=model_label(rc["model"]),
+                  progress=progress, prefix=f"[{i + 1}/{n}] ")
+    if not writer:
+        return ""
+    from .report import make_report
+
+    return make_report([out_dir], out_dir=out_dir, target=target)
+
+
+def fresh_dir(base: Path) -> Path:
+    """``base`` if free, else ``base-2``, ``base-3``, ..."""
+    if not _nonempty(base):
+        return base
+    k = 2
+    while _nonempty(base.with_name(f"{base.name}-{k}")):
+        k += 1
+    return base.with_name(f"{base.name}-{k}")

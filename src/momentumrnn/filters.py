@@ -53,46 +53,53 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
             ``B'`` in ``{1, B}`` and trailing singleton dims (a per-step, optionally per-sequence
             coefficient).
         y0: optional initial state ``(B, *F)``.
+
+    All blocks are filtered by one batched matmul; then a short loop over the ``T / L`` blocks
+    passes each block's last value on (vectors only), and one element-wise pass adds the carries.
+    No per-step or per-block slicing of big tensors: its backward would allocate a full-size
+    gradient for every slice.
     """
     T = x.shape[0]
     if T == 0:
         return x.clone()
-    batch = x.shape[1]
-    flat = x.reshape(T, batch, -1)  # (T, B, F)
+    B = x.shape[1]
+    flat = x.reshape(T, B, -1)  # (T, B, F)
     n_feat = flat.shape[1] * flat.shape[2]
     L = min(T, _block_size(n_feat))
-    carry = None if y0 is None else y0.reshape(batch, -1)
-    blocks = []
+    nb = -(-T // L)
+    pad = nb * L - T
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, 0, 0, 0, 0, pad))
+    blocks = flat.reshape(nb, L, B, -1)
     if coeff.dim() == 0:
         powers = _flush(torch.cumprod(torch.cat([coeff.new_ones(1), coeff.expand(L)]), 0))
         idx = torch.arange(L, device=x.device)
-        lag = (idx[:, None] - idx[None, :]).clamp_min(0)
-        M = powers[lag] * (idx[:, None] >= idx[None, :])
-        for start in range(0, T, L):
-            xb = flat[start:start + L]
-            lb = xb.shape[0]
-            yb = (M[:lb, :lb] @ xb.reshape(lb, -1)).view_as(xb)
-            if carry is not None:
-                yb = yb + powers[1:lb + 1, None, None] * carry
-            carry = _flush(yb[-1])
-            blocks.append(yb)
+        M = powers[(idx[:, None] - idx[None, :]).clamp_min(0)] * (idx[:, None] >= idx[None, :])
+        y = torch.matmul(M, blocks.reshape(nb, L, -1)).view(nb, L, B, -1)
+        decay = powers[1:].view(1, L, 1, 1).expand(nb, L, 1, 1)
     else:
-        c = coeff.reshape(T, -1)  # (T, B') with B' in {1, B}
-        for start in range(0, T, L):
-            xb = flat[start:start + L]
-            lb = xb.shape[0]
-            cb = c[start:start + lb].t()  # (B', lb)
-            M = _transfer_matrix(cb, lb)  # (B', lb, lb)
-            if M.shape[0] == 1:
-                yb = (M[0] @ xb.reshape(lb, -1)).view_as(xb)
-            else:
-                yb = torch.bmm(M, xb.transpose(0, 1)).transpose(0, 1)
-            if carry is not None:
-                decay = _flush(torch.cumprod(cb, dim=1)).t().unsqueeze(-1)  # (lb, B', 1)
-                yb = yb + decay * carry
-            carry = _flush(yb[-1])
-            blocks.append(yb)
-    return torch.cat(blocks, 0).view(x.shape)
+        c = coeff.reshape(T, -1)
+        if pad:
+            c = torch.nn.functional.pad(c, (0, 0, 0, pad), value=1.0)
+        c = c.view(nb, L, -1)  # (nb, L, B')
+        M = _transfer_matrix(c.transpose(1, 2), L)  # (nb, B', L, L)
+        if M.shape[1] == 1:
+            y = torch.matmul(M[:, 0], blocks.reshape(nb, L, -1)).view(nb, L, B, -1)
+        else:
+            y = torch.matmul(M, blocks.transpose(1, 2)).transpose(1, 2)
+        decay = _flush(torch.cumprod(c, dim=1)).unsqueeze(-1)  # (nb, L, B', 1)
+    if nb > 1 or y0 is not None:
+        # carry[b]: the filter state entering block b.
+        ends = y[:, -1].unbind(0)
+        last_decay = decay[:, -1].unbind(0)
+        carry = y0.reshape(B, -1) if y0 is not None else torch.zeros_like(ends[0])
+        carries = []
+        for b in range(nb):
+            carries.append(carry)
+            if b + 1 < nb:
+                carry = _flush(torch.addcmul(ends[b], last_decay[b], carry))
+        y = y + decay * torch.stack(carries).unsqueeze(1)
+    return y.reshape(nb * L, B, -1)[:T].reshape(x.shape)
 
 
 def cumulative_decay(coeff: Tensor, T: int) -> Tensor:

@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import _checks
 from .filters import cumulative_decay, linear_filter
-from .recurrence import fused_recurrence
+from .recurrence import DriveSpec, fused_recurrence
 from .schemes import ADAM_EPS, MomentumState, Scheme, next_steps, restart_mu
 
 __all__ = [
@@ -479,45 +479,49 @@ class MomentumRNNBase(nn.Module):
         T, B, I = x.shape
         H, GH = self.hidden_size, w_ih.shape[0]
         kind = self.scheme.kind
-        flat = x.reshape(T * B, I)
-        u = (torch.addmm(b_ih, flat, w_ih.t()) if self.bias else flat @ w_ih.t()).view(T, B, GH)
-        # The part of b_hh that is added to p_t directly (GRU keeps b_hn inside r * (W_hn h + b_hn)).
+        # The part of b_hh added to p_t directly (GRU keeps b_hn inside r * (W_hn h + b_hn)).
         b_hn = None
-        e_bias = None
         if self.bias:
-            if self.host == "gru":
-                e_bias = torch.cat([b_hh[:2 * H], b_hh.new_zeros(H)])
-                b_hn = b_hh[2 * H:]
-            else:
-                e_bias = b_hh
-        elif self.host == "gru":
-            b_hn = x.new_zeros(H)
-        if e_bias is None:
-            e_bias = x.new_zeros(GH)
+            bias_e = torch.cat([b_hh[:2 * H], b_hh.new_zeros(H)]) if self.host == "gru" else b_hh
+            b_hn = b_hh[2 * H:] if self.host == "gru" else None
+        else:
+            bias_e = x.new_zeros(GH)
+            b_hn = x.new_zeros(H) if self.host == "gru" else None
         alpha = beta_k = k = None
-        v = m = None
-        if kind in ("adam", "rmsprop"):
-            beta = self.scheme.beta
-            m = linear_filter((1 - beta) * u * u, torch.tensor(beta, dtype=x.dtype, device=x.device), mom0.m)
-            if kind == "adam":
-                coeff = mu if isinstance(mu, Tensor) else torch.tensor(mu, dtype=x.dtype, device=x.device)
-                v = linear_filter(u * eps, coeff, mom0.v)
-                e = torch.addcdiv(e_bias, v, torch.sqrt(m + ADAM_EPS))
-            else:
-                e = torch.addcdiv(e_bias, u * eps, torch.sqrt(m + ADAM_EPS))
-        else:  # nesterov: p_t = r_t - eps u_t
-            e = e_bias - u * eps
+        if kind == "nesterov":
             beta_k, k = self._coefficients(T, B, mom0.step, x.dtype, x.device)
             alpha = 1 + beta_k
         p0 = mom0.p
         if kind == "nesterov" and p0 is None:
             p0 = x.new_zeros(B, GH)
-        hs, cs, ps = fused_recurrence(
-            self.host, e, h0 if h0 is not None else x.new_zeros(B, H), w_hh,
+        common = dict(
             c0=(c0 if c0 is not None else x.new_zeros(B, H)) if self.host == "lstm" else None,
-            b_hn=b_hn, nonlinearity=self.nonlinearity or "tanh",
-            alpha=alpha, beta=beta_k, p0=p0, valid=valid,
+            b_hn=b_hn, nonlinearity=self.nonlinearity or "tanh", alpha=alpha, beta=beta_k, p0=p0, valid=valid,
         )
+        h0 = h0 if h0 is not None else x.new_zeros(B, H)
+        if not (self.learn_mu or self.learn_epsilon):
+            # The drive is computed inside the loop (no (T, B, G*H) temporaries).
+            spec = DriveSpec(kind, mu=mu, epsilon=eps, beta=self.scheme.beta)
+            hs, cs, ps, v, m = fused_recurrence(
+                self.host, h0, w_hh, spec=spec, x=x, w_ih=w_ih, b_ih=b_ih, bias_e=bias_e,
+                v0=mom0.v if kind == "adam" else None, m0=mom0.m, **common)
+        else:
+            # Learnable mu / epsilon: the drive for the whole sequence with autograd.
+            flat = x.reshape(T * B, I)
+            u = (torch.addmm(b_ih, flat, w_ih.t()) if self.bias else flat @ w_ih.t()).view(T, B, GH)
+            v = m = None
+            if kind in ("adam", "rmsprop"):
+                beta = self.scheme.beta
+                m = linear_filter((1 - beta) * u * u, torch.tensor(beta, dtype=x.dtype, device=x.device), mom0.m)
+                if kind == "adam":
+                    coeff = mu if isinstance(mu, Tensor) else torch.tensor(mu, dtype=x.dtype, device=x.device)
+                    v = linear_filter(u * eps, coeff, mom0.v)
+                    e = torch.addcdiv(bias_e, v, torch.sqrt(m + ADAM_EPS))
+                else:
+                    e = torch.addcdiv(bias_e, u * eps, torch.sqrt(m + ADAM_EPS))
+            else:  # nesterov: p_t = r_t - eps u_t
+                e = bias_e - u * eps
+            hs, cs, ps, _, _ = fused_recurrence(self.host, h0, w_hh, e=e, **common)
         hT = _at_last_step(hs, last)
         cT = _at_last_step(cs, last) if cs is not None else None
         out = hs if valid is None else torch.where(valid, hs, 0)

@@ -3,124 +3,174 @@
 The native kernels take ``W_ih x_t + b_ih`` as their only input drive. Drives that are not a
 linear function of the inputs (Adam, RMSProp) or that depend on ``h_{t-1}`` (Nesterov) need a
 recurrence of our own. This module runs it with the least work per time step that pure PyTorch
-allows: the whole input side is precomputed (``e``, shape ``(T, B, G*H)``), the forward loop does
-one ``addmm`` and a few in-place element-wise ops per step into preallocated buffers, and the
-backward loop is written out by hand (no autograd graph per step). Everything that does not depend
-on the recurrent gradient (activation derivatives, ``dW_hh``, ``db``) is computed for all steps at
-once outside the loops.
+allows: one ``addmm`` for the input drive and one for the recurrent drive per step, in-place
+element-wise ops on ``(B, G*H)`` tensors that stay in cache, preallocated output buffers, and a
+backward loop written out by hand (no autograd graph per step). Parameter gradients are one GEMM
+each over all steps at the end.
 
-Pre-activation of step ``t`` (per host, ``R_t = h_{t-1} W_hh^T``):
+Why per step and not whole-sequence tensor ops: on CPU each pass over a ``(T, B, G*H)``
+temporary (200 MB at the sequential-MNIST shape) costs more than the step's whole cell, most of
+it in page faults of the fresh allocation.
 
-* RNN / LSTM: ``p_t = R_t + e_t`` (``e_t`` includes ``b_hh``);
-* GRU: ``p_t = [R_rz + e_rz, sigmoid(g_r) * (R_n + b_hn) + e_n]``;
-* the cell consumes ``g_t = alpha_t p_t - beta_t p_{t-1}`` (Nesterov) or ``g_t = p_t`` (others).
+Per-step pre-activation (``R_t = h_{t-1} W_hh^T``), with the drive's contribution ``D_t``:
+
+* RNN / LSTM: ``p_t = R_t + D_t``;  GRU: ``p_t = [R_rz + D_rz, sigmoid(g_r) * (R_n + b_hn) + D_n]``;
+* the cell consumes ``g_t = alpha_t p_t - beta_t p_{t-1}`` (Nesterov) or ``g_t = p_t``;
+* ``D_t`` is ``e_t`` (``drive="given"``: precomputed by the caller with autograd), or computed
+  in the loop from ``u_t = W_ih x_t + b_ih``: Adam ``v_t / sqrt(m_t + eps) + b``,
+  RMSProp ``epsilon u_t / sqrt(m_t + eps) + b``, Nesterov ``b - epsilon u_t``, where ``b`` is the
+  part of ``b_hh`` outside the reset gate.
 
 Sequences of different lengths run to the longest one; the caller picks each sequence's final
-state at its own last step (``lengths`` only keeps padded steps out of ``dW_hh``).
+state at its own last step (``valid`` only keeps padded steps out of the weight gradients).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["fused_recurrence"]
+from .schemes import ADAM_EPS
+
+__all__ = ["fused_recurrence", "DriveSpec"]
+
+
+@dataclass
+class DriveSpec:
+    """How the loop computes ``D_t``: ``kind`` in {"given", "adam", "rmsprop", "nesterov"}."""
+
+    kind: str = "given"
+    mu: float = 0.0
+    epsilon: float = 1.0
+    beta: float = 0.0
 
 
 def _shifted(first: Tensor, seq: Tensor) -> Tensor:
-    """``[first, seq[0], ..., seq[T-2]]``: the previous-step values of a ``(T, B, F)`` sequence."""
     return torch.cat([first.unsqueeze(0), seq[:-1]], 0)
 
 
 class _FusedRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, host, nonlinearity, e, h0, c0, p0, w_hh, b_hn, alpha, beta, valid):
+    def forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
+                alpha, beta, valid):
         ctx.set_materialize_grads(False)
-        T, B, G = e.shape
-        H = h0.shape[-1]
+        kind = spec.kind
+        T, B = (e.shape[0], e.shape[1]) if kind == "given" else (x.shape[0], x.shape[1])
+        G, H = w_hh.shape
+        ref = h0
         nesterov = alpha is not None
         wt = w_hh.t()
-        hs = e.new_empty(T, B, H)
-        acts = e.new_empty(T, B, G) if host != "rnn" else None
-        cs = e.new_empty(T, B, H) if host == "lstm" else None
-        rn = e.new_empty(T, B, H) if host == "gru" else None  # R_n + b_hn, needed by GRU backward
-        ps = e.new_empty(T, B, G) if nesterov else None
-        pre = e.new_empty(B, G) if nesterov else None
+        hs = ref.new_empty(T, B, H)
+        acts = ref.new_empty(T, B, G) if host != "rnn" else None
+        cs = ref.new_empty(T, B, H) if host == "lstm" else None
+        rn = ref.new_empty(T, B, H) if host == "gru" else None
+        ps = ref.new_empty(T, B, G) if nesterov else None
+        vs = ref.new_empty(T, B, G) if kind == "adam" else None
+        ms = ref.new_empty(T, B, G) if kind in ("adam", "rmsprop") else None
+        pre = ref.new_empty(B, G) if nesterov else None
         h_steps = hs.unbind(0)
-        e_steps = e.unbind(0)
         p_steps = ps.unbind(0) if nesterov else None
         if nesterov:
             a_steps, b_steps = alpha.unbind(0), beta.unbind(0)
+
+        # ---- the drive D_t, one step at a time
+        if kind == "given":
+            e_steps = e.unbind(0)
+            drive = e_steps.__getitem__
+        else:
+            x_steps = x.unbind(0)
+            w_ih_t = w_ih.t()
+            u_buf, d_buf, den = (ref.new_empty(B, G) for _ in range(3))
+            v_steps = vs.unbind(0) if vs is not None else None
+            m_steps = ms.unbind(0) if ms is not None else None
+            mu, eps, bt = spec.mu, spec.epsilon, spec.beta
+            state = {"v": v0 if v0 is not None else ref.new_zeros(B, G),
+                     "m": m0 if m0 is not None else ref.new_zeros(B, G)}
+
+            def drive(t):
+                u = torch.addmm(b_ih, x_steps[t], w_ih_t, out=u_buf) if b_ih is not None else \
+                    torch.mm(x_steps[t], w_ih_t, out=u_buf)
+                if kind == "nesterov":
+                    return torch.sub(bias_e, u, alpha=eps, out=d_buf)
+                m = torch.mul(state["m"], bt, out=m_steps[t]).addcmul_(u, u, value=1 - bt)
+                state["m"] = m
+                torch.add(m, ADAM_EPS, out=den).sqrt_()
+                if kind == "adam":
+                    v = torch.mul(state["v"], mu, out=v_steps[t]).add_(u, alpha=eps)
+                    state["v"] = v
+                    return torch.addcdiv(bias_e, v, den, out=d_buf)
+                return torch.addcdiv(bias_e, u, den, value=eps, out=d_buf)
+
         h, p_prev = h0, p0
         if host == "rnn":
             act_ = torch.Tensor.tanh_ if nonlinearity == "tanh" else torch.Tensor.relu_
             for t in range(T):
                 if nesterov:
-                    p = torch.addmm(e_steps[t], h, wt, out=p_steps[t])
+                    p = torch.addmm(drive(t), h, wt, out=p_steps[t])
                     torch.mul(p, a_steps[t], out=h_steps[t]).addcmul_(p_prev, b_steps[t], value=-1)
                     p_prev = p
                     h = act_(h_steps[t])
                 else:
-                    h = act_(torch.addmm(e_steps[t], h, wt, out=h_steps[t]))
+                    h = act_(torch.addmm(drive(t), h, wt, out=h_steps[t]))
         elif host == "lstm":
             c = c0
             a_all = acts.unbind(0)
-            i_s, f_s, g_s, o_s = (x.unbind(0) for x in acts.split(H, 2))
+            i_s, f_s, g_s, o_s = (y.unbind(0) for y in acts.split(H, 2))
             if_s = acts[:, :, :2 * H].unbind(0)
             c_steps = cs.unbind(0)
             for t in range(T):
                 at = a_all[t]
                 if nesterov:
-                    p = torch.addmm(e_steps[t], h, wt, out=p_steps[t])
-                    torch.mul(p, a_steps[t], out=pre).addcmul_(p_prev, b_steps[t], value=-1)
+                    p = torch.addmm(drive(t), h, wt, out=p_steps[t])
+                    torch.mul(p, a_steps[t], out=at).addcmul_(p_prev, b_steps[t], value=-1)
                     p_prev = p
-                    torch.sigmoid(pre, out=at)
-                    torch.tanh(pre[:, 2 * H:3 * H], out=g_s[t])
                 else:
-                    torch.addmm(e_steps[t], h, wt, out=at)
-                    g_s[t].tanh_()
-                    if_s[t].sigmoid_()
-                    o_s[t].sigmoid_()
+                    torch.addmm(drive(t), h, wt, out=at)
+                g_s[t].tanh_()
+                if_s[t].sigmoid_()
+                o_s[t].sigmoid_()
                 c = torch.mul(f_s[t], c, out=c_steps[t]).addcmul_(i_s[t], g_s[t])
                 h = torch.tanh(c, out=h_steps[t]).mul_(o_s[t])
         else:  # gru
             w_rz, w_n = wt[:, :2 * H], wt[:, 2 * H:]
-            rz_s, n_s = (x.unbind(0) for x in acts.split([2 * H, H], 2))
+            rz_s, n_s = (y.unbind(0) for y in acts.split([2 * H, H], 2))
             r_s = acts[:, :, :H].unbind(0)
             z_s = acts[:, :, H:2 * H].unbind(0)
             rn_steps = rn.unbind(0)
             if nesterov:
-                prz_s, pn_s = (x.unbind(0) for x in ps.split([2 * H, H], 2))
-            e_rz, e_n = (x.unbind(0) for x in e.split([2 * H, H], 2))
+                prz_s, pn_s = (y.unbind(0) for y in ps.split([2 * H, H], 2))
             for t in range(T):
+                d = drive(t)
                 rn_t = torch.addmm(b_hn, h, w_n, out=rn_steps[t])
                 if nesterov:
-                    # p_rz first, then the reset gate from g_rz, then p_n.
-                    prz = torch.addmm(e_rz[t], h, w_rz, out=prz_s[t])
-                    g_rz = torch.mul(prz, a_steps[t]).addcmul_(p_prev[:, :2 * H], b_steps[t], value=-1)
-                    torch.sigmoid(g_rz, out=rz_s[t])
-                    pn = torch.addcmul(e_n[t], r_s[t], rn_t, out=pn_s[t])
-                    g_n = torch.mul(pn, a_steps[t]).addcmul_(p_prev[:, 2 * H:], b_steps[t], value=-1)
-                    torch.tanh(g_n, out=n_s[t])
+                    prz = torch.addmm(d[:, :2 * H], h, w_rz, out=prz_s[t])
+                    torch.mul(prz, a_steps[t], out=rz_s[t]).addcmul_(p_prev[:, :2 * H], b_steps[t], value=-1)
+                    rz_s[t].sigmoid_()
+                    pn = torch.addcmul(d[:, 2 * H:], r_s[t], rn_t, out=pn_s[t])
+                    torch.mul(pn, a_steps[t], out=n_s[t]).addcmul_(p_prev[:, 2 * H:], b_steps[t], value=-1)
+                    n_s[t].tanh_()
                     p_prev = p_steps[t]
                 else:
-                    torch.sigmoid(torch.addmm(e_rz[t], h, w_rz, out=rz_s[t]), out=rz_s[t])
-                    torch.tanh(torch.addcmul(e_n[t], r_s[t], rn_t, out=n_s[t]), out=n_s[t])
+                    torch.addmm(d[:, :2 * H], h, w_rz, out=rz_s[t]).sigmoid_()
+                    torch.addcmul(d[:, 2 * H:], r_s[t], rn_t, out=n_s[t]).tanh_()
                 n = n_s[t]
-                # h = n + z * (h_prev - n)
-                h = torch.sub(h, n, out=h_steps[t]).mul_(z_s[t]).add_(n)
-        ctx.host, ctx.nonlinearity, ctx.nesterov = host, nonlinearity, nesterov
-        ctx.save_for_backward(h0, c0, w_hh, hs, acts, cs, rn, alpha, beta, valid)
-        return hs, cs, ps
+                h = torch.sub(h, n, out=h_steps[t]).mul_(z_s[t]).add_(n)  # n + z (h_prev - n)
+        ctx.host, ctx.nonlinearity, ctx.nesterov, ctx.spec = host, nonlinearity, nesterov, spec
+        ctx.has_b_ih = b_ih is not None
+        ctx.save_for_backward(x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, vs, ms, alpha, beta, valid)
+        return hs, cs, ps, vs, ms
 
     @staticmethod
-    def backward(ctx, d_hs, d_cs, d_ps):
-        h0, c0, w_hh, hs, acts, cs, rn, alpha, beta, valid = ctx.saved_tensors
-        host, nesterov = ctx.host, ctx.nesterov
+    def backward(ctx, d_hs, d_cs, d_ps, d_vs, d_ms):
+        x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, vs, ms, alpha, beta, valid = ctx.saved_tensors
+        host, nesterov, spec = ctx.host, ctx.nesterov, ctx.spec
+        kind = spec.kind
         T, B, H = hs.shape
         G = w_hh.shape[0]
+        one = hs.new_ones(())
         if d_hs is None:
             d_hs = hs.new_zeros(T, B, H)
         d_hs_steps = d_hs.unbind(0)
@@ -128,102 +178,161 @@ class _FusedRecurrence(torch.autograd.Function):
         d_ps_steps = d_ps.unbind(0) if d_ps is not None else None
         dg = hs.new_empty(T, B, G)  # gradient w.r.t. the cell's pre-activation g_t
         dg_steps = dg.unbind(0)
-        dp = hs.new_empty(T, B, G) if nesterov else dg  # gradient w.r.t. p_t
+        dp = hs.new_empty(T, B, G) if nesterov else dg  # gradient w.r.t. p_t (= w.r.t. D_t)
         dp_steps = dp.unbind(0)
         if nesterov:
             a_steps, b_steps = alpha.unbind(0), beta.unbind(0)
-        h_prev = _shifted(h0, hs)
-        d_h0 = d_c0 = None
-        d_b_hn = None
+        h_steps = hs.unbind(0)
+
+        # ---- backward of the drive, one step at a time (after dp_t is known)
+        du = None
+        drive_back = None
+        d_v0 = d_m0 = None
+        if kind != "given":
+            du = hs.new_empty(T, B, G)
+            du_steps = du.unbind(0)
+            x_steps = x.unbind(0)
+            w_ih_t = w_ih.t()
+            mu, eps, bt = spec.mu, spec.epsilon, spec.beta
+            u_buf, den, q, tmp = (hs.new_empty(B, G) for _ in range(4))
+            m_steps = ms.unbind(0) if ms is not None else None
+            v_steps = vs.unbind(0) if vs is not None else None
+            d_vs_steps = d_vs.unbind(0) if d_vs is not None else None
+            d_ms_steps = d_ms.unbind(0) if d_ms is not None else None
+            carry = {"v": hs.new_zeros(B, G), "m": hs.new_zeros(B, G)}
+
+            def drive_back(t, dD):
+                if kind == "nesterov":
+                    torch.mul(dD, -eps, out=du_steps[t])
+                    return
+                u = torch.addmm(b_ih, x_steps[t], w_ih_t, out=u_buf) if b_ih is not None else \
+                    torch.mm(x_steps[t], w_ih_t, out=u_buf)
+                torch.add(m_steps[t], ADAM_EPS, out=den).sqrt_()
+                torch.div(dD, den, out=q)
+                dm = carry["m"].mul_(bt)
+                if d_ms_steps is not None:
+                    dm.add_(d_ms_steps[t])
+                if kind == "adam":
+                    dv = carry["v"].mul_(mu).add_(q)
+                    if d_vs_steps is not None:
+                        dv.add_(d_vs_steps[t])
+                    # d = v / den: dd/dm = -v / (2 den^3)
+                    dm.sub_(torch.mul(q, v_steps[t], out=tmp).div_(den).div_(den), alpha=0.5)
+                    torch.mul(dv, eps, out=du_steps[t])
+                else:
+                    # d = eps u / den
+                    dm.sub_(torch.mul(q, u, out=tmp).div_(den).div_(den), alpha=0.5 * eps)
+                    torch.mul(q, eps, out=du_steps[t])
+                du_steps[t].addcmul_(u, dm, value=2 * (1 - bt))
+
+        d_h0 = d_c0 = d_b_hn = None
         dh = None  # gradient reaching h_t from later steps
         if host == "rnn":
-            if ctx.nonlinearity == "tanh":
-                deriv = 1 - hs * hs
-            else:
-                deriv = (hs > 0).to(hs.dtype)
-            deriv_steps = deriv.unbind(0)
+            tanh = ctx.nonlinearity == "tanh"
             for t in range(T - 1, -1, -1):
                 dh = d_hs_steps[t] if dh is None else dh.add_(d_hs_steps[t])
-                torch.mul(dh, deriv_steps[t], out=dg_steps[t])
+                if tanh:
+                    torch.addcmul(one, h_steps[t], h_steps[t], value=-1, out=dg_steps[t]).mul_(dh)
+                else:
+                    torch.mul(dh, h_steps[t] > 0, out=dg_steps[t])
                 if nesterov:
-                    _nesterov_dp(t, T, dg_steps, dp_steps, a_steps, b_steps, d_ps_steps)
+                    _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, G)
+                if drive_back is not None:
+                    drive_back(t, dp_steps[t])
                 dh = torch.mm(dp_steps[t], w_hh)
             d_h0 = dh
         elif host == "lstm":
-            i, f, g, o = acts.split(H, 2)
-            tc = torch.tanh(cs)
-            c_prev = _shifted(c0, cs)
-            # dc-dependent factors of d(i, f, g) and dh-dependent factors of do and dc.
-            k_ifg = torch.cat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], 2).view(T, B, 3, H)
-            k_o = tc * o * (1 - o)
-            k_c = o * (1 - tc * tc)
-            del tc, c_prev
-            k_ifg_s, k_o_s, k_c_s, f_s = k_ifg.unbind(0), k_o.unbind(0), k_c.unbind(0), f.unbind(0)
-            dg_ifg = dg[:, :, :3 * H].unflatten(2, (3, H)).unbind(0)
-            dg_o = dg[:, :, 3 * H:].unbind(0)
+            i_s, f_s, g_s, o_s = (y.unbind(0) for y in acts.split(H, 2))
+            if_s = acts[:, :, :2 * H].unbind(0)
+            c_steps = cs.unbind(0)
+            dg_i, dg_f, dg_g, dg_o = (y.unbind(0) for y in dg.split(H, 2))
+            tc, k, sd = hs.new_empty(B, H), hs.new_empty(B, H), hs.new_empty(B, 2 * H)
+            sd_i, sd_f = sd[:, :H], sd[:, H:]
             dc = None
             for t in range(T - 1, -1, -1):
                 dh = d_hs_steps[t] if dh is None else dh.add_(d_hs_steps[t])
                 if d_cs_steps is not None:
                     dc = d_cs_steps[t].clone() if dc is None else dc.add_(d_cs_steps[t])
-                dc = torch.mul(dh, k_c_s[t]) if dc is None else dc.addcmul_(dh, k_c_s[t])
-                torch.mul(dh, k_o_s[t], out=dg_o[t])
-                torch.mul(k_ifg_s[t], dc.unsqueeze(1), out=dg_ifg[t])
+                o = o_s[t]
+                torch.tanh(c_steps[t], out=tc)
+                # dc += dh * o * (1 - tanh(c)^2)
+                torch.addcmul(one, tc, tc, value=-1, out=k).mul_(o)
+                dc = torch.mul(dh, k) if dc is None else dc.addcmul_(dh, k)
+                # do = dh * tanh(c) * o (1 - o)
+                torch.addcmul(o, o, o, value=-1, out=k)
+                torch.mul(dh, tc, out=dg_o[t]).mul_(k)
+                torch.addcmul(if_s[t], if_s[t], if_s[t], value=-1, out=sd)
+                torch.mul(dc, g_s[t], out=dg_i[t]).mul_(sd_i)
+                torch.mul(dc, c_steps[t - 1] if t > 0 else c0, out=dg_f[t]).mul_(sd_f)
+                torch.addcmul(one, g_s[t], g_s[t], value=-1, out=dg_g[t]).mul_(i_s[t]).mul_(dc)
                 dc = dc.mul_(f_s[t])
                 if nesterov:
-                    _nesterov_dp(t, T, dg_steps, dp_steps, a_steps, b_steps, d_ps_steps)
+                    _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, G)
+                if drive_back is not None:
+                    drive_back(t, dp_steps[t])
                 dh = torch.mm(dp_steps[t], w_hh)
             d_h0, d_c0 = dh, dc
         else:  # gru
-            r, z, n = acts.split(H, 2)
-            # dg_z = dh (h_prev - n) z(1-z); dg_n = dh (1-z)(1-n^2); the reset gate and R_n + b_hn
-            # get the gradient of p_n (= dg_n without Nesterov): dg_r = dp_n rn r(1-r), d(rn) = dp_n r.
-            k_z = (h_prev - n) * z * (1 - z)
-            k_n = (1 - z) * (1 - n * n)
-            k_r = rn * r * (1 - r)
-            z_s, r_s = z.unbind(0), r.unbind(0)
-            k_z_s, k_n_s, k_r_s = k_z.unbind(0), k_n.unbind(0), k_r.unbind(0)
-            dg_r = dg[:, :, :H].unbind(0)
-            dg_z = dg[:, :, H:2 * H].unbind(0)
-            dg_n = dg[:, :, 2 * H:].unbind(0)
-            dp_n = dp[:, :, 2 * H:].unbind(0)
+            r_s, z_s, n_s = (y.unbind(0) for y in acts.split(H, 2))
+            rn_steps = rn.unbind(0)
+            dg_r, dg_z, dg_n = (y.unbind(0) for y in dg.split(H, 2))
             dp_rz = dp[:, :, :2 * H].unbind(0)
+            dp_n = dp[:, :, 2 * H:].unbind(0)
             drn = hs.new_empty(T, B, H)  # gradient w.r.t. R_n + b_hn
             drn_steps = drn.unbind(0)
             w_rz, w_n = w_hh[:2 * H], w_hh[2 * H:]
+            k = hs.new_empty(B, H)
             for t in range(T - 1, -1, -1):
                 dh = d_hs_steps[t] if dh is None else dh.add_(d_hs_steps[t])
-                torch.mul(dh, k_z_s[t], out=dg_z[t])
-                torch.mul(dh, k_n_s[t], out=dg_n[t])
+                r, z, n = r_s[t], z_s[t], n_s[t]
+                h_prev = h_steps[t - 1] if t > 0 else h0
+                # dg_z = dh (h_prev - n) z (1 - z); dg_n = dh (1 - z)(1 - n^2)
+                torch.addcmul(z, z, z, value=-1, out=k)
+                torch.sub(h_prev, n, out=dg_z[t]).mul_(k).mul_(dh)
+                torch.addcmul(one, n, n, value=-1, out=k)
+                torch.sub(dh, dh * z, out=dg_n[t]).mul_(k)
                 if nesterov:
-                    _nesterov_dp_slice(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 2 * H, G)
-                torch.mul(dp_n[t], k_r_s[t], out=dg_r[t])
-                torch.mul(dp_n[t], r_s[t], out=drn_steps[t])
+                    _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 2 * H, G)
+                # the reset gate and R_n + b_hn get dp_n: dg_r = dp_n rn r (1 - r), d(rn) = dp_n r
+                torch.addcmul(r, r, r, value=-1, out=k)
+                torch.mul(dp_n[t], rn_steps[t], out=dg_r[t]).mul_(k)
+                torch.mul(dp_n[t], r, out=drn_steps[t])
                 if nesterov:
-                    _nesterov_dp_slice(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, 2 * H)
-                dh = torch.addmm(dh.mul(z_s[t]), dp_rz[t], w_rz).addmm_(drn_steps[t], w_n)
+                    _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, 2 * H)
+                if drive_back is not None:
+                    drive_back(t, dp_steps[t])
+                dh = torch.addmm(dh.mul(z), dp_rz[t], w_rz).addmm_(drn_steps[t], w_n)
             d_h0 = dh
             d_b_hn = drn.sum((0, 1))
-        # Parameter gradients for all steps at once.
-        grads_in = torch.cat([dp[:, :, :2 * H], drn], 2) if host == "gru" else dp
+
+        # ---- parameter and input gradients, all steps at once
+        h_prev = _shifted(h0, hs)
         if valid is not None:
             # Padded steps can hold anything (even inf with ReLU): where, not a product with 0.
             h_prev = torch.where(valid, h_prev, 0)
+        grads_in = torch.cat([dp[:, :, :2 * H], drn], 2) if host == "gru" else dp
         d_w_hh = grads_in.reshape(T * B, G).t().mm(h_prev.reshape(T * B, H))
         d_p0 = dg[0] * (-b_steps[0]) if nesterov else None
-        return None, None, dp, d_h0, d_c0, d_p0, d_w_hh, d_b_hn, None, None, None
+        d_e = d_x = d_w_ih = d_b_ih = d_bias_e = None
+        if kind == "given":
+            d_e = dp
+        else:
+            I = x.shape[2]
+            du2 = du.view(T * B, G)
+            d_x = du2.mm(w_ih).view(T, B, I) if ctx.needs_input_grad[4] else None
+            d_w_ih = du2.t().mm(x.reshape(T * B, I))
+            d_b_ih = du2.sum(0) if ctx.has_b_ih else None
+            d_bias_e = dp.sum((0, 1))
+            if kind in ("adam", "rmsprop"):
+                d_m0 = carry["m"].mul_(spec.beta) if m0 is not None else None
+                if kind == "adam":
+                    d_v0 = carry["v"].mul_(spec.mu) if v0 is not None else None
+        return (None, None, None, d_e, d_x, d_w_ih, d_b_ih, d_bias_e, d_h0, d_c0, d_p0, d_v0, d_m0,
+                d_w_hh, d_b_hn, None, None, None)
 
 
-def _nesterov_dp(t, T, dg_steps, dp_steps, a_steps, b_steps, d_ps_steps):
-    """``dp_t = alpha_t dg_t - beta_{t+1} dg_{t+1} (+ the incoming gradient of p_t)``."""
-    dp = torch.mul(dg_steps[t], a_steps[t], out=dp_steps[t])
-    if t + 1 < T:
-        dp.addcmul_(dg_steps[t + 1], b_steps[t + 1], value=-1)
-    if d_ps_steps is not None:
-        dp.add_(d_ps_steps[t])
-
-
-def _nesterov_dp_slice(t, T, dg, dp, a_steps, b_steps, d_ps_steps, lo, hi):
+def _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, lo, hi):
+    """``dp_t = alpha_t dg_t - beta_{t+1} dg_{t+1} (+ the incoming gradient of p_t)`` on ``lo:hi``."""
     out = torch.mul(dg[t, :, lo:hi], a_steps[t], out=dp[t, :, lo:hi])
     if t + 1 < T:
         out.addcmul_(dg[t + 1, :, lo:hi], b_steps[t + 1], value=-1)
@@ -233,10 +342,17 @@ def _nesterov_dp_slice(t, T, dg, dp, a_steps, b_steps, d_ps_steps, lo, hi):
 
 def fused_recurrence(
     host: str,
-    e: Tensor,
     h0: Tensor,
     w_hh: Tensor,
     *,
+    e: Optional[Tensor] = None,
+    spec: Optional[DriveSpec] = None,
+    x: Optional[Tensor] = None,
+    w_ih: Optional[Tensor] = None,
+    b_ih: Optional[Tensor] = None,
+    bias_e: Optional[Tensor] = None,
+    v0: Optional[Tensor] = None,
+    m0: Optional[Tensor] = None,
     c0: Optional[Tensor] = None,
     b_hn: Optional[Tensor] = None,
     nonlinearity: str = "tanh",
@@ -245,11 +361,15 @@ def fused_recurrence(
     p0: Optional[Tensor] = None,
     valid: Optional[Tensor] = None,
 ):
-    """Run the recurrence over a precomputed input side ``e`` ``(T, B, G*H)``.
+    """Run the recurrence. Either ``e`` ``(T, B, G*H)`` is the precomputed drive (``spec`` None)
+    or ``spec`` says how to compute it in the loop from ``x`` ``(T, B, I)``, ``w_ih``, ``b_ih`` and
+    ``bias_e`` ``(G*H,)``, starting from ``v0`` / ``m0``.
 
-    Returns ``(hs, cs, ps)``: hidden states ``(T, B, H)``, LSTM cell states (or ``None``) and the
-    Nesterov ``p`` sequence (or ``None``). ``alpha``/``beta`` ``(T, B', 1)`` switch on the Nesterov
-    combination with initial ``p0`` ``(B, G*H)``. ``valid`` ``(T, B, 1)`` marks real (unpadded)
-    steps.
+    Returns ``(hs, cs, ps, vs, ms)``: hidden states ``(T, B, H)``, LSTM cell states, the Nesterov
+    ``p`` sequence and the Adam / RMSProp ``v`` / ``m`` sequences (``None`` where unused).
+    ``alpha``/``beta`` ``(T, B', 1)`` switch on the Nesterov combination with initial ``p0``.
+    ``valid`` ``(T, B, 1)`` marks real (unpadded) steps.
     """
-    return _FusedRecurrence.apply(host, nonlinearity, e, h0, c0, p0, w_hh, b_hn, alpha, beta, valid)
+    spec = spec or DriveSpec("given")
+    return _FusedRecurrence.apply(host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
+                                  w_hh, b_hn, alpha, beta, valid)

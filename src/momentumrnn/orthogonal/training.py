@@ -1,0 +1,90 @@
+"""Training helpers for orthogonal hosts: the ``lr`` / ``lr_orth`` parameter split and the base
+change of the dynamic trivialization (DTRIV) after optimizer steps.
+
+Typical use (the authors' permuted-MNIST DTRIV recipe)::
+
+    orth, other = split_parameters(model)
+    opt = torch.optim.RMSprop([{"params": other, "lr": 7e-4}, {"params": orth, "lr": 2e-4}])
+    register_optimizer_hook(opt, model)      # or call model_layer.on_optimizer_step() after opt.step()
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .parametrizations import DynamicExpm, OrthogonalParametrization, check_K
+
+__all__ = ["split_parameters", "DynamicTrivialization", "register_optimizer_hook"]
+
+
+def _parametrized(module: nn.Module):
+    """``(parametrization list, its first parametrization)`` of every orthogonal tensor."""
+    for m in module.modules():
+        if parametrize.is_parametrized(m):
+            for plist in m.parametrizations.values():
+                first = plist[0]
+                if isinstance(first, OrthogonalParametrization):
+                    yield plist, first
+
+
+def split_parameters(module: nn.Module) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
+    """``(orthogonal, other)``: the parameters behind orthogonal / unitary matrices (skew
+    parameters, scuRNN's ``theta``) and all the others, each once, in ``module.parameters()`` order
+    for ``other``. Works on any module containing orthogonal layers."""
+    seen, orth = set(), []
+    for plist, _ in _parametrized(module):
+        for p in plist.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                orth.append(p)
+    other = [p for p in module.parameters() if id(p) not in seen]
+    return orth, other
+
+
+class DynamicTrivialization:
+    """Base changes of every DTRIV matrix in ``module``: call :meth:`step` after each optimizer
+    step. With ``K`` given it overrides the layers' own ``K`` (a positive int or ``math.inf``).
+
+    Do not combine with the layers' ``on_optimizer_step()`` (the steps would be counted twice)."""
+
+    def __init__(self, module: nn.Module, K=None):
+        self.K = None if K is None else check_K(K)
+        self._targets = [(plist.original, p) for plist, p in _parametrized(module) if isinstance(p, DynamicExpm)]
+        if self.K is not None:
+            for _, p in self._targets:
+                p.K = self.K
+        self.steps = 0
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def step(self) -> int:
+        """Count one optimizer step; returns how many base changes happened."""
+        self.steps += 1
+        return sum(bool(p.optimizer_step(original)) for original, p in self._targets)
+
+    def change_base(self) -> None:
+        """Change every base now (whatever ``K``)."""
+        for original, p in self._targets:
+            p.change_base_(original)
+
+
+def register_optimizer_hook(optimizer, module: nn.Module, K=None):
+    """Run :class:`DynamicTrivialization` ``(module, K)`` after every ``optimizer.step()`` (through
+    ``register_step_post_hook``, so any optimizer works). Register it on ONE optimizer: the one
+    that updates the orthogonal parameters. Returns the hook handle (``.remove()`` to stop)."""
+    dt = DynamicTrivialization(module, K)
+
+    def hook(opt, args, kwargs):
+        dt.step()
+
+    handle = optimizer.register_step_post_hook(hook)
+    handle.trivialization = dt
+    return handle
+
+
+_ = math  # (math.inf is the documented value of K)

@@ -1,0 +1,237 @@
+"""Every orthogonal layer (parametrization x scheme) against the literal reference, in float64:
+outputs, final states (momentum included) and gradients of the input, every parameter (skew
+parameters, scuRNN's theta, W_ih, modReLU biases) and the initial state; plus gradcheck."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import momentumrnn.orthogonal as orth
+from momentumrnn import MomentumState, RNNState
+from orthogonal_reference import reference_forward
+
+HOSTS = ["exprnn", "dtriv", "scornn", "scurnn"]
+KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart"]
+CASES = list(itertools.product(HOSTS, KINDS))
+TOL = dict(rtol=1e-10, atol=1e-10)
+
+HP = {
+    "none": {},
+    "heavy_ball": {"mu": 0.7, "epsilon": 0.4},
+    "adam": {"mu": 0.5, "epsilon": 0.8, "beta": 0.3},
+    "rmsprop": {"epsilon": 0.7, "beta": 0.6},
+    "restart": {"epsilon": 0.9, "restart": 3},
+}
+
+
+def make(host, kind, input_size=3, hidden=5, seed=0, **kw):
+    """A float64 layer with parameters away from their initial values: a non-trivial skew part
+    (and DTRIV base, scuRNN theta), modReLU biases large enough that some units are cut off."""
+    if host == "scornn":
+        kw.setdefault("num_negative", 2)
+    torch.manual_seed(seed)
+    layer = orth.build_orthogonal_layer(host, kind, input_size, hidden, dtype=torch.float64, **HP[kind], **kw)
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if "modrelu_bias" in name:
+                p.copy_(torch.rand(p.shape, generator=g, dtype=p.dtype) - 0.6)
+            elif "weight_hh" in name:  # the skew parameter
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.4)
+            elif "theta" in name:
+                p.copy_(torch.rand(p.shape, generator=g, dtype=p.dtype) * 6.28)
+            else:
+                p.mul_(1.5)
+        if host == "dtriv":
+            for sfx in layer._suffixes:  # a base change away from the identity
+                plist = layer.parametrizations["weight_hh" + sfx]
+                plist[0].change_base_(plist.original)
+                plist.original.copy_(torch.randn(plist.original.shape, generator=g, dtype=torch.float64) * 0.3)
+    return layer
+
+
+def random_state(layer, B, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    LD = layer.num_layers * layer.num_directions
+    H = layer.hidden_size
+
+    def vec():
+        t = torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5
+        if layer.unitary:
+            t = torch.complex(t, torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5)
+        return t
+
+    st = {"h": vec()}
+    for f in layer.scheme.state_fields:
+        if f == "step":
+            # in [1, F) so that v_0 matters (k = 0 or F make the next mu_k 0: the chunked test covers them)
+            st["step"] = torch.randint(1, layer.scheme.restart, (LD, B), generator=g)
+        elif f == "m":
+            st["m"] = torch.rand(LD, B, H, generator=g, dtype=torch.float64) + 0.1
+        else:
+            st[f] = vec()
+    for v in st.values():
+        if v.is_floating_point() or v.is_complex():
+            v.requires_grad_(True)
+    return st
+
+
+def to_layer_state(st):
+    if st is None:
+        return None
+    return RNNState(st["h"], MomentumState(v=st.get("v"), m=st.get("m"), step=st.get("step")))
+
+
+def _weighted(t, g):
+    w = torch.randn(t.shape, generator=g, dtype=torch.float64)
+    if t.is_complex():
+        return (t * torch.complex(w, torch.randn(t.shape, generator=g, dtype=torch.float64))).real.sum()
+    return (t * w).sum()
+
+
+def run_both(layer, x, lengths=None, st=None):
+    fields = [f for f in layer.scheme.state_fields if f != "step"]
+    inputs = [x] + list(layer.parameters()) + [v for v in (st or {}).values() if v.requires_grad]
+
+    def loss_of(out, h, mom):
+        g = torch.Generator().manual_seed(7)
+        return sum(_weighted(t, g) for t in [out, h] + [mom[f] for f in fields])
+
+    if lengths is not None:
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out_p, state = layer(packed, to_layer_state(st))
+        out, out_lengths = pad_packed_sequence(out_p, total_length=x.shape[0])
+        assert out_lengths.tolist() == list(lengths)
+    else:
+        out, state = layer(x, to_layer_state(st))
+    mom = state.momentum._asdict()
+    for f in ("v", "m", "p", "step"):
+        assert (mom[f] is not None) == (f in layer.scheme.state_fields), f
+    lib = (out, state.h, mom)
+    lib_grads = torch.autograd.grad(loss_of(*lib), inputs, allow_unused=True)
+    ref = reference_forward(layer, x, lengths, st)
+    ref_grads = torch.autograd.grad(loss_of(*ref), inputs, allow_unused=True)
+    return lib, ref, lib_grads, ref_grads
+
+
+def assert_match(layer, lib, ref, lib_grads, ref_grads):
+    names = ["x"] + [n for n, _ in layer.named_parameters()] + ["state"] * 10
+    torch.testing.assert_close(lib[0], ref[0], **TOL, msg="output")
+    torch.testing.assert_close(lib[1], ref[1], **TOL, msg="h_n")
+    for f in layer.scheme.state_fields:
+        torch.testing.assert_close(lib[2][f], ref[2][f].to(lib[2][f].dtype), **TOL, msg=f"momentum {f}")
+    for name, a, b in zip(names, lib_grads, ref_grads):
+        if b is None:
+            assert a is None or a.abs().max() == 0, name
+            continue
+        assert a is not None, f"no gradient for {name}"
+        assert b.abs().max() > 0, f"reference gradient of {name} vanishes: the test would be vacuous"
+        torch.testing.assert_close(a, b, **TOL, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_single_layer_matches_reference(host, kind):
+    layer = make(host, kind)
+    x = torch.randn(9, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x))
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_stacked_bidirectional_packed_with_state(host, kind):
+    layer = make(host, kind, hidden=4, num_layers=2, bidirectional=True)
+    x = torch.randn(7, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [7, 3, 5, 1], random_state(layer, 4)))
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_batch_size_one_with_state(host, kind):
+    layer = make(host, kind, num_layers=2)
+    x = torch.randn(6, 1, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, None, random_state(layer, 1)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scurnn_complex_input(kind):
+    layer = make("scurnn", kind, complex_input=True, num_layers=2)
+    x = torch.randn(6, 2, 3, dtype=torch.complex128, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, None, random_state(layer, 2)))
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_chunked_equals_one_call(host, kind):
+    layer = make(host, kind, num_layers=2)
+    x = torch.randn(11, 3, 3, dtype=torch.float64)
+    out_full, st_full = layer(x)
+    outs, st = [], None
+    for chunk in x.split([3, 1, 7]):  # the first chunk ends at the restart period F = 3
+        o, st = layer(chunk, st)
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs), out_full, **TOL)
+    torch.testing.assert_close(st.h, st_full.h, **TOL)
+    for a, b in zip(st.momentum, st_full.momentum):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_unbatched_and_batch_first(host):
+    layer = make(host, "adam", num_layers=2, bidirectional=True)
+    F = layer.output_size
+    x = torch.randn(5, 3, dtype=torch.float64)
+    out_u, st_u = layer(x)
+    out_b, st_b = layer(x.unsqueeze(1))
+    assert out_u.shape == (5, F) and st_u.h.shape == (4, 5)
+    torch.testing.assert_close(out_u, out_b.squeeze(1), rtol=0, atol=0)
+    for a, b in zip(st_u.momentum, st_b.momentum):
+        if a is not None:
+            torch.testing.assert_close(a, b.squeeze(1), rtol=0, atol=0)
+    out2, _ = layer(x, st_u)  # unbatched state round trip
+    assert out2.shape == (5, F)
+    layer.batch_first = True
+    xb = torch.randn(2, 5, 3, dtype=torch.float64)
+    out_f, _ = layer(xb)
+    layer.batch_first = False
+    out_t, _ = layer(xb.transpose(0, 1))
+    torch.testing.assert_close(out_f, out_t.transpose(0, 1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_gradcheck(host, kind):
+    layer = make(host, kind, input_size=2, hidden=3)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    st = random_state(layer, 2)
+    params = list(layer.parameters())
+    state_leaves = [v for v in st.values() if v.requires_grad]
+
+    def f(x, *args):
+        ps, ss = args[:len(params)], args[len(params):]
+        keys = [k for k, v in st.items() if v.requires_grad]
+        s = dict(st, **dict(zip(keys, ss)))
+        out, state = torch.func.functional_call(layer, {n: a for (n, _), a in zip(layer.named_parameters(), ps)},
+                                                (x, to_layer_state(s)))
+        mom = [t for t in (state.momentum.v, state.momentum.m) if t is not None]
+        return (out, state.h, *mom)
+
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    assert torch.autograd.gradcheck(f, (x, *leaves, *state_leaves), atol=1e-7, rtol=1e-6, fast_mode=True)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_heavy_ball_mu0_eps1_is_the_plain_layer(host):
+    plain = make(host, "none", num_layers=2, bidirectional=True)
+    hb = orth.build_orthogonal_layer(host, "heavy_ball", 3, 5, num_layers=2, bidirectional=True,
+                                     dtype=torch.float64, mu=0.0, epsilon=1.0,
+                                     **({"num_negative": 2} if host == "scornn" else {}))
+    hb.load_state_dict(plain.state_dict())
+    x = torch.randn(8, 3, 3, dtype=torch.float64, requires_grad=True)
+    o1, s1 = plain(x)
+    o2, s2 = hb(x)
+    torch.testing.assert_close(o2, o1, rtol=0, atol=1e-14)
+    torch.testing.assert_close(s2.h, s1.h, rtol=0, atol=1e-14)
+    g1 = torch.autograd.grad(o1.square().sum(), [x] + list(plain.parameters()))
+    g2 = torch.autograd.grad(o2.square().sum(), [x] + list(hb.parameters()))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-13)

@@ -125,7 +125,8 @@ _THETA13 = 5.371920351148152
 def pade_expm(A: Tensor) -> Tensor:
     """``expm(A)`` by Pade [13/13] scaling and squaring, as differentiable tensor operations."""
     norm = float(A.detach().abs().sum(-2).max()) if A.numel() else 0.0
-    s = max(0, math.ceil(math.log2(norm / _THETA13))) if norm > _THETA13 else 0
+    # (a non-finite norm skips the scaling: the result is then non-finite too, like the input)
+    s = max(0, math.ceil(math.log2(norm / _THETA13))) if _THETA13 < norm < math.inf else 0
     X = A * (0.5 ** s) if s else A
     b = _PADE13
     eye = _eye_like(A)

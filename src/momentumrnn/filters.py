@@ -62,6 +62,10 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
     T = x.shape[0]
     if T == 0:
         return x.clone()
+    if not bool(torch.isfinite(x).all()):
+        # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier
+        # steps; step by step, it propagates forward in time only (as in torch.nn).
+        return _sequential_filter(x, coeff, y0)
     B = x.shape[1]
     flat = x.reshape(T, B, -1)  # (T, B, F)
     n_feat = flat.shape[1] * flat.shape[2]
@@ -98,8 +102,20 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
             carries.append(carry)
             if b + 1 < nb:
                 carry = _flush(torch.addcmul(ends[b], last_decay[b], carry))
-        y = y + decay * torch.stack(carries).unsqueeze(1)
+        # A normal carry times a small decay can land below the normal range: flush the result.
+        y = _flush(y + decay * torch.stack(carries).unsqueeze(1))
     return y.reshape(nb * L, B, -1)[:T].reshape(x.shape)
+
+
+def _sequential_filter(x: Tensor, coeff: Tensor, y0: Tensor | None) -> Tensor:
+    T = x.shape[0]
+    c = coeff.expand(T) if coeff.dim() == 0 else coeff.reshape(T, -1, *([1] * (x.dim() - 2)))
+    y = torch.zeros_like(x[0]) if y0 is None else y0.reshape(x[0].shape)
+    out = []
+    for x_t, c_t in zip(x.unbind(0), c.unbind(0)):
+        y = c_t * y + x_t
+        out.append(y)
+    return torch.stack(out)
 
 
 def cumulative_decay(coeff: Tensor, T: int) -> Tensor:

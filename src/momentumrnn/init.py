@@ -1,0 +1,29 @@
+"""The authors' initialisation (SPEC 4), an option; ``torch.nn``'s is the default."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["authors_init_"]
+
+
+@torch.no_grad()
+def authors_init_(layer: nn.Module, forget_bias: float = 1.0) -> nn.Module:
+    """``W_ih`` orthogonal (per gate block), ``W_hh`` identity blocks, all biases zero except both
+    LSTM forget-gate biases, set to ``forget_bias`` (1.0; the authors used -4.0 for TIMIT).
+
+    Works on momentum layers and cells and on ``torch.nn`` RNN/LSTM/GRU modules and cells."""
+    H = layer.hidden_size
+    for name, p in layer.named_parameters():
+        if name.startswith("weight_ih"):
+            for block in p.split(H, 0):
+                nn.init.orthogonal_(block)
+        elif name.startswith("weight_hh"):
+            for block in p.split(H, 0):
+                block.copy_(torch.eye(H, dtype=p.dtype, device=p.device))
+        elif name.startswith("bias"):
+            p.zero_()
+            if isinstance(layer, (nn.LSTM, nn.LSTMCell)) or getattr(layer, "host", None) == "lstm":
+                p[H:2 * H] = forget_bias  # torch gate order i, f, g, o
+    return layer

@@ -1,0 +1,103 @@
+"""Bad input gets a clear error, says what was given and what is expected, and mutates nothing."""
+
+import math
+
+import pytest
+import torch
+
+import momentumrnn as mr
+from momentumrnn import LSTMState, MomentumState
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(mu=1.0), ValueError, r"mu must be in \[0, 1\), got 1.0"),
+    (dict(mu=-0.1), ValueError, "mu must be in"),
+    (dict(mu=float("nan")), ValueError, "finite"),
+    (dict(epsilon=0.0), ValueError, "epsilon must be > 0"),
+    (dict(mu="0.5"), TypeError, "real number"),
+    (dict(beta=0.5), ValueError, "has no hyper-parameter 'beta'"),
+    (dict(nonlinearity="relu"), ValueError, "RNN hosts only"),
+    (dict(dropout=1.5), ValueError, "dropout"),
+    (dict(init="xavier"), ValueError, "init must be"),
+])
+def test_bad_hyper_parameters(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        mr.MomentumLSTM(3, 4, **kw)
+
+
+def test_bad_scheme_specific_hyper_parameters():
+    with pytest.raises(ValueError, match="beta must be in"):
+        mr.AdamLSTM(3, 4, beta=1.0)
+    with pytest.raises(ValueError, match="restart must be >= 0"):
+        mr.SRLSTM(3, 4, restart=-1)
+    with pytest.raises(TypeError, match="restart must be a non-negative int"):
+        mr.SRLSTM(3, 4, restart=2.5)
+    with pytest.raises(ValueError, match="has no hyper-parameter 'mu'"):
+        mr.RMSPropLSTM(3, 4, mu=0.5)
+    with pytest.raises(ValueError, match="learn_mu"):
+        mr.SRLSTM(3, 4, learn_mu=True)
+    with pytest.raises(ValueError, match="unknown momentum scheme"):
+        mr.build_layer("lstm", "adagrad", 3, 4)
+    with pytest.raises(ValueError, match="unknown host"):
+        mr.build_layer("transformer", "adam", 3, 4)
+    with pytest.raises(ValueError, match="unknown layer"):
+        mr.layer_class("MomentumTransformer")
+    with pytest.raises(TypeError, match="hidden_size should be of type int"):
+        mr.MomentumLSTM(3, 4.0)
+    with pytest.raises(ValueError, match="hidden_size must be greater than zero"):
+        mr.MomentumLSTM(3, 0)
+
+
+def test_bad_inputs():
+    layer = mr.MomentumLSTM(3, 4, num_layers=2)
+    with pytest.raises(ValueError, match="Expected 3, got 5"):
+        layer(torch.randn(5, 2, 5))
+    with pytest.raises(ValueError, match="expected input to be 2D .* or 3D"):
+        layer(torch.randn(5, 2, 3, 1))
+    with pytest.raises(TypeError, match="dtype torch.float64 but the layer's parameters are torch.float32"):
+        layer(torch.randn(5, 2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        layer([[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="sequence length 0"):
+        layer(torch.randn(0, 2, 3))
+
+
+def test_bad_states_and_nothing_mutated():
+    layer = mr.MomentumLSTM(3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3)
+    _, st = layer(x)
+    before = [t.clone() for t in (st.h, st.c, st.momentum.v)]
+    params = [p.clone() for p in layer.parameters()]
+    bad = [
+        (LSTMState(st.h[:1], st.c, st.momentum), ValueError, r"h0 \(state h\) has shape \(1, 2, 4\), expected \(2, 2, 4\)"),
+        (LSTMState(st.h, st.c.double(), st.momentum), TypeError, "dtype"),
+        (LSTMState(st.h, st.c, MomentumState(v=st.momentum.v[..., :3])), ValueError, "momentum v has shape"),
+        (LSTMState(st.h, st.c, MomentumState(v=st.momentum.v, m=st.momentum.v)), ValueError, "does not use"),
+        (st.h, TypeError, "LSTM state must be"),
+        ((st.h,), TypeError, "state must be"),
+        ("state", TypeError, "state must be a tensor or a tuple"),
+    ]
+    for state, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            layer(x, state)
+    for a, b in zip(before, (st.h, st.c, st.momentum.v)):
+        assert torch.equal(a, b)
+    for a, b in zip(params, layer.parameters()):
+        assert torch.equal(a, b)
+    sr = mr.SRLSTM(3, 4, restart=3)
+    _, s = sr(x)
+    with pytest.raises(ValueError, match=r"restart counter\) must be in \[0, 3\]"):
+        sr(x, LSTMState(s.h, s.c, MomentumState(p=s.momentum.p, step=s.momentum.step + 5)))
+    with pytest.raises(TypeError, match="integer tensor"):
+        sr(x, LSTMState(s.h, s.c, MomentumState(p=s.momentum.p, step=s.momentum.step.float())))
+
+
+@pytest.mark.parametrize("name", ["MomentumLSTM", "AdamLSTM", "SRGRU", "RestartMomentumRNN", "RMSPropGRU"])
+def test_nan_propagates_like_torch_nn(name):
+    layer = mr.layer_class(name)(2, 3)
+    x = torch.randn(6, 2, 2)
+    x[2, 0, 0] = math.nan
+    out, _ = layer(x)
+    assert torch.isnan(out[2:, 0]).all()      # from the NaN on, sequence 0 is NaN
+    assert torch.isfinite(out[:2]).all()      # before it, nothing is touched
+    assert torch.isfinite(out[:, 1]).all()    # the other sequence is unaffected

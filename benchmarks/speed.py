@@ -1,0 +1,212 @@
+"""Speed and memory of the momentum layers, as ratios measured side by side in one run.
+
+For each shape and scheme: forward + backward time of our layer, of the matching ``torch.nn``
+module (native kernel) and of a faithful per-step loop of the authors' cell (Python loop, autograd
+per op), and the peak memory of one forward + backward (resident set growth, each case in its own
+process).
+
+    python benchmarks/speed.py                 # all shapes (about 10 minutes on 2 cores)
+    python benchmarks/speed.py --quick         # smaller repeats, no long-sequence case
+    python benchmarks/speed.py --shapes smnist128 --host gru --markdown
+
+Times are medians over ``--repeat`` runs after one warm-up; ratios are what to read (the machine's
+load moves absolute times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import momentumrnn as mr
+
+SHAPES = {
+    # name: (T, B, input, hidden)
+    "smnist128": (784, 128, 1, 128),
+    "smnist256": (784, 128, 1, 256),
+    "ptb": (70, 20, 400, 1150),
+    "long": (20000, 8, 1, 128),
+}
+SCHEMES = ["none", "heavy_ball", "restart", "adam", "rmsprop", "nesterov"]
+HP = {  # the paper's sequential-MNIST settings (SPEC 4)
+    "none": {}, "heavy_ball": {"mu": 0.6, "epsilon": 0.6}, "restart": {"epsilon": 1.0, "restart": 2},
+    "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1}, "rmsprop": {"epsilon": 0.6, "beta": 0.9},
+    "nesterov": {"epsilon": 1.0, "restart": 2},
+}
+NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class AuthorsLoop(nn.Module):
+    """The authors' way: a Python loop over time steps, calling the momentum cell (one layer)."""
+
+    def __init__(self, host, kind, input_size, hidden_size):
+        super().__init__()
+        self.ref = mr.build_layer(host, "none", input_size, hidden_size)  # just the parameters
+        self.host, self.kind, self.hp = host, kind, HP[kind]
+
+    def forward(self, x):
+        L, H = self.ref, self.ref.hidden_size
+        w_ih, w_hh, b_ih, b_hh = L.weight_ih_l0, L.weight_hh_l0, L.bias_ih_l0, L.bias_hh_l0
+        B = x.shape[1]
+        h = x.new_zeros(B, H)
+        c = x.new_zeros(B, H)
+        v = m = p = x.new_zeros(B, w_ih.shape[0])
+        hp, k, outs = self.hp, 0, []
+        for x_t in x.unbind(0):  # unbind, not x[t]: indexing's backward allocates a full gradient
+            u = F.linear(x_t, w_ih, b_ih)
+            r = F.linear(h, w_hh, b_hh)
+            total = None
+            if self.kind == "none":
+                d = u
+            elif self.kind == "heavy_ball":
+                v = hp["mu"] * v + hp["epsilon"] * u
+                d = v
+            elif self.kind in ("adam", "rmsprop"):
+                m = hp["beta"] * m + (1 - hp["beta"]) * u * u
+                v = (hp["mu"] * v if self.kind == "adam" else 0) + hp["epsilon"] * u
+                d = v / torch.sqrt(m + 1e-16)
+            else:
+                k = k % hp["restart"] + 1 if hp["restart"] else k + 1
+                mu_k = (k - 1) / (k + 2)
+                if self.kind == "restart":
+                    v = mu_k * v + hp["epsilon"] * u
+                    d = v
+                else:
+                    p_new = r - hp["epsilon"] * u
+                    total = p_new + mu_k * (p_new - p)
+                    p = p_new
+            pre = total if total is not None else d + r
+            if self.host == "lstm":
+                i, f, g, o = pre.chunk(4, 1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            elif self.host == "rnn":
+                h = torch.tanh(pre)
+            else:
+                raise NotImplementedError("the authors' loop exists for LSTM and RNN only")
+            outs.append(h)
+        return torch.stack(outs), None
+
+
+def build(which, host, kind, shape):
+    T, B, I, H = SHAPES[shape]
+    torch.manual_seed(0)
+    if which == "native":
+        return NATIVE[host](I, H)
+    if which == "authors":
+        return AuthorsLoop(host, kind, I, H)
+    return mr.build_layer(host, kind, I, H, **HP[kind])
+
+
+def fwd_bwd(model, x):
+    out, _ = model(x)
+    out.sum().backward()
+
+
+def time_case(model, x, repeat):
+    fwd_bwd(model, x)  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fwd_bwd(model, x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_child(which, host, kind, shape):
+    """Runs in a fresh process: resident-set growth of one forward + backward, in bytes."""
+    T, B, I, H = SHAPES[shape]
+    model = build(which, host, kind, shape)
+    x = torch.randn(T, B, I)
+    base = _rss_bytes()
+    fwd_bwd(model, x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return max(peak - base, 0)
+
+
+def peak_memory(which, host, kind, shape):
+    code = ("import json,sys; sys.path.insert(0, %r); import speed; "
+            "print(json.dumps(speed.peak_memory_child(%r, %r, %r, %r)))"
+            % (os.path.dirname(os.path.abspath(__file__)), which, host, kind, shape))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default=None, help=f"comma list from {','.join(SHAPES)} (default: all)")
+    ap.add_argument("--schemes", default=",".join(SCHEMES))
+    ap.add_argument("--host", default="lstm", choices=list(NATIVE))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="repeat 1, no long-sequence case, no memory")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-authors", action="store_true", help="skip the authors' per-step loop")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the memory subprocesses
+    shapes = args.shapes.split(",") if args.shapes else (
+        ["smnist128", "ptb"] if args.quick else list(SHAPES))
+    for s in shapes:
+        if s not in SHAPES:
+            ap.error(f"unknown shape {s!r}; choose from {', '.join(SHAPES)}")
+    schemes = args.schemes.split(",")
+    repeat = 1 if args.quick else args.repeat
+    memory = not (args.quick or args.no_memory)
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, host {args.host}", flush=True)
+    rows = []
+    for shape in shapes:
+        T, B, I, H = SHAPES[shape]
+        x = torch.randn(T, B, I)
+        native_t = time_case(build("native", args.host, "none", shape), x, repeat)
+        native_m = peak_memory("native", args.host, "none", shape) if memory else None
+        for kind in schemes:
+            ours_t = time_case(build("ours", args.host, kind, shape), x, repeat)
+            # the authors' loop at T = 20,000 would take minutes per case and adds nothing
+            authors_t = None
+            if not args.no_authors and shape != "long" and args.host != "gru":
+                authors_t = time_case(build("authors", args.host, kind, shape), x, max(1, repeat // 2))
+            ours_m = peak_memory("ours", args.host, kind, shape) if memory else None
+            row = {
+                "shape": f"{shape} (T={T}, B={B}, I={I}, H={H})", "scheme": kind,
+                "ours_s": ours_t, "native_s": native_t, "authors_s": authors_t,
+                "vs_native": ours_t / native_t,
+                "speedup_vs_authors": authors_t / ours_t if authors_t else None,
+                "mem_vs_native": ours_m / native_m if memory and native_m else None,
+                "ours_mb": ours_m / 2 ** 20 if memory else None,
+            }
+            rows.append(row)
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            print(f"{row['shape']:<40} {kind:<11} ours {ours_t:7.3f}s  native {native_t:7.3f}s  "
+                  f"x{row['vs_native']:.2f} native  authors' loop {fmt(authors_t, '.3f')}s "
+                  f"(ours {fmt(row['speedup_vs_authors'], '.2f')}x faster)  "
+                  f"peak mem x{fmt(row['mem_vs_native'], '.2f')} native ({fmt(row['ours_mb'], '.0f')} MB)",
+                  flush=True)
+    if args.markdown:
+        print("\n| shape | scheme | ours / native | authors' loop / ours | peak memory ours / native |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in rows:
+            f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            print(f"| {r['shape']} | {r['scheme']} | {f(r['vs_native'])} | {f(r['speedup_vs_authors'])} | "
+                  f"{f(r['mem_vs_native'])} |")
+
+
+if __name__ == "__main__":
+    main()

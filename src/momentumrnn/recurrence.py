@@ -87,6 +87,7 @@ class _FusedRecurrence(torch.autograd.Function):
             v_steps = vs.unbind(0) if vs is not None else None
             m_steps = ms.unbind(0) if ms is not None else None
             mu, eps, bt = spec.mu, spec.epsilon, spec.beta
+            tiny = torch.finfo(ref.dtype).tiny
             state = {"v": v0 if v0 is not None else ref.new_zeros(B, G),
                      "m": m0 if m0 is not None else ref.new_zeros(B, G)}
 
@@ -95,11 +96,14 @@ class _FusedRecurrence(torch.autograd.Function):
                     torch.mm(x_steps[t], w_ih_t, out=u_buf)
                 if kind == "nesterov":
                     return torch.sub(bias_e, u, alpha=eps, out=d_buf)
-                m = torch.mul(state["m"], bt, out=m_steps[t]).addcmul_(u, u, value=1 - bt)
+                # Decaying states (zero drive for many steps) would sink into subnormal floats,
+                # which slow every op on them ~10x: flush them to zero (m >= 0: one op).
+                m = torch.threshold_(torch.mul(state["m"], bt, out=m_steps[t]).addcmul_(u, u, value=1 - bt), tiny, 0.0)
                 state["m"] = m
                 torch.add(m, ADAM_EPS, out=den).sqrt_()
                 if kind == "adam":
                     v = torch.mul(state["v"], mu, out=v_steps[t]).add_(u, alpha=eps)
+                    v.masked_fill_(torch.abs(v, out=u_buf) < tiny, 0.0)
                     state["v"] = v
                     return torch.addcdiv(bias_e, v, den, out=d_buf)
                 return torch.addcdiv(bias_e, u, den, value=eps, out=d_buf)

@@ -235,3 +235,14 @@ def test_heavy_ball_mu0_eps1_is_the_plain_layer(host):
     g2 = torch.autograd.grad(o2.square().sum(), [x] + list(hb.parameters()))
     for a, b in zip(g1, g2):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("input_size", [1, 2])
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, ["adam", "rmsprop"])))
+def test_factored_second_moment_drive(host, kind, input_size):
+    # input_size^2 < hidden: the loop forms the Adam / RMSProp drive from filtered input features
+    layer = make(host, kind, input_size=input_size, hidden=5, bidirectional=True)
+    x = torch.randn(8, 3, input_size, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [8, 5, 2]))
+    # resuming a momentum state takes the dense path; both agree with the reference
+    assert_match(layer, *run_both(layer, x, None, random_state(layer, 3)))

@@ -480,15 +480,15 @@ class OrthogonalRNN(nn.Module):
         bias = getattr(self, "modrelu_bias" + sfx)
         if direction == 1:
             x = _reverse_within(x, lengths)
-        d, mom = scheme_drive(self.scheme, x, w_in, self.scheme.mu, self.scheme.epsilon, mom0, last, self.unitary)
+        drive = scheme_drive(self.scheme, x, w_in, self.scheme.mu, self.scheme.epsilon, mom0, last, self.unitary)
         if h0 is None:
             h0 = x.new_zeros(x.shape[1], self._N)
-        hs = modrelu_recurrence(d, h0, W, bias, self.unitary)
+        hs = modrelu_recurrence(drive.dense, h0, W, bias, self.unitary, drive.factors)
         hT = _at_last_step(hs, last)
         out = hs if valid is None else torch.where(valid, hs, 0)
         if direction == 1:
             out = _reverse_within(out, lengths)
-        return out, hT, mom
+        return out, hT, drive.momentum
 
 
 # ---------------------------------------------------------------------- paper-named classes

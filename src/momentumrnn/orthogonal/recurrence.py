@@ -1,11 +1,22 @@
 """The orthogonal recurrence ``h_t = modReLU(h_{t-1} W + d_t)`` with a hand-written backward.
 
-The drive ``d`` (``(T, B, N)``) is computed for the whole sequence beforehand (every scheme of an
-orthogonal host depends on the inputs alone), and ``W`` (the orthogonal matrix, evaluated once per
-forward) is fixed during the loop. Per time step the forward does one ``addmm`` plus four in-place
-element-wise ops into preallocated buffers; the backward loop does one ``addmm`` and one product
-with a precomputed mask. ``dW``, the modReLU bias gradient and everything else are computed for
-all steps at once, outside the loops.
+Every scheme of an orthogonal host depends on the inputs alone, so the drive never waits for the
+recurrence. It reaches the loop in one of two forms:
+
+* **dense**: ``d`` ``(T, B, N)`` computed beforehand (none, heavy ball, restart, and Adam /
+  RMSProp resuming a momentum state). The loop consumes it **in place**: ``d_t`` becomes
+  ``z_t = d_t + h_{t-1} W`` (one ``addmm_``, no copy) and then ``h_t``, so ``d``'s memory is the
+  output's; the autograd Function marks it dirty.
+* **factored** (Adam / RMSProp from a zero state): ``d_t = (x~_t a^T) / sqrt(q~_t c^T + eps)``
+  with the filtered inputs ``x~`` ``(T, B, I)``, the filtered quadratic input features ``q~``
+  ``(T, B, I')`` and their weights ``a`` ``(N, I)``, ``c`` ``(H_m, I')`` (see
+  :mod:`.drives`). The loop forms ``d_t`` per step in cache; no ``(T, B, N)`` temporary is made
+  for ``v``, ``m`` or the square root.
+
+Per step the forward does one GEMM and four element-wise ops (``sign``, ``addcmul``, ``relu_``,
+``mul_``) on ``(B, N)`` tensors; the backward one GEMM and four element-wise ops (the sign of
+``h_t``, the modReLU-bias gradient accumulated on the fly, the mask). ``dW`` is one GEMM over all
+steps at the end.
 
 Complex hidden states (scuRNN) run as real vectors ``[Re h, Im h]`` (``N = 2H``) with the real
 ``2H x 2H`` matrix ``[[Re B, Im B], [-Im B, Re B]]``, so ``[Re h, Im h] W = [Re hB, Im hB]``; the
@@ -14,103 +25,202 @@ modReLU then acts on the modulus of each pair ``(h_j, h_{j+H})``.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
+
+from ..schemes import ADAM_EPS
 
 __all__ = ["modrelu_recurrence"]
 
 
+def _modrelu_step_real(z: Tensor, bias: Tensor, s: Tensor) -> Tensor:
+    """In place: ``z <- sign(z) * relu(|z| + b)`` (``s`` a scratch buffer)."""
+    torch.sign(z, out=s)
+    torch.addcmul(bias, z, s, out=z)  # |z| + b
+    return z.relu_().mul_(s)
+
+
+def _modrelu_step_pairs(z: Tensor, bias: Tensor, r: Tensor, sc: Tensor) -> Tensor:
+    """In place on ``z`` ``(B, 2H)``: ``z <- z / |z| * relu(|z| + b)`` per pair; ``|z|`` into ``r``."""
+    B, H = r.shape
+    zv = z.view(B, 2, H)
+    torch.hypot(zv[:, 0], zv[:, 1], out=r)
+    torch.add(r, bias, out=sc).relu_().div_(r).nan_to_num_(0.0, 0.0, 0.0)  # 0 where |z| = 0
+    zv.mul_(sc.unsqueeze(1))
+    return z
+
+
 class _ModReLURecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, d, h0, W, bias, paired):
+    def forward(ctx, h0, W, bias, paired, d, xs, qs, a, c):
         ctx.set_materialize_grads(False)
-        T, B, N = d.shape
-        hs = d.new_empty(T, B, N)
-        h_steps, d_steps = hs.unbind(0), d.unbind(0)
-        h = h0
-        if not paired:
-            s = d.new_empty(B, N)
-            for t in range(T):
-                z = torch.addmm(d_steps[t], h, W, out=h_steps[t])
-                torch.sign(z, out=s)
-                torch.addcmul(bias, z, s, out=z)  # |z| + b
-                h = z.relu_().mul_(s)
-            rs = None
+        factored = d is None
+        if factored:
+            T, B, _ = xs.shape
+            N = a.shape[0]
+            hs = xs.new_empty(T, B, N)
         else:
-            H = N // 2
-            rs = d.new_empty(T, B, H)  # |z| per complex unit, needed by the backward
+            T, B, N = d.shape
+            ctx.mark_dirty(d)
+            hs = d  # consumed in place
+        H = N // 2 if paired else N
+        h_steps = hs.unbind(0)
+        if paired:
+            rs = hs.new_empty(T, B, H)  # |z| per complex unit, needed by the backward
             r_steps = rs.unbind(0)
-            sc = d.new_empty(B, H)
-            for t in range(T):
-                z = torch.addmm(d_steps[t], h, W, out=h_steps[t])
-                zv = z.view(B, 2, H)
-                r = torch.hypot(zv[:, 0], zv[:, 1], out=r_steps[t])
-                torch.add(r, bias, out=sc).relu_().div_(r).nan_to_num_(0.0, 0.0, 0.0)
-                zv.mul_(sc.unsqueeze(1))
-                h = z
-        ctx.paired = paired
-        ctx.save_for_backward(h0, W, bias, hs, rs)
+            sc = hs.new_empty(B, H)
+        else:
+            rs = None
+            s = hs.new_empty(B, N)
+        if factored:
+            # rden_t = (q~_t c^T + eps)^(-1/2), kept for the backward; d_t = (x~_t a^T) rden_t
+            Hm = c.shape[0]
+            rden = hs.new_empty(T, B, Hm)
+            rden_steps = rden.unbind(0)
+            x_steps, q_steps = xs.unbind(0), qs.unbind(0)
+            aT, cT = a.t(), c.t()
+            clamp = qs.shape[2] > 1  # a sum of mixed-sign products: keep rounding from going below 0
+        h = h0
+        for t in range(T):
+            z = h_steps[t]
+            if factored:
+                rd = torch.mm(q_steps[t], cT, out=rden_steps[t])
+                if clamp:
+                    rd.clamp_min_(0)
+                rd.add_(ADAM_EPS).rsqrt_()
+                torch.mm(x_steps[t], aT, out=z)
+                if paired:
+                    z.view(B, 2, H).mul_(rd.unsqueeze(1))
+                else:
+                    z.mul_(rd)
+            z.addmm_(h, W)
+            if paired:
+                h = _modrelu_step_pairs(z, bias, r_steps[t], sc)
+            else:
+                h = _modrelu_step_real(z, bias, s)
+        ctx.paired, ctx.factored = paired, factored
+        if factored:
+            ctx.save_for_backward(h0, W, bias, hs, rs, xs, qs, a, c, rden)
+        else:
+            ctx.save_for_backward(h0, W, bias, hs, rs)
         return hs
 
     @staticmethod
     def backward(ctx, d_hs):
-        h0, W, bias, hs, rs = ctx.saved_tensors
-        T, B, N = hs.shape
         if d_hs is None:
-            return None, None, None, None, None
+            return (None,) * 9
+        if ctx.factored:
+            h0, W, bias, hs, rs, xs, qs, a, c, rden = ctx.saved_tensors
+        else:
+            h0, W, bias, hs, rs = ctx.saved_tensors
+        T, B, N = hs.shape
         Wt = W.t()
-        dz = torch.empty_like(hs)  # gradient w.r.t. the pre-activation z_t = h_{t-1} W + d_t
-        dz_steps, g_steps = dz.unbind(0), d_hs.unbind(0)
+        dz = torch.empty_like(hs)  # gradient w.r.t. z_t = h_{t-1} W + d_t (= w.r.t. d_t)
+        dz_steps, g_steps, h_steps = dz.unbind(0), d_hs.unbind(0), hs.unbind(0)
         if not ctx.paired:
-            # d modReLU / dz = 1 where h != 0 (0 elsewhere), d / db = sign(h).
-            mask = (hs != 0).to(hs.dtype)
-            m_steps = mask.unbind(0)
-            torch.mul(g_steps[T - 1], m_steps[T - 1], out=dz_steps[T - 1])
-            for t in range(T - 2, -1, -1):
-                torch.addmm(g_steps[t], dz_steps[t + 1], Wt, out=dz_steps[t]).mul_(m_steps[t])
-            d_bias = torch.sign(hs, out=mask).mul_(dz).sum((0, 1))
+            # d modReLU / dz = 1 where h != 0 (else 0); d / db = sign(h).
+            sg = hs.new_empty(B, N)
+            acc = hs.new_zeros(B, N)
+
+            def local(t):
+                g = dz_steps[t]
+                torch.sign(h_steps[t], out=sg)
+                acc.addcmul_(g, sg)
+                g.mul_(sg.abs_())
         else:
             # Per unit, with r = |z|, u = z / r: h = z (r + b) / r on active units (r + b > 0), and
             # dz = s g - (b / r) u (u . g) with s = (r + b) / r; d / db = u . g.
             H = N // 2
             active = (rs + bias > 0) & (rs > 0)
             r_safe = torch.where(active, rs, 1)
-            s = torch.where(active, (rs + bias) / r_safe, 0)
-            c = torch.where(active, -bias / r_safe, 0)
+            s_all = torch.where(active, (rs + bias) / r_safe, 0)
+            c_all = torch.where(active, -bias / r_safe, 0)
             u = hs.view(T, B, 2, H) / torch.where(active, rs + bias, 1).unsqueeze(2)
             u = u.mul_(active.unsqueeze(2))
-            ug = hs.new_empty(T, B, H)
-            s_steps, c_steps, u_steps, ug_steps = s.unbind(0), c.unbind(0), u.unbind(0), ug.unbind(0)
+            del active, r_safe
+            s_steps, c_steps, u_steps = s_all.unbind(0), c_all.unbind(0), u.unbind(0)
             tmp = hs.new_empty(B, 2, H)
+            p = hs.new_empty(B, H)
             q = hs.new_empty(B, H)
+            acc = hs.new_zeros(B, H)
 
-            def local(t, g):
-                # g: (B, 2H) total gradient on h_t, overwritten by dz_t
-                gv = g.view(B, 2, H)
-                p = torch.sum(torch.mul(gv, u_steps[t], out=tmp), 1, out=ug_steps[t])
+            def local(t):
+                gv = dz_steps[t].view(B, 2, H)
+                torch.sum(torch.mul(gv, u_steps[t], out=tmp), 1, out=p)
+                acc.add_(p)
                 torch.mul(p, c_steps[t], out=q)
                 gv.mul_(s_steps[t].unsqueeze(1)).addcmul_(u_steps[t], q.unsqueeze(1))
 
-            dz_steps[T - 1].copy_(g_steps[T - 1])
-            local(T - 1, dz_steps[T - 1])
-            for t in range(T - 2, -1, -1):
-                local(t, torch.addmm(g_steps[t], dz_steps[t + 1], Wt, out=dz_steps[t]))
-            d_bias = ug.sum((0, 1))
+        if ctx.factored:
+            Hm = c.shape[0]
+            dxs, dqs = torch.empty_like(xs), torch.empty_like(qs)
+            dxs_steps, dqs_steps = dxs.unbind(0), dqs.unbind(0)
+            x_steps, q_steps, rden_steps = xs.unbind(0), qs.unbind(0), rden.unbind(0)
+            aT = a.t()
+            da = a.new_zeros(a.shape)
+            dc = c.new_zeros(c.shape)
+            r = hs.new_empty(B, N)
+            V = hs.new_empty(B, N)
+            w = hs.new_empty(B, Hm) if ctx.paired else V
+
+            def drive_backward(t):
+                # d_t = V_t rden_t with V_t = x~_t a^T, rden_t = (M_t + eps)^(-1/2), M_t = q~_t c^T:
+                # dV = dz rden; dM = -1/2 sum_parts dz V rden^3 = -1/2 (sum_parts dV V) rden^2
+                rd = rden_steps[t]
+                if ctx.paired:
+                    torch.mul(dz_steps[t].view(B, 2, -1), rd.unsqueeze(1), out=r.view(B, 2, -1))
+                else:
+                    torch.mul(dz_steps[t], rd, out=r)
+                da.addmm_(r.t(), x_steps[t])
+                torch.mm(r, a, out=dxs_steps[t])
+                torch.mm(x_steps[t], aT, out=V).mul_(r)
+                if ctx.paired:
+                    torch.sum(V.view(B, 2, Hm), 1, out=w)
+                w.mul_(rd).mul_(rd)
+                dc.addmm_(w.t(), q_steps[t])
+                torch.mm(w, c, out=dqs_steps[t])
+
+        dz_steps[T - 1].copy_(g_steps[T - 1])
+        local(T - 1)
+        if ctx.factored:
+            drive_backward(T - 1)
+        for t in range(T - 2, -1, -1):
+            torch.addmm(g_steps[t], dz_steps[t + 1], Wt, out=dz_steps[t])
+            local(t)
+            if ctx.factored:
+                drive_backward(t)
+        d_bias = acc.sum(0)
         d_h0 = dz[0] @ Wt
         d_W = h0.t() @ dz[0]
         if T > 1:
             d_W.addmm_(hs[:-1].reshape(-1, N).t(), dz[1:].reshape(-1, N))
-        return dz, d_h0, d_W, d_bias, None
+        if ctx.factored:
+            dc.mul_(-0.5)
+            dqs.mul_(-0.5)
+            return d_h0, d_W, d_bias, None, None, dxs, dqs, da, dc
+        return d_h0, d_W, d_bias, None, dz, None, None, None, None
 
 
-def modrelu_recurrence(d: Tensor, h0: Tensor, W: Tensor, bias: Tensor, paired: bool = False) -> Tensor:
+def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor, paired: bool = False,
+                       factors=None) -> Tensor:
     """All hidden states ``(T, B, N)`` of ``h_t = modReLU(h_{t-1} W + d_t)``.
 
     Args:
-        d: drive ``(T, B, N)``.
+        d: dense drive ``(T, B, N)``, **consumed in place** (its memory holds the result), or
+            None with ``factors``.
         h0: initial state ``(B, N)``.
         W: recurrent matrix ``(N, N)``.
         bias: modReLU bias, ``(N,)``, or ``(N/2,)`` with ``paired``.
         paired: complex units stored as ``[real parts, imaginary parts]`` (``N = 2H``).
+        factors: ``(x~, q~, a, c)`` of a factored Adam / RMSProp drive
+            ``d_t = (x~_t a^T) / sqrt(q~_t c^T + 1e-16)`` (the square root shared by the two
+            parts of a complex unit).
     """
-    return _ModReLURecurrence.apply(d, h0, W, bias, paired)
+    if d is not None:
+        if d._base is not None or (d.is_leaf and d.requires_grad):  # give the loop memory of its own
+            d = d.clone()
+        return _ModReLURecurrence.apply(h0, W, bias, paired, d, None, None, None, None)
+    xs, qs, a, c = factors
+    return _ModReLURecurrence.apply(h0, W, bias, paired, None, xs, qs, a, c)

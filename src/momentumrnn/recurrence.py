@@ -37,6 +37,8 @@ from .schemes import ADAM_EPS
 
 __all__ = ["fused_recurrence", "DriveSpec"]
 
+_FLUSH_EVERY = 8
+
 
 @dataclass
 class DriveSpec:
@@ -97,13 +99,18 @@ class _FusedRecurrence(torch.autograd.Function):
                 if kind == "nesterov":
                     return torch.sub(bias_e, u, alpha=eps, out=d_buf)
                 # Decaying states (zero drive for many steps) would sink into subnormal floats,
-                # which slow every op on them ~10x: flush them to zero (m >= 0: one op).
-                m = torch.threshold_(torch.mul(state["m"], bt, out=m_steps[t]).addcmul_(u, u, value=1 - bt), tiny, 0.0)
+                # which slow every op on them ~10x: flush them to zero every few steps (a state
+                # spends at most that many steps below the normal range).
+                flush = t % _FLUSH_EVERY == 0
+                m = torch.mul(state["m"], bt, out=m_steps[t]).addcmul_(u, u, value=1 - bt)
+                if flush:
+                    torch.threshold_(m, tiny, 0.0)  # m >= 0
                 state["m"] = m
                 torch.add(m, ADAM_EPS, out=den).sqrt_()
                 if kind == "adam":
                     v = torch.mul(state["v"], mu, out=v_steps[t]).add_(u, alpha=eps)
-                    v.masked_fill_(torch.abs(v, out=u_buf) < tiny, 0.0)
+                    if flush:
+                        v.masked_fill_(torch.abs(v, out=u_buf) < tiny, 0.0)
                     state["v"] = v
                     return torch.addcdiv(bias_e, v, den, out=d_buf)
                 return torch.addcdiv(bias_e, u, den, value=eps, out=d_buf)

@@ -39,11 +39,11 @@ SECTIONS = ("task", "model", "presets", "optim", "train", "report", "models", "s
 OPTIMIZERS = ("rmsprop", "adam", "sgd", "sgd_asgd")
 PRECISIONS = ("fp32", "bf16")
 MODEL_IDENTITY = ("name", "host", "scheme")
-MODEL_TOOLKIT_KEYS = ("name", "host", "scheme", "hidden_size", "label")
+MODEL_TOOLKIT_KEYS = ("name", "host", "scheme", "hidden_size", "label", "init_forget_bias")
 # keys a resumed run may change (everything else must match the saved config)
 RESUMABLE_CHANGES = {
     "train.epochs", "train.max_steps", "train.devices", "train.num_nodes", "train.accelerator",
-    "train.progress", "train.checkpoint_every_steps",
+    "train.progress", "train.checkpoint_every_steps", "train.threads",
 }
 
 
@@ -192,6 +192,8 @@ TRAIN_SCHEMA: dict[str, Opt] = {
     "evals_per_epoch": Opt("int", 1, "evaluations on the test set per epoch", lo=1),
     "checkpoint_every_steps": Opt("int", None, "also save last.ckpt every N optimizer steps "
                                   "(null: at each evaluation only)", lo=1, nullable=True),
+    "threads": Opt("int", None, "CPU threads per process (null: torch's default; 1 is fastest for small "
+                   "models on a busy machine)", lo=1, nullable=True),
     "log_every_steps": Opt("int", 10, "TensorBoard training-loss interval in steps", lo=1),
     "progress": Opt("bool", True, "show a progress bar"),
     "deterministic": Opt("bool", True, "use deterministic algorithms (same seed, same metrics)"),
@@ -211,6 +213,8 @@ MODEL_SCHEMA: dict[str, Opt] = {
                   nullable=True),
     "hidden_size": Opt("int", 128, "hidden units", lo=1),
     "label": Opt("str", None, "name of the model in reports (default: its name)", nullable=True),
+    "init_forget_bias": Opt("float", None, "LSTM hosts: add this to the forget-gate input bias after the "
+                            "layer's initialisation (long sequences need memory from the start)", nullable=True),
 }
 
 # the paper's sequential-MNIST settings (SPEC 4) are the defaults
@@ -471,7 +475,7 @@ def _validate_task(task: dict) -> dict:
     return out
 
 
-def resolve_models(cfg: dict, entries: list, cli_model: dict) -> list[dict]:
+def resolve_models(cfg: dict, entries: list, cli_model: dict, *, single: bool = False) -> list[dict]:
     """Full model configs of a run list: preset < model section < entry < command line."""
     presets = cfg.get("presets") or {}
     shared = cfg.get("model") or {}
@@ -486,7 +490,7 @@ def resolve_models(cfg: dict, entries: list, cli_model: dict) -> list[dict]:
         m = merge_model(m, shared)
         m = merge_model(m, entry)
         m = merge_model(m, cli_model)
-        out.append(validate_model(m, where=f"models[{i}]" if entries is not None else "model"))
+        out.append(validate_model(m, where="model" if single else f"models[{i}]"))
     return out
 
 
@@ -537,7 +541,7 @@ def resolve(recipe: Optional[dict], overrides: list[tuple[str, Any]], *, command
         cfg["models"] = models
         cfg["seeds"] = seeds
     else:
-        cfg["model"] = resolve_models(base, [{}], cli_model)[0]
+        cfg["model"] = resolve_models(base, [{}], cli_model, single=True)[0]
     return cfg
 
 

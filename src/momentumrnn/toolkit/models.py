@@ -12,6 +12,7 @@ Plug-in points for layers the core adds later (orthogonal hosts):
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Optional
 
@@ -98,8 +99,26 @@ def output_features(layer: nn.Module, hidden: int) -> int:
     return int(getattr(layer, "output_size", hidden * directions))
 
 
+def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
+    """Add ``shift`` to the forget-gate slice (gate order i, f, g, o as torch.nn.LSTM) of every
+    ``bias_ih_l*`` of an LSTM layer."""
+    is_lstm = getattr(layer, "host", None) == "lstm" or isinstance(layer, nn.LSTM)
+    if not is_lstm:
+        raise ToolkitError(f"model.init_forget_bias applies to LSTM hosts only, not {what}; remove it")
+    names = [n for n, _ in layer.named_parameters() if re.fullmatch(r"bias_ih_l\d+(_reverse)?", n)]
+    if not names:
+        raise ToolkitError(f"model.init_forget_bias needs biases, but {what} has bias=False")
+    with torch.no_grad():
+        for n in names:
+            b = getattr(layer, n)
+            h = b.numel() // 4
+            b[h:2 * h] += shift
+
+
 def build_model(model_cfg: dict, task: Task) -> SequenceModel:
     layer = build_recurrent(model_cfg, task.input_size)
+    if model_cfg.get("init_forget_bias"):
+        shift_forget_bias(layer, float(model_cfg["init_forget_bias"]), model_key(model_cfg))
     head = task.make_head(output_features(layer, model_cfg["hidden_size"]))
     return SequenceModel(layer, head, task)
 

@@ -67,6 +67,7 @@ def _quiet_lightning() -> None:
         ".*`isinstance\\(treespec, LeafSpec\\)`.*", ".*You're resuming from a checkpoint.*",
         ".*that ended before the epoch ended.*", ".*`training_step` returned `None`.*",
         ".*Trying to infer the `batch_size`.*", ".*dropout option adds dropout.*", ".*sync_dist=True.*",
+        ".*could not find the monitored key.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -139,6 +140,10 @@ class PreparedRun:
                 self.ckpt_step = int(ckpt.get("global_step", 0))
                 del ckpt
         self.cfg = cfg
+        if cfg["train"].get("threads"):
+            import torch
+
+            torch.set_num_threads(cfg["train"]["threads"])
         self.label = label or model_label(cfg["model"])
         self.task = build_task(cfg["task"])
         self.train_split, self.test_split = self.task.load()

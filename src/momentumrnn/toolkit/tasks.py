@@ -182,7 +182,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) != header + size:
         raise ToolkitError(f"{path} is truncated or corrupt ({len(data) - header} bytes of data for "
                            f"shape {tuple(dims)}); re-download it")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def load_idx_dir(directory: str) -> tuple[Split, Split]:

@@ -207,3 +207,14 @@ def test_unbatched_and_batch_first(host, kind):
     layer.batch_first = False
     out_t, _ = layer(xb.transpose(0, 1))
     torch.testing.assert_close(out_f, out_t.transpose(0, 1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_sequences_longer_than_a_block(host, kind):
+    # Longer than the 16-step blocks of the filters and of the Adam / RMSProp drive, with
+    # lengths ending inside, at the end of, and before a block boundary.
+    layer = make(host, kind, bidirectional=True)
+    x = torch.randn(37, 4, 3, dtype=torch.float64, requires_grad=True)
+    st = random_state(layer, 4, layer.scheme.state_fields)
+    assert_match(layer, *run_both(layer, x, [37, 16, 20, 3], st))
+    assert_match(layer, *run_both(layer, x, None, None))

@@ -502,9 +502,10 @@ class MomentumRNNBase(nn.Module):
         if not (self.learn_mu or self.learn_epsilon):
             # The drive is computed inside the loop (no (T, B, G*H) temporaries).
             spec = DriveSpec(kind, mu=mu, epsilon=eps, beta=self.scheme.beta)
-            hs, cs, ps, v, m = fused_recurrence(
+            hs, cs, ps, v_T, m_T = fused_recurrence(
                 self.host, h0, w_hh, spec=spec, x=x, w_ih=w_ih, b_ih=b_ih, bias_e=bias_e,
-                v0=mom0.v if kind == "adam" else None, m0=mom0.m, **common)
+                v0=mom0.v if kind == "adam" else None, m0=mom0.m, last=last, **common)
+            v = m = None
         else:
             # Learnable mu / epsilon: the drive for the whole sequence with autograd.
             flat = x.reshape(T * B, I)
@@ -522,12 +523,14 @@ class MomentumRNNBase(nn.Module):
             else:  # nesterov: p_t = r_t - eps u_t
                 e = bias_e - u * eps
             hs, cs, ps, _, _ = fused_recurrence(self.host, h0, w_hh, e=e, **common)
+            v_T = _at_last_step(v, last) if v is not None else None
+            m_T = _at_last_step(m, last) if m is not None else None
         hT = _at_last_step(hs, last)
         cT = _at_last_step(cs, last) if cs is not None else None
         out = hs if valid is None else torch.where(valid, hs, 0)
         mom = MomentumState(
-            v=_at_last_step(v, last) if v is not None else None,
-            m=_at_last_step(m, last) if m is not None else None,
+            v=v_T,
+            m=m_T,
             p=_at_last_step(ps, last) if ps is not None else None,
             step=_at_last_step(k.expand(T, B), last) if k is not None else None,
         )

@@ -54,10 +54,100 @@ def _shifted(first: Tensor, seq: Tensor) -> Tensor:
     return torch.cat([first.unsqueeze(0), seq[:-1]], 0)
 
 
+def _powers(c: float, K: int, like: Tensor) -> Tensor:
+    """``c ** j`` for ``j = 0..K``, flushed below the smallest normal number."""
+    p = torch.cumprod(torch.cat([like.new_ones(1), like.new_full((K,), c)]), 0)
+    return torch.where(p.abs() >= torch.finfo(like.dtype).tiny, p, 0)
+
+
+def _toeplitz(powers: Tensor, K: int) -> Tensor:
+    """``P[i, j] = powers[i - j]`` for ``i >= j``, else 0."""
+    i = torch.arange(K, device=powers.device)
+    return torch.where(i[:, None] >= i[None, :], powers[(i[:, None] - i[None, :]).clamp_min(0)], 0)
+
+
+class _BlockedAdamDrive:
+    """The Adam / RMSProp drive for blocks of ``K`` steps at once (a few tensor ops per block
+    instead of per step): ``u = x W_ih^T + b_ih``, ``m = filter((1-beta) u^2, beta)``,
+    ``v = filter(epsilon u, mu)`` (Adam), each block one small matmul plus the carry."""
+
+    K = 16
+
+    def __init__(self, spec, x, w_ih, b_ih, bias_e):
+        self.adam = spec.kind == "adam"
+        self.mu, self.eps, self.beta = spec.mu, spec.epsilon, spec.beta
+        self.w_ih_t, self.b_ih, self.bias_e = w_ih.t(), b_ih, bias_e
+        self.pm = _powers(self.beta, self.K, x)
+        self.Pm = _toeplitz(self.pm, self.K)
+        if self.adam:
+            self.pv = _powers(self.mu, self.K, x)
+            self.Pv = _toeplitz(self.pv, self.K)
+        self.tiny = torch.finfo(x.dtype).tiny
+
+    def states(self, xb: Tensor, v0: Tensor, m0: Tensor):
+        """``u, v, m`` ``(k, B, G)`` of a block starting from states ``v0``, ``m0``."""
+        k, B, I = xb.shape
+        flat = xb.reshape(k * B, I)
+        u = (torch.addmm(self.b_ih, flat, self.w_ih_t) if self.b_ih is not None else flat @ self.w_ih_t)
+        u = u.view(k, B, -1)
+        m = torch.matmul(self.Pm[:k, :k], (u * u).view(k, -1)).view_as(u)
+        m.mul_(1 - self.beta).addcmul_(self.pm[1:k + 1].view(k, 1, 1), m0)
+        v = None
+        if self.adam:
+            v = torch.matmul(self.Pv[:k, :k], u.view(k, -1)).view_as(u)
+            v.mul_(self.eps).addcmul_(self.pv[1:k + 1].view(k, 1, 1), v0)
+        return u, v, m
+
+    def drive(self, u, v, m):
+        den = torch.add(m, ADAM_EPS).sqrt_()
+        if self.adam:
+            return torch.addcdiv(self.bias_e, v, den), den
+        return torch.addcdiv(self.bias_e, u, den, value=self.eps), den
+
+    def flush(self, t: Tensor) -> Tensor:
+        # Block carries of decaying states would sink into subnormal floats (10x slower ops).
+        return torch.where(t.abs() >= self.tiny, t, 0)
+
+    def backward(self, xb, v0, m0, dD, dv_next, dm_next, inj_v=None, inj_m=None):
+        """Gradient of ``u`` for a block, given the gradient ``dD`` of its drive and the adjoints
+        ``dv_next`` / ``dm_next`` of the states after the block. Returns ``(du, dv_first, dm_first)``
+        (the adjoints of the block's first states)."""
+        k = xb.shape[0]
+        u, v, m = self.states(xb, v0, m0)
+        den = torch.add(m, ADAM_EPS).sqrt_()
+        q = dD / den
+        # dd/dm = -v / (2 den^3) (Adam), -eps u / (2 den^3) (RMSProp)
+        direct = (q * v if self.adam else q * u).div_(den).div_(den).mul_(-0.5 if self.adam else -0.5 * self.eps)
+        if inj_m is not None:
+            direct.add_(inj_m)
+        dm = torch.matmul(self.Pm[:k, :k].t(), direct.view(k, -1)).view_as(u)
+        dm.addcmul_(self.pm[1:k + 1].flip(0).view(k, 1, 1), dm_next)
+        du = (dm * u).mul_(2 * (1 - self.beta))
+        dv = None
+        if self.adam:
+            if inj_v is not None:
+                q = q + inj_v
+            dv = torch.matmul(self.Pv[:k, :k].t(), q.view(k, -1)).view_as(u)
+            dv.addcmul_(self.pv[1:k + 1].flip(0).view(k, 1, 1), dv_next)
+            du.add_(dv, alpha=self.eps)
+            dv = dv[0]
+        else:
+            du.add_(q, alpha=self.eps)
+        return du, dv, dm[0]
+
+
+def _pick_last(seq: Tensor, t0: int, last: Tensor, into: Tensor) -> Tensor:
+    """Where a sequence's last step falls in this block (steps ``t0..``), take its value."""
+    k = seq.shape[0]
+    idx = (last - t0).clamp(0, k - 1)
+    got = seq.gather(0, idx.view(1, -1, 1).expand(1, -1, seq.shape[2]))[0]
+    return torch.where(((last >= t0) & (last < t0 + k)).unsqueeze(1), got, into)
+
+
 class _FusedRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
-                alpha, beta, valid):
+                alpha, beta, valid, last):
         ctx.set_materialize_grads(False)
         kind = spec.kind
         T, B = (e.shape[0], e.shape[1]) if kind == "given" else (x.shape[0], x.shape[1])
@@ -70,8 +160,6 @@ class _FusedRecurrence(torch.autograd.Function):
         cs = ref.new_empty(T, B, H) if host == "lstm" else None
         rn = ref.new_empty(T, B, H) if host == "gru" else None
         ps = ref.new_empty(T, B, G) if nesterov else None
-        vs = ref.new_empty(T, B, G) if kind == "adam" else None
-        ms = ref.new_empty(T, B, G) if kind in ("adam", "rmsprop") else None
         pre = ref.new_empty(B, G) if nesterov else None
         h_steps = hs.unbind(0)
         p_steps = ps.unbind(0) if nesterov else None
@@ -82,38 +170,38 @@ class _FusedRecurrence(torch.autograd.Function):
         if kind == "given":
             e_steps = e.unbind(0)
             drive = e_steps.__getitem__
-        else:
+        elif kind == "nesterov":
             x_steps = x.unbind(0)
             w_ih_t = w_ih.t()
-            u_buf, d_buf, den = (ref.new_empty(B, G) for _ in range(3))
-            v_steps = vs.unbind(0) if vs is not None else None
-            m_steps = ms.unbind(0) if ms is not None else None
-            mu, eps, bt = spec.mu, spec.epsilon, spec.beta
-            tiny = torch.finfo(ref.dtype).tiny
-            state = {"v": v0 if v0 is not None else ref.new_zeros(B, G),
-                     "m": m0 if m0 is not None else ref.new_zeros(B, G)}
+            u_buf, d_buf = ref.new_empty(B, G), ref.new_empty(B, G)
+            eps = spec.epsilon
 
             def drive(t):
                 u = torch.addmm(b_ih, x_steps[t], w_ih_t, out=u_buf) if b_ih is not None else \
                     torch.mm(x_steps[t], w_ih_t, out=u_buf)
-                if kind == "nesterov":
-                    return torch.sub(bias_e, u, alpha=eps, out=d_buf)
-                # Decaying states (zero drive for many steps) would sink into subnormal floats,
-                # which slow every op on them ~10x: flush them to zero every few steps (a state
-                # spends at most that many steps below the normal range).
-                flush = t % _FLUSH_EVERY == 0
-                m = torch.mul(state["m"], bt, out=m_steps[t]).addcmul_(u, u, value=1 - bt)
-                if flush:
-                    torch.threshold_(m, tiny, 0.0)  # m >= 0
-                state["m"] = m
-                torch.add(m, ADAM_EPS, out=den).sqrt_()
-                if kind == "adam":
-                    v = torch.mul(state["v"], mu, out=v_steps[t]).add_(u, alpha=eps)
-                    if flush:
-                        v.masked_fill_(torch.abs(v, out=u_buf) < tiny, 0.0)
-                    state["v"] = v
-                    return torch.addcdiv(bias_e, v, den, out=d_buf)
-                return torch.addcdiv(bias_e, u, den, value=eps, out=d_buf)
+                return torch.sub(bias_e, u, alpha=eps, out=d_buf)
+        else:  # adam / rmsprop: the drive of K steps at a time, between the cell steps
+            blocked = _BlockedAdamDrive(spec, x, w_ih, b_ih, bias_e)
+            K = blocked.K
+            x_blocks = x.split(K)
+            zeros = ref.new_zeros(B, G)
+            st = {"v": v0 if v0 is not None else zeros, "m": m0 if m0 is not None else zeros,
+                  "v_last": zeros, "m_last": zeros, "d": None}
+            starts = []  # states entering each block, for the backward
+
+            def drive(t):
+                j = t % K
+                if j == 0:
+                    starts.append((st["v"], st["m"]))
+                    u, v, m = blocked.states(x_blocks[t // K], st["v"], st["m"])
+                    st["d"] = blocked.drive(u, v, m)[0].unbind(0)
+                    if last is not None:
+                        st["m_last"] = _pick_last(m, t, last, st["m_last"])
+                        if v is not None:
+                            st["v_last"] = _pick_last(v, t, last, st["v_last"])
+                    st["m"] = blocked.flush(m[-1])
+                    st["v"] = blocked.flush(v[-1]) if v is not None else zeros
+                return st["d"][j]
 
         h, p_prev = h0, p0
         if host == "rnn":
@@ -171,12 +259,18 @@ class _FusedRecurrence(torch.autograd.Function):
                 h = torch.sub(h, n, out=h_steps[t]).mul_(z_s[t]).add_(n)  # n + z (h_prev - n)
         ctx.host, ctx.nonlinearity, ctx.nesterov, ctx.spec = host, nonlinearity, nesterov, spec
         ctx.has_b_ih = b_ih is not None
-        ctx.save_for_backward(x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, vs, ms, alpha, beta, valid)
-        return hs, cs, ps, vs, ms
+        v_last = m_last = None
+        if kind in ("adam", "rmsprop"):
+            ctx.blocked, ctx.starts = blocked, starts
+            m_last = st["m"] if last is None else st["m_last"]
+            if kind == "adam":
+                v_last = st["v"] if last is None else st["v_last"]
+        ctx.save_for_backward(x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, alpha, beta, valid, last)
+        return hs, cs, ps, v_last, m_last
 
     @staticmethod
-    def backward(ctx, d_hs, d_cs, d_ps, d_vs, d_ms):
-        x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, vs, ms, alpha, beta, valid = ctx.saved_tensors
+    def backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last):
+        x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, alpha, beta, valid, last = ctx.saved_tensors
         host, nesterov, spec = ctx.host, ctx.nesterov, ctx.spec
         kind = spec.kind
         T, B, H = hs.shape
@@ -195,46 +289,17 @@ class _FusedRecurrence(torch.autograd.Function):
             a_steps, b_steps = alpha.unbind(0), beta.unbind(0)
         h_steps = hs.unbind(0)
 
-        # ---- backward of the drive, one step at a time (after dp_t is known)
+        # ---- backward of the Nesterov drive, one step at a time (after dp_t is known); the
+        # Adam / RMSProp drive's backward runs block-wise after the loop.
         du = None
         drive_back = None
-        d_v0 = d_m0 = None
-        if kind != "given":
+        if kind == "nesterov":
             du = hs.new_empty(T, B, G)
             du_steps = du.unbind(0)
-            x_steps = x.unbind(0)
-            w_ih_t = w_ih.t()
-            mu, eps, bt = spec.mu, spec.epsilon, spec.beta
-            u_buf, den, q, tmp = (hs.new_empty(B, G) for _ in range(4))
-            m_steps = ms.unbind(0) if ms is not None else None
-            v_steps = vs.unbind(0) if vs is not None else None
-            d_vs_steps = d_vs.unbind(0) if d_vs is not None else None
-            d_ms_steps = d_ms.unbind(0) if d_ms is not None else None
-            carry = {"v": hs.new_zeros(B, G), "m": hs.new_zeros(B, G)}
+            neg_eps = -spec.epsilon
 
             def drive_back(t, dD):
-                if kind == "nesterov":
-                    torch.mul(dD, -eps, out=du_steps[t])
-                    return
-                u = torch.addmm(b_ih, x_steps[t], w_ih_t, out=u_buf) if b_ih is not None else \
-                    torch.mm(x_steps[t], w_ih_t, out=u_buf)
-                torch.add(m_steps[t], ADAM_EPS, out=den).sqrt_()
-                torch.div(dD, den, out=q)
-                dm = carry["m"].mul_(bt)
-                if d_ms_steps is not None:
-                    dm.add_(d_ms_steps[t])
-                if kind == "adam":
-                    dv = carry["v"].mul_(mu).add_(q)
-                    if d_vs_steps is not None:
-                        dv.add_(d_vs_steps[t])
-                    # d = v / den: dd/dm = -v / (2 den^3)
-                    dm.sub_(torch.mul(q, v_steps[t], out=tmp).div_(den).div_(den), alpha=0.5)
-                    torch.mul(dv, eps, out=du_steps[t])
-                else:
-                    # d = eps u / den
-                    dm.sub_(torch.mul(q, u, out=tmp).div_(den).div_(den), alpha=0.5 * eps)
-                    torch.mul(q, eps, out=du_steps[t])
-                du_steps[t].addcmul_(u, dm, value=2 * (1 - bt))
+                torch.mul(dD, neg_eps, out=du_steps[t])
 
         d_h0 = d_c0 = d_b_hn = None
         dh = None  # gradient reaching h_t from later steps
@@ -324,22 +389,57 @@ class _FusedRecurrence(torch.autograd.Function):
         grads_in = torch.cat([dp[:, :, :2 * H], drn], 2) if host == "gru" else dp
         d_w_hh = grads_in.reshape(T * B, G).t().mm(h_prev.reshape(T * B, H))
         d_p0 = dg[0] * (-b_steps[0]) if nesterov else None
-        d_e = d_x = d_w_ih = d_b_ih = d_bias_e = None
+        d_e = d_x = d_w_ih = d_b_ih = d_bias_e = d_v0 = d_m0 = None
         if kind == "given":
             d_e = dp
         else:
             I = x.shape[2]
-            du2 = du.view(T * B, G)
-            d_x = du2.mm(w_ih).view(T, B, I) if ctx.needs_input_grad[4] else None
-            d_w_ih = du2.t().mm(x.reshape(T * B, I))
-            d_b_ih = du2.sum(0) if ctx.has_b_ih else None
             d_bias_e = dp.sum((0, 1))
-            if kind in ("adam", "rmsprop"):
-                d_m0 = carry["m"].mul_(spec.beta) if m0 is not None else None
-                if kind == "adam":
-                    d_v0 = carry["v"].mul_(spec.mu) if v0 is not None else None
+            need_x = ctx.needs_input_grad[4]
+            if kind == "nesterov":
+                du2 = du.view(T * B, G)
+                d_x = du2.mm(w_ih).view(T, B, I) if need_x else None
+                d_w_ih = du2.t().mm(x.reshape(T * B, I))
+                d_b_ih = du2.sum(0) if ctx.has_b_ih else None
+            else:
+                blocked, starts = ctx.blocked, ctx.starts
+                K = blocked.K
+                d_x = x.new_empty(T, B, I) if need_x else None
+                d_w_ih = w_ih.new_zeros(G, I)
+                d_b_ih = w_ih.new_zeros(G) if ctx.has_b_ih else None
+                zeros = hs.new_zeros(B, G)
+                dv_next, dm_next = zeros, zeros
+                if last is not None:
+                    last_b = last.view(1, B, 1)
+                for b in range(len(starts) - 1, -1, -1):
+                    t0 = b * K
+                    xb = x[t0:t0 + K]
+                    k = xb.shape[0]
+                    inj_v = inj_m = None
+                    # the gradients of the returned final states enter at each sequence's last step
+                    if d_m_last is not None or d_v_last is not None:
+                        if last is None:
+                            at = torch.zeros(k, 1, 1, dtype=torch.bool, device=x.device)
+                            at[-1] = b == len(starts) - 1
+                        else:
+                            at = (torch.arange(t0, t0 + k, device=x.device).view(k, 1, 1) == last_b)
+                        if d_m_last is not None:
+                            inj_m = torch.where(at, d_m_last.unsqueeze(0), 0)
+                        if d_v_last is not None:
+                            inj_v = torch.where(at, d_v_last.unsqueeze(0), 0)
+                    du_b, dv_next, dm_next = blocked.backward(
+                        xb, starts[b][0], starts[b][1], dp[t0:t0 + k], dv_next, dm_next, inj_v, inj_m)
+                    du_b2 = du_b.view(k * B, G)
+                    d_w_ih.addmm_(du_b2.t(), xb.reshape(k * B, I))
+                    if d_b_ih is not None:
+                        d_b_ih.add_(du_b2.sum(0))
+                    if need_x:
+                        torch.mm(du_b2, w_ih, out=d_x[t0:t0 + k].view(k * B, I))
+                d_m0 = dm_next * spec.beta if m0 is not None else None
+                if kind == "adam" and v0 is not None:
+                    d_v0 = dv_next * spec.mu
         return (None, None, None, d_e, d_x, d_w_ih, d_b_ih, d_bias_e, d_h0, d_c0, d_p0, d_v0, d_m0,
-                d_w_hh, d_b_hn, None, None, None)
+                d_w_hh, d_b_hn, None, None, None, None)
 
 
 def _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, lo, hi):
@@ -371,16 +471,18 @@ def fused_recurrence(
     beta: Optional[Tensor] = None,
     p0: Optional[Tensor] = None,
     valid: Optional[Tensor] = None,
+    last: Optional[Tensor] = None,
 ):
     """Run the recurrence. Either ``e`` ``(T, B, G*H)`` is the precomputed drive (``spec`` None)
     or ``spec`` says how to compute it in the loop from ``x`` ``(T, B, I)``, ``w_ih``, ``b_ih`` and
     ``bias_e`` ``(G*H,)``, starting from ``v0`` / ``m0``.
 
-    Returns ``(hs, cs, ps, vs, ms)``: hidden states ``(T, B, H)``, LSTM cell states, the Nesterov
-    ``p`` sequence and the Adam / RMSProp ``v`` / ``m`` sequences (``None`` where unused).
+    Returns ``(hs, cs, ps, v, m)``: hidden states ``(T, B, H)``, LSTM cell states, the Nesterov
+    ``p`` sequence and the Adam / RMSProp final states ``v`` / ``m`` ``(B, G*H)`` at each sequence's
+    last step ``last`` (``(B,)``, default ``T - 1``); ``None`` where unused.
     ``alpha``/``beta`` ``(T, B', 1)`` switch on the Nesterov combination with initial ``p0``.
     ``valid`` ``(T, B, 1)`` marks real (unpadded) steps.
     """
     spec = spec or DriveSpec("given")
     return _FusedRecurrence.apply(host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
-                                  w_hh, b_hn, alpha, beta, valid)
+                                  w_hh, b_hn, alpha, beta, valid, last)

@@ -71,9 +71,10 @@ class _BlockedAdamDrive:
     instead of per step): ``u = x W_ih^T + b_ih``, ``m = filter((1-beta) u^2, beta)``,
     ``v = filter(epsilon u, mu)`` (Adam), each block one small matmul plus the carry."""
 
-    K = 16
-
     def __init__(self, spec, x, w_ih, b_ih, bias_e):
+        # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier
+        # steps of its block; with such inputs, go step by step (NaN then only flows forward).
+        self.K = 16 if bool(torch.isfinite(x).all()) else 1
         self.adam = spec.kind == "adam"
         self.mu, self.eps, self.beta = spec.mu, spec.epsilon, spec.beta
         self.w_ih_t, self.b_ih, self.bias_e = w_ih.t(), b_ih, bias_e

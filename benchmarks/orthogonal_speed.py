@@ -9,7 +9,8 @@ For each hidden size, every layer is timed in interleaved rounds together with
 * a faithful per-step loop of the authors' ``OrthogonalRNN`` / ``OrthogonalMomentumRNN`` cell
   (autograd through every step; ``B`` computed once per forward by their retraction
   ``base @ expm(A)``, here with a float32 Pade exponential):
-  ``v = mu * v + eps * W_ih x_t; h = modrelu(h @ B + v)``.
+  ``v = mu * v + eps * W_ih x_t; h = modrelu(h @ B + v)``; for scuRNN, scuRNN's own cell (real
+  ``[Re, Im]`` state, expanded matrix, smoothed modulus) with the same momentum drive.
 
 Each round times every configuration once (fresh forward + backward of ``out[-1]`` through a
 fixed random read-out, like a classifier on the last step); a ratio is the median over rounds
@@ -73,6 +74,44 @@ class AuthorsOrthogonalLoop(nn.Module):
         return torch.stack(outs), h
 
 
+class AuthorsUnitaryLoop(nn.Module):
+    """scuRNN's cell (Maduranga et al.'s code: real ``[Re, Im]`` state of ``2H``, expanded
+    ``2H x 2H`` matrix, modReLU on ``sqrt(re^2 + im^2 + 1e-5)``) run step by step, with the
+    heavy-ball drive of ``OrthogonalMomentumRNN`` when ``momentum``."""
+
+    def __init__(self, input_size, hidden_size, momentum: bool, mu=0.6, epsilon=0.9):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.cayley = orth.UnitaryScaledCayley(hidden_size)
+        self.A = nn.Parameter(torch.zeros(hidden_size, hidden_size))
+        orth.cayley_init_(self.A.data)
+        self.A.data.triu_(1)
+        self.U = nn.Parameter(torch.empty(input_size, 2 * hidden_size))
+        nn.init.xavier_uniform_(self.U)
+        self.b = nn.Parameter(torch.empty(hidden_size).uniform_(-0.01, 0.01))
+        self.momentum, self.mu, self.epsilon = momentum, mu, epsilon
+
+    def forward(self, x):
+        B = self.cayley(self.A)  # once per forward
+        W = torch.cat([torch.cat([B.real, B.imag], 1), torch.cat([-B.imag, B.real], 1)], 0)
+        H = self.hidden_size
+        h = x.new_zeros(x.shape[1], 2 * H, requires_grad=True)
+        v = x.new_zeros(x.shape[1], 2 * H)
+        outs = []
+        for x_t in torch.unbind(x, 0):
+            u = x_t.matmul(self.U)
+            if self.momentum:
+                v = self.mu * v + self.epsilon * u
+                u = v
+            lin = u + h.matmul(W)
+            re, im = lin[:, :H], lin[:, H:]
+            modulus = torch.sqrt(re * re + im * im + 1e-5)
+            scale = nn.functional.relu(modulus + self.b) / (modulus + 1e-5)
+            h = lin * torch.cat([scale, scale], 1)
+            outs.append(h)
+        return torch.stack(outs), h
+
+
 def make_step(module, x, read_out):
     def step():
         out = module(x)[0]
@@ -88,6 +127,8 @@ def run(hidden, T, batch, rounds, hosts, schemes, threads):
     configs["nn.RNN"] = make_step(nn.RNN(1, hidden), x, read[hidden])
     if "scurnn" in hosts:
         configs["nn.RNN(2H)"] = make_step(nn.RNN(1, 2 * hidden), x, read[2 * hidden])
+        configs["authors scuRNN plain"] = make_step(AuthorsUnitaryLoop(1, hidden, False), x, read[2 * hidden])
+        configs["authors scuRNN momentum"] = make_step(AuthorsUnitaryLoop(1, hidden, True), x, read[2 * hidden])
     configs["authors plain"] = make_step(AuthorsOrthogonalLoop(1, hidden, False), x, read[hidden])
     configs["authors momentum"] = make_step(AuthorsOrthogonalLoop(1, hidden, True), x, read[hidden])
     for host in hosts:
@@ -117,7 +158,8 @@ def report(hidden, times, hosts, schemes):
     lines = [f"\n### hidden {hidden}\n",
              "| layer | time (s, median) | / nn.RNN | / plain orthogonal (same host) | / authors' loop |",
              "| --- | --- | --- | --- | --- |"]
-    for name in ("nn.RNN", "nn.RNN(2H)", "authors plain", "authors momentum"):
+    for name in ("nn.RNN", "nn.RNN(2H)", "authors plain", "authors momentum", "authors scuRNN plain",
+                 "authors scuRNN momentum"):
         if name in times:
             lines.append(f"| {name} | {statistics.median(times[name]):.3f} | {ratio(times, name, 'nn.RNN'):.2f} | | |")
     for host in hosts:
@@ -125,7 +167,7 @@ def report(hidden, times, hosts, schemes):
         for kind in schemes:
             name = class_name(host, kind)
             vs_plain = "" if kind == "none" else f"{ratio(times, name, plain_name[host]):.3f}"
-            authors = "authors plain" if kind == "none" else "authors momentum"
+            authors = ("authors scuRNN " if host == "scurnn" else "authors ") + ("plain" if kind == "none" else "momentum")
             vs_native = f"{ratio(times, name, native):.2f}"
             if host == "scurnn":
                 vs_native += f" (vs H: {ratio(times, name, 'nn.RNN'):.2f})"

@@ -246,3 +246,18 @@ def test_factored_second_moment_drive(host, kind, input_size):
     assert_match(layer, *run_both(layer, x, [8, 5, 2]))
     # resuming a momentum state takes the dense path; both agree with the reference
     assert_match(layer, *run_both(layer, x, None, random_state(layer, 3)))
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_exact_zero_pre_activation(host):
+    # zero state and zero input: z = 0 exactly (pMNIST images start with zero pixels), where
+    # modReLU is 0 with zero derivative, whatever the sign of its bias
+    layer = make(host, "heavy_ball", num_layers=2)
+    with torch.no_grad():
+        layer.modrelu_bias_l0[:2] = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    x = torch.randn(7, 3, 3, dtype=torch.float64)
+    x[:3] = 0
+    x.requires_grad_(True)
+    lib, ref, g1, g2 = run_both(layer, x)
+    assert (lib[0][:3].abs().max()) == 0
+    assert_match(layer, lib, ref, g1, g2)

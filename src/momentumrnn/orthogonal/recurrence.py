@@ -42,13 +42,19 @@ def _modrelu_step_real(z: Tensor, bias: Tensor, s: Tensor) -> Tensor:
     return z.relu_().mul_(s)
 
 
-def _modrelu_step_pairs(z: Tensor, bias: Tensor, r: Tensor, sc: Tensor) -> Tensor:
-    """In place on ``z`` ``(B, 2H)``: ``z <- z / |z| * relu(|z| + b)`` per pair; ``|z|`` into ``r``."""
+def _modrelu_step_pairs(z: Tensor, bias: Tensor, r: Tensor, alpha: Tensor, rho: Tensor, zeta: Tensor) -> Tensor:
+    """In place on ``z`` ``(B, 2H)``: ``z <- z / |z| * relu(|z| + b)`` per pair (``r`` scratch).
+
+    Keeps for the backward, per unit: ``alpha = |h| / |z|``, ``rho = 1 / |h|`` and
+    ``zeta = b alpha rho^3`` (all 0 on inactive units, ``|z| + b <= 0`` or ``z = 0``)."""
     B, H = r.shape
     zv = z.view(B, 2, H)
     torch.hypot(zv[:, 0], zv[:, 1], out=r)
-    torch.add(r, bias, out=sc).relu_().div_(r).nan_to_num_(0.0, 0.0, 0.0)  # 0 where |z| = 0
-    zv.mul_(sc.unsqueeze(1))
+    m = torch.add(r, bias, out=rho).relu_()  # |h| = relu(|z| + b) where z != 0
+    torch.div(m, r, out=alpha).nan_to_num_(0.0, 0.0, 0.0)  # z = 0: inactive
+    zv.mul_(alpha.unsqueeze(1))
+    torch.mul(alpha, r, out=rho).reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
+    torch.mul(rho, rho, out=zeta).mul_(rho).mul_(alpha).mul_(bias)
     return z
 
 
@@ -68,11 +74,11 @@ class _ModReLURecurrence(torch.autograd.Function):
         H = N // 2 if paired else N
         h_steps = hs.unbind(0)
         if paired:
-            rs = hs.new_empty(T, B, H)  # |z| per complex unit, needed by the backward
-            r_steps = rs.unbind(0)
-            sc = hs.new_empty(B, H)
+            coef = hs.new_empty(3, T, B, H)  # alpha, rho, zeta per step (see _modrelu_step_pairs)
+            a_steps, rho_steps, zeta_steps = (c_.unbind(0) for c_ in coef.unbind(0))
+            r_scratch = hs.new_empty(B, H)
         else:
-            rs = None
+            coef = None
             s = hs.new_empty(B, N)
         if factored:
             # rden_t = (q~_t c^T + eps)^(-1/2), kept for the backward; d_t = (x~_t a^T) rden_t
@@ -97,14 +103,14 @@ class _ModReLURecurrence(torch.autograd.Function):
                     z.mul_(rd)
             z.addmm_(h, W)
             if paired:
-                h = _modrelu_step_pairs(z, bias, r_steps[t], sc)
+                h = _modrelu_step_pairs(z, bias, r_scratch, a_steps[t], rho_steps[t], zeta_steps[t])
             else:
                 h = _modrelu_step_real(z, bias, s)
         ctx.paired, ctx.factored = paired, factored
         if factored:
-            ctx.save_for_backward(h0, W, bias, hs, rs, xs, qs, a, c, rden)
+            ctx.save_for_backward(h0, W, bias, hs, coef, xs, qs, a, c, rden)
         else:
-            ctx.save_for_backward(h0, W, bias, hs, rs)
+            ctx.save_for_backward(h0, W, bias, hs, coef)
         return hs
 
     @staticmethod
@@ -112,9 +118,9 @@ class _ModReLURecurrence(torch.autograd.Function):
         if d_hs is None:
             return (None,) * 9
         if ctx.factored:
-            h0, W, bias, hs, rs, xs, qs, a, c, rden = ctx.saved_tensors
+            h0, W, bias, hs, coef, xs, qs, a, c, rden = ctx.saved_tensors
         else:
-            h0, W, bias, hs, rs = ctx.saved_tensors
+            h0, W, bias, hs, coef = ctx.saved_tensors
         T, B, N = hs.shape
         Wt = W.t()
         dz = torch.empty_like(hs)  # gradient w.r.t. z_t = h_{t-1} W + d_t (= w.r.t. d_t)
@@ -130,28 +136,22 @@ class _ModReLURecurrence(torch.autograd.Function):
                 acc.addcmul_(g, sg)
                 g.mul_(sg.abs_())
         else:
-            # Per unit, with r = |z|, u = z / r: h = z (r + b) / r on active units (r + b > 0), and
-            # dz = s g - (b / r) u (u . g) with s = (r + b) / r; d / db = u . g.
+            # Per unit, with u = z / |z| = h / |h|: h = alpha z on active units, so
+            # dz = alpha g - (b / |z|) u (u . g) = alpha g - zeta (h . g) h, and d / db = u . g
+            # = rho (h . g).
             H = N // 2
-            active = (rs + bias > 0) & (rs > 0)
-            r_safe = torch.where(active, rs, 1)
-            s_all = torch.where(active, (rs + bias) / r_safe, 0)
-            c_all = torch.where(active, -bias / r_safe, 0)
-            u = hs.view(T, B, 2, H) / torch.where(active, rs + bias, 1).unsqueeze(2)
-            u = u.mul_(active.unsqueeze(2))
-            del active, r_safe
-            s_steps, c_steps, u_steps = s_all.unbind(0), c_all.unbind(0), u.unbind(0)
+            a_steps, rho_steps, zeta_steps = (c_.unbind(0) for c_ in coef.unbind(0))
             tmp = hs.new_empty(B, 2, H)
             p = hs.new_empty(B, H)
-            q = hs.new_empty(B, H)
             acc = hs.new_zeros(B, H)
 
             def local(t):
                 gv = dz_steps[t].view(B, 2, H)
-                torch.sum(torch.mul(gv, u_steps[t], out=tmp), 1, out=p)
-                acc.add_(p)
-                torch.mul(p, c_steps[t], out=q)
-                gv.mul_(s_steps[t].unsqueeze(1)).addcmul_(u_steps[t], q.unsqueeze(1))
+                hv = h_steps[t].view(B, 2, H)
+                torch.sum(torch.mul(gv, hv, out=tmp), 1, out=p)  # h . g
+                acc.addcmul_(p, rho_steps[t])
+                p.mul_(zeta_steps[t])
+                gv.mul_(a_steps[t].unsqueeze(1)).addcmul_(hv, p.unsqueeze(1), value=-1)
 
         if ctx.factored:
             Hm = c.shape[0]

@@ -37,7 +37,7 @@ from .schemes import ADAM_EPS
 
 __all__ = ["fused_recurrence", "DriveSpec"]
 
-_FLUSH_EVERY = 8
+_LSTM_BACKWARD_BLOCK = 16
 
 
 @dataclass
@@ -74,7 +74,9 @@ class _BlockedAdamDrive:
     def __init__(self, spec, x, w_ih, b_ih, bias_e):
         # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier
         # steps of its block; with such inputs, go step by step (NaN then only flows forward).
-        self.K = 16 if bool(torch.isfinite(x).all()) else 1
+        # Blocks of about 2 MB stay in cache; larger ones run at memory bandwidth (measured).
+        per_step = x.shape[1] * w_ih.shape[0] * x.element_size()
+        self.K = max(1, min(16, (2 << 20) // per_step)) if bool(torch.isfinite(x).all()) else 1
         self.adam = spec.kind == "adam"
         self.mu, self.eps, self.beta = spec.mu, spec.epsilon, spec.beta
         self.w_ih_t, self.b_ih, self.bias_e = w_ih.t(), b_ih, bias_e
@@ -319,35 +321,37 @@ class _FusedRecurrence(torch.autograd.Function):
                 dh = torch.mm(dp_steps[t], w_hh)
             d_h0 = dh
         elif host == "lstm":
-            i_s, f_s, g_s, o_s = (y.unbind(0) for y in acts.split(H, 2))
-            if_s = acts[:, :, :2 * H].unbind(0)
-            c_steps = cs.unbind(0)
-            dg_i, dg_f, dg_g, dg_o = (y.unbind(0) for y in dg.split(H, 2))
-            tc, k, sd = hs.new_empty(B, H), hs.new_empty(B, H), hs.new_empty(B, 2 * H)
-            sd_i, sd_f = sd[:, :H], sd[:, H:]
+            # The activation derivatives do not depend on the backward recurrence: compute them
+            # for a block of steps at a time (block-sized temporaries), leaving ~6 ops per step.
+            K = _LSTM_BACKWARD_BLOCK
+            dg_ifg = dg[:, :, :3 * H].unflatten(2, (3, H)).unbind(0)
+            dg_o = dg[:, :, 3 * H:].unbind(0)
+            f_s = acts[:, :, H:2 * H].unbind(0)
             dc = None
-            for t in range(T - 1, -1, -1):
-                dh = d_hs_steps[t] if dh is None else dh.add_(d_hs_steps[t])
-                if d_cs_steps is not None:
-                    dc = d_cs_steps[t].clone() if dc is None else dc.add_(d_cs_steps[t])
-                o = o_s[t]
-                torch.tanh(c_steps[t], out=tc)
-                # dc += dh * o * (1 - tanh(c)^2)
-                torch.addcmul(one, tc, tc, value=-1, out=k).mul_(o)
-                dc = torch.mul(dh, k) if dc is None else dc.addcmul_(dh, k)
-                # do = dh * tanh(c) * o (1 - o)
-                torch.addcmul(o, o, o, value=-1, out=k)
-                torch.mul(dh, tc, out=dg_o[t]).mul_(k)
-                torch.addcmul(if_s[t], if_s[t], if_s[t], value=-1, out=sd)
-                torch.mul(dc, g_s[t], out=dg_i[t]).mul_(sd_i)
-                torch.mul(dc, c_steps[t - 1] if t > 0 else c0, out=dg_f[t]).mul_(sd_f)
-                torch.addcmul(one, g_s[t], g_s[t], value=-1, out=dg_g[t]).mul_(i_s[t]).mul_(dc)
-                dc = dc.mul_(f_s[t])
-                if nesterov:
-                    _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, G)
-                if drive_back is not None:
-                    drive_back(t, dp_steps[t])
-                dh = torch.mm(dp_steps[t], w_hh)
+            for t1 in range(T, 0, -K):
+                t0 = max(t1 - K, 0)
+                i, f, g, o = acts[t0:t1].split(H, 2)
+                tc = torch.tanh(cs[t0:t1])
+                c_prev = cs[t0 - 1:t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), cs[:t1 - 1]])
+                k_c = (1 - tc * tc).mul_(o)                 # dc += dh * o (1 - tanh(c)^2)
+                k_o = (o - o * o).mul_(tc)                  # dg_o = dh * tanh(c) o (1 - o)
+                k_ifg = torch.cat([(i - i * i).mul_(g), (f - f * f).mul_(c_prev), (1 - g * g).mul_(i)], 2)
+                k_c_s, k_o_s = k_c.unbind(0), k_o.unbind(0)
+                k_ifg_s = k_ifg.unflatten(2, (3, H)).unbind(0)
+                for t in range(t1 - 1, t0 - 1, -1):
+                    j = t - t0
+                    dh = d_hs_steps[t] if dh is None else dh.add_(d_hs_steps[t])
+                    if d_cs_steps is not None:
+                        dc = d_cs_steps[t].clone() if dc is None else dc.add_(d_cs_steps[t])
+                    dc = torch.mul(dh, k_c_s[j]) if dc is None else dc.addcmul_(dh, k_c_s[j])
+                    torch.mul(dh, k_o_s[j], out=dg_o[t])
+                    torch.mul(k_ifg_s[j], dc.unsqueeze(1), out=dg_ifg[t])
+                    dc = dc.mul_(f_s[t])
+                    if nesterov:
+                        _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, G)
+                    if drive_back is not None:
+                        drive_back(t, dp_steps[t])
+                    dh = torch.mm(dp_steps[t], w_hh)
             d_h0, d_c0 = dh, dc
         else:  # gru
             r_s, z_s, n_s = (y.unbind(0) for y in acts.split(H, 2))

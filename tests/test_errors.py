@@ -101,3 +101,11 @@ def test_nan_propagates_like_torch_nn(name):
     assert torch.isnan(out[2:, 0]).all()      # from the NaN on, sequence 0 is NaN
     assert torch.isfinite(out[:2]).all()      # before it, nothing is touched
     assert torch.isfinite(out[:, 1]).all()    # the other sequence is unaffected
+
+
+def test_build_layer_covers_orthogonal_hosts():
+    layer = mr.build_layer("dtriv", "heavy_ball", 1, 6, mu=0.3, epsilon=0.3)
+    assert type(layer).__name__.endswith("MomentumDTRIV")
+    assert mr.layer_class("AdamScoRNN").__name__ == "AdamScoRNN"
+    out, state = layer(torch.randn(5, 2, 1))
+    assert out.shape == (5, 2, 6)

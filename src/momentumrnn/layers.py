@@ -636,21 +636,36 @@ for _host, _H in (("rnn", "RNN"), ("lstm", "LSTM"), ("gru", "GRU")):
 del _host, _H, _kind, _pattern, _summary, _name
 
 
+_ORTHOGONAL_HOSTS = ("exprnn", "dtriv", "scornn", "scurnn")
+
+
 def layer_class(name: str) -> type:
-    """The layer class of a paper name (``"MomentumLSTM"``, ``"AdamGRU"``, ``"SRLSTM"``, ``"LSTM"``...)."""
-    if name not in LAYER_NAMES:
-        raise ValueError(f"unknown layer {name!r}; expected one of {', '.join(LAYER_NAMES)}")
-    return globals()[name]
+    """The layer class of a paper name: ``"MomentumLSTM"``, ``"AdamGRU"``, ``"SRLSTM"``, ``"LSTM"``,
+    ... and the orthogonal hosts' ``"MomentumDTRIV"``, ``"ScoRNN"``, ... (``momentumrnn.orthogonal``)."""
+    if name in LAYER_NAMES:
+        return globals()[name]
+    from . import orthogonal
+
+    if name in orthogonal.ORTHOGONAL_LAYER_NAMES:
+        return orthogonal.layer_class(name)
+    raise ValueError(f"unknown layer {name!r}; expected one of {', '.join(LAYER_NAMES)}, "
+                     f"{', '.join(orthogonal.ORTHOGONAL_LAYER_NAMES)}")
 
 
-def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs) -> MomentumRNNBase:
-    """Build a layer from a host (``"rnn"``, ``"lstm"``, ``"gru"``) and a scheme kind."""
+def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs) -> nn.Module:
+    """Build a layer from a host (``"rnn"``, ``"lstm"``, ``"gru"``, or the orthogonal ``"exprnn"``,
+    ``"dtriv"``, ``"scornn"``, ``"scurnn"``) and a scheme kind."""
     from .schemes import canonical_kind
 
-    if not isinstance(host, str) or host.lower() not in GATES:
-        raise ValueError(f"unknown host {host!r}; expected one of {', '.join(GATES)}")
-    kind = canonical_kind(scheme)
+    hosts = (*GATES, *_ORTHOGONAL_HOSTS)
+    if not isinstance(host, str) or host.lower() not in hosts:
+        raise ValueError(f"unknown host {host!r}; expected one of {', '.join(hosts)}")
     host = host.lower()
+    if host in _ORTHOGONAL_HOSTS:
+        from .orthogonal import build_orthogonal_layer
+
+        return build_orthogonal_layer(host, scheme, input_size, hidden_size, **kwargs)
+    kind = canonical_kind(scheme)
     for name, (h, k, _) in LAYER_NAMES.items():
         if h == host and k == kind:
             return globals()[name](input_size, hidden_size, **kwargs)

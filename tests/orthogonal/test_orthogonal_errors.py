@@ -74,8 +74,15 @@ def test_good_K(K):
 
 
 def test_bad_construction_arguments():
-    with pytest.raises(ValueError, match="K .*dtriv"):
+    with pytest.raises(ValueError, match="K .*DTRIV host only"):
         orth.ExpRNN(1, 4, K=3)
+    with pytest.raises(ValueError, match="K .*DTRIV host only"):
+        orth.ScoRNN(1, 4).K = 3
+    layer = orth.DTRIV(1, 4, bidirectional=True)
+    layer.K = "inf"
+    assert layer.K == math.inf and layer.parametrizations.weight_hh_l0_reverse[0].K == math.inf
+    with pytest.raises(ValueError, match="positive int or inf"):
+        layer.K = 0
     with pytest.raises(ValueError, match="num_negative applies to the scoRNN"):
         orth.DTRIV(1, 4, num_negative=1)
     with pytest.raises(ValueError, match="num_negative must be in"):

@@ -174,9 +174,10 @@ class OrthogonalRNN(nn.Module):
         self.complex_input = bool(complex_input)
         if K is not None:
             K = check_K(K)
+            if self.parametrization != "dtriv":
+                raise ValueError(f"K (dynamic trivialization) applies to the DTRIV host only, not {self.parametrization!r}")
         elif self.parametrization == "dtriv":
             K = 100
-        self.K = K
         if num_negative is not None and self.parametrization != "scaled_cayley":
             raise ValueError(f"num_negative applies to the scoRNN host (scaled_cayley) only, not {self.parametrization!r}")
         self.init = init
@@ -198,7 +199,7 @@ class OrthogonalRNN(nn.Module):
                 else:
                     self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(H, in_features, **factory)))
                 self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.zeros(H, H, **factory)))
-                param = make_parametrization(self.parametrization, H, K=self.K, num_negative=num_negative, **factory)
+                param = make_parametrization(self.parametrization, H, K=K, num_negative=num_negative, **factory)
                 register(self, "weight_hh" + sfx, param)
                 self.register_parameter("modrelu_bias" + sfx, nn.Parameter(torch.empty(H, **factory)))
         self.num_negative = getattr(self.parametrizations["weight_hh_l0"][0], "num_negative", None)
@@ -213,6 +214,22 @@ class OrthogonalRNN(nn.Module):
     def output_size(self) -> int:
         """Features of the output: ``D * H`` (``D * 2H`` for scuRNN)."""
         return self._N * self.num_directions
+
+    @property
+    def K(self):
+        """DTRIV: optimizer steps between base changes (int or ``math.inf``); None for the other
+        hosts. Assignable."""
+        if self.parametrization != "dtriv":
+            return None
+        return self._parametrization("_l0").K
+
+    @K.setter
+    def K(self, value):
+        if self.parametrization != "dtriv":
+            raise ValueError(f"K (dynamic trivialization) applies to the DTRIV host only, not {self.parametrization!r}")
+        value = check_K(value)
+        for sfx in self._suffixes:
+            self._parametrization(sfx).K = value
 
     def _parametrization(self, sfx: str) -> OrthogonalParametrization:
         return self.parametrizations["weight_hh" + sfx][0]

@@ -317,6 +317,7 @@ class DynamicExpm(Expm):
             self.base.copy_(torch.eye(self.n, dtype=self.base.dtype, device=self.base.device))
             self.change_base_(P)
             self.base_changes.zero_()
+            self.steps.zero_()
 
 
 class ScaledCayley(OrthogonalParametrization):

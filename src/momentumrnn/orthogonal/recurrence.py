@@ -87,16 +87,21 @@ class _ModReLURecurrence(torch.autograd.Function):
             rden_steps = rden.unbind(0)
             x_steps, q_steps = xs.unbind(0), qs.unbind(0)
             aT, cT = a.t(), c.t()
-            clamp = qs.shape[2] > 1  # a sum of mixed-sign products: keep rounding from going below 0
+            # one input channel: outer products as broadcast products (cheaper than K = 1 GEMMs)
+            outer = xs.shape[2] == 1
+            eps0 = hs.new_full((), ADAM_EPS)
         h = h0
         for t in range(T):
             z = h_steps[t]
             if factored:
-                rd = torch.mm(q_steps[t], cT, out=rden_steps[t])
-                if clamp:
-                    rd.clamp_min_(0)
-                rd.add_(ADAM_EPS).rsqrt_()
-                torch.mm(x_steps[t], aT, out=z)
+                rd = rden_steps[t]
+                if outer:
+                    torch.addcmul(eps0, q_steps[t], cT, out=rd)
+                    torch.mul(x_steps[t], aT, out=z)
+                else:  # a sum of mixed-sign products: keep rounding from going below 0
+                    torch.mm(q_steps[t], cT, out=rd).clamp_min_(0).add_(ADAM_EPS)
+                    torch.mm(x_steps[t], aT, out=z)
+                rd.rsqrt_()
                 if paired:
                     z.view(B, 2, H).mul_(rd.unsqueeze(1))
                 else:
@@ -159,6 +164,7 @@ class _ModReLURecurrence(torch.autograd.Function):
             dxs_steps, dqs_steps = dxs.unbind(0), dqs.unbind(0)
             x_steps, q_steps, rden_steps = xs.unbind(0), qs.unbind(0), rden.unbind(0)
             aT = a.t()
+            outer = xs.shape[2] == 1
             da = a.new_zeros(a.shape)
             dc = c.new_zeros(c.shape)
             r = hs.new_empty(B, N)
@@ -175,7 +181,10 @@ class _ModReLURecurrence(torch.autograd.Function):
                     torch.mul(dz_steps[t], rd, out=r)
                 da.addmm_(r.t(), x_steps[t])
                 torch.mm(r, a, out=dxs_steps[t])
-                torch.mm(x_steps[t], aT, out=V).mul_(r)
+                if outer:
+                    torch.mul(x_steps[t], aT, out=V).mul_(r)
+                else:
+                    torch.mm(x_steps[t], aT, out=V).mul_(r)
                 if ctx.paired:
                     torch.sum(V.view(B, 2, Hm), 1, out=w)
                 w.mul_(rd).mul_(rd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from conftest import TINY_ADDING, metric_rows
@@ -74,3 +75,19 @@ def test_demo_runs_end_to_end_on_tiny_settings(cli, tmp_path):
     code, stdout, err = cli(["demo", *tiny])
     assert code == 0, err
     assert (tmp_path / "momentumrnn-demo-2" / "report.md").is_file()
+
+
+@pytest.mark.subprocess
+def test_compare_jobs_runs_side_by_side_with_the_same_results(cli, tmp_path):
+    args = ["compare", *TINY_ADDING, "--models", "LSTM", "MomentumLSTM", "--seeds", "3", "--set", "train.threads=1"]
+    code, stdout, err = cli([*args, "--jobs", "2", "--out", tmp_path / "par"])
+    assert code == 0, err
+    assert "[1/2 LSTM seed 3]" in stdout and "[2/2 MomentumLSTM seed 3]" in stdout
+    assert not (tmp_path / "par" / ".recipes").exists()
+    code, _, err = cli([*args, "--out", tmp_path / "seq"])
+    assert code == 0, err
+    for label in ("LSTM", "MomentumLSTM"):
+        assert metric_rows(tmp_path / "par" / label / "seed3") == metric_rows(tmp_path / "seq" / label / "seed3")
+        a = yaml.safe_load((tmp_path / "par" / label / "seed3" / "config.yaml").read_text())
+        b = yaml.safe_load((tmp_path / "seq" / label / "seed3" / "config.yaml").read_text())
+        assert a == b  # the child re-resolved the run's config to the very same settings

@@ -109,3 +109,10 @@ def test_recipe_file_errors(tmp_path):
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ToolkitError, match="must be a mapping"):
         load_recipe(str(lst))
+
+
+def test_a_resolved_config_resolves_to_itself():
+    cfg = resolve(load_recipe("smnist"), [("model.name", "AdamLSTM"), ("task.name", "psmnist"),
+                                          ("model.label", "adam"), ("train.threads", 1)])
+    again = resolve({k: v for k, v in cfg.items()}, [])
+    assert again == cfg

@@ -155,3 +155,29 @@ def test_python_dash_m_and_help(tmp_path):
     assert r.returncode == 0 and "train" in r.stdout and "compare" in r.stdout and "demo" in r.stdout
     r = run_subprocess(["list", "models"], tmp_path, timeout=120)
     assert r.returncode == 0 and "MomentumLSTM" in r.stdout
+
+
+def test_orthogonal_hosts_get_lr_orth_and_the_step_hook(cli, tmp_path, monkeypatch):
+    import momentumrnn.orthogonal as orthogonal
+    from momentumrnn.toolkit.models import build_model, make_optimizer
+    from momentumrnn.toolkit.tasks import build_task
+
+    model = build_model({"name": "MomentumDTRIV", "hidden_size": 6, "K": 2}, build_task({"name": "adding"}))
+    opt = make_optimizer({"name": "rmsprop", "lr": 1e-3, "lr_orth": 1e-4, "alpha": 0.9, "eps": 1e-8,
+                          "momentum": 0.0, "weight_decay": 0.0}, model)
+    groups = {g["group"]: g for g in opt.param_groups}
+    orth, other = orthogonal.split_parameters(model)
+    assert groups["orthogonal"]["lr"] == 1e-4 and len(groups["orthogonal"]["params"]) == len(orth) > 0
+    assert groups["default"]["lr"] == 1e-3 and len(groups["default"]["params"]) == len(other)
+
+    calls = []
+    cls = orthogonal.OrthogonalRNN
+    original = cls.on_optimizer_step
+    monkeypatch.setattr(cls, "on_optimizer_step", lambda self: (calls.append(1), original(self))[1])
+    out = tmp_path / "dtriv"
+    code, _, err = cli(["train", *TINY_ADDING, "--model", "MomentumDTRIV", "--set", "model.K=2",
+                        "--lr-orth", "1e-4", "--out", out])
+    assert code == 0, err
+    assert len(calls) == 8  # once per optimizer step
+    code, _, err = cli(["train", *TINY_ADDING, "--model", "scornn/adam", "--epochs", "1", "--out", tmp_path / "sco"])
+    assert code == 0, err

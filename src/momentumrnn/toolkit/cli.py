@@ -73,6 +73,8 @@ def _add_run_options(p: argparse.ArgumentParser, compare: bool) -> None:
     g.add_argument("--checkpoint-every", metavar="N", help="also checkpoint every N steps")
     if compare:
         g.add_argument("--target", metavar="X", help="convergence target of the report")
+        g.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="train N runs at once, each in its own process (default 1)")
     g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any recipe key, e.g. --set model.mu=0.3 --set train.evals_per_epoch=4 (repeatable)")
     o = p.add_argument_group("output")
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.add_argument("--overwrite", action="store_true", help="replace --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="models trained at once (default: 2 if the machine has 2 cores or more)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the demo recipe")
     p.set_defaults(func=cmd_demo)
@@ -190,7 +194,8 @@ def cmd_compare(args) -> int:
     recipe, origin = _recipe(args)
     cfg = resolve(recipe, _overrides(args), command="compare", origin=origin)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{cfg['task']['name']}"
-    md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"])
+    md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
+                      jobs=args.jobs)
     if is_writer():
         print()
         print(md.split("\nRuns:")[0].rstrip())
@@ -233,7 +238,11 @@ def cmd_demo(args) -> int:
           f"sequential MNIST (784 pixel steps), bundled real subset, hidden {cfg['models'][0]['hidden_size']}, "
           f"{t['epochs']} epochs of batch {t['batch_size']}; output in {out}", flush=True)
     start = time.time()
-    md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"])
+    import os
+
+    jobs = args.jobs if args.jobs is not None else min(2, len(cfg["models"]) * len(cfg["seeds"]), os.cpu_count() or 1)
+    md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
+                      jobs=jobs)
     print()
     print(md.split("\nRuns:")[0].rstrip())
     print(f"\ndemo finished in {time.time() - start:.0f} s; curves: {out / 'curves.png'}, "
@@ -246,10 +255,10 @@ def cmd_list(args) -> int:
 
     what = args.what
     if what in (None, "models"):
-        from momentumrnn import LAYER_NAMES
+        from .models import known_layer_names
 
         print("models (model.name; or model.host + model.scheme):")
-        for name, info in LAYER_NAMES.items():
+        for name, info in known_layer_names().items():
             host, kind = info[0], info[1]
             print(f"  {name:22s} {host}/{kind}")
     if what in (None, "tasks"):
@@ -276,7 +285,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return int(args.func(args) or 0)
     except ToolkitError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] in ("lightning", "yaml", "matplotlib", "tqdm", "tensorboard"):
             print(f"error: {e.name} is missing; install the toolkit's dependencies: "

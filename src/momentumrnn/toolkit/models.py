@@ -27,19 +27,51 @@ from .tasks import Task
 def _core():
     try:
         import momentumrnn
-        from momentumrnn import build_layer, layer_class
     except ImportError as e:  # pragma: no cover - the core ships with the toolkit
         raise ToolkitError(f"the momentumrnn core library cannot be imported ({e}); reinstall momentumrnn") from None
-    try:  # orthogonal hosts register themselves on import
-        import momentumrnn.orthogonal  # noqa: F401
+    try:  # orthogonal hosts (expRNN, DTRIV, scoRNN, scuRNN)
+        import momentumrnn.orthogonal as orthogonal
     except ImportError:
-        pass
-    return momentumrnn, build_layer, layer_class
+        orthogonal = None
+    return momentumrnn, orthogonal
 
 
-def known_layer_names() -> list[str]:
-    mrnn, _, _ = _core()
-    return sorted(getattr(mrnn, "LAYER_NAMES", {}))
+def known_layer_names() -> dict[str, tuple]:
+    """Paper name -> (host, scheme, summary) of every layer the library provides."""
+    core, orth = _core()
+    names = dict(getattr(core, "LAYER_NAMES", {}))
+    if orth is not None:
+        for k, v in getattr(orth, "ORTHOGONAL_LAYER_NAMES", {}).items():
+            names.setdefault(k, v)
+    return names
+
+
+def known_hosts() -> list[str]:
+    core, orth = _core()
+    hosts = list(getattr(core, "GATES", {"rnn": 1, "lstm": 4, "gru": 3}))
+    if orth is not None:
+        hosts += [h for h in getattr(orth, "HOSTS", {}) if h not in hosts]
+    return hosts
+
+
+def _layer_class(name: str):
+    core, orth = _core()
+    try:
+        return core.layer_class(name)
+    except (ValueError, KeyError):
+        if orth is not None and name in getattr(orth, "ORTHOGONAL_LAYER_NAMES", {}):
+            return orth.layer_class(name)
+        raise
+
+
+def _build_layer(host: str, scheme: str, input_size: int, hidden: int, **kwargs):
+    core, orth = _core()
+    if orth is not None and isinstance(host, str) and host.lower() in getattr(orth, "HOSTS", {}):
+        return orth.build_orthogonal_layer(host.lower(), scheme, input_size, hidden, **kwargs)
+    if not isinstance(host, str) or host.lower() not in known_hosts():
+        raise ToolkitError(f"unknown model host {host!r}{suggest(str(host), known_hosts())}; choose one of "
+                           f"{', '.join(known_hosts())}")
+    return core.build_layer(host, scheme, input_size, hidden, **kwargs)
 
 
 def layer_kwargs(model_cfg: dict) -> dict:
@@ -48,7 +80,6 @@ def layer_kwargs(model_cfg: dict) -> dict:
 
 def build_recurrent(model_cfg: dict, input_size: int) -> nn.Module:
     """The layer named by ``model_cfg``, batch-first; bad names / arguments become ToolkitError."""
-    _, build_layer, layer_class = _core()
     kwargs = layer_kwargs(model_cfg)
     kwargs["batch_first"] = True
     hidden = model_cfg["hidden_size"]
@@ -59,15 +90,15 @@ def build_recurrent(model_cfg: dict, input_size: int) -> nn.Module:
             if model_cfg.get("name"):
                 name = model_cfg["name"]
                 try:
-                    cls = layer_class(name)
+                    cls = _layer_class(name)
                 except (ValueError, KeyError):
-                    names = known_layer_names()
+                    names = list(known_layer_names())
                     raise ToolkitError(
                         f"unknown model {name!r}{suggest(name, names)}; choose one of {', '.join(names)} "
                         "(or model.host + model.scheme)"
                     ) from None
                 return cls(input_size, hidden, **kwargs)
-            return build_layer(model_cfg["host"], model_cfg["scheme"], input_size, hidden, **kwargs)
+            return _build_layer(model_cfg["host"], model_cfg["scheme"], input_size, hidden, **kwargs)
     except ToolkitError:
         raise
     except TypeError as e:

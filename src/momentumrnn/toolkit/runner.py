@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ from .errors import ToolkitError
 
 PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 COMPARE_FILE = "compare.yaml"
+_HEADER = re.compile(r"(\d+) train / \d+ test examples")
+_ROW = re.compile(r"epoch ([\d.]+)\s+step (\d+)\s+(.*?)\s*\[")
 
 
 def env_rank() -> int:
@@ -295,11 +298,25 @@ def describe(summary: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # comparisons
 
+class RunFailed(ToolkitError):
+    """A training process of a parallel comparison failed (exit code 1)."""
+
+    exit_code = 1
+
+
 def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: Optional[bool] = None, target: Optional[float] = None) -> str:
-    """Train every model of ``cfg['models']`` with every seed of ``cfg['seeds']``, then report."""
+                 progress: Optional[bool] = None, target: Optional[float] = None, jobs: int = 1) -> str:
+    """Train every model of ``cfg['models']`` with every seed of ``cfg['seeds']``, then report.
+
+    ``jobs > 1`` trains that many runs at once, each in its own process (``momentumrnn train``
+    on the run's resolved config) with ``cpu_count // jobs`` threads unless ``train.threads`` is set.
+    """
     out_dir = Path(out_dir).absolute()
     writer = is_writer()
+    if jobs < 1:
+        raise ToolkitError(f"--jobs must be >= 1, got {jobs}")
+    if jobs > 1 and cfg["train"]["devices"] * cfg["train"]["num_nodes"] > 1:
+        raise ToolkitError("--jobs > 1 trains runs side by side in single processes; use it with --devices 1")
     replace = check_new_dir(out_dir, resume=resume, overwrite=overwrite, what="output directory") if writer else False
     saved_path = out_dir / COMPARE_FILE
     if resume and writer:
@@ -336,20 +353,110 @@ def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: b
         out_dir.mkdir(parents=True, exist_ok=True)
         runfiles.atomic_write_text(saved_path, "# momentumrnn comparison (resolved)\n" + dump_yaml(cfg))
     n = len(plan)
+    todo = []
     for i, (rc, d) in enumerate(plan):
         run_resume = resume and _nonempty(d)
         summary = runfiles.read_summary(d) if run_resume else None
         if summary and summary.get("status") == "completed" and writer and rc["train"]["epochs"] <= (summary.get("epochs_planned") or 0) \
-                and (rc["train"]["devices"] * rc["train"]["num_nodes"]) == 1:
+                and (rc["train"]["devices"] * rc["train"]["num_nodes"]) == 1 and not rc["train"]["max_steps"]:
             say(f"[{i + 1}/{n}] {model_label(rc['model'])} seed {rc['train']['seed']}: already complete")
             continue
-        train_run(rc, d, resume=run_resume, overwrite=False, label=model_label(rc["model"]),
-                  progress=progress, prefix=f"[{i + 1}/{n}] ")
+        todo.append((i, rc, d, run_resume))
+    if jobs > 1 and len(todo) > 1:
+        _run_parallel(todo, n, jobs, out_dir)
+    else:
+        for i, rc, d, run_resume in todo:
+            train_run(rc, d, resume=run_resume, overwrite=False, label=model_label(rc["model"]),
+                      progress=progress, prefix=f"[{i + 1}/{n}] ")
     if not writer:
         return ""
     from .report import make_report
 
     return make_report([out_dir], out_dir=out_dir, target=target)
+
+
+def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
+    """Run ``todo`` (index, config, run dir, resume) ``jobs`` at a time as ``momentumrnn train``
+    processes; their output is printed line by line with a ``[model seed]`` prefix."""
+    import subprocess
+    import threading
+
+    recipes = out_dir / ".recipes"
+    recipes.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    lock = threading.Lock()
+    queue = list(todo)
+    running: dict = {}
+    failed: list[str] = []
+
+    bars = sys.stdout.isatty()  # a progress bar per running job, else the jobs' lines
+
+    def pump(proc, prefix: str, rc: dict) -> None:
+        from tqdm import tqdm
+
+        bar = None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            with lock:
+                m = _HEADER.search(line)
+                if bars and m and bar is None:
+                    t = rc["train"]
+                    per_epoch = math.ceil(int(m.group(1)) / t["batch_size"])
+                    if t["limit_train_batches"]:
+                        per_epoch = min(per_epoch, t["limit_train_batches"])
+                    total = per_epoch * t["epochs"]
+                    if t["max_steps"]:
+                        total = min(total, t["max_steps"])
+                    bar = tqdm(total=total, desc=prefix.strip(" []"), unit="step", leave=True, dynamic_ncols=True)
+                row = _ROW.search(line)
+                if bar is not None and row:
+                    bar.update(int(row.group(2)) - bar.n)
+                    bar.set_postfix_str(" ".join(row.group(3).split())[:80], refresh=True)
+                elif bar is not None:
+                    tqdm.write(prefix + line)
+                else:
+                    print(prefix + line, flush=True)
+        if bar is not None:
+            bar.close()
+
+    def start(i: int, rc: dict, d: Path, run_resume: bool) -> None:
+        rc = dict(rc, train=dict(rc["train"]))
+        if rc["train"].get("threads") is None:
+            rc["train"]["threads"] = threads
+        recipe = recipes / f"run{i}.yaml"
+        runfiles.atomic_write_text(recipe, dump_yaml(rc))
+        cmd = [sys.executable, "-m", "momentumrnn", "train", str(recipe), "--out", str(d)]
+        if run_resume:
+            cmd.append("--resume")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+        label = f"{model_label(rc['model'])} seed {rc['train']['seed']}"
+        t = threading.Thread(target=pump, args=(proc, f"[{i + 1}/{n} {label}] ", rc), daemon=True)
+        t.start()
+        running[proc] = (label, t)
+
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                start(*queue.pop(0))
+            time.sleep(0.1)
+            for proc in [p for p in running if p.poll() is not None]:
+                label, t = running.pop(proc)
+                t.join()
+                if proc.returncode != 0:
+                    failed.append(f"{label} (exit {proc.returncode})")
+    except BaseException:
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=30)
+        raise
+    finally:
+        shutil.rmtree(recipes, ignore_errors=True)
+    if failed:
+        raise RunFailed(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their output above, fix the "
+                        f"cause and continue with --resume")
 
 
 def fresh_dir(base: Path) -> Path:

@@ -72,7 +72,7 @@ def test_demo_runs_end_to_end_on_tiny_settings(cli, tmp_path):
     cfg = yaml.safe_load((out / "MomentumLSTM" / "seed0" / "config.yaml").read_text())
     assert cfg["task"]["name"] == "smnist" and cfg["model"]["mu"] == 0.6 and cfg["model"]["epsilon"] == 0.6
     # a second demo goes to a fresh directory instead of failing
-    code, stdout, err = cli(["demo", *tiny])
+    code, stdout, err = cli(["demo", *tiny, "--jobs", "1"])
     assert code == 0, err
     assert (tmp_path / "momentumrnn-demo-2" / "report.md").is_file()
 

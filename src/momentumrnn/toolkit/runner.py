@@ -267,9 +267,11 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
             if not trainer.interrupted and module.last_eval_step < trainer.global_step:
                 # stopped by max_steps between two evaluations: evaluate the final weights too
                 trainer.validate(module, verbose=False)
-    except SystemExit:
+    except SystemExit:  # Lightning's answer to Ctrl-C
         if recorder is not None:
             recorder.write_summary("interrupted")
+            print(f"interrupted: continue with the same command and --resume (--out {prep.run_dir})",
+                  file=sys.stderr, flush=True)
         raise
     status = "interrupted" if trainer.interrupted else "completed"
     if recorder is None:

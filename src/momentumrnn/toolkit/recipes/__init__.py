@@ -1,0 +1,1 @@
+"""Bundled recipes (YAML) of the toolkit: `momentumrnn list recipes`."""

@@ -173,3 +173,20 @@ def test_error_exit_code_of_the_real_command(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("error: unknown model")
     assert not (tmp_path / "x").exists()
+
+
+def test_checkpoint_of_another_model_on_resume(cli, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    args = ["train", *TINY_ADDING, "--model", "LSTM", "--out", out]
+    assert cli(args)[0] == 0
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.endswith("weight_hh_l0"))
+    ckpt["state_dict"][key] = torch.zeros(3, 3)
+    torch.save(ckpt, last)
+    before = tree_digest(out)
+    code, o, err = cli([*args, "--resume"])
+    _assert_one_line_error(code, o, err, "does not fit the model", key)
+    assert tree_digest(out) == before

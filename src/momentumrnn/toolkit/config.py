@@ -196,7 +196,8 @@ TRAIN_SCHEMA: dict[str, Opt] = {
                    "models on a busy machine)", lo=1, nullable=True),
     "log_every_steps": Opt("int", 10, "TensorBoard training-loss interval in steps", lo=1),
     "progress": Opt("bool", True, "show a progress bar"),
-    "deterministic": Opt("bool", True, "use deterministic algorithms (same seed, same metrics)"),
+    "deterministic": Opt("bool", True, "use deterministic algorithms where they exist (same seed, same "
+                         "metrics on CPU; an op without one only warns)"),
 }
 
 REPORT_SCHEMA: dict[str, Opt] = {

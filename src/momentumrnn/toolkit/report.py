@@ -142,8 +142,9 @@ def markdown(lines: list[dict], runs: list[dict]) -> str:
         parts.append(f"### {task}: {short} ({'higher' if mode == 'max' else 'lower'} is better), "
                      f"mean ± std over seeds\n")
         tgt_txt = f"{tgt:g}" if tgt is not None else "–"
-        head = ["model", "runs", f"final {short}", f"best {short}", "final test loss", "final train loss",
-                f"epochs to {tgt_txt}", f"steps to {tgt_txt}", "epochs", "train time (s)", "params"]
+        loss_col = metric != "test_loss"  # a loss metric is already in the first columns
+        head = ["model", "runs", f"final {short}", f"best {short}"] + (["final test loss"] if loss_col else []) + \
+               ["final train loss", f"epochs to {tgt_txt}", f"steps to {tgt_txt}", "epochs", "train time (s)", "params"]
         parts.append("| " + " | ".join(head) + " |")
         parts.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
         for l in ls:
@@ -151,7 +152,8 @@ def markdown(lines: list[dict], runs: list[dict]) -> str:
             cells = [
                 l["model"], runs_txt,
                 _fmt(*l["final"], l["n_eval"]), _fmt(*l["best"], l["n_eval"]),
-                _fmt(*l["final_test_loss"], l["n_eval"]), _fmt(*l["final_train_loss"], l["n_eval"]),
+                *([_fmt(*l["final_test_loss"], l["n_eval"])] if loss_col else []),
+                _fmt(*l["final_train_loss"], l["n_eval"]),
                 _conv(l, "epochs_to_target", 2), _conv(l, "steps_to_target", 0),
                 _fmt(*l["epochs"], l["n_eval"], 2), _fmt(*l["time_s"], l["n_eval"], 0),
                 f"{l['params']:,}" if isinstance(l["params"], int) else "–",

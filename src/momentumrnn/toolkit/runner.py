@@ -33,7 +33,8 @@ _ROW = re.compile(r"epoch ([\d.]+)\s+step (\d+)\s+(.*?)\s*\[")
 
 
 def env_rank() -> int:
-    """Global rank of this process as set by a launcher (0 when not launched as a DDP worker)."""
+    """0 for the main process; > 0 for a DDP worker started by a launcher (Lightning's, torchrun,
+    SLURM, MPI), recognised from the environment before any process group exists."""
     for var in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
         if os.environ.get(var, "").isdigit() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             return int(os.environ[var])
@@ -109,7 +110,6 @@ class PreparedRun:
     """Everything a run needs, validated, before anything is written."""
 
     def __init__(self, cfg: dict, run_dir: Path, *, resume: bool, overwrite: bool, label: Optional[str] = None):
-        from .config import resolve  # noqa: F401  (config already resolved by the caller)
         from .models import build_model, check_optim, count_parameters
         from .tasks import build_task
 
@@ -141,6 +141,7 @@ class PreparedRun:
                 ckpt = load_checkpoint_file(last)
                 self.ckpt_path = last
                 self.ckpt_step = int(ckpt.get("global_step", 0))
+                ckpt_shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
                 del ckpt
         self.cfg = cfg
         if cfg["train"].get("threads"):
@@ -156,6 +157,12 @@ class PreparedRun:
         pl.seed_everything(cfg["train"]["seed"], workers=False, verbose=False)
         self.model = build_model(cfg["model"], self.task)
         self.params = count_parameters(self.model)
+        if self.ckpt_path is not None:
+            want = {f"model.{k}": tuple(v.shape) for k, v in self.model.state_dict().items()}
+            if want != ckpt_shapes:
+                diff = sorted(set(want) ^ set(ckpt_shapes)) or sorted(k for k in want if want[k] != ckpt_shapes[k])
+                raise ToolkitError(f"checkpoint {self.ckpt_path} does not fit the model ({diff[0]} differs); it "
+                                   "was made by another model or library version: start again with --overwrite")
         self.optim_note = check_optim(cfg["optim"], self.model)
 
     def write_start(self) -> None:
@@ -219,7 +226,8 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool):
         val_check_interval=1.0 / t["evals_per_epoch"],
         gradient_clip_val=t["grad_clip"] or None,
         gradient_clip_algorithm="norm",
-        deterministic=t["deterministic"],
+        # deterministic kernels where they exist; an op without one warns instead of failing (GPUs)
+        deterministic="warn" if t["deterministic"] else False,
         callbacks=callbacks,
         logger=logger,
         enable_progress_bar=show,

@@ -1,35 +1,17 @@
-"""Shared helpers of the toolkit tests: tiny settings, in-process and subprocess CLI runs."""
+"""Fixtures of the toolkit tests (helpers live in toolkit_helpers.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-pytest.importorskip("lightning")
-pytest.importorskip("yaml")
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-# a few batches of a tiny model: every run below takes about a second
-TINY_ADDING = [
-    "--task", "adding", "--set", "task.seq_len=12", "--set", "task.train_size=64",
-    "--set", "task.test_size=24", "--hidden-size", "8", "--batch-size", "16", "--epochs", "2",
-    "--no-progress",
-]
-TINY_SMNIST = [
-    "--task", "smnist", "--set", "task.train_size=48", "--set", "task.test_size=20",
-    "--hidden-size", "6", "--batch-size", "16", "--epochs", "1", "--no-progress",
-]
-
-
-# tiny models run fastest on one thread (and two threads crawl when other work shares the CPU)
-torch.set_num_threads(1)
+try:  # the toolkit needs the `train` extra; without it these tests are not collected
+    import lightning  # noqa: F401
+    import yaml  # noqa: F401
+except ImportError:  # pragma: no cover
+    collect_ignore_glob = ["test_*.py"]
 
 
 def pytest_configure(config):
@@ -37,19 +19,26 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "ddp: multi-process training through Lightning DDP (gloo, CPU)")
 
 
-def cli_env() -> dict:
+@pytest.fixture(autouse=True)
+def _isolated_process_state():
+    """One thread (tiny models run fastest so; two crawl when other work shares the CPU), and the
+    process-wide state a run changes (deterministic-algorithm flag, warning filters, environment
+    variables such as Lightning's, the RNG) restored afterwards, so that other test directories of
+    the same session are not affected."""
+    import warnings
+
+    threads = torch.get_num_threads()
+    det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    return env
-
-
-def run_subprocess(args: list[str], cwd: Path, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
-    """``python -m momentumrnn ARGS`` in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "momentumrnn", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout, **kw)
+    rng = torch.get_rng_state()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+    os.environ.clear()
+    os.environ.update(env)
+    torch.set_rng_state(rng)
 
 
 @pytest.fixture
@@ -66,19 +55,3 @@ def cli(capsys, monkeypatch, tmp_path):
         return code, out, err
 
     return run
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    """metrics.csv rows without the wall-clock column."""
-    from momentumrnn.toolkit.runfiles import read_metrics
-
-    return [{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(run_dir)]
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """path -> sha256 of every file under ``root`` (to prove nothing was changed)."""
-    out = {}
-    for p in sorted(Path(root).rglob("*")):
-        if p.is_file():
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out

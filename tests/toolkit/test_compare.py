@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from conftest import TINY_ADDING, metric_rows
+from toolkit_helpers import TINY_ADDING, metric_rows
 
 
 def test_compare_trains_every_model_and_seed_then_reports(cli, tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import metric_rows, run_subprocess
+from toolkit_helpers import metric_rows, run_subprocess
 
 # uneven sizes on purpose: 70 = 4 full global batches of 16 + 6, 21 test examples
 ARGS = ["train", "--task", "adding", "--set", "task.seq_len=16", "--set", "task.train_size=70",

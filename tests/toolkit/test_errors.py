@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import TINY_ADDING, TINY_SMNIST, run_subprocess, tree_digest
+from toolkit_helpers import TINY_ADDING, TINY_SMNIST, run_subprocess, tree_digest
 
 
 def _assert_one_line_error(code, out, err, *needles):

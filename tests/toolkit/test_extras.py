@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import cli_env
+from toolkit_helpers import cli_env
 
 BLOCK = """
 import sys

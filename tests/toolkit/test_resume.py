@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import SRC, cli_env, metric_rows
+from toolkit_helpers import SRC, cli_env, metric_rows
 
 # 20 steps per epoch, 3 epochs, a checkpoint every 3 steps, dropout (so the RNG state matters)
 ARGS = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_ADDING, TINY_SMNIST, metric_rows, run_subprocess
+from toolkit_helpers import TINY_ADDING, TINY_SMNIST, metric_rows, run_subprocess
 
 
 def test_train_writes_a_complete_run_directory(cli, tmp_path):

@@ -261,3 +261,15 @@ def test_exact_zero_pre_activation(host):
     lib, ref, g1, g2 = run_both(layer, x)
     assert (lib[0][:3].abs().max()) == 0
     assert_match(layer, lib, ref, g1, g2)
+
+
+@pytest.mark.parametrize("kind", ["none", "adam"])
+def test_scurnn_gauss_products(kind, monkeypatch):
+    # large hidden sizes form the complex products with three real GEMMs: force it on small ones
+    from momentumrnn.orthogonal import recurrence
+
+    monkeypatch.setattr(recurrence._ComplexProduct, "GAUSS_FROM", 1)
+    layer = make("scurnn", kind, input_size=1, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 3, 1, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [6, 4, 1], random_state(layer, 3)))
+    assert_match(layer, *run_both(layer, x))

@@ -402,11 +402,11 @@ class OrthogonalRNN(nn.Module):
         return torch.cat([w.real, w.imag], 0)
 
     def _recurrent_weight(self, sfx: str) -> Tensor:
-        """``B`` (evaluated once), as the real matrix acting on row vectors in the pair format."""
+        """``B`` (evaluated once); for scuRNN its real and imaginary parts ``(2, H, H)``."""
         B = getattr(self, "weight_hh" + sfx)
         if not self.unitary:
             return B
-        return torch.cat([torch.cat([B.real, B.imag], 1), torch.cat([-B.imag, B.real], 1)], 0)
+        return torch.stack([B.real, B.imag])
 
     def forward(self, input, state=None):
         """Run the layer. Returns ``(output, RNNState(h, momentum))``."""

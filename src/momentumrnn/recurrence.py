@@ -292,18 +292,8 @@ class _FusedRecurrence(torch.autograd.Function):
             a_steps, b_steps = alpha.unbind(0), beta.unbind(0)
         h_steps = hs.unbind(0)
 
-        # ---- backward of the Nesterov drive, one step at a time (after dp_t is known); the
-        # Adam / RMSProp drive's backward runs block-wise after the loop.
-        du = None
-        drive_back = None
-        if kind == "nesterov":
-            du = hs.new_empty(T, B, G)
-            du_steps = du.unbind(0)
-            neg_eps = -spec.epsilon
-
-            def drive_back(t, dD):
-                torch.mul(dD, neg_eps, out=du_steps[t])
-
+        # The drive's backward runs after the loop: Nesterov's D = b - eps u gives du = -eps dp;
+        # the Adam / RMSProp drive goes block-wise.
         d_h0 = d_c0 = d_b_hn = None
         dh = None  # gradient reaching h_t from later steps
         if host == "rnn":
@@ -316,8 +306,6 @@ class _FusedRecurrence(torch.autograd.Function):
                     torch.mul(dh, h_steps[t] > 0, out=dg_steps[t])
                 if nesterov:
                     _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, G)
-                if drive_back is not None:
-                    drive_back(t, dp_steps[t])
                 dh = torch.mm(dp_steps[t], w_hh)
             d_h0 = dh
         elif host == "lstm":
@@ -349,8 +337,6 @@ class _FusedRecurrence(torch.autograd.Function):
                     dc = dc.mul_(f_s[t])
                     if nesterov:
                         _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, G)
-                    if drive_back is not None:
-                        drive_back(t, dp_steps[t])
                     dh = torch.mm(dp_steps[t], w_hh)
             d_h0, d_c0 = dh, dc
         else:  # gru
@@ -380,8 +366,6 @@ class _FusedRecurrence(torch.autograd.Function):
                 torch.mul(dp_n[t], r, out=drn_steps[t])
                 if nesterov:
                     _nesterov_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, 2 * H)
-                if drive_back is not None:
-                    drive_back(t, dp_steps[t])
                 dh = torch.addmm(dh.mul(z), dp_rz[t], w_rz).addmm_(drn_steps[t], w_n)
             d_h0 = dh
             d_b_hn = drn.sum((0, 1))
@@ -402,10 +386,11 @@ class _FusedRecurrence(torch.autograd.Function):
             d_bias_e = dp.sum((0, 1))
             need_x = ctx.needs_input_grad[4]
             if kind == "nesterov":
-                du2 = du.view(T * B, G)
-                d_x = du2.mm(w_ih).view(T, B, I) if need_x else None
-                d_w_ih = du2.t().mm(x.reshape(T * B, I))
-                d_b_ih = du2.sum(0) if ctx.has_b_ih else None
+                dp2 = dp.view(T * B, G)
+                neg_eps = -spec.epsilon
+                d_x = dp2.mm(w_ih).mul_(neg_eps).view(T, B, I) if need_x else None
+                d_w_ih = dp2.t().mm(x.reshape(T * B, I)).mul_(neg_eps)
+                d_b_ih = d_bias_e * neg_eps if ctx.has_b_ih else None
             else:
                 blocked, starts = ctx.blocked, ctx.starts
                 K = blocked.K

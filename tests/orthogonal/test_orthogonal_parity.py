@@ -273,3 +273,24 @@ def test_scurnn_gauss_products(kind, monkeypatch):
     x = torch.randn(6, 3, 1, dtype=torch.float64, requires_grad=True)
     assert_match(layer, *run_both(layer, x, [6, 4, 1], random_state(layer, 3)))
     assert_match(layer, *run_both(layer, x))
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, ["none", "adam", "rmsprop", "restart"])))
+def test_sequences_longer_than_a_block(host, kind):
+    # the loops work in blocks of BLOCK steps: cross several block boundaries, with a partial last
+    # block, packed lengths ending inside blocks, and both drive forms (factored from a zero state)
+    from momentumrnn.orthogonal.recurrence import BLOCK
+
+    T = 2 * BLOCK + 5
+    layer = make(host, kind, input_size=1, hidden=4)
+    x = torch.randn(T, 2, 1, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [T, BLOCK + 3]))
+    assert_match(layer, *run_both(layer, x, None, random_state(layer, 2)))
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_wide_input_dense_drive(host, kind):
+    # input wider than the hidden state: the drive is computed densely before the loop
+    layer = make(host, kind, input_size=7, hidden=3)
+    x = torch.randn(6, 2, 7, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [6, 4], random_state(layer, 2)))

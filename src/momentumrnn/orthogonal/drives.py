@@ -1,18 +1,21 @@
-"""Whole-sequence drives ``d_t`` of the momentum schemes on an orthogonal host.
+"""Drives ``d_t`` of the momentum schemes on an orthogonal host.
 
 The input map has no bias, so ``u_t = W_ih x_t`` and every scheme allowed on an orthogonal host
-(none, heavy ball, Adam, RMSProp, scheduled-restart heavy ball) is a function of the inputs alone,
-computed for all ``T`` steps before the recurrence with the O(T) causal filters of
-:mod:`momentumrnn.filters`:
+(none, heavy ball, Adam, RMSProp, scheduled-restart heavy ball) is a function of the inputs alone.
+Its input-side filters run over the whole sequence before the recurrence (the O(T) causal filters
+of :mod:`momentumrnn.filters`), on the input itself, which for the usual shapes (pMNIST: one
+channel) is far narrower than the hidden state:
 
-* heavy ball / restart: ``v = filter(epsilon u)`` is linear in ``x``, so the filter runs on
-  whichever is narrower, ``x`` (then one product with ``epsilon W_ih``; pMNIST has one input
-  channel) or ``u``; a carried ``v_0`` adds ``pi_t v_0``. The result is the dense drive.
-* Adam / RMSProp: the second moment of ``u_t^2`` is a filter of the quadratic input features
-  ``x_a x_b`` mapped by ``W_ja W_jb`` (``m = filter(x^2) w^2`` for one input channel). When that
-  is narrower than the hidden state (``I^2 < H``) and no momentum state is carried, the drive is
-  returned **factored**, ``d_t = (x~_t a^T) / sqrt(q~_t c^T + eps)``, and the recurrence forms
-  it step by step in cache (:mod:`.recurrence`); otherwise it is computed densely.
+* the velocity ``v = filter(epsilon u) = filter(x) (epsilon W_ih)^T`` is linear in ``x``; a carried
+  ``v_0`` adds ``pi_t v_0``;
+* the Adam / RMSProp second moment of ``u_t^2`` is a filter of the quadratic input features
+  ``x_a x_b`` mapped by ``W_ja W_jb`` (``m = filter(x^2) w^2`` for one input channel).
+
+The result is handed to the recurrence as **factors** (:class:`~.recurrence.DriveFactors`), and
+the loop forms ``d_t`` block by block in cache: no ``(T, B, H)`` tensor is made for ``v``, ``m``,
+the square root, the drive or the drive's gradient. Inputs wider than the hidden state (``I > N``;
+``I^2 >= H`` for Adam / RMSProp) take the **dense** route: the drive is computed for the whole
+sequence, filtering ``u``.
 
 Complex units (scuRNN) are stored as ``[Re, Im]`` pairs (``N = 2H``); their second moment is that
 of ``|u_j|^2 = Re(u_j)^2 + Im(u_j)^2`` (``H`` entries), which is ``u_j^2`` for real units.
@@ -27,16 +30,17 @@ from torch import Tensor
 
 from ..filters import cumulative_decay, linear_filter
 from ..schemes import ADAM_EPS, MomentumState, Scheme, next_steps, restart_mu
+from .recurrence import DriveFactors
 
 __all__ = ["scheme_drive", "Drive"]
 
 
 class Drive(NamedTuple):
-    """A drive: ``dense`` ``(T, B, N)``, or ``factors = (x~, q~, a, c)``; plus the momentum state
-    at each sequence's last step."""
+    """A drive: ``dense`` ``(T, B, N)`` or ``factors`` (:class:`~.recurrence.DriveFactors`), plus
+    the momentum state at each sequence's last step."""
 
     dense: Optional[Tensor]
-    factors: Optional[tuple]
+    factors: Optional[DriveFactors]
     momentum: MomentumState
 
 
@@ -104,47 +108,67 @@ def _over_sqrt(v: Tensor, m: Tensor, pairs: bool) -> Tensor:
     return v / den
 
 
+def _last_of_decay(p: Tensor, B: int, last: Optional[Tensor]) -> Tensor:
+    return _at_last_step(p.expand(p.shape[0], B, 1), last)
+
+
 def scheme_drive(scheme: Scheme, x: Tensor, w: Tensor, mu, epsilon, mom0: MomentumState,
                  last: Optional[Tensor], pairs: bool = False) -> Drive:
     """The drive of ``x`` ``(T, B, I)`` under ``scheme`` with input weight ``w`` ``(N, I)``
     (``u = x w^T``), and the momentum state at each sequence's last step.
 
-    ``mom0`` holds the initial ``v`` ``(B, N)``, ``m`` ``(B, H_m)`` and ``step`` ``(B,)`` (or None)."""
+    ``mom0`` holds the initial ``v`` ``(B, N)``, ``m`` ``(B, H_m)`` and ``step`` ``(B,)`` (or None).
+    The drive is factored (formed in the recurrence loop) when the input is narrower than the
+    hidden state (``I <= N``; ``I^2 < H_m`` for Adam / RMSProp), dense otherwise."""
     kind = scheme.kind
-    T, B, I = x.shape
-    if kind == "none":
-        return Drive(_project(x, w), None, MomentumState())
-    if kind in ("heavy_ball", "restart"):
-        k = None
-        if kind == "heavy_ball":
-            coeff = torch.tensor(mu, dtype=x.dtype, device=x.device)
-        else:
-            step0 = mom0.step if mom0.step is not None else torch.zeros(1, dtype=torch.long, device=x.device)
-            k = next_steps(step0, T, scheme.restart)
-            coeff = restart_mu(k, x.dtype).unsqueeze(2)
-        d = _filtered_projection(x, w * epsilon, coeff, mom0.v)
-        step = None if k is None else _at_last_step(k.expand(T, B), last)
-        return Drive(d, None, MomentumState(v=_at_last_step(d, last), step=step))
-    if kind not in ("adam", "rmsprop"):
+    if kind not in ("none", "heavy_ball", "restart", "adam", "rmsprop"):
         raise ValueError(f"scheme {kind!r} is not available on orthogonal hosts; use none, heavy_ball, adam, "
                          "rmsprop or restart")
+    T, B, I = x.shape
     N = w.shape[0]
     Hm = N // 2 if pairs else N
-    beta = scheme.beta
-    adam = kind == "adam"
-    if I * I < Hm and mom0.v is None and mom0.m is None:
-        # factored: the loop forms d_t = (x~_t a^T) / sqrt(q~_t c^T + eps)
+    normalized = kind in ("adam", "rmsprop")
+    k = None
+    if kind in ("heavy_ball", "adam"):
+        coeff = torch.tensor(mu, dtype=x.dtype, device=x.device)
+    elif kind == "restart":
+        step0 = mom0.step if mom0.step is not None else torch.zeros(1, dtype=torch.long, device=x.device)
+        k = next_steps(step0, T, scheme.restart)
+        coeff = restart_mu(k, x.dtype).unsqueeze(2)
+    else:
+        coeff = None  # no velocity: d = u (none) or epsilon u (RMSProp)
+    step = None if k is None else _at_last_step(k.expand(T, B), last)
+    a = w if kind == "none" else w * epsilon
+    if (I * I < Hm) if normalized else (I <= N):
+        xs = x if coeff is None else linear_filter(x, coeff)
+        pv = v0 = None
+        v_T = None
+        if coeff is not None:
+            v_T = _at_last_step(xs, last) @ a.t()
+            if mom0.v is not None:
+                pv, v0 = cumulative_decay(coeff, T), mom0.v
+                v_T = v_T + _last_of_decay(pv, B, last) * v0
+        if not normalized:
+            return Drive(None, DriveFactors(xs, a, pv, v0), MomentumState(v=v_T, step=step))
+        beta = scheme.beta
+        b_coeff = torch.tensor(beta, dtype=x.dtype, device=x.device)
         q, c = _quadratic(x, w, pairs)
-        qs = linear_filter(q * (1 - beta), torch.tensor(beta, dtype=x.dtype, device=x.device))
-        xs = linear_filter(x, torch.tensor(mu, dtype=x.dtype, device=x.device)) if adam else x
-        a = w * epsilon
+        qs = linear_filter(q * (1 - beta), b_coeff)
         m_T = _at_last_step(qs, last) @ c.t()
         if I > 1:
             m_T = m_T.clamp_min(0)
-        mom = MomentumState(v=_at_last_step(xs, last) @ a.t() if adam else None, m=m_T)
-        return Drive(None, (xs, qs, a, c), mom)
-    m = _second_moment(x, w, beta, mom0.m, pairs)
-    if adam:
-        v = _filtered_projection(x, w * epsilon, torch.tensor(mu, dtype=x.dtype, device=x.device), mom0.v)
+        pm = m0 = None
+        if mom0.m is not None:
+            pm, m0 = cumulative_decay(b_coeff, T), mom0.m
+            m_T = m_T + _last_of_decay(pm, B, last) * m0
+        mom = MomentumState(v=v_T if kind == "adam" else None, m=m_T)
+        return Drive(None, DriveFactors(xs, a, pv, v0, qs, c, pm, m0), mom)
+    # dense (wide inputs)
+    if not normalized:
+        d = _project(x, a) if coeff is None else _filtered_projection(x, a, coeff, mom0.v)
+        return Drive(d, None, MomentumState(v=None if coeff is None else _at_last_step(d, last), step=step))
+    m = _second_moment(x, w, scheme.beta, mom0.m, pairs)
+    if kind == "adam":
+        v = _filtered_projection(x, a, coeff, mom0.v)
         return Drive(_over_sqrt(v, m, pairs), None, MomentumState(v=_at_last_step(v, last), m=_at_last_step(m, last)))
-    return Drive(_over_sqrt(_project(x, w * epsilon), m, pairs), None, MomentumState(m=_at_last_step(m, last)))
+    return Drive(_over_sqrt(_project(x, a), m, pairs), None, MomentumState(m=_at_last_step(m, last)))

@@ -3,67 +3,47 @@
 Every scheme of an orthogonal host depends on the inputs alone, so the drive never waits for the
 recurrence. It reaches the loop in one of two forms:
 
-* **dense**: ``d`` ``(T, B, N)`` computed beforehand (none, heavy ball, restart, and Adam /
-  RMSProp resuming a momentum state). The loop consumes it **in place**: ``d_t`` becomes
-  ``z_t = d_t + h_{t-1} W`` (one ``addmm_``, no copy) and then ``h_t``, so ``d``'s memory is the
-  output's; the autograd Function marks it dirty.
-* **factored** (Adam / RMSProp from a zero state): ``d_t = (x~_t a^T) / sqrt(q~_t c^T + eps)``
-  with the filtered inputs ``x~`` ``(T, B, I)``, the filtered quadratic input features ``q~``
-  ``(T, B, I')`` and their weights ``a`` ``(N, I)``, ``c`` ``(H_m, I')`` (see
-  :mod:`.drives`). The loop forms ``d_t`` per step in cache; no ``(T, B, N)`` temporary is made
-  for ``v``, ``m`` or the square root.
+* **factors** (:class:`DriveFactors`, the usual case): ``d_t = x~_t a^T + pv_t v0``, divided by
+  ``sqrt(q~_t c^T + pm_t m0 + eps)`` for Adam / RMSProp (see :mod:`.drives`). The loop forms the
+  drive for a block of ``BLOCK`` steps, in cache, directly into the output buffer just before the
+  steps that consume it, and the backward turns each block's gradient into the factors'
+  gradients right away, so neither the drive nor its gradient exists as a ``(T, B, N)`` tensor
+  (the weight gradient is accumulated block by block too).
+* **dense**: ``d`` ``(T, B, N)`` computed beforehand (inputs wider than the state). The loop
+  consumes it in place: ``d_t`` becomes ``z_t = d_t + h_{t-1} W`` (one ``addmm_``, no copy) and
+  then ``h_t``; the autograd Function marks it dirty.
 
-Per step the forward does one GEMM and four element-wise ops (``sign``, ``addcmul``, ``relu_``,
-``mul_``) on ``(B, N)`` tensors; the backward one GEMM and four element-wise ops (the sign of
-``h_t``, the modReLU-bias gradient accumulated on the fly, the mask). ``dW`` is one GEMM over all
-steps at the end.
+Only what depends on the previous step runs per step: forward, one GEMM and the modReLU (four
+element-wise ops on ``(B, N)``); backward, one GEMM and the modReLU mask. Everything else (signs
+and masks of the states, the modReLU-bias gradient, the drive and its gradients, ``dW``) is done
+for blocks of ``BLOCK`` steps at once, which keeps it in cache and the number of kernel launches
+low.
 
-Complex hidden states (scuRNN) run as real vectors ``[Re h, Im h]`` (``N = 2H``); ``h B`` is
-formed with three real ``H x H`` GEMMs (Gauss's trick) instead of one ``2H x 2H`` one (four), and
-the modReLU acts on the modulus of each pair ``(h_j, h_{j+H})``. (Below ``H = 256`` one ``2H x 2H``
-GEMM is faster and is used instead.)
+Complex hidden states (scuRNN) run as real vectors ``[Re h, Im h]`` (``N = 2H``) and the modReLU
+acts on the modulus of each pair ``(h_j, h_{j+H})``. ``h B`` is one real ``2H x 2H`` GEMM below
+``H = 256`` and three real ``H x H`` GEMMs from there on (Gauss's trick: about 20% faster at
+``H = 512``).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
 from ..schemes import ADAM_EPS
 
-__all__ = ["modrelu_recurrence"]
+__all__ = ["modrelu_recurrence", "DriveFactors", "BLOCK"]
 
-
-def _modrelu_step_real(z: Tensor, bias: Tensor, s: Tensor) -> Tensor:
-    """In place: ``z <- sign(z) * relu(|z| + b)`` (``s`` a scratch buffer)."""
-    torch.sign(z, out=s)
-    torch.addcmul(bias, z, s, out=z)  # |z| + b
-    return z.relu_().mul_(s)
-
-
-def _modrelu_step_pairs(z: Tensor, bias: Tensor, r: Tensor, alpha: Tensor, rho: Tensor, zeta: Tensor) -> Tensor:
-    """In place on ``z`` ``(B, 2H)``: ``z <- z / |z| * relu(|z| + b)`` per pair (``r`` scratch).
-
-    Keeps for the backward, per unit: ``alpha = |h| / |z|``, ``rho = 1 / |h|`` and
-    ``zeta = b alpha rho^3`` (all 0 on inactive units, ``|z| + b <= 0`` or ``z = 0``)."""
-    B, H = r.shape
-    zv = z.view(B, 2, H)
-    torch.hypot(zv[:, 0], zv[:, 1], out=r)
-    m = torch.add(r, bias, out=rho).relu_()  # |h| = relu(|z| + b) where z != 0
-    torch.div(m, r, out=alpha).nan_to_num_(0.0, 0.0, 0.0)  # z = 0: inactive
-    zv.mul_(alpha.unsqueeze(1))
-    torch.mul(alpha, r, out=rho).reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
-    torch.mul(rho, rho, out=zeta).mul_(rho).mul_(alpha).mul_(bias)
-    return z
+#: steps per block of the block-wise (non-sequential) work
+BLOCK = 16
 
 
 class _ComplexProduct:
     """``out += x M`` for complex row vectors in the pair layout ``[Re, Im]``: one real GEMM with
-    ``[[Mr, Mi], [-Mi, Mr]]`` for small ``H``; from ``H = 256`` on (where it pays, about 20% at
-    ``H = 512``), three real GEMMs instead of four (Gauss): ``Re = xr Mr - xi Mi``,
-    ``Im = (xr + xi)(Mr + Mi) - xr Mr - xi Mi``."""
+    ``[[Mr, Mi], [-Mi, Mr]]`` for small ``H``; from ``GAUSS_FROM`` on, three real GEMMs instead of
+    four: ``Re = xr Mr - xi Mi``, ``Im = (xr + xi)(Mr + Mi) - xr Mr - xi Mi``."""
 
     GAUSS_FROM = 256
 
@@ -91,173 +71,287 @@ class _ComplexProduct:
         return out
 
 
+def _modrelu_step_real(z: Tensor, bias: Tensor, s: Tensor) -> Tensor:
+    """In place: ``z <- sign(z) * relu(|z| + b)`` (``s`` a scratch buffer)."""
+    torch.sign(z, out=s)
+    torch.addcmul(bias, z, s, out=z)  # |z| + b
+    return z.relu_().mul_(s)
+
+
+def _modrelu_step_pairs(z: Tensor, bias: Tensor, r: Tensor, alpha: Tensor) -> Tensor:
+    """In place on ``z`` ``(B, 2H)``: ``z <- z / |z| * relu(|z| + b)`` per pair. Keeps ``r = |z|``
+    and ``alpha = relu(|z| + b) / |z|`` (0 on inactive units, ``|z| + b <= 0`` or ``z = 0``)."""
+    B, H = r.shape
+    zv = z.view(B, 2, H)
+    torch.hypot(zv[:, 0], zv[:, 1], out=r)
+    torch.add(r, bias, out=alpha).relu_().div_(r).nan_to_num_(0.0, 0.0, 0.0)
+    zv.mul_(alpha.unsqueeze(1))
+    return z
+
+
+def _blocks(T: int):
+    return [(t0, min(T, t0 + BLOCK)) for t0 in range(0, T, BLOCK)]
+
+
+class DriveFactors(NamedTuple):
+    """A drive given by factors, formed block by block inside the recurrence:
+
+    ``V_t = x~_t a^T + pv_t v0`` and ``d_t = V_t`` (linear: none, heavy ball, restart), or
+    ``d_t = V_t / sqrt(M_t + eps)`` with ``M_t = q~_t c^T + pm_t m0`` (Adam, RMSProp; the two
+    parts of a complex unit share ``M``). ``x~`` ``(T, B, I)``, ``a`` ``(N, I)``, ``q~``
+    ``(T, B, I')``, ``c`` ``(H_m, I')``; ``pv``, ``pm`` ``(T, B', 1)`` decay the carried
+    states ``v0`` ``(B, N)`` and ``m0`` ``(B, H_m)`` (each pair optional)."""
+
+    xs: Tensor
+    a: Tensor
+    pv: Optional[Tensor] = None
+    v0: Optional[Tensor] = None
+    qs: Optional[Tensor] = None
+    c: Optional[Tensor] = None
+    pm: Optional[Tensor] = None
+    m0: Optional[Tensor] = None
+
+
+class _FactoredDrive:
+    """Block-wise forward and backward of a :class:`DriveFactors` drive."""
+
+    def __init__(self, f: DriveFactors, paired: bool, needs_grad):
+        self.f, self.paired = f, paired
+        T, B, self.I = f.xs.shape
+        self.N, self.B = f.a.shape[0], B
+        self.normalized = f.qs is not None
+        self.needs = needs_grad  # (xs, a, v0, qs, c, m0)
+        if self.normalized:
+            self.Iq, self.Hm = f.qs.shape[2], f.c.shape[0]
+            # rden of one block, recomputed in the backward (cheaper than keeping T x B x Hm of it)
+            self.rden = f.xs.new_empty(BLOCK, B, self.Hm)
+            self.clamp = self.Iq > 1  # a sum of mixed-sign products: keep rounding from going below 0
+
+    def _V(self, t0: int, t1: int, out: Tensor) -> Tensor:
+        f, n, B = self.f, t1 - t0, self.B
+        torch.mm(f.xs[t0:t1].reshape(n * B, self.I), f.a.t(), out=out.view(n * B, self.N))
+        if f.v0 is not None:
+            out.addcmul_(f.pv[t0:t1], f.v0)
+        return out
+
+    def _rden(self, t0: int, t1: int) -> Tensor:
+        f, n, B = self.f, t1 - t0, self.B
+        rd = self.rden[:n]
+        torch.mm(f.qs[t0:t1].reshape(n * B, self.Iq), f.c.t(), out=rd.view(n * B, self.Hm))
+        if self.clamp:
+            rd.clamp_min_(0)
+        if f.m0 is not None:
+            rd.addcmul_(f.pm[t0:t1], f.m0)
+        return rd.add_(ADAM_EPS).rsqrt_()
+
+    def _scale(self, v: Tensor, rd: Tensor) -> Tensor:
+        """``v *= rd`` with ``v`` ``(n, B, N)`` and ``rd`` ``(n, B, Hm)``."""
+        if self.paired:
+            n, B, N = v.shape
+            v.view(n, B, 2, N // 2).mul_(rd.unsqueeze(2))
+        else:
+            v.mul_(rd)
+        return v
+
+    def forward_block(self, t0: int, t1: int, out: Tensor) -> None:
+        """Write ``d`` of steps ``t0..t1-1`` into ``out`` ``(n, B, N)``."""
+        self._V(t0, t1, out)
+        if self.normalized:
+            self._scale(out, self._rden(t0, t1))
+
+    def backward_init(self):
+        f, L, B = self.f, BLOCK, self.B
+        self.grads = [torch.empty_like(f.xs) if self.needs[0] else None, torch.zeros_like(f.a),
+                      torch.zeros_like(f.v0) if self.needs[2] else None, None, None, None]
+        if self.normalized:
+            self.grads[3] = torch.empty_like(f.qs) if self.needs[3] else None
+            self.grads[4] = torch.zeros_like(f.c)
+            self.grads[5] = torch.zeros_like(f.m0) if self.needs[5] else None
+            self.r = f.xs.new_empty(L, B, self.N)
+            self.v = f.xs.new_empty(L, B, self.N)
+            self.w = f.xs.new_empty(L, B, self.Hm) if self.paired else self.v
+
+    def backward_block(self, t0: int, t1: int, dz: Tensor) -> None:
+        """Gradients from ``dz`` ``(n, B, N)`` (w.r.t. ``d`` of steps ``t0..t1-1``):
+        ``dV = dz rden``; ``dM = -1/2 (sum over parts of dV V) rden^2``."""
+        f, n, B, N = self.f, t1 - t0, self.B, self.N
+        dxs, da, dv0, dqs, dc, dm0 = self.grads
+        xs = f.xs[t0:t1].reshape(n * B, self.I)
+        if self.normalized:
+            rd = self._rden(t0, t1)
+            r3 = self._scale(self.r[:n].copy_(dz), rd)
+        else:
+            r3 = dz
+        r = r3.view(n * B, N)
+        da.addmm_(r.t(), xs)
+        if dxs is not None:
+            torch.mm(r, f.a, out=dxs[t0:t1].view(n * B, self.I))
+        if dv0 is not None:
+            dv0.add_((r3 * f.pv[t0:t1]).sum(0))
+        if not self.normalized:
+            return
+        Hm = self.Hm
+        v = self._V(t0, t1, self.v[:n]).view(n * B, N).mul_(r)
+        if self.paired:
+            w = torch.sum(v.view(n * B, 2, Hm), 1, out=self.w[:n].view(n * B, Hm))
+        else:
+            w = v
+        rdf = rd.view(n * B, Hm)
+        w.mul_(rdf).mul_(rdf)  # -2 dM
+        dc.addmm_(w.t(), f.qs[t0:t1].reshape(n * B, self.Iq))
+        if dqs is not None:
+            torch.mm(w, f.c, out=dqs[t0:t1].view(n * B, self.Iq))
+        if dm0 is not None:
+            dm0.add_((w.view(n, B, Hm) * f.pm[t0:t1]).sum(0))
+
+    def backward_result(self):
+        dxs, da, dv0, dqs, dc, dm0 = self.grads
+        for g in (dqs, dc, dm0):
+            if g is not None:
+                g.mul_(-0.5)
+        return dxs, da, dv0, dqs, dc, dm0
+
+
 class _ModReLURecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h0, W, bias, paired, d, xs, qs, a, c):
+    def forward(ctx, h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0):
         ctx.set_materialize_grads(False)
         factored = d is None
         if factored:
             T, B, _ = xs.shape
             N = a.shape[0]
             hs = xs.new_empty(T, B, N)
+            factors = DriveFactors(xs, a, pv, v0, qs, c, pm, m0)
+            drive = _FactoredDrive(factors, paired, None)
         else:
             T, B, N = d.shape
             ctx.mark_dirty(d)
             hs = d  # consumed in place
-        H = N // 2 if paired else N
         h_steps = hs.unbind(0)
         if paired:
-            coef = hs.new_empty(3, T, B, H)  # alpha, rho, zeta per step (see _modrelu_step_pairs)
-            a_steps, rho_steps, zeta_steps = (c_.unbind(0) for c_ in coef.unbind(0))
-            r_scratch = hs.new_empty(B, H)
+            H = N // 2
+            rs = hs.new_empty(T, B, H)  # |z|
+            alphas = hs.new_empty(T, B, H)  # |h| / |z|
+            r_steps, a_steps = rs.unbind(0), alphas.unbind(0)
             product = _ComplexProduct(W[0], W[1], B)  # W = (Re B, Im B)
         else:
-            coef = None
+            rs = alphas = None
             s = hs.new_empty(B, N)
-        if factored:
-            # rden_t = (q~_t c^T + eps)^(-1/2), kept for the backward; d_t = (x~_t a^T) rden_t
-            Hm = c.shape[0]
-            rden = hs.new_empty(T, B, Hm)
-            rden_steps = rden.unbind(0)
-            x_steps, q_steps = xs.unbind(0), qs.unbind(0)
-            aT, cT = a.t(), c.t()
-            # one input channel: outer products as broadcast products (cheaper than K = 1 GEMMs)
-            outer = xs.shape[2] == 1
-            eps0 = hs.new_full((), ADAM_EPS)
         h = h0
-        for t in range(T):
-            z = h_steps[t]
+        for t0, t1 in _blocks(T):
             if factored:
-                rd = rden_steps[t]
-                if outer:
-                    torch.addcmul(eps0, q_steps[t], cT, out=rd)
-                    torch.mul(x_steps[t], aT, out=z)
-                else:  # a sum of mixed-sign products: keep rounding from going below 0
-                    torch.mm(q_steps[t], cT, out=rd).clamp_min_(0).add_(ADAM_EPS)
-                    torch.mm(x_steps[t], aT, out=z)
-                rd.rsqrt_()
+                drive.forward_block(t0, t1, hs[t0:t1])
+            for t in range(t0, t1):
+                z = h_steps[t]
                 if paired:
-                    z.view(B, 2, H).mul_(rd.unsqueeze(1))
+                    h = _modrelu_step_pairs(product.acc(z, h), bias, r_steps[t], a_steps[t])
                 else:
-                    z.mul_(rd)
-            if paired:
-                product.acc(z, h)
-                h = _modrelu_step_pairs(z, bias, r_scratch, a_steps[t], rho_steps[t], zeta_steps[t])
-            else:
-                z.addmm_(h, W)
-                h = _modrelu_step_real(z, bias, s)
+                    h = _modrelu_step_real(z.addmm_(h, W), bias, s)
         ctx.paired, ctx.factored = paired, factored
         if factored:
-            ctx.save_for_backward(h0, W, bias, hs, coef, xs, qs, a, c, rden)
+            ctx.save_for_backward(h0, W, bias, hs, rs, alphas, *factors)
         else:
-            ctx.save_for_backward(h0, W, bias, hs, coef)
+            ctx.save_for_backward(h0, W, bias, hs, rs, alphas)
         return hs
 
     @staticmethod
     def backward(ctx, d_hs):
         if d_hs is None:
-            return (None,) * 9
+            return (None,) * 13
         if ctx.factored:
-            h0, W, bias, hs, coef, xs, qs, a, c, rden = ctx.saved_tensors
+            h0, W, bias, hs, rs, alphas, *factors = ctx.saved_tensors
+            needs = [ctx.needs_input_grad[i] for i in (5, 6, 8, 9, 10, 12)]
+            drive = _FactoredDrive(DriveFactors(*factors), ctx.paired, needs)
+            drive.backward_init()
         else:
-            h0, W, bias, hs, coef = ctx.saved_tensors
+            h0, W, bias, hs, rs, alphas = ctx.saved_tensors
+        paired = ctx.paired
         T, B, N = hs.shape
-        if ctx.paired:  # products with B^H = (Re B)^T - i (Im B)^T
+        L = BLOCK
+        if paired:  # products with B^H = (Re B)^T - i (Im B)^T
+            H = N // 2
             product = _ComplexProduct(W[0].t(), -W[1].t(), B)
+            rho = hs.new_empty(L, B, H)  # 1 / |h| (0 if inactive)
+            zeta = hs.new_empty(L, B, H)  # b alpha rho^3
+            pg = hs.new_empty(L, B, H)  # h . g per unit
+            tmp = hs.new_empty(B, 2, H)
+            q = hs.new_empty(B, H)
+            d_bias = hs.new_zeros(H)
         else:
             Wt = W.t()
-        dz = torch.empty_like(hs)  # gradient w.r.t. z_t = h_{t-1} W + d_t (= w.r.t. d_t)
-        dz_steps, g_steps, h_steps = dz.unbind(0), d_hs.unbind(0), hs.unbind(0)
-        if not ctx.paired:
-            # d modReLU / dz = 1 where h != 0 (else 0); d / db = sign(h).
-            sg = hs.new_empty(B, N)
-            acc = hs.new_zeros(B, N)
-
-            def local(t):
-                g = dz_steps[t]
-                torch.sign(h_steps[t], out=sg)
-                acc.addcmul_(g, sg)
-                g.mul_(sg.abs_())
-        else:
-            # Per unit, with u = z / |z| = h / |h|: h = alpha z on active units, so
-            # dz = alpha g - (b / |z|) u (u . g) = alpha g - zeta (h . g) h, and d / db = u . g
-            # = rho (h . g).
-            H = N // 2
-            a_steps, rho_steps, zeta_steps = (c_.unbind(0) for c_ in coef.unbind(0))
-            tmp = hs.new_empty(B, 2, H)
-            p = hs.new_empty(B, H)
-            acc = hs.new_zeros(B, H)
-
-            def local(t):
-                gv = dz_steps[t].view(B, 2, H)
-                hv = h_steps[t].view(B, 2, H)
-                torch.sum(torch.mul(gv, hv, out=tmp), 1, out=p)  # h . g
-                acc.addcmul_(p, rho_steps[t])
-                p.mul_(zeta_steps[t])
-                gv.mul_(a_steps[t].unsqueeze(1)).addcmul_(hv, p.unsqueeze(1), value=-1)
-
-        if ctx.factored:
-            Hm = c.shape[0]
-            dxs, dqs = torch.empty_like(xs), torch.empty_like(qs)
-            dxs_steps, dqs_steps = dxs.unbind(0), dqs.unbind(0)
-            x_steps, q_steps, rden_steps = xs.unbind(0), qs.unbind(0), rden.unbind(0)
-            aT = a.t()
-            outer = xs.shape[2] == 1
-            da = a.new_zeros(a.shape)
-            dc = c.new_zeros(c.shape)
-            r = hs.new_empty(B, N)
-            V = hs.new_empty(B, N)
-            w = hs.new_empty(B, Hm) if ctx.paired else V
-
-            def drive_backward(t):
-                # d_t = V_t rden_t with V_t = x~_t a^T, rden_t = (M_t + eps)^(-1/2), M_t = q~_t c^T:
-                # dV = dz rden; dM = -1/2 sum_parts dz V rden^3 = -1/2 (sum_parts dV V) rden^2
-                rd = rden_steps[t]
-                if ctx.paired:
-                    torch.mul(dz_steps[t].view(B, 2, -1), rd.unsqueeze(1), out=r.view(B, 2, -1))
-                else:
-                    torch.mul(dz_steps[t], rd, out=r)
-                da.addmm_(r.t(), x_steps[t])
-                torch.mm(r, a, out=dxs_steps[t])
-                if outer:
-                    torch.mul(x_steps[t], aT, out=V).mul_(r)
-                else:
-                    torch.mm(x_steps[t], aT, out=V).mul_(r)
-                if ctx.paired:
-                    torch.sum(V.view(B, 2, Hm), 1, out=w)
-                w.mul_(rd).mul_(rd)
-                dc.addmm_(w.t(), q_steps[t])
-                torch.mm(w, c, out=dqs_steps[t])
-
-        dz_steps[T - 1].copy_(g_steps[T - 1])
-        local(T - 1)
-        if ctx.factored:
-            drive_backward(T - 1)
-        for t in range(T - 2, -1, -1):
-            if ctx.paired:
-                product.acc(dz_steps[t].copy_(g_steps[t]), dz_steps[t + 1])
+            sgn = hs.new_empty(L, B, N)  # sign(h): d modReLU / db
+            mask = hs.new_empty(L, B, N)  # |sign(h)|: d modReLU / dz
+            d_bias = hs.new_zeros(N)
+        # dz: gradient w.r.t. z_t = h_{t-1} W + d_t (= w.r.t. d_t). A dense drive needs all of it
+        # (it is that drive's gradient); a factored one only block by block, with dW accumulated
+        # per block, so no (T, B, N) buffer is allocated.
+        full = not ctx.factored
+        dz = torch.empty_like(hs) if full else hs.new_empty(L, B, N)
+        later = None if full else hs.new_empty(B, N)  # dz of the first step of the later block
+        d_W = hs.new_zeros(N, N)
+        g_steps, h_steps = d_hs.unbind(0), hs.unbind(0)
+        for t0, t1 in reversed(_blocks(T)):
+            n = t1 - t0
+            dzb = dz[t0:t1] if full else dz[:n]
+            dzb_steps = dzb.unbind(0)
+            if paired:
+                # Per unit, with u = h / |h|: dz = alpha g - (b / |z|) u (u . g)
+                # = alpha g - zeta (h . g) h, and d / db = u . g = rho (h . g).
+                al = alphas[t0:t1]
+                torch.mul(al, rs[t0:t1], out=rho[:n]).reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
+                torch.mul(rho[:n], rho[:n], out=zeta[:n]).mul_(rho[:n]).mul_(al).mul_(bias)
             else:
-                torch.addmm(g_steps[t], dz_steps[t + 1], Wt, out=dz_steps[t])
-            local(t)
+                torch.sign(hs[t0:t1], out=sgn[:n])
+                torch.abs(sgn[:n], out=mask[:n])
+            for t in range(t1 - 1, t0 - 1, -1):
+                i = t - t0
+                g = dzb_steps[i]
+                if t == T - 1:
+                    g.copy_(g_steps[t])
+                else:
+                    nxt = dzb_steps[i + 1] if i + 1 < n else (dz[t1] if full else later)
+                    if paired:
+                        product.acc(g.copy_(g_steps[t]), nxt)
+                    else:
+                        torch.addmm(g_steps[t], nxt, Wt, out=g)
+                if paired:
+                    gv, hv = g.view(B, 2, H), h_steps[t].view(B, 2, H)
+                    p = torch.sum(torch.mul(gv, hv, out=tmp), 1, out=pg[i])
+                    torch.mul(p, zeta[i], out=q)
+                    gv.mul_(al[i].unsqueeze(1)).addcmul_(hv, q.unsqueeze(1), value=-1)
+                else:
+                    g.mul_(mask[i])
+            if paired:
+                d_bias.add_(pg[:n].mul_(rho[:n]).sum((0, 1)))
+            else:
+                d_bias.add_(sgn[:n].mul_(dzb).sum((0, 1)))
             if ctx.factored:
-                drive_backward(t)
-        d_bias = acc.sum(0)
-        d_h0 = product.acc(torch.zeros_like(h0), dz[0]) if ctx.paired else dz[0] @ Wt
-        d_W = h0.t() @ dz[0]
-        if T > 1:
-            d_W.addmm_(hs[:-1].reshape(-1, N).t(), dz[1:].reshape(-1, N))
-        if ctx.paired:  # the pair matrix [[Br, Bi], [-Bi, Br]] -> (dBr, dBi)
-            H = N // 2
+                drive.backward_block(t0, t1, dzb)
+            if not full:
+                # dW += h_{t-1}^T dz_t over the block
+                if t0 > 0:
+                    d_W.addmm_(hs[t0 - 1:t1 - 1].reshape(-1, N).t(), dzb.reshape(-1, N))
+                else:
+                    d_W.addmm_(h0.t(), dzb[0])
+                    if n > 1:
+                        d_W.addmm_(hs[:n - 1].reshape(-1, N).t(), dzb[1:].reshape(-1, N))
+                later.copy_(dzb[0])
+        dz0 = dz[0]  # (the first step's dz: in the block buffer, the first block was done last)
+        d_h0 = product.acc(torch.zeros_like(h0), dz0) if paired else dz0 @ Wt
+        if full:
+            d_W.addmm_(h0.t(), dz[0])
+            if T > 1:
+                d_W.addmm_(hs[:-1].reshape(-1, N).t(), dz[1:].reshape(-1, N))
+        if paired:  # the pair matrix [[Br, Bi], [-Bi, Br]] -> (dBr, dBi)
             d_W = torch.stack([d_W[:H, :H] + d_W[H:, H:], d_W[:H, H:] - d_W[H:, :H]])
         if ctx.factored:
-            dc.mul_(-0.5)
-            dqs.mul_(-0.5)
-            return d_h0, d_W, d_bias, None, None, dxs, dqs, da, dc
-        return d_h0, d_W, d_bias, None, dz, None, None, None, None
+            dxs, da, dv0, dqs, dc, dm0 = drive.backward_result()
+            return d_h0, d_W, d_bias, None, None, dxs, da, None, dv0, dqs, dc, None, dm0
+        return d_h0, d_W, d_bias, None, dz, None, None, None, None, None, None, None, None
 
 
 def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor, paired: bool = False,
-                       factors=None) -> Tensor:
+                       factors: Optional[DriveFactors] = None) -> Tensor:
     """All hidden states ``(T, B, N)`` of ``h_t = modReLU(h_{t-1} W + d_t)``.
 
     Args:
@@ -265,16 +359,15 @@ def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor,
             None with ``factors``.
         h0: initial state ``(B, N)``.
         W: recurrent matrix ``(N, N)``; with ``paired``, ``(2, H, H)``: real and imaginary parts
-            of the complex ``B`` (products by three real GEMMs).
+            of the complex ``B``.
         bias: modReLU bias, ``(N,)``, or ``(N/2,)`` with ``paired``.
         paired: complex units stored as ``[real parts, imaginary parts]`` (``N = 2H``).
-        factors: ``(x~, q~, a, c)`` of a factored Adam / RMSProp drive
-            ``d_t = (x~_t a^T) / sqrt(q~_t c^T + 1e-16)`` (the square root shared by the two
-            parts of a complex unit).
+        factors: a :class:`DriveFactors` drive, formed block by block in the loop (no
+            ``(T, B, N)`` drive nor drive gradient is materialized).
     """
     if d is not None:
         if d._base is not None or (d.is_leaf and d.requires_grad):  # give the loop memory of its own
             d = d.clone()
-        return _ModReLURecurrence.apply(h0, W, bias, paired, d, None, None, None, None)
-    xs, qs, a, c = factors
-    return _ModReLURecurrence.apply(h0, W, bias, paired, None, xs, qs, a, c)
+        return _ModReLURecurrence.apply(h0, W, bias, paired, d, *([None] * 8))
+    f = DriveFactors(*(None if t is None else t.contiguous() for t in factors))
+    return _ModReLURecurrence.apply(h0, W, bias, paired, None, *f)

@@ -3,10 +3,12 @@
 The native kernels take ``W_ih x_t + b_ih`` as their only input drive. Drives that are not a
 linear function of the inputs (Adam, RMSProp) or that depend on ``h_{t-1}`` (Nesterov) need a
 recurrence of our own. This module runs it with the least work per time step that pure PyTorch
-allows: one ``addmm`` for the input drive and one for the recurrent drive per step, in-place
-element-wise ops on ``(B, G*H)`` tensors that stay in cache, preallocated output buffers, and a
-backward loop written out by hand (no autograd graph per step). Parameter gradients are one GEMM
-each over all steps at the end.
+allows: one ``addmm`` for the recurrent drive per step, in-place element-wise ops on
+``(B, G*H)`` tensors that stay in cache, preallocated output buffers, and a backward loop written
+out by hand (no autograd graph per step). The Adam / RMSProp drive is computed for blocks of steps
+(about 2 MB each) between the cell steps and recomputed block-wise in the backward, so neither
+``v`` nor ``m`` is stored per step; Nesterov's drive is one ``addmm`` per step. Parameter
+gradients are one GEMM each over all steps at the end.
 
 Why per step and not whole-sequence tensor ops: on CPU each pass over a ``(T, B, G*H)``
 temporary (200 MB at the sequential-MNIST shape) costs more than the step's whole cell, most of
@@ -163,7 +165,6 @@ class _FusedRecurrence(torch.autograd.Function):
         cs = ref.new_empty(T, B, H) if host == "lstm" else None
         rn = ref.new_empty(T, B, H) if host == "gru" else None
         ps = ref.new_empty(T, B, G) if nesterov else None
-        pre = ref.new_empty(B, G) if nesterov else None
         h_steps = hs.unbind(0)
         p_steps = ps.unbind(0) if nesterov else None
         if nesterov:

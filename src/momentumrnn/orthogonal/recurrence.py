@@ -179,7 +179,11 @@ class _FactoredDrive:
         xs = f.xs[t0:t1].reshape(n * B, self.I)
         if self.normalized:
             rd = self._rden(t0, t1)
-            r3 = self._scale(self.r[:n].copy_(dz), rd)
+            r3 = self.r[:n]
+            if self.paired:
+                torch.mul(dz.view(n, B, 2, N // 2), rd.unsqueeze(2), out=r3.view(n, B, 2, N // 2))
+            else:
+                torch.mul(dz, rd, out=r3)
         else:
             r3 = dz
         r = r3.view(n * B, N)

@@ -10,7 +10,6 @@ Typical use (the authors' permuted-MNIST DTRIV recipe)::
 
 from __future__ import annotations
 
-import math
 from typing import List, Tuple
 
 from torch import nn
@@ -86,5 +85,3 @@ def register_optimizer_hook(optimizer, module: nn.Module, K=None):
     handle.trivialization = dt
     return handle
 
-
-_ = math  # (math.inf is the documented value of K)

@@ -166,9 +166,9 @@ def test_learnable_hyper_parameters(host, kind):
     if kw:
         mu, eps = layer.hyper_parameters()
         if "learn_mu" in kw:
-            assert 0 < float(mu) < 1 and abs(float(mu) - HP[kind]["mu"]) < 1e-12
+            assert 0 < float(mu.detach()) < 1 and abs(float(mu.detach()) - HP[kind]["mu"]) < 1e-12
         if "learn_epsilon" in kw:
-            assert abs(float(eps) - HP[kind]["epsilon"]) < 1e-12
+            assert abs(float(eps.detach()) - HP[kind]["epsilon"]) < 1e-12
 
 
 @pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))

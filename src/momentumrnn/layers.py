@@ -406,16 +406,16 @@ class MomentumRNNBase(nn.Module):
             out = _reverse_within(out, lengths)
         return out, hT, cT, mom
 
-    def _coefficients(self, T: int, B: int, step0: Optional[Tensor], dtype, device):
+    def _coefficients(self, T: int, step0: Optional[Tensor], dtype, device):
         """Per-step coefficient of the scheduled schemes: ``(mu_k (T, B', 1), k (T, B'))``."""
         if step0 is None:
             step0 = torch.zeros(1, dtype=torch.long, device=device)
         k = next_steps(step0, T, self.scheme.restart)
         return restart_mu(k, dtype).unsqueeze(2), k
 
-    def _native(self, x, lengths, h0, c0, weights, has_biases=None):
+    def _native(self, x, lengths, h0, c0, weights):
         """One native single-layer, single-direction call; returns ``(out, h_T, c_T)``."""
-        has_biases = self.bias if has_biases is None else has_biases
+        has_biases = self.bias
         T, B, _ = x.shape
         H = self.hidden_size
         if h0 is None:
@@ -447,7 +447,7 @@ class MomentumRNNBase(nn.Module):
             coeff = mu if isinstance(mu, Tensor) else torch.tensor(mu, dtype=x.dtype, device=x.device)
             k = None
         else:
-            coeff, k = self._coefficients(T, B, mom0.step, x.dtype, x.device)
+            coeff, k = self._coefficients(T, mom0.step, x.dtype, x.device)
         cols = [linear_filter(x, coeff)]
         w_cols = [w_ih]
         if self.bias:
@@ -489,7 +489,7 @@ class MomentumRNNBase(nn.Module):
             b_hn = x.new_zeros(H) if self.host == "gru" else None
         alpha = beta_k = k = None
         if kind == "nesterov":
-            beta_k, k = self._coefficients(T, B, mom0.step, x.dtype, x.device)
+            beta_k, k = self._coefficients(T, mom0.step, x.dtype, x.device)
             alpha = 1 + beta_k
         p0 = mom0.p
         if kind == "nesterov" and p0 is None:

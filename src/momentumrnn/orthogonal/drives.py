@@ -28,6 +28,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ..layers import _at_last_step as _core_at_last_step
 from ..filters import cumulative_decay, linear_filter
 from ..schemes import ADAM_EPS, MomentumState, Scheme, next_steps, restart_mu
 from .recurrence import DriveFactors
@@ -45,10 +46,10 @@ class Drive(NamedTuple):
 
 
 def _at_last_step(seq: Tensor, last: Optional[Tensor]) -> Tensor:
-    """``seq[len_b - 1, b]`` per sequence, as a tensor of its own (never a view of ``seq``)."""
-    if last is None:
-        return seq[-1].clone()
-    return seq[last, torch.arange(seq.shape[1], device=seq.device)]
+    """The core's ``seq[len_b - 1, b]``, as a tensor of its own (never a view of ``seq``: the
+    recurrence consumes drives in place)."""
+    out = _core_at_last_step(seq, last)
+    return out.clone() if last is None else out  # advanced indexing already copies
 
 
 def _project(x: Tensor, w: Tensor) -> Tensor:

@@ -76,6 +76,7 @@ class RunModule(pl.LightningModule):
     def _step(self, batch, acc: torch.Tensor):
         x, y, w, n = batch
         pred = self(x)
+        y = self.task.targets(x, y)
         loss_i = self.task.per_sample_loss(pred, y)
         stats = self.task.per_sample_stats(pred, y, loss_i)
         wd = w.detach().double()

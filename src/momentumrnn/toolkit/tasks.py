@@ -85,6 +85,11 @@ class Task:
         """Raw batch -> float model input ``(B, T, input_size)``."""
         return x.float()
 
+    def targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Raw batch -> what :meth:`per_sample_loss` compares the prediction with (e.g. the next
+        frames of ``x`` for next-frame prediction); ``y`` by default."""
+        return y
+
     # -- model head and loss -----------------------------------------------------------------------
     @property
     def mode(self) -> str:

@@ -38,6 +38,8 @@ EPILOG = """examples:
   momentumrnn train --resume --out runs/mlstm           # continue a killed run
   momentumrnn compare smnist --models LSTM MomentumLSTM --seeds 0 1 2 --out runs/cmp
   momentumrnn report runs/cmp
+  momentumrnn grads smnist-small --models LSTM MomentumLSTM --out runs/grads
+  momentumrnn sweep smnist-small --model MomentumLSTM --mu 0 0.3 0.6 --epsilon 0.3 0.6 1 --out runs/sweep
   momentumrnn list models
 """
 
@@ -127,6 +129,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the demo recipe")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("grads", help="||dL/dh_t|| over time during training, for several models: heatmaps",
+                       description="Train every model (as `compare`) while recording the norm of the loss "
+                                   "gradient w.r.t. the hidden state h_t for every time step t at chosen "
+                                   "iterations, on a fixed probe batch; draws the paper's heatmap (time step "
+                                   "vs iteration) and line plots, and writes grads.csv / grads.md.")
+    _add_run_options(p, compare=True)
+    d = p.add_argument_group("gradient probe")
+    d.add_argument("--at", nargs="+", metavar="STEP", help="optimizer steps to probe (default: 12 evenly "
+                   "spaced over the planned training, from step 0)")
+    d.add_argument("--probe-size", metavar="N", help="examples in the probe batch (default 32)")
+    p.set_defaults(func=cmd_grads)
+
+    p = sub.add_parser("sweep", help="grid over mu x epsilon (the paper's ablation): annotated heatmap",
+                       description="Train one momentum model for every (mu, epsilon) of a grid and every "
+                                   "seed, then draw the final metric as an annotated heatmap "
+                                   "(sweep.png, sweep.md, sweep.csv).")
+    _add_run_options(p, compare=True)
+    d = p.add_argument_group("grid")
+    d.add_argument("--model", help="the momentum model to sweep (default: the recipe's model, else MomentumLSTM)")
+    d.add_argument("--mu", nargs="+", metavar="MU", required=True, help="momentum values, e.g. 0 0.3 0.6 0.9")
+    d.add_argument("--epsilon", nargs="+", metavar="EPS", required=True, help="step sizes, e.g. 0.1 0.3 0.6 1")
+    d.add_argument("--baseline", metavar="MODEL", help="also train this model (e.g. LSTM) and show its value")
+    d.add_argument("--value", choices=("final", "best"), default="final", help="which metric value per run "
+                   "(default: final)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("list", help="models, tasks, optimizers and bundled recipes")
     p.add_argument("what", nargs="?", choices=("models", "tasks", "optimizers", "recipes"), default=None)
@@ -247,6 +275,140 @@ def cmd_demo(args) -> int:
     print(md.split("\nRuns:")[0].rstrip())
     print(f"\ndemo finished in {time.time() - start:.0f} s; curves: {out / 'curves.png'}, "
           f"report: {out / 'report.md'}")
+    return 0
+
+
+def _compare_dirs(cfg: dict, out: Path) -> list[tuple[str, Path]]:
+    from .config import model_label
+    from .runner import slug
+
+    return [(model_label(m), out / slug(model_label(m)) / f"seed{s}") for m in cfg["models"] for s in cfg["seeds"]]
+
+
+def _default_probe_steps(cfg: dict) -> list[int]:
+    import math
+
+    from .tasks import build_task
+
+    t = cfg["train"]
+    train, _ = build_task(cfg["task"]).load()
+    per_epoch = math.ceil(len(train) / t["batch_size"])
+    if t["limit_train_batches"]:
+        per_epoch = min(per_epoch, t["limit_train_batches"])
+    total = per_epoch * t["epochs"]
+    if t["max_steps"]:
+        total = min(total, t["max_steps"])
+    k = min(12, total)
+    return sorted({round(i * (total - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def cmd_grads(args) -> int:
+    from .config import Opt, coerce, parse_value, resolve
+    from .diagnostics import (collect_grad_norms, grads_csv, grads_table, plot_grad_heatmaps,
+                              plot_grad_lines)
+    from .runfiles import atomic_write_text
+    from .runner import compare_runs, is_writer
+
+    _check_flags(args)
+    recipe, origin = _recipe(args)
+    extra = []
+    if args.at:
+        extra.append(("train.grad_norm_steps", [parse_value(a) for a in args.at]))
+    if args.probe_size is not None:
+        extra.append(("train.grad_norm_batch", parse_value(args.probe_size)))
+    cfg = resolve(recipe, _overrides(args) + extra, command="compare", origin=origin)
+    if cfg["train"]["devices"] * cfg["train"]["num_nodes"] > 1:
+        raise ToolkitError("grads probes in one process; use --devices 1")
+    if not cfg["train"]["grad_norm_steps"]:
+        cfg["train"]["grad_norm_steps"] = _default_probe_steps(cfg)
+    coerce("--at", Opt("int_list", None, lo=0), cfg["train"]["grad_norm_steps"])
+    out = Path(args.out) if args.out else Path("runs") / f"grads-{cfg['task']['name']}"
+    if is_writer():
+        print(f"probing ||dL/dh_t|| at steps {cfg['train']['grad_norm_steps']} on the first "
+              f"{cfg['train']['grad_norm_batch']} training examples", flush=True)
+    compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
+                 jobs=args.jobs)
+    if not is_writer():
+        return 0
+    series = collect_grad_norms(_compare_dirs(cfg, out))
+    if not series:
+        raise ToolkitError(f"no gradient norms were recorded in {out}: did training reach the probed steps "
+                           f"{cfg['train']['grad_norm_steps']}?")
+    title = f"{cfg['task']['name']}: ||dL/dh_t|| during training"
+    plot_grad_heatmaps(series, out / "grads_heatmap.png", title=title)
+    plot_grad_lines(series, out / "grads_lines.png", title=f"{cfg['task']['name']}: ||dL/dh_t|| against t")
+    atomic_write_text(out / "grads.csv", grads_csv(series))
+    table = grads_table(series)
+    atomic_write_text(out / "grads.md", "# ||dL/dh_t|| during training\n\n" + table +
+                      "\n![heatmap](grads_heatmap.png)\n\n![lines](grads_lines.png)\n")
+    print()
+    print(table.rstrip())
+    print(f"\nheatmap: {out / 'grads_heatmap.png'}  lines: {out / 'grads_lines.png'}  data: {out / 'grads.csv'}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .config import model_spec, parse_value, resolve
+    from .diagnostics import plot_sweep, sweep_grid, sweep_markdown, sweep_models
+    from .runfiles import atomic_write_text, read_summary
+    from .runner import compare_runs, is_writer
+
+    _check_flags(args)
+    if args.models:
+        raise ToolkitError("sweep trains one model over a grid: give --model NAME, not --models")
+    recipe, origin = _recipe(args)
+    mus = [parse_value(m) for m in args.mu]
+    eps = [parse_value(e) for e in args.epsilon]
+    for name, vals in (("--mu", mus), ("--epsilon", eps)):
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ToolkitError(f"{name}: expected numbers, got {v!r}")
+        if len(set(vals)) != len(vals):
+            raise ToolkitError(f"{name}: repeated values {vals}")
+    mus, eps = [float(m) for m in mus], [float(e) for e in eps]
+    recipe_model = ((recipe or {}).get("model") or {}).get("name")
+    base = model_spec(args.model or recipe_model or "MomentumLSTM")
+    args.model = None  # the swept model is in the entries; a --model override would rename the baseline
+    entries = sweep_models(base, mus, eps)
+    if args.baseline:
+        entries.append(model_spec(args.baseline))
+    overrides = _overrides(args) + [("models", entries)]
+    cfg = resolve(recipe, overrides, command="compare", origin=origin)
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{cfg['task']['name']}"
+    compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
+                 jobs=args.jobs)
+    if not is_writer():
+        return 0
+    summaries = []
+    for label, d in _compare_dirs(cfg, out):
+        s = read_summary(d)
+        if s:
+            summaries.append(s)
+    if not summaries:
+        raise ToolkitError(f"no finished runs in {out}")
+    metric, mode = summaries[0]["metric"], summaries[0].get("mode", "max")
+    mean, std = sweep_grid(summaries, mus, eps, value=args.value)
+    baseline = None
+    if args.baseline:
+        from .config import model_label
+
+        blabel = model_label(cfg["models"][-1])
+        vals = [(s.get("final") or {}).get(metric) if args.value == "final" else (s.get("best") or {}).get("value")
+                for s in summaries if s.get("label") == blabel]
+        vals = [v for v in vals if isinstance(v, (int, float))]
+        if vals:
+            baseline = (blabel, sum(vals) / len(vals))
+    what = f"{args.value} {metric}"
+    title = f"{cfg['task']['name']}: {base.get('name') or base.get('host') + '/' + base.get('scheme')} {what}"
+    plot_sweep(mean, std, mus, eps, out / "sweep.png", metric=what, mode=mode, title=title, baseline=baseline)
+    md = sweep_markdown(mean, std, mus, eps, metric=what, mode=mode, baseline=baseline)
+    atomic_write_text(out / "sweep.md", f"# {title}\n\n{md}\n![sweep](sweep.png)\n")
+    rows = ["mu,epsilon,mean,std"] + [f"{m!r},{e!r},{float(mean[i, j])!r},{float(std[i, j])!r}"
+                                      for i, m in enumerate(mus) for j, e in enumerate(eps)]
+    atomic_write_text(out / "sweep.csv", "\n".join(rows) + "\n")
+    print()
+    print(md.rstrip())
+    print(f"\nheatmap: {out / 'sweep.png'}  table: {out / 'sweep.md'}")
     return 0
 
 

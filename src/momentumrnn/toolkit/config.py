@@ -195,6 +195,10 @@ TRAIN_SCHEMA: dict[str, Opt] = {
     "threads": Opt("int", None, "CPU threads per process (null: torch's default; 1 is fastest for small "
                    "models on a busy machine)", lo=1, nullable=True),
     "log_every_steps": Opt("int", 10, "TensorBoard training-loss interval in steps", lo=1),
+    "grad_norm_steps": Opt("int_list", None, "record ||dL/dh_t|| for every time step t at these optimizer "
+                           "steps (grad_norms.npz; `momentumrnn grads` sets it)", lo=0, nullable=True),
+    "grad_norm_batch": Opt("int", 32, "examples in the fixed probe batch of grad_norm_steps (the first "
+                           "training examples)", lo=1),
     "progress": Opt("bool", True, "show a progress bar"),
     "deterministic": Opt("bool", True, "use deterministic algorithms where they exist (same seed, same "
                          "metrics on CPU; an op without one only warns)"),

@@ -200,6 +200,10 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool):
         callbacks.append(ModelCheckpoint(dirpath=ckdir, filename="last", monitor=None, save_top_k=1,
                                          every_n_train_steps=t["checkpoint_every_steps"],
                                          enable_version_counter=False, auto_insert_metric_name=False))
+    if t.get("grad_norm_steps") and prep.writer:
+        from .diagnostics import make_probe_callback
+
+        callbacks.append(make_probe_callback(prep.run_dir, t["grad_norm_steps"], t["grad_norm_batch"]))
     show = progress and prep.writer and sys.stderr.isatty()
     if show:
         callbacks.append(ProgressBar(refresh_rate=1 if sys.stderr.isatty() else 10, leave=False))

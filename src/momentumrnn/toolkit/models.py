@@ -132,11 +132,15 @@ def output_features(layer: nn.Module, hidden: int) -> int:
 
 def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
     """Add ``shift`` to the forget-gate slice (gate order i, f, g, o as torch.nn.LSTM) of every
-    ``bias_ih_l*`` of an LSTM layer."""
+    ``bias_hh_l*`` of an LSTM layer.
+
+    ``b_hh`` enters the pre-activation directly in every scheme, so the forget gate starts
+    ``shift`` higher for all of them; ``b_ih`` sits inside the momentum (SPEC 2), where a shift
+    would be rescaled by ``s / (1 - mu)`` (heavy ball) or even negated (Nesterov: ``r - s u``)."""
     is_lstm = getattr(layer, "host", None) == "lstm" or isinstance(layer, nn.LSTM)
     if not is_lstm:
         raise ToolkitError(f"model.init_forget_bias applies to LSTM hosts only, not {what}; remove it")
-    names = [n for n, _ in layer.named_parameters() if re.fullmatch(r"bias_ih_l\d+(_reverse)?", n)]
+    names = [n for n, _ in layer.named_parameters() if re.fullmatch(r"bias_hh_l\d+(_reverse)?", n)]
     if not names:
         raise ToolkitError(f"model.init_forget_bias needs biases, but {what} has bias=False")
     with torch.no_grad():
@@ -146,7 +150,9 @@ def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
             b[h:2 * h] += shift
 
 
-def build_model(model_cfg: dict, task: Task) -> SequenceModel:
+def build_model(model_cfg: dict, task: Task) -> nn.Module:
+    if type(task).build_model is not Task.build_model:  # a task with its own model (e.g. ptb)
+        return task.build_model(model_cfg)
     layer = build_recurrent(model_cfg, task.input_size)
     if model_cfg.get("init_forget_bias"):
         shift_forget_bias(layer, float(model_cfg["init_forget_bias"]), model_key(model_cfg))

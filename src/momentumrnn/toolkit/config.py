@@ -163,6 +163,9 @@ OPTIM_SCHEMA: dict[str, Opt] = {
     "lr": Opt("float", 1e-3, "learning rate", lo=0, lo_open=True),
     "lr_orth": Opt("float", None, "learning rate of orthogonal parameters (null: same as lr)",
                    lo=0, lo_open=True, nullable=True),
+    "orth_name": Opt("choice", None, "optimizer of the orthogonal parameters when it differs from "
+                     "optim.name (rmsprop, adam or sgd; null: the same); its other settings are optim's",
+                     choices=("rmsprop", "adam", "sgd"), nullable=True),
     "weight_decay": Opt("float", 0.0, "L2 weight decay", lo=0),
     "momentum": Opt("float", 0.0, "momentum (sgd, rmsprop)", lo=0, hi=1, hi_open=True),
     "alpha": Opt("float", 0.9, "smoothing constant (rmsprop)", lo=0, hi=1, lo_open=True, hi_open=True),
@@ -568,10 +571,31 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_NO_DEFAULT = object()
+
+
+def _schema_default(key: str, cfg: dict) -> Any:
+    """The default of a ``task.`` / ``train.`` / ``optim.`` / ``report.`` key (``_NO_DEFAULT`` if none)."""
+    section, _, leaf = key.partition(".")
+    schema = {"train": TRAIN_SCHEMA, "optim": OPTIM_SCHEMA, "report": REPORT_SCHEMA}.get(section)
+    if section == "task":
+        from .tasks import get_task_class
+
+        try:
+            schema = get_task_class(str((cfg.get("task") or {}).get("name"))).options
+        except ToolkitError:
+            return _NO_DEFAULT
+    opt = (schema or {}).get(leaf)
+    return _NO_DEFAULT if opt is None else opt.default
+
+
 def config_changes(saved: dict, new: dict) -> list[str]:
-    """Keys whose values differ between two run configs (excluding those a resume may change)."""
+    """Keys whose values differ between two run configs (excluding those a resume may change).
+    A key missing from the saved config (a run made before the option existed) counts as unchanged
+    when the new value is the option's default."""
     a, b = flatten(saved), flatten(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+                  and not (k not in a and b[k] == _schema_default(k, new)))
 
 
 def dump_yaml(data: Any) -> str:

@@ -190,9 +190,20 @@ def make_optimizer(optim_cfg: dict, model: nn.Module, *, asgd: bool = False) -> 
     lr = optim_cfg["lr"]
     lr_orth = optim_cfg.get("lr_orth") or lr
     groups = [{"params": other, "lr": lr, "group": "default"}]
+    orth_group = {"params": orth, "lr": lr_orth, "group": "orthogonal"}
+    orth_name = optim_cfg.get("orth_name")
+    if orth and orth_name and orth_name != optim_cfg["name"] and not asgd:
+        # e.g. the authors' TIMIT DTRIV: Adam for the rest, RMSprop for the orthogonal parameters
+        from .optimizers import MixedOptimizer
+
+        return MixedOptimizer([_optimizer(optim_cfg["name"], groups, optim_cfg, lr, asgd=False),
+                               _optimizer(orth_name, [orth_group], optim_cfg, lr_orth, asgd=False)])
     if orth:
-        groups.append({"params": orth, "lr": lr_orth, "group": "orthogonal"})
-    name = optim_cfg["name"]
+        groups.append(orth_group)
+    return _optimizer(optim_cfg["name"], groups, optim_cfg, lr, asgd=asgd)
+
+
+def _optimizer(name: str, groups: list, optim_cfg: dict, lr: float, *, asgd: bool) -> torch.optim.Optimizer:
     wd = optim_cfg["weight_decay"]
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, alpha=optim_cfg["alpha"], eps=optim_cfg["eps"],
@@ -218,4 +229,6 @@ def check_optim(optim_cfg: dict, model: nn.Module) -> Optional[str]:
         raise ToolkitError("optim.nesterov needs optim.momentum > 0")
     if optim_cfg.get("lr_orth") is not None and not split_parameters(model)[0]:
         return "optim.lr_orth is set but this model has no orthogonal parameters; it is unused"
+    if optim_cfg.get("orth_name") is not None and not split_parameters(model)[0]:
+        return "optim.orth_name is set but this model has no orthogonal parameters; it is unused"
     return None

@@ -49,7 +49,7 @@ RESUMABLE_CHANGES = {
 
 @dataclass(frozen=True)
 class Opt:
-    """One scalar option: kind in int, float, str, bool, choice, int_list, float_list."""
+    """One option: kind in int, float, str, bool, choice, int_list, float_list, float_map."""
 
     kind: str
     default: Any
@@ -141,6 +141,16 @@ def coerce(key: str, opt: Opt, v: Any) -> Any:
                 raise ToolkitError(f"{key}: unknown value {v!r}; choose one of {', '.join(opt.choices)}")
             return low
         return v
+    if opt.kind == "float_map":
+        if not isinstance(v, dict):
+            raise ToolkitError(f"{key}: expected a mapping of model label -> number, got {v!r} ({_type_name(v)})")
+        out_map = {}
+        for name, x in v.items():
+            if not isinstance(name, str) or not name:
+                raise ToolkitError(f"{key}: keys must be model labels, got {name!r}")
+            out_map[name] = _as_float(f"{key}.{name}", x)
+            _check_range(f"{key}.{name}", opt, out_map[name])
+        return out_map
     if opt.kind in ("int_list", "float_list"):
         if not isinstance(v, (list, tuple)):
             raise ToolkitError(f"{key}: expected a list, got {v!r} ({_type_name(v)})")
@@ -210,6 +220,10 @@ TRAIN_SCHEMA: dict[str, Opt] = {
 REPORT_SCHEMA: dict[str, Opt] = {
     "target": Opt("float", None, "convergence target of the task's metric (null: task default)",
                   nullable=True),
+    "published": Opt("float_map", None, "published values of the task's metric per model label, in the "
+                     "toolkit's units (accuracy as a fraction), shown beside ours in reports", nullable=True),
+    "published_source": Opt("str", None, "where the published values come from (paper, table, setting)",
+                            nullable=True),
 }
 
 MODEL_SCHEMA: dict[str, Opt] = {
@@ -595,6 +609,7 @@ def config_changes(saved: dict, new: dict) -> list[str]:
     when the new value is the option's default."""
     a, b = flatten(saved), flatten(new)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+                  and not k.startswith("report.")  # reporting never changes training
                   and not (k not in a and b[k] == _schema_default(k, new)))
 
 

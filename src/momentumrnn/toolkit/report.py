@@ -58,8 +58,12 @@ def _run_info(d: Path) -> Optional[dict]:
         params = None
         status = "unknown"
     rows = runfiles.read_metrics(d)
+    rep = (cfg or {}).get("report") or {}
+    published = (rep.get("published") or {}).get(str(label))
     return {"dir": d, "label": str(label), "task": str(task), "metric": metric, "mode": mode, "seed": seed,
-            "params": params, "status": status, "target": target, "rows": rows}
+            "params": params, "status": status, "target": target, "rows": rows,
+            "published": published if isinstance(published, (int, float)) else None,
+            "published_source": rep.get("published_source")}
 
 
 def _stats(values: list[float]) -> tuple[Optional[float], Optional[float]]:
@@ -116,6 +120,8 @@ def summarize(runs: list[dict], target: Optional[float]) -> list[dict]:
             "params": rs[0]["params"],
             "incomplete": sum(1 for r in rs if r["status"] != "completed"),
             "n_eval": sum(1 for r in rs if r["rows"]),
+            "published": next((r["published"] for r in rs if r.get("published") is not None), None),
+            "published_source": next((r["published_source"] for r in rs if r.get("published_source")), None),
         }
         out.append(line)
     return out
@@ -143,7 +149,9 @@ def markdown(lines: list[dict], runs: list[dict]) -> str:
                      f"mean ± std over seeds\n")
         tgt_txt = f"{tgt:g}" if tgt is not None else "–"
         loss_col = metric != "test_loss"  # a loss metric is already in the first columns
-        head = ["model", "runs", f"final {short}", f"best {short}"] + (["final test loss"] if loss_col else []) + \
+        paper = any(l.get("published") is not None for l in ls)
+        head = ["model", "runs", f"final {short}", f"best {short}"] + (["paper"] if paper else []) + \
+               (["final test loss"] if loss_col else []) + \
                ["final train loss", f"epochs to {tgt_txt}", f"steps to {tgt_txt}", "epochs", "train time (s)", "params"]
         parts.append("| " + " | ".join(head) + " |")
         parts.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
@@ -152,6 +160,7 @@ def markdown(lines: list[dict], runs: list[dict]) -> str:
             cells = [
                 l["model"], runs_txt,
                 _fmt(*l["final"], l["n_eval"]), _fmt(*l["best"], l["n_eval"]),
+                *([_fmt(l["published"], None, 1)] if paper else []),
                 *([_fmt(*l["final_test_loss"], l["n_eval"])] if loss_col else []),
                 _fmt(*l["final_train_loss"], l["n_eval"]),
                 _conv(l, "epochs_to_target", 2), _conv(l, "steps_to_target", 0),
@@ -159,6 +168,11 @@ def markdown(lines: list[dict], runs: list[dict]) -> str:
                 f"{l['params']:,}" if isinstance(l["params"], int) else "–",
             ]
             parts.append("| " + " | ".join(cells) + " |")
+        sources = list(dict.fromkeys(l["published_source"] for l in ls if l.get("published") is not None
+                                     and l.get("published_source")))
+        if paper:
+            parts.append("\n\"paper\": published values" + (f" ({'; '.join(sources)})" if sources else "") +
+                         "; ours are on the settings of the runs above, which may differ from the paper's.")
         parts.append("")
     parts.append("Runs:\n")
     parts.append("| task | model | seed | status | evaluations | final | best | run directory |")
@@ -178,7 +192,8 @@ def csv_text(lines: list[dict]) -> str:
     cols = ["task", "model", "runs", "seeds", "metric", "mode", "final_mean", "final_std", "best_mean", "best_std",
             "final_test_loss_mean", "final_test_loss_std", "final_train_loss_mean", "final_train_loss_std",
             "target", "runs_reaching_target", "epochs_to_target_mean", "epochs_to_target_std",
-            "steps_to_target_mean", "steps_to_target_std", "epochs_mean", "train_time_s_mean", "params"]
+            "steps_to_target_mean", "steps_to_target_std", "epochs_mean", "train_time_s_mean", "params",
+            "published"]
     w.writerow(cols)
 
     def num(x):
@@ -192,7 +207,8 @@ def csv_text(lines: list[dict]) -> str:
                     "" if l["target"] is None else l["target"], l["reached"],
                     num(l["epochs_to_target"][0]), num(l["epochs_to_target"][1]),
                     num(l["steps_to_target"][0]), num(l["steps_to_target"][1]),
-                    num(l["epochs"][0]), num(l["time_s"][0]), "" if l["params"] is None else l["params"]])
+                    num(l["epochs"][0]), num(l["time_s"][0]), "" if l["params"] is None else l["params"],
+                    num(l.get("published"))])
     return buf.getvalue()
 
 

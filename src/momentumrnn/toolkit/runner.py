@@ -149,7 +149,7 @@ class PreparedRun:
 
             torch.set_num_threads(cfg["train"]["threads"])
         self.label = label or model_label(cfg["model"])
-        self.task = build_task(cfg["task"])
+        self.task = build_task(cfg["task"], seed=cfg["train"]["seed"])
         self.train_split, self.test_split = self.task.load()
         import lightning.pytorch as pl
 

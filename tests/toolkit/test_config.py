@@ -91,7 +91,7 @@ def test_compare_models_seeds_and_labels():
 
 
 def test_bundled_recipes_resolve():
-    assert {"demo", "smnist", "psmnist", "adding"} <= set(recipe_names())
+    assert {"demo", "mnist-table1", "pmnist-table1", "smnist-small", "adding"} <= set(recipe_names())
     for name in recipe_names():
         recipe = load_recipe(name)
         resolve(recipe, [], command="compare")
@@ -112,7 +112,7 @@ def test_recipe_file_errors(tmp_path):
 
 
 def test_a_resolved_config_resolves_to_itself():
-    cfg = resolve(load_recipe("smnist"), [("model.name", "AdamLSTM"), ("task.name", "psmnist"),
+    cfg = resolve(load_recipe("mnist-table1"), [("model.name", "AdamLSTM"), ("task.name", "psmnist"),
                                           ("model.label", "adam"), ("train.threads", 1)])
     again = resolve({k: v for k, v in cfg.items()}, [])
     assert again == cfg

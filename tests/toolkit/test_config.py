@@ -116,3 +116,11 @@ def test_a_resolved_config_resolves_to_itself():
                                           ("model.label", "adam"), ("train.threads", 1)])
     again = resolve({k: v for k, v in cfg.items()}, [])
     assert again == cfg
+
+
+def test_a_task_name_as_recipe_means_the_defaults_on_that_task():
+    assert load_recipe("psmnist") == {"task": {"name": "psmnist"}}
+    cfg = resolve(load_recipe("psmnist"), [], command="train")
+    assert cfg["task"]["name"] == "psmnist" and cfg["model"]["name"] == "MomentumLSTM"
+    with pytest.raises(ToolkitError, match="task name"):
+        load_recipe("no-such-thing")

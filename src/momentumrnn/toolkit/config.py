@@ -292,16 +292,25 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
+def _is_task_name(ref: str) -> bool:
+    from .tasks import TASKS
+
+    return ref.lower() in TASKS
+
+
 def load_recipe(ref: str) -> dict:
-    """A recipe from a YAML file path or a bundled recipe name (``demo``, ``smnist``, ...)."""
+    """A recipe from a YAML file path, a bundled recipe name (``demo``, ``mnist-table1``, ...) or a
+    task name (``smnist``: the built-in defaults on that task)."""
     path = Path(ref)
     if not path.exists():
         bundled = RECIPE_DIR / f"{ref}.yaml"
         if bundled.exists() and os.sep not in ref and not ref.endswith((".yaml", ".yml")):
             path = bundled
+        elif _is_task_name(ref):  # `momentumrnn train smnist`: the defaults on that task
+            return {"task": {"name": ref}}
         else:
             raise ToolkitError(
-                f"recipe {ref!r} not found: give a YAML file or one of the bundled recipes "
+                f"recipe {ref!r} not found: give a YAML file, a task name or one of the bundled recipes "
                 f"({', '.join(recipe_names())})"
             )
     if path.is_dir():

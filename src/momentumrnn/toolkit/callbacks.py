@@ -123,7 +123,7 @@ class Recorder:
         out = {
             "status": status,
             "label": self.label,
-            "task": self.cfg["task"]["name"],
+            "task": getattr(self.task, "display_name", None) or self.cfg["task"]["name"],
             "model": self.cfg["model"],
             "seed": self.cfg["train"]["seed"],
             "parameters": self.params,

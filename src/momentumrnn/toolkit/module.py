@@ -47,12 +47,19 @@ class RunModule(pl.LightningModule):
         self.last_eval_step = -1
         self._t0: Optional[float] = None
         self._swapped: list = []
+        self._lr_restore: list = []
 
     # -- data ------------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
         return self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self):
+        return self.task.train_loader(self)
+
+    def val_dataloader(self):
+        return self.task.eval_loader(self)
+
+    def standard_train_loader(self):
         rank, world = self._world()
         trainer = self.trainer
         return BatchLoader(
@@ -61,7 +68,7 @@ class RunModule(pl.LightningModule):
             skip_fn=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
         )
 
-    def val_dataloader(self):
+    def standard_eval_loader(self):
         rank, world = self._world()
         bs = self.cfg["train"]["eval_batch_size"] or max(self.cfg["train"]["batch_size"], 256)
         return BatchLoader(self.test_split, bs, shuffle=False, rank=rank, world_size=world)
@@ -90,7 +97,26 @@ class RunModule(pl.LightningModule):
         torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank))
         self._t0 = time.perf_counter()
 
+    def add_stats(self, sums: dict, count: float, *, train: bool) -> None:
+        """Add metric sums (keys of ``self.names``; missing ones count 0) over ``count`` examples
+        (or tokens) to the running training or evaluation totals."""
+        acc = self._acc if train else self._vacc
+        acc += torch.tensor([float(sums.get(k, 0.0)) for k in self.names] + [float(count)], dtype=torch.float64)
+
+    def scale_lr(self, factor: float) -> None:
+        """Scale the learning rates of the coming optimizer step only (called from a training step,
+        e.g. AWD-LSTM's ``lr * seq_len / bptt``); :meth:`optimizer_step` restores them."""
+        for group in self.trainer.optimizers[0].param_groups:
+            self._lr_restore.append((group, group["lr"]))
+            group["lr"] = group["lr"] * factor
+
     def training_step(self, batch, batch_idx):
+        return self.task.training_step(self, batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.task.validation_step(self, batch, batch_idx)
+
+    def standard_training_step(self, batch, batch_idx):
         loss_i, w, n = self._step(batch, self._acc)
         world = self.trainer.world_size
         loss = (loss_i * w.to(loss_i.dtype)).sum() * (world / n.clamp(min=1).to(loss_i.dtype))
@@ -100,7 +126,12 @@ class RunModule(pl.LightningModule):
         return loss
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
-        optimizer.step(closure=optimizer_closure)
+        try:
+            optimizer.step(closure=optimizer_closure)
+        finally:
+            for group, lr in reversed(self._lr_restore):
+                group["lr"] = lr
+            self._lr_restore = []
         for hook in self._hooks:  # e.g. the DTRIV base change of orthogonal layers
             hook()
 
@@ -126,7 +157,7 @@ class RunModule(pl.LightningModule):
                         self._swapped.append((p, p.detach().clone()))
                         p.data.copy_(ax)
 
-    def validation_step(self, batch, batch_idx):
+    def standard_validation_step(self, batch, batch_idx):
         self._step(batch, self._vacc)
 
     def _reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -153,6 +184,7 @@ class RunModule(pl.LightningModule):
         for i, k in enumerate(self.names):
             row[f"test_{k}"] = float(te[i] / te[-1]) if te[-1] > 0 else float("nan")
         row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else float("nan")
+        self.task.finish_row(self, row)
         self.evals += 1
         self.last_eval_step = row["step"]
         self.log(self.monitor, row[self.monitor], prog_bar=True, logger=False)
@@ -186,6 +218,7 @@ class RunModule(pl.LightningModule):
             "history": list(self.history),
             "train_time": float(self.train_time),
             "evals": int(self.evals),
+            "task": self.task.run_state(self),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -196,4 +229,5 @@ class RunModule(pl.LightningModule):
         self.history = [float(x) for x in state.get("history", [])]
         self.train_time = float(state.get("train_time", 0.0))
         self.evals = int(state.get("evals", 0))
+        self.task.load_run_state(self, state.get("task") or {})
         self.last_eval_step = int(checkpoint.get("global_step", -1))

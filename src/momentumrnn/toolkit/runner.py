@@ -150,6 +150,7 @@ class PreparedRun:
             torch.set_num_threads(cfg["train"]["threads"])
         self.label = label or model_label(cfg["model"])
         self.task = build_task(cfg["task"], seed=cfg["train"]["seed"])
+        self.task.check_run(cfg)
         self.train_split, self.test_split = self.task.load()
         import lightning.pytorch as pl
 
@@ -228,6 +229,7 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool):
         limit_train_batches=t["limit_train_batches"] or 1.0,
         limit_val_batches=t["limit_eval_batches"] or 1.0,
         val_check_interval=1.0 / t["evals_per_epoch"],
+        reload_dataloaders_every_n_epochs=1 if prep.task.reload_loaders_every_epoch else 0,
         gradient_clip_val=t["grad_clip"] or None,
         gradient_clip_algorithm="norm",
         # deterministic kernels where they exist; an op without one warns instead of failing (GPUs)

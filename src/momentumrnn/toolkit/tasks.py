@@ -123,6 +123,49 @@ class Task:
     def describe(self) -> str:
         return self.summary
 
+    # -- hooks of tasks that own their model, loaders and steps (e.g. ``ptb`` in language.py) ----
+    # The defaults are the toolkit's standard behaviour (a layer + head on in-memory examples).
+
+    #: rebuild the loaders every epoch (epochs of different lengths, e.g. random BPTT windows)
+    reload_loaders_every_epoch = False
+
+    @property
+    def display_name(self) -> str:
+        """The task's name in summaries and reports (may name a non-standard setting)."""
+        return self.name
+
+    def check_run(self, cfg: dict) -> None:
+        """Refuse settings of the resolved run config that this task cannot honour (ToolkitError)."""
+
+    def build_model(self, model_cfg: dict) -> nn.Module:
+        """The model of a run (default: the named recurrent layer followed by :meth:`make_head`)."""
+        from .models import build_model
+
+        return build_model(model_cfg, self)
+
+    def train_loader(self, module):
+        return module.standard_train_loader()
+
+    def eval_loader(self, module):
+        return module.standard_eval_loader()
+
+    def training_step(self, module, batch, batch_idx):
+        """The loss of one training batch (``module``: the RunModule)."""
+        return module.standard_training_step(batch, batch_idx)
+
+    def validation_step(self, module, batch, batch_idx) -> None:
+        module.standard_validation_step(batch, batch_idx)
+
+    def finish_row(self, module, row: dict) -> None:
+        """Adjust an evaluation's metrics row in place before it is recorded (derived metrics...)."""
+
+    def run_state(self, module) -> dict:
+        """Task state saved in checkpoints (tensors and primitive containers only)."""
+        return {}
+
+    def load_run_state(self, module, state: dict) -> None:
+        """Restore what :meth:`run_state` saved (``{}`` for checkpoints without task state)."""
+
 
 def _check_size(split: Split, n: Optional[int], what: str, key: str) -> Split:
     if n is None:
@@ -666,3 +709,6 @@ def build_task(task_cfg: dict, seed: Optional[int] = None) -> Task:
     task = cls({k: v for k, v in task_cfg.items() if k != "name"})
     task.run_seed = seed
     return task
+
+
+from . import language  # noqa: E402,F401  (registers ptb)

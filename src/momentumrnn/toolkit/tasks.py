@@ -711,4 +711,6 @@ def build_task(task_cfg: dict, seed: Optional[int] = None) -> Task:
     return task
 
 
+from . import synthetic  # noqa: E402,F401  (registers copy)
 from . import language  # noqa: E402,F401  (registers ptb)
+from . import speech  # noqa: E402,F401  (registers timit)

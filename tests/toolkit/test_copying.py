@@ -111,7 +111,8 @@ def test_a_tiny_training_run(cli, tmp_path):
                         "--hidden-size", "8", "--batch-size", "16", "--epochs", "2", "--no-progress", "--out", out])
     assert code == 0, err
     rows = metric_rows(out)
-    assert len(rows) == 2 and set(rows[0]) == {"epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr"}
+    assert len(rows) == 2
+    assert set(rows[0]) == {"epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metric"] == "test_loss"
     assert 0 < rows[-1]["test_loss"] < 3 and 0 <= rows[-1]["test_acc"] <= 1

@@ -6,7 +6,7 @@ error over the valid (unpadded) frames, averaged over the 129 bins. Two sources:
 
 * **raw TIMIT** in the LDC layout (``TRAIN/DR1/FCJF0/SX307.WAV``: NIST SPHERE files, read by our own
   parser; RIFF WAV files are accepted too), preprocessed here: 16 kHz -> 8 kHz (Kaiser-windowed
-  sinc low-pass, cut-off 3.68 kHz, about -85 dB from 4.02 kHz on), frames of 256 samples (32 ms)
+  sinc low-pass, cut-off 3.68 kHz, more than 80 dB down from 4.02 kHz on), frames of 256 samples (32 ms)
   with a periodic Hann window and 50 % overlap (hop 128), 129 bins of ``10 log10(|X|^2 + 1e-5)``
   (dB, samples scaled to [-1, 1)). That is the log-magnitude of Wisdom et al.'s
   ``timit_prediction.py`` (``data_transform=logmag``), which produced the tensors the expRNN and
@@ -234,7 +234,7 @@ def resample(x: np.ndarray, orig: int, new: int, *, zeros: int = 32, rolloff: fl
     sinc low-pass at ``rolloff * min(orig, new) / 2`` (``zeros`` zero crossings of the lower rate on
     each side, Kaiser ``beta`` 8.6: about 85 dB of stop-band attenuation), keeping every ``M``-th
     sample. 16 kHz -> 8 kHz: a 129-tap filter, cut-off 3.68 kHz, pass band to about 3.35 kHz, stop
-    band from about 4.02 kHz (so nothing folds back into the pass band). Output sample ``j`` is at
+    band (more than 80 dB down) from about 4.02 kHz: nothing folds back into the pass band. Output sample ``j`` is at
     time ``j / new``; the length is ``ceil(len(x) * new / orig)``."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     if orig <= 0 or new <= 0:
@@ -503,7 +503,8 @@ def _check_triple(x: Any, y: Any, lens: Any, origin: str) -> tuple[torch.Tensor,
     if not all(isinstance(t, torch.Tensor) for t in (x, y, lens)):
         raise ToolkitError(f"{origin} must hold three tensors (x, y, lengths); {fix}")
     if x.ndim != 3 or x.shape[-1] != BINS or tuple(y.shape) != tuple(x.shape):
-        raise ToolkitError(f"{origin}: x and y must both be (N, T, {BINS}), got {tuple(x.shape)} and {tuple(y.shape)}; {fix}")
+        raise ToolkitError(f"{origin}: x and y must both be (N, T, {BINS}), got {tuple(x.shape)} and "
+                           f"{tuple(y.shape)}; {fix}")
     if lens.ndim != 1 or lens.shape[0] != x.shape[0] or lens.is_floating_point() or lens.is_complex():
         raise ToolkitError(f"{origin}: lengths must be N = {x.shape[0]} integers, got {tuple(lens.shape)} "
                            f"{lens.dtype}; {fix}")
@@ -523,8 +524,9 @@ def load_tensor_split(d: Path, split: str, layout: str) -> tuple[torch.Tensor, t
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ToolkitError(f"{path} is corrupt or not a torch.save-d (x, y, lengths) tuple ({type(e).__name__}); "
-                               "re-create it (expRNN's README) or point task.data_dir at the raw TIMIT folders") from None
+            raise ToolkitError(f"{path} is corrupt or not a torch.save-d (x, y, lengths) tuple "
+                               f"({type(e).__name__}); re-create it (expRNN's README) or point task.data_dir at "
+                               "the raw TIMIT folders") from None
         if not isinstance(obj, (tuple, list)) or len(obj) != 3:
             raise ToolkitError(f"{path} must hold a tuple (x, y, lengths) as expRNN's TIMIT loader reads it; "
                                "re-create it (expRNN's README)")
@@ -786,8 +788,9 @@ def sphere_bytes(samples: np.ndarray, rate: int, *, byte_order: str = "01", utte
     lines = ["NIST_1A", "   1024", "database_id -s5 TIMIT", "database_version -s3 1.0"]
     if utterance:
         lines.append(f"utterance_id -s{len(utterance)} {utterance}")
-    lines += [f"channel_count -i 1", f"sample_count -i {pcm.size}", f"sample_rate -i {rate}",
-              f"sample_min -i {int(pcm.min()) if pcm.size else 0}", f"sample_max -i {int(pcm.max()) if pcm.size else 0}",
+    lo, hi = (int(pcm.min()), int(pcm.max())) if pcm.size else (0, 0)
+    lines += ["channel_count -i 1", f"sample_count -i {pcm.size}", f"sample_rate -i {rate}",
+              f"sample_min -i {lo}", f"sample_max -i {hi}",
               "sample_n_bytes -i 2", f"sample_byte_format -s2 {byte_order}", "sample_sig_bits -i 16", "end_head"]
     header = ("\n".join(lines) + "\n").encode("ascii")
     header += b" " * (1024 - len(header))
@@ -798,8 +801,8 @@ def riff_bytes(samples: np.ndarray, rate: int) -> bytes:
     """16-bit PCM mono samples in a RIFF WAV file."""
     pcm = np.asarray(samples, dtype="<i2").tobytes()
     fmt = struct.pack("<HHIIHH", 1, 1, rate, 2 * rate, 2, 16)
-    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(pcm)) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt))
-            + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(pcm)) + b"WAVE"
+            + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm)
 
 
 def synth_utterance(rng: np.random.Generator, seconds: float, rate: int = 16000) -> np.ndarray:
@@ -859,10 +862,10 @@ def make_fixture(directory: Any, *, train_speakers: int = 8, utterances: int = 4
             path = d / f"{name}.WAV"
             if part == "TRAIN" and i == 1:
                 path.write_bytes(riff_bytes(pcm, 16000))             # a RIFF file named .WAV
-            elif part == "TRAIN" and i == 2:
-                path.write_bytes(sphere_bytes(pcm, 16000, byte_order="10", utterance=f"{spk[4:].lower()}_{name.lower()}"))
             else:
-                path.write_bytes(sphere_bytes(pcm, 16000, utterance=f"{spk[4:].lower()}_{name.lower()}"))
+                order = "10" if part == "TRAIN" and i == 2 else "01"     # one big-endian speaker
+                uid = f"{spk[4:].lower()}_{name.lower()}"
+                path.write_bytes(sphere_bytes(pcm, 16000, byte_order=order, utterance=uid))
             if part == "TRAIN" and i == 0 and j == 2:
                 (d / f"{name}.WAV.wav").write_bytes(riff_bytes(pcm, 16000))  # a converted copy: counted once
             written += 1

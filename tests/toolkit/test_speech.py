@@ -84,6 +84,9 @@ def test_resampling_keeps_a_low_tone_and_removes_one_above_4_khz():
     for f in (4100, 5000, 6000, 7500):
         high = resample(np.sin(2 * np.pi * f * t), 16000, 8000)
         assert rms(high) < 1e-3 * math.sqrt(0.5), f  # below -60 dB: nothing folds back under 4 kHz
+    t12 = np.arange(12000) / 12000                                       # a rational ratio: up 2, down 3
+    assert rms(resample(np.sin(2 * np.pi * 1000 * t12), 12000, 8000)) == pytest.approx(math.sqrt(0.5), rel=1e-3)
+    assert rms(resample(np.sin(2 * np.pi * 5000 * t12), 12000, 8000)) < 1e-3
     assert resample(np.ones(5), 8000, 8000).tolist() == [1.0] * 5
     assert resample(np.ones(3), 16000, 8000).shape == (2,)
 

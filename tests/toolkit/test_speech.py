@@ -376,7 +376,7 @@ def test_a_tiny_training_run(cli, corpus, tmp_path):
 
 
 def test_the_timit_recipes(corpus, tmp_path, monkeypatch):
-    cfg = resolve(load_recipe("timit-table"), [], command="compare")
+    cfg = resolve(load_recipe("timit-table2"), [], command="compare")
     assert [m["name"] for m in cfg["models"]] == ["LSTM", "MomentumLSTM", "AdamLSTM", "RMSPropLSTM", "SRLSTM"]
     assert cfg["seeds"] == [0, 1, 2, 3, 4]
     assert cfg["optim"]["name"] == "adam" and cfg["optim"]["lr"] == 1e-4

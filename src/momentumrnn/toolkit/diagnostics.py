@@ -19,6 +19,7 @@ every probe, so a resumed run keeps them).
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -45,15 +46,23 @@ def _state_h(state) -> torch.Tensor:
     return h
 
 
-def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torch.Tensor, *,
+                          dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
     """``||dL/dh_t||`` (Frobenius norm over the batch and the hidden units of the top layer), for
     ``t = 1..T``, of the task's mean loss on the batch ``(x, y)`` (raw, as the loader gives it).
 
     ``model`` is a :class:`~momentumrnn.toolkit.models.SequenceModel` (a recurrent layer and a
     head); unidirectional layers only (a backward direction's state at ``t`` is not ``h_t``).
+    By default the probe runs on a float64 copy of the model: over hundreds of steps a vanishing
+    gradient leaves float32's range (an untrained LSTM's ``dL/dh_1`` on 784 pixels is exactly 0
+    in float32), and the point is to see how fast it decays. ``dtype=None`` probes the model as is.
     """
-    layer = getattr(model, "recurrent", None)
-    head = getattr(model, "head", None)
+    if getattr(model, "recurrent", None) is None or getattr(model, "head", None) is None:
+        raise ToolkitError("grads needs a model made of a recurrent layer and a head (the sequence "
+                           "tasks); this task's model is not one")
+    if dtype is not None and next(model.parameters()).dtype != dtype:
+        model = copy.deepcopy(model).to(dtype)
+    layer, head = model.recurrent, model.head
     if layer is None or head is None:
         raise ToolkitError("grads needs a model made of a recurrent layer and a head (the sequence "
                            "tasks); this task's model is not one")
@@ -65,6 +74,9 @@ def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torc
         with torch.enable_grad():
             inp = task.inputs(x)
             target = task.targets(x, y)
+            if dtype is not None:
+                inp = inp.to(dtype) if inp.is_floating_point() else inp
+                target = target.to(dtype) if target.is_floating_point() else target
             T = inp.shape[1]
             state = None
             outs, hs = [], []
@@ -196,8 +208,8 @@ def collect_grad_norms(runs: list[tuple[str, Path]]) -> list[dict]:
             idx = [int(np.nonzero(s == c)[0][0]) for c in common]
             stack.append(n[idx])
         arr = np.stack(stack)  # (runs, K, T)
-        with np.errstate(divide="ignore"):
-            geo = np.exp(np.mean(np.log(np.maximum(arr, 1e-300)), axis=0))
+        with np.errstate(divide="ignore"):  # a zero in any run makes the geometric mean zero
+            geo = arr[0] if len(arr) == 1 else np.exp(np.mean(np.log(arr), axis=0))
         out.append({"label": label, "steps": np.asarray(common), "norms": geo, "runs": len(items)})
     return out
 
@@ -209,15 +221,20 @@ def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Opt
     if not series:
         return None
     plt = _plt()
-    logs = [np.log10(np.maximum(s["norms"], 1e-30)) for s in series]
-    finite = np.concatenate([l[np.isfinite(l)].ravel() for l in logs])
-    vmin, vmax = float(np.percentile(finite, 1)), float(finite.max())
+    with np.errstate(divide="ignore"):
+        logs = [np.ma.masked_invalid(np.log10(s["norms"])) for s in series]  # 0 (underflow) -> masked
+    finite = np.concatenate([l.compressed() for l in logs])
+    if not finite.size:
+        return None
+    vmin, vmax = float(finite.min()), float(finite.max())
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("lightgrey")
     fig, axes = plt.subplots(1, len(series), figsize=(5.2 * len(series), 4.0), squeeze=False)
     im = None
     for ax, s, lg in zip(axes[0], series, logs):
         T = lg.shape[1]
         K = lg.shape[0]
-        im = ax.imshow(lg, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
+        im = ax.imshow(lg, aspect="auto", origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                        extent=(0.5, T + 0.5, -0.5, K - 0.5), interpolation="nearest")
         ticks = list(range(K)) if K <= 10 else list(np.linspace(0, K - 1, 8).round().astype(int))
         ax.set_yticks(ticks)
@@ -225,7 +242,8 @@ def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Opt
         ax.set_xlabel("time step t")
         ax.set_ylabel("training iteration")
         ax.set_title(s["label"] + (f" ({s['runs']} runs)" if s.get("runs", 1) > 1 else ""))
-    fig.colorbar(im, ax=axes[0].tolist(), label="log10 ||dL/dh_t||", shrink=0.9)
+    fig.colorbar(im, ax=axes[0].tolist(), label="log10 ||dL/dh_t||  (grey: 0, below float64's range)",
+                 shrink=0.9)
     fig.suptitle(title or "gradient of the loss w.r.t. the hidden state h_t")
     out = _save(fig, out)
     plt.close(fig)
@@ -249,7 +267,8 @@ def plot_grad_lines(series: list[dict], out: Path, *, title: str = "") -> Option
             if not hit.size:
                 continue
             n = s["norms"][hit[0]]
-            ax.semilogy(np.arange(1, n.size + 1), np.maximum(n, 1e-30), label=s["label"], linewidth=1.2)
+            t = np.arange(1, n.size + 1)
+            ax.semilogy(t[n > 0], n[n > 0], label=s["label"], linewidth=1.2)  # zeros cannot be drawn
         ax.set_title(f"iteration {step}")
         ax.set_xlabel("time step t")
         ax.grid(True, alpha=0.3)

@@ -227,8 +227,7 @@ def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Opt
     if not finite.size:
         return None
     vmin, vmax = float(finite.min()), float(finite.max())
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     fig, axes = plt.subplots(1, len(series), figsize=(5.2 * len(series), 4.0), squeeze=False)
     im = None
     for ax, s, lg in zip(axes[0], series, logs):

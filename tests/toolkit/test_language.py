@@ -145,6 +145,24 @@ def test_window_plan_is_awd_like_and_deterministic():
     assert lang.window_plan(20, 6, variable=False) == [(0, 6), (6, 6), (12, 6), (18, 1)]
 
 
+def test_stream_loader_covers_the_stream_in_order_and_resumes():
+    stream = lang.batchify(torch.arange(403), 4)  # (100, 4)
+    for variable in (False, True):
+        ld = lang.StreamLoader(stream, 7, variable=variable, seed=1, epoch_fn=lambda: 2)
+        batches = list(ld)
+        assert len(batches) == len(ld)
+        x = torch.cat([b[0] for b in batches], 1)
+        y = torch.cat([b[1] for b in batches], 1)
+        assert torch.equal(x, stream[:-1].t()) and torch.equal(y, stream[1:].t())
+        assert [int(b[2][1]) for b in batches] == list(range(len(batches)))  # window index
+        assert all(int(b[2][0]) == 2 and int(b[2][3]) == len(batches) for b in batches)
+    part = lang.StreamLoader(stream, 7, variable=True, seed=1, columns=(2, 4), epoch_fn=lambda: 2,
+                             skip_fn=lambda: 3)
+    assert torch.equal(next(iter(part))[0], batches[0][0][2:4])  # a process's columns
+    part.load_state_dict(part.state_dict())  # Lightning's resume protocol: skip the done windows
+    assert torch.equal(next(iter(part))[0], batches[3][0][2:4])
+
+
 # ---------------------------------------------------------------------------------------------
 # model
 
@@ -234,12 +252,15 @@ def test_weight_drop_zeroes_entries_in_training_only_and_trains_the_raw_weight()
     torch.manual_seed(1)
     m(tokens)[0].square().mean().backward()
     assert raw.grad is not None and raw.grad.abs().sum() > 0
-    # the dropped entries get no gradient through this forward: redo it with a known mask
     g = raw.grad.clone()
     raw.grad = None
     torch.manual_seed(1)
     m(tokens)[0].square().mean().backward()
     assert torch.equal(raw.grad, g)  # same seed, same masks
+    raw.grad = None
+    w = layer.weight_hh_l0
+    w.sum().backward()  # d/draw of sum(mask * raw / (1 - p)): 2 where kept, 0 where dropped
+    assert torch.equal(raw.grad, (w != 0).float() * 2)
     with pytest.raises(ToolkitError, match="wdrop needs a plain recurrent weight"):
         lang.weight_drop_(layer, 0.5)  # already parametrized
 
@@ -286,6 +307,31 @@ def test_tiny_ptb_run_through_the_toolkit(cli, tmp_path):
     assert any(k.endswith("parametrizations.weight_hh_l0.original") for k in ckpt["state_dict"])
     code, md, err = cli(["report", out])
     assert code == 0 and "test ppl (lower is better)" in md
+
+
+def test_each_step_uses_lr_times_seq_len_over_bptt(cli, tmp_path, monkeypatch):
+    d = _write_corpus(tmp_path / "ptb")
+    lens, lrs = [], []
+    original = lang.PennTreebank.training_step
+
+    def training_step(self, module, batch, batch_idx):
+        lens.append(int(batch[2][2]))
+        return original(self, module, batch, batch_idx)
+
+    sgd_step = torch.optim.SGD.step
+
+    def step(self, closure=None):  # the lr the update uses is the one after the closure ran
+        loss = closure()
+        lrs.append(self.param_groups[0]["lr"])
+        sgd_step(self)
+        return loss
+
+    monkeypatch.setattr(lang.PennTreebank, "training_step", training_step)
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    code, _, err = cli(["train", *TINY, "--set", f"task.data_dir={d}", "--epochs", "1", "--out", tmp_path / "r"])
+    assert code == 0, err
+    assert len(lens) == len(lrs) > 10 and len(set(lens)) > 2  # random window lengths
+    assert lrs == [pytest.approx(5.0 * n / 6) for n in lens]
 
 
 def test_ptb_small_names_the_setting_and_lstm_trains(cli, tmp_path):

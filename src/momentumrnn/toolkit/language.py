@@ -623,6 +623,10 @@ class PennTreebank(Task):
             lo = self.columns[0]
             self._state = map_state(plain, lambda t: t[:, lo: lo + self._local_columns].contiguous())
             self._position = pos
+        if self._position[0] < 0:
+            raise ToolkitError(
+                f"training resumes at window {index} of epoch {epoch} but the checkpoint holds no carried hidden "
+                "state for it (was it written by another version?); start the run again with --overwrite")
         if self._position != (epoch, index):
             raise ToolkitError(
                 f"the carried hidden state belongs to window {self._position[1]} of epoch {self._position[0]}, "

@@ -424,7 +424,7 @@ def test_two_processes_match_one(cli, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # recipes
 
-@pytest.mark.parametrize("recipe", ["ptb-table", "ptb-small"])
+@pytest.mark.parametrize("recipe", ["ptb-table3", "ptb-small"])
 def test_recipes_parse(recipe):
     from momentumrnn.toolkit.config import RECIPE_DIR, load_recipe, resolve
 
@@ -437,7 +437,7 @@ def test_recipes_parse(recipe):
     assert labels[:2] == ["LSTM", "MomentumLSTM"]
     mlstm = cfg["models"][1]
     assert (mlstm["mu"], mlstm["epsilon"]) == (0.0, 0.6)  # the authors' PTB run
-    if recipe == "ptb-table":
+    if recipe == "ptb-table3":
         assert cfg["seeds"] == [0, 1, 2, 3, 4] and cfg["task"]["bptt"] == 70 and cfg["train"]["epochs"] == 500
         assert (mlstm["hidden_size"], mlstm["emb_size"], mlstm["num_layers"]) == (1150, 400, 3)
         assert cfg["task"]["split"] == "train-valid"

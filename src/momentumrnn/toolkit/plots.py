@@ -37,7 +37,9 @@ def plot_curves(series: list[dict], out: Path, *, title: str = "", x: str = "epo
     """One PNG with a panel per metric (loss, accuracy): train dashed, test solid.
 
     ``series``: dicts with ``label`` (legend / colour group), ``rows`` (metrics.csv rows) and
-    optionally ``seed``. Runs of the same label share a colour.
+    optionally ``seed``. Runs of the same label share a colour; several runs of a label evaluated
+    at the same points (the seeds of a comparison) are drawn as their mean with the min-max band
+    of the test curve shaded.
     """
     series = [s for s in series if s.get("rows")]
     if not series:
@@ -48,20 +50,28 @@ def plot_curves(series: list[dict], out: Path, *, title: str = "", x: str = "epo
     labels = list(dict.fromkeys(s["label"] for s in series))
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2"])
     color = {lab: colors[i % len(colors)] for i, lab in enumerate(labels)}
-    per_label = {lab: sum(1 for s in series if s["label"] == lab) for lab in labels}
     for ax, name in zip(axes[0], names):
-        drawn = set()
-        for s in series:
-            lab = s["label"]
-            alpha = 0.9 if per_label[lab] == 1 else 0.55
+        for lab in labels:
+            group = [s for s in series if s["label"] == lab]
             for split, style in (("train", "--"), ("test", "-")):
-                xs, ys = _xy(s["rows"], f"{split}_{name}", x)
-                if not xs:
+                curves = [c for c in (_xy(s["rows"], f"{split}_{name}", x) for s in group) if c[0]]
+                if not curves:
                     continue
-                legend = f"{lab} ({split})" if (lab, split) not in drawn else None
-                drawn.add((lab, split))
-                ax.plot(xs, ys, style, color=color[lab], alpha=alpha, label=legend,
-                        marker="o" if len(xs) <= 12 else None, markersize=3)
+                n = len(curves)
+                legend = f"{lab} ({split}{', mean of ' + str(n) + ' seeds' if n > 1 else ''})"
+                if n > 1 and all(c[0] == curves[0][0] for c in curves):
+                    # several seeds on the same evaluation points: their mean, and the min-max band
+                    xs = curves[0][0]
+                    ys = [[c[1][i] for c in curves] for i in range(len(xs))]
+                    ax.plot(xs, [sum(v) / n for v in ys], style, color=color[lab], label=legend,
+                            marker="o" if len(xs) <= 12 else None, markersize=3)
+                    if split == "test":
+                        ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=color[lab],
+                                        alpha=0.15, linewidth=0)
+                    continue
+                for i, (xs, ys) in enumerate(curves):  # one line per run
+                    ax.plot(xs, ys, style, color=color[lab], alpha=0.9 if n == 1 else 0.55,
+                            label=legend if i == 0 else None, marker="o" if len(xs) <= 12 else None, markersize=3)
         if target is not None and metric == f"test_{name}":
             ax.axhline(target, color="grey", linewidth=0.8, linestyle=":", label=f"target {target:g}")
         ax.set_xlabel(x)

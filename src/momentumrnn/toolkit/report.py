@@ -212,6 +212,21 @@ def csv_text(lines: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _compare_order(paths: list[Path]) -> dict[str, int]:
+    """Model label -> position in the ``models`` list of a comparison directory (else empty)."""
+    if len(paths) != 1 or not (paths[0] / "compare.yaml").is_file():
+        return {}
+    try:
+        import yaml
+
+        from .config import model_label
+
+        models = yaml.safe_load((paths[0] / "compare.yaml").read_text(encoding="utf-8")).get("models") or []
+        return {model_label(m): i for i, m in enumerate(models) if isinstance(m, dict)}
+    except Exception:  # an unreadable compare.yaml only loses the ordering
+        return {}
+
+
 def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Optional[float] = None,
                 x: str = "epoch", plot: bool = True) -> str:
     """Write ``report.md``, ``report.csv`` and ``curves.png`` (one per task if several) into
@@ -227,6 +242,9 @@ def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Op
     runs = [r for r in (_run_info(d) for d in dirs) if r is not None]
     if not runs:
         raise ToolkitError("none of the run directories is readable; see the warnings above")
+    order = _compare_order(paths)
+    if order:  # a comparison's models in the order of its recipe
+        runs.sort(key=lambda r: (order.get(r["label"], len(order)), r["seed"] if isinstance(r["seed"], int) else 0))
     lines = summarize(runs, target)
     md = markdown(lines, runs)
     if out_dir is None:

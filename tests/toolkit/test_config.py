@@ -124,3 +124,11 @@ def test_a_task_name_as_recipe_means_the_defaults_on_that_task():
     assert cfg["task"]["name"] == "psmnist" and cfg["model"]["name"] == "MomentumLSTM"
     with pytest.raises(ToolkitError, match="task name"):
         load_recipe("no-such-thing")
+
+
+def test_a_folder_named_like_a_bundled_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smnist-small").mkdir()  # e.g. the output of `compare smnist-small --out smnist-small`
+    assert load_recipe("smnist-small")["task"]["name"] == "smnist"
+    with pytest.raises(ToolkitError, match="is a directory"):
+        load_recipe(str(tmp_path / "smnist-small"))

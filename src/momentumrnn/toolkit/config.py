@@ -302,6 +302,9 @@ def load_recipe(ref: str) -> dict:
     """A recipe from a YAML file path, a bundled recipe name (``demo``, ``mnist-table1``, ...) or a
     task name (``smnist``: the built-in defaults on that task)."""
     path = Path(ref)
+    bundled_name = os.sep not in ref and not ref.endswith((".yaml", ".yml"))
+    if path.is_dir() and bundled_name and (RECIPE_DIR / f"{ref}.yaml").exists():
+        path = RECIPE_DIR / f"{ref}.yaml"  # a folder named like a bundled recipe (e.g. its output) is no recipe
     if not path.exists():
         bundled = RECIPE_DIR / f"{ref}.yaml"
         if bundled.exists() and os.sep not in ref and not ref.endswith((".yaml", ".yml")):

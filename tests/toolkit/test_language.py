@@ -163,6 +163,9 @@ def test_stream_loader_covers_the_stream_in_order_and_resumes():
         assert torch.equal(x, stream[:-1].t()) and torch.equal(y, stream[1:].t())
         assert [int(b[2][1]) for b in batches] == list(range(len(batches)))  # window index
         assert all(int(b[2][0]) == 2 and int(b[2][3]) == len(batches) for b in batches)
+    fixed = lang.StreamLoader(stream, 7, variable=False, seed=1, epoch_fn=lambda: 0)
+    task = lang.PennTreebank({"bptt": 7})
+    assert task.steps_per_epoch(403, 4) == len(fixed)  # what progress bars count
     part = lang.StreamLoader(stream, 7, variable=True, seed=1, columns=(2, 4), epoch_fn=lambda: 2,
                              skip_fn=lambda: 3)
     assert torch.equal(next(iter(part))[0], batches[0][0][2:4])  # a process's columns

@@ -540,6 +540,12 @@ class PennTreebank(Task):
                                "lower the batch size")
         return stream
 
+    def steps_per_epoch(self, n_train: int, batch_size: int) -> int:
+        """Windows of ``bptt`` tokens over columns of ``n_train // batch_size`` tokens (exact for a
+        fixed ``bptt``; about right for the variable windows, whose mean is near ``bptt``)."""
+        column = int(n_train) // int(batch_size)
+        return max(1, -(-(column - 1) // int(self.opts["bptt"])))
+
     def train_loader(self, module):
         trainer = module.trainer
         rank, world = trainer.global_rank, trainer.world_size

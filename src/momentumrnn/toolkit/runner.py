@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import re
 import shutil
@@ -28,7 +27,7 @@ from .errors import ToolkitError
 
 PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 COMPARE_FILE = "compare.yaml"
-_HEADER = re.compile(r"(\d+) train / \d+ test examples")
+_HEADER = re.compile(r"\((\d+) steps per epoch\)")
 _ROW = re.compile(r"epoch ([\d.]+)\s+step (\d+)\s+(.*?)\s*\[")
 
 
@@ -265,7 +264,8 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
     progress = cfg["train"]["progress"] if progress is None else progress
     trainer = make_trainer(prep, module, progress=progress)
     what = (f"{prefix}{prep.label} on {cfg['task']['name']} (seed {cfg['train']['seed']}): "
-            f"{len(prep.train_split)} train / {len(prep.test_split)} test examples, "
+            f"{len(prep.train_split)} train / {len(prep.test_split)} test examples "
+            f"({prep.task.steps_per_epoch(len(prep.train_split), cfg['train']['batch_size'])} steps per epoch), "
             f"{prep.params:,} parameters, {cfg['train']['devices'] * cfg['train']['num_nodes']} process(es)")
     if prep.ckpt_path is not None:
         say(f"{what}\n  resuming from step {prep.ckpt_step} ({prep.ckpt_path})")
@@ -417,7 +417,7 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
                 m = _HEADER.search(line)
                 if bars and m and bar is None:
                     t = rc["train"]
-                    per_epoch = math.ceil(int(m.group(1)) / t["batch_size"])
+                    per_epoch = int(m.group(1))
                     if t["limit_train_batches"]:
                         per_epoch = min(per_epoch, t["limit_train_batches"])
                     total = per_epoch * t["epochs"]

@@ -134,6 +134,10 @@ class Task:
         """The task's name in summaries and reports (may name a non-standard setting)."""
         return self.name
 
+    def steps_per_epoch(self, n_train: int, batch_size: int) -> int:
+        """Optimizer steps in one epoch over ``n_train`` training examples (for progress bars)."""
+        return max(1, -(-int(n_train) // int(batch_size)))
+
     def check_run(self, cfg: dict) -> None:
         """Refuse settings of the resolved run config that this task cannot honour (ToolkitError)."""
 

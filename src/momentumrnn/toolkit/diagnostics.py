@@ -228,7 +228,8 @@ def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Opt
         return None
     vmin, vmax = float(finite.min()), float(finite.max())
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-    fig, axes = plt.subplots(1, len(series), figsize=(5.2 * len(series), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(series), figsize=(3.9 * len(series) + 1.2, 3.9), squeeze=False,
+                             sharey=True, layout="constrained")
     im = None
     for ax, s, lg in zip(axes[0], series, logs):
         T = lg.shape[1]
@@ -239,10 +240,9 @@ def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Opt
         ax.set_yticks(ticks)
         ax.set_yticklabels([str(int(s["steps"][i])) for i in ticks])
         ax.set_xlabel("time step t")
-        ax.set_ylabel("training iteration")
         ax.set_title(s["label"] + (f" ({s['runs']} runs)" if s.get("runs", 1) > 1 else ""))
-    fig.colorbar(im, ax=axes[0].tolist(), label="log10 ||dL/dh_t||  (grey: 0, below float64's range)",
-                 shrink=0.9)
+    axes[0][0].set_ylabel("training iteration")
+    fig.colorbar(im, ax=axes[0].tolist(), label="log10 ||dL/dh_t||  (grey: 0)", shrink=0.95)
     fig.suptitle(title or "gradient of the loss w.r.t. the hidden state h_t")
     out = _save(fig, out)
     plt.close(fig)

@@ -72,6 +72,28 @@ def test_resume_after_kill_matches_an_uninterrupted_run(cli, tmp_path):
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
 
 
+def test_stop_at_max_steps_mid_epoch_then_resume_matches_an_uninterrupted_run(cli, tmp_path):
+    """Lightning marks the epoch cut by max_steps as done; the resume must still train its rest."""
+    i = ARGS.index("--checkpoint-every")
+    args = ARGS[:i] + ARGS[i + 2:]  # checkpoints at the evaluations only
+    full = tmp_path / "full"
+    assert cli([*args, "--out", full])[0] == 0
+    part = tmp_path / "part"
+    code, _, err = cli([*args, "--max-steps", "7", "--out", part])  # stops 7 steps into epoch 1
+    assert code == 0, err
+    code, out, err = cli([*args, "--out", part, "--resume"])
+    assert code == 0, err
+    assert "resuming from step 7" in out
+    rows = [r for r in metric_rows(part) if r["step"] != 7]  # the extra evaluation at the stop
+    assert rows == metric_rows(full)  # every later evaluation, bit for bit
+    assert [r["step"] for r in rows] == [10, 20, 30, 40, 50, 60]
+    a = torch.load(part / "checkpoints" / "best.ckpt", weights_only=True)
+    b = torch.load(full / "checkpoints" / "best.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"]
+    for k in b["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
 def test_resume_of_a_finished_run_changes_nothing(cli, tmp_path):
     out = tmp_path / "done"
     args = ["train", "--task", "adding", "--set", "task.seq_len=8", "--set", "task.train_size=32",

@@ -222,6 +222,7 @@ class RunModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        reopen_epoch_cut_by_max_steps(checkpoint)
         state = checkpoint.get(STATE_KEY, {})
         if "train_acc" in state:
             self._acc = state["train_acc"].to(torch.float64).cpu().clone()
@@ -231,3 +232,26 @@ class RunModule(pl.LightningModule):
         self.evals = int(state.get("evals", 0))
         self.task.load_run_state(self, state.get("task") or {})
         self.last_eval_step = int(checkpoint.get("global_step", -1))
+
+
+def reopen_epoch_cut_by_max_steps(checkpoint: dict) -> bool:
+    """Lightning marks the epoch in which ``max_steps`` stopped a run as completed, so resuming
+    (with a larger ``max_steps`` or none) would skip that epoch's remaining batches. Re-open it in
+    the checkpoint's loop state (in place; Lightning restores its loops from this dict after the
+    module's ``on_load_checkpoint``), as a checkpoint saved mid-epoch has it: the loaders then skip
+    exactly the batches already trained. Returns True if the checkpoint was changed."""
+    saved = (checkpoint.get(STATE_KEY) or {}).get("config") or {}
+    max_steps = (saved.get("train") or {}).get("max_steps")
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epochs, batches = fit.get("epoch_progress"), fit.get("epoch_loop.batch_progress")
+    if not max_steps or checkpoint.get("global_step") != max_steps or not epochs or not batches:
+        return False
+    if batches.get("is_last_batch", True) or batches["current"].get("completed", 0) == 0:
+        return False  # the epoch really ended (or nothing of the next one was trained)
+    if epochs["current"].get("completed", 0) < 1 or epochs["current"].get("processed", 0) < 1:
+        return False
+    for part in ("total", "current"):
+        for key in ("processed", "completed"):
+            epochs[part][key] -= 1
+    checkpoint["epoch"] = max(0, int(checkpoint.get("epoch", 1)) - 1)
+    return True

@@ -26,6 +26,18 @@ def check_dropout(dropout) -> float:
     return float(dropout)
 
 
+def check_nonlinearity(host: str, nonlinearity) -> "str | None":
+    """``torch.nn.RNN``'s ``nonlinearity`` (``tanh`` by default, or ``relu``); other hosts take none."""
+    if host == "rnn":
+        nonlinearity = "tanh" if nonlinearity is None else nonlinearity
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        return nonlinearity
+    if nonlinearity is not None:
+        raise ValueError(f"nonlinearity applies to RNN hosts only, not {host!r}")
+    return None
+
+
 def check_tensor(name: str, value, dtype: torch.dtype, device: torch.device) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -40,3 +52,48 @@ def check_tensor(name: str, value, dtype: torch.dtype, device: torch.device) -> 
 def check_shape(name: str, value: Tensor, expected: tuple) -> None:
     if tuple(value.shape) != tuple(expected):
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(expected)}")
+
+
+def set_recurrent_args(module, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional) -> None:
+    """Check and set the ``torch.nn.RNNBase`` constructor arguments every layer shares (with
+    torch.nn's warning for dropout on a single layer)."""
+    module.input_size = check_size("input_size", input_size)
+    module.hidden_size = check_size("hidden_size", hidden_size)
+    module.num_layers = check_size("num_layers", num_layers)
+    module.batch_first = bool(batch_first)
+    module.dropout = check_dropout(dropout)
+    module.bidirectional = bool(bidirectional)
+    if module.dropout > 0 and module.num_layers == 1:
+        import warnings
+
+        warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                      f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
+
+
+def check_momentum_state(momentum, scheme, lead: tuple, batched: bool, device: torch.device):
+    """A user's momentum state checked against ``scheme``: a ``MomentumState(v, m, p, step)`` with
+    only the scheme's fields, ``step`` an integer tensor of shape ``lead`` within the restart
+    period. Returns the MomentumState with ``step`` given a batch dimension and made ``long``;
+    ``v``, ``m``, ``p`` are returned as given (their shapes and dtypes depend on the layer)."""
+    from .schemes import MomentumState
+
+    if not isinstance(momentum, tuple) or len(momentum) != 4:
+        raise TypeError("momentum state must be a MomentumState(v, m, p, step)")
+    momentum = MomentumState(*momentum)
+    fields = scheme.state_fields
+    for name in ("v", "m", "p", "step"):
+        if getattr(momentum, name) is not None and name not in fields:
+            raise ValueError(f"momentum state has field {name!r}, which scheme {scheme.kind!r} does not use "
+                             f"(it uses {', '.join(fields) or 'none'}); was it made by another layer?")
+    step = momentum.step
+    if step is not None:
+        if not isinstance(step, Tensor) or step.dtype not in (torch.int32, torch.int64):
+            raise TypeError("momentum step must be an integer tensor")
+        if tuple(step.shape) != tuple(lead):
+            raise ValueError(f"momentum step has shape {tuple(step.shape)}, expected {tuple(lead)}")
+        F_ = scheme.restart
+        if bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any())):
+            raise ValueError(f"momentum step (restart counter) must be in [0, {F_ if F_ else 'inf'}], "
+                             f"got values in [{int(step.min())}, {int(step.max())}]")
+        step = (step if batched else step.unsqueeze(1)).to(device=device, dtype=torch.long)
+    return momentum._replace(step=step)

@@ -33,13 +33,7 @@ class MomentumCellBase(nn.Module):
         self.input_size = _checks.check_size("input_size", input_size)
         self.hidden_size = _checks.check_size("hidden_size", hidden_size)
         self.bias = bool(bias)
-        if self.host == "rnn":
-            nonlinearity = nonlinearity or "tanh"
-            if nonlinearity not in ("tanh", "relu"):
-                raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
-        elif nonlinearity is not None:
-            raise ValueError(f"nonlinearity applies to RNN cells only, not {self.host!r}")
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = _checks.check_nonlinearity(self.host, nonlinearity)
         self.scheme = Scheme.create(self.scheme_kind, mu=mu, epsilon=epsilon, beta=beta, restart=restart)
         G = GATES[self.host] * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G, input_size, **factory))

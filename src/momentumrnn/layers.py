@@ -110,20 +110,9 @@ class MomentumRNNBase(nn.Module):
     ):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.input_size = _checks.check_size("input_size", input_size)
-        self.hidden_size = _checks.check_size("hidden_size", hidden_size)
-        self.num_layers = _checks.check_size("num_layers", num_layers)
+        _checks.set_recurrent_args(self, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional)
         self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.dropout = _checks.check_dropout(dropout)
-        self.bidirectional = bool(bidirectional)
-        if self.host == "rnn":
-            nonlinearity = "tanh" if nonlinearity is None else nonlinearity
-            if nonlinearity not in ("tanh", "relu"):
-                raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-        elif nonlinearity is not None:
-            raise ValueError(f"nonlinearity applies to RNN hosts only, not {self.host!r}")
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = _checks.check_nonlinearity(self.host, nonlinearity)
         self.scheme = Scheme.create(self.scheme_kind, mu=mu, epsilon=epsilon, beta=beta, restart=restart)
         if learn_mu and self.scheme.kind not in ("heavy_ball", "adam"):
             raise ValueError(f"learn_mu needs a scheme with a constant mu (heavy_ball, adam), not {self.scheme.kind!r}")
@@ -131,13 +120,6 @@ class MomentumRNNBase(nn.Module):
             raise ValueError("learn_epsilon needs a momentum scheme; scheme 'none' has no epsilon")
         self.learn_mu = bool(learn_mu)
         self.learn_epsilon = bool(learn_epsilon)
-        if dropout > 0 and num_layers == 1:
-            import warnings
-
-            warnings.warn(
-                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
-                f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}"
-            )
         G, H = GATES[self.host], self.hidden_size
         D = 2 if self.bidirectional else 1
         self._flat_weights_names = []
@@ -287,30 +269,12 @@ class MomentumRNNBase(nn.Module):
         c0 = take("c0 (state c)", c, H) if lstm else None
         if momentum is None:
             return h0, c0, MomentumState()
-        if not isinstance(momentum, (MomentumState, tuple)) or len(momentum) != 4:
-            raise TypeError("momentum state must be a MomentumState(v, m, p, step)")
-        momentum = MomentumState(*momentum)
-        fields = self.scheme.state_fields
-        for name in ("v", "m", "p", "step"):
-            if getattr(momentum, name) is not None and name not in fields:
-                raise ValueError(f"momentum state has field {name!r}, which scheme {self.scheme.kind!r} does "
-                                 f"not use (it uses {', '.join(fields) or 'none'}); was it made by another layer?")
-        step = momentum.step
-        if step is not None:
-            if not isinstance(step, Tensor) or step.dtype not in (torch.int32, torch.int64):
-                raise TypeError("momentum step must be an integer tensor")
-            if tuple(step.shape) != lead:
-                raise ValueError(f"momentum step has shape {tuple(step.shape)}, expected {lead}")
-            F_ = self.scheme.restart
-            if bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any())):
-                raise ValueError(f"momentum step (restart counter) must be in [0, {F_ if F_ else 'inf'}], "
-                                 f"got values in [{int(step.min())}, {int(step.max())}]")
-            step = (step if batched else step.unsqueeze(1)).to(device=p.device, dtype=torch.long)
+        momentum = _checks.check_momentum_state(momentum, self.scheme, lead, batched, p.device)
         return h0, c0, MomentumState(
             take("momentum v", momentum.v, GH),
             take("momentum m", momentum.m, GH),
             take("momentum p", momentum.p, GH),
-            step,
+            momentum.step,
         )
 
     # ------------------------------------------------------------------ forward

@@ -151,21 +151,11 @@ class OrthogonalRNN(nn.Module):
         self.parametrization = canonical_parametrization(parametrization)
         self.host = _HOST_OF[self.parametrization]
         self.scheme = Scheme.create(_check_scheme(scheme), mu=mu, epsilon=epsilon, beta=beta, restart=restart)
-        self.input_size = _checks.check_size("input_size", input_size)
-        self.hidden_size = _checks.check_size("hidden_size", hidden_size)
-        self.num_layers = _checks.check_size("num_layers", num_layers)
+        _checks.set_recurrent_args(self, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional)
         if bias:
             raise ValueError("orthogonal RNNs have no input bias (W_ih x_t enters the momentum as is); the "
                              "modReLU bias is always learned. Pass bias=False or leave it out")
         self.bias = False
-        self.batch_first = bool(batch_first)
-        self.dropout = _checks.check_dropout(dropout)
-        self.bidirectional = bool(bidirectional)
-        if dropout > 0 and num_layers == 1:
-            import warnings
-
-            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
-                          f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
             raise TypeError(f"dtype must be a real floating dtype (complex tensors of scuRNN follow it), got {dtype}")
         self.unitary = self.parametrization == "unitary_scaled_cayley"
@@ -366,29 +356,11 @@ class OrthogonalRNN(nn.Module):
         h0 = self._state_tensor("h0 (state h)", h, lead, batched, self.unitary, H)
         if momentum is None:
             return h0, MomentumState()
-        if not isinstance(momentum, tuple) or len(momentum) != 4:
-            raise TypeError("momentum state must be a MomentumState(v, m, p, step)")
-        momentum = MomentumState(*momentum)
-        fields = self.scheme.state_fields
-        for name in ("v", "m", "p", "step"):
-            if getattr(momentum, name) is not None and name not in fields:
-                raise ValueError(f"momentum state has field {name!r}, which scheme {self.scheme.kind!r} does not "
-                                 f"use (it uses {', '.join(fields) or 'none'}); was it made by another layer?")
-        step = momentum.step
-        if step is not None:
-            if not isinstance(step, Tensor) or step.dtype not in (torch.int32, torch.int64):
-                raise TypeError("momentum step must be an integer tensor")
-            if tuple(step.shape) != lead:
-                raise ValueError(f"momentum step has shape {tuple(step.shape)}, expected {lead}")
-            F_ = self.scheme.restart
-            if bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any())):
-                raise ValueError(f"momentum step (restart counter) must be in [0, {F_ if F_ else 'inf'}], "
-                                 f"got values in [{int(step.min())}, {int(step.max())}]")
-            step = (step if batched else step.unsqueeze(1)).to(device=self.modrelu_bias_l0.device, dtype=torch.long)
+        momentum = _checks.check_momentum_state(momentum, self.scheme, lead, batched, self.modrelu_bias_l0.device)
         return h0, MomentumState(
             v=self._state_tensor("momentum v", momentum.v, lead, batched, self.unitary, H),
             m=self._state_tensor("momentum m", momentum.m, lead, batched, False, H),
-            step=step,
+            step=momentum.step,
         )
 
     # ------------------------------------------------------------------ forward

@@ -286,13 +286,11 @@ def _compare_dirs(cfg: dict, out: Path) -> list[tuple[str, Path]]:
 
 
 def _default_probe_steps(cfg: dict) -> list[int]:
-    import math
-
     from .tasks import build_task
 
     t = cfg["train"]
-    train, _ = build_task(cfg["task"]).load()
-    per_epoch = math.ceil(len(train) / t["batch_size"])
+    task = build_task(cfg["task"])
+    per_epoch = task.steps_per_epoch(len(task.load()[0]), t["batch_size"])
     if t["limit_train_batches"]:
         per_epoch = min(per_epoch, t["limit_train_batches"])
     total = per_epoch * t["epochs"]

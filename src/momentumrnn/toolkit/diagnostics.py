@@ -20,9 +20,7 @@ every probe, so a resumed run keeps them).
 from __future__ import annotations
 
 import copy
-import io
 import math
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -63,9 +61,6 @@ def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torc
     if dtype is not None and next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model).to(dtype)
     layer, head = model.recurrent, model.head
-    if layer is None or head is None:
-        raise ToolkitError("grads needs a model made of a recurrent layer and a head (the sequence "
-                           "tasks); this task's model is not one")
     if getattr(layer, "bidirectional", False):
         raise ToolkitError("grads: the probe needs a unidirectional layer (set model.bidirectional=false)")
     was_training = model.training
@@ -128,15 +123,10 @@ def load_grad_norms(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def save_grad_norms(run_dir: Path, steps: np.ndarray, norms: np.ndarray) -> None:
-    path = Path(run_dir) / GRAD_FILE
-    buf = io.BytesIO()
-    np.savez(buf, steps=np.asarray(steps, dtype=np.int64), norms=np.asarray(norms, dtype=np.float64))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from .runfiles import atomic_write
+
+    atomic_write(Path(run_dir) / GRAD_FILE, lambda f: np.savez(f, steps=np.asarray(steps, dtype=np.int64),
+                                                              norms=np.asarray(norms, dtype=np.float64)))
 
 
 def probe_batch(split, size: int) -> tuple[torch.Tensor, torch.Tensor]:

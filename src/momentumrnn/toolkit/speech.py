@@ -68,6 +68,7 @@ import torch.nn.functional as F
 
 from .config import Opt
 from .errors import ToolkitError
+from .runfiles import atomic_write
 from .tasks import Split, Task, register
 
 RATE = 8000                 # Hz, after resampling
@@ -410,25 +411,6 @@ def _cache_key(utts: dict[str, list[Utterance]]) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def atomic_save_npz(path: Path, arrays: dict) -> None:
-    """``np.savez`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _load_cache(path: Path, key: str) -> Optional[dict[str, Frames]]:
     try:
         with np.load(path, allow_pickle=False) as d:
@@ -474,7 +456,7 @@ def load_raw(directory: Any, *, cache_dir: Optional[Any] = None, authors_train_f
         arrays[f"{s}_lengths"] = out[s].lengths.numpy()
         arrays[f"{s}_ids"] = np.array(out[s].ids, dtype=str)
     try:
-        atomic_save_npz(path, arrays)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         if log:
             log(f"note: cannot write the cache {path} ({e.strerror or e}); set task.cache_dir to a writable folder")

@@ -601,9 +601,10 @@ class _Permuted:
                 raise ToolkitError(f"{path} is not a permutation of 784 pixels; restore or delete it")
             self.permutation = torch.as_tensor(saved.astype(np.int64))
         elif writer:
-            tmp = path.with_name(".permutation.tmp.npy")
-            np.save(tmp, self.permutation.numpy())
-            os.replace(tmp, path)
+            from .runfiles import atomic_write
+
+            perm = self.permutation.numpy()
+            atomic_write(path, lambda f: np.save(f, perm))
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, self.permutation.to(x.device)).float().div_(255.0).unsqueeze(-1)

@@ -169,6 +169,13 @@ class MomentumRNNBase(nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, for API compatibility with ``torch.nn.RNNBase``."""
 
+    def orthogonal_parameters(self) -> list:
+        """Parameters trained with the orthogonal learning rate: none on this host."""
+        return []
+
+    def on_optimizer_step(self) -> None:
+        """Called after every optimizer step (a no-op on this host)."""
+
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1

@@ -38,7 +38,7 @@ SHAPES = {
     "long": (20000, 8, 1, 128),
 }
 SCHEMES = ["none", "heavy_ball", "restart", "adam", "rmsprop", "nesterov"]
-HP = {  # the paper's sequential-MNIST settings (SPEC 4)
+HP = {  # the paper's sequential-MNIST settings (docs/equations.md, section 7)
     "none": {}, "heavy_ball": {"mu": 0.6, "epsilon": 0.6}, "restart": {"epsilon": 1.0, "restart": 2},
     "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1}, "rmsprop": {"epsilon": 0.6, "beta": 0.9},
     "nesterov": {"epsilon": 1.0, "restart": 2},

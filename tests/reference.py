@@ -1,4 +1,4 @@
-"""A literal, step-by-step reference of ../shared/SPEC.md sections 2-3.
+"""A literal, step-by-step reference of docs/equations.md sections 2-3 (gated hosts).
 
 Deliberately naive: one sequence at a time, one time step at a time, plain tensor ops, no shared
 code with the library except reading a layer's parameters and hyper-parameters. Every fast path
@@ -19,7 +19,7 @@ def _step_counter(k: int, restart: int) -> int:
 
 
 def reference_direction(layer, layer_idx, direction, seq, h, c, mom):
-    """Run one layer and direction over ``seq`` (n, I) for ONE sequence, in SPEC order.
+    """Run one layer and direction over ``seq`` (n, I) for ONE sequence, in the order of the equations.
 
     ``mom`` is a dict with v, m, p (vectors) and k (int). Returns (outputs (n, H), h, c, mom).
     """

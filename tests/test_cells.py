@@ -50,3 +50,25 @@ def test_cell_bad_input():
         cell(torch.randn(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="shape"):
         cell(torch.randn(2, 3), (torch.zeros(3, 4), torch.zeros(2, 4)))
+
+
+def test_cells_check_their_state_as_the_layers_do():
+    # one parser: a restart counter beyond the period is refused by the cell as by the layer
+    cell = mr.RestartMomentumLSTMCell(3, 4, restart=2)
+    layer = mr.RestartMomentumLSTM(3, 4, restart=2)
+    x = torch.randn(2, 3)
+    s = cell(x)
+    bad = mr.LSTMState(s.h, s.c, mr.MomentumState(v=s.momentum.v, step=s.momentum.step + 5))
+    with pytest.raises(ValueError, match=r"restart counter\) must be in \[0, 2\]"):
+        cell(x, bad)
+    with pytest.raises(ValueError, match=r"restart counter\) must be in \[0, 2\]"):
+        layer(x.unsqueeze(0), mr.LSTMState(s.h[None], s.c[None], mr.MomentumState(v=s.momentum.v[None],
+                                                                                     step=s.momentum.step[None] + 5)))
+    with pytest.raises(ValueError, match="does not use"):
+        cell(x, mr.LSTMState(s.h, s.c, mr.MomentumState(m=s.momentum.v)))
+    with pytest.raises(TypeError, match="bare MomentumState"):
+        mr.AdamGRUCell(3, 4)(x, mr.MomentumState())
+    # unbatched state of an unbatched step
+    s1 = cell(x[0])
+    assert s1.h.shape == (4,) and s1.momentum.step.shape == ()
+    assert cell(x[0], s1).momentum.step.shape == ()

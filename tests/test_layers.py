@@ -1,4 +1,4 @@
-"""Every layer (host x scheme) against the literal SPEC reference, in float64: outputs, final
+"""Every layer (host x scheme) against the literal reference (tests/reference.py), in float64: outputs, final
 states (momentum included) and gradients of the input, every parameter and the initial state."""
 
 import itertools

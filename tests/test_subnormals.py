@@ -1,4 +1,4 @@
-"""No momentum state falls into subnormal floats (SPEC 5: small beta in Adam), in any path."""
+"""No momentum state falls into subnormal floats (docs/equations.md, section 8: small beta in Adam), in any path."""
 
 import pytest
 import torch

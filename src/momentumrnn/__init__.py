@@ -1,44 +1,42 @@
 """momentumrnn: momentum recurrent networks (MomentumRNN, NeurIPS 2020) for PyTorch.
 
+Every momentum scheme (``SCHEME_KINDS``) on every recurrent host (``HOSTS``): drop-in replacements
+for ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` and the orthogonal, unitary and eigenvalue-normalized
+modReLU hosts, by paper name (``MomentumLSTM``, ``AdamDTRIV``, ``NesterovENRNN``, ...) or with
+``build_layer(host, scheme, ...)``. The mathematics: docs/equations.md.
+
 The core (this package's top level) depends on torch and numpy only. The experiment toolkit
 (``momentumrnn.toolkit``, the ``momentumrnn`` command) needs the ``train`` extra.
 """
 
-from .schemes import MomentumState, Scheme, SCHEME_KINDS
-from .layers import (  # noqa: F401  (the paper-named classes are generated in layers.py)
-    GATES,
-    LAYER_NAMES,
-    LSTMState,
-    MomentumRNNBase,
-    RNNState,
-    build_layer,
-    layer_class,
-)
-from . import layers as _layers
-from . import cells as _cells
-from .cells import CELL_NAMES, MomentumCellBase, cell_class
+from . import backends
+from .schemes import SCHEME_KINDS, SCHEMES, MomentumState, Scheme
+from .state import LSTMState, RNNState
+from .sequence import SequenceBase
+from .hosts.gated import GATES, MomentumRNNBase
+from .hosts.orthogonal import OrthogonalRNN
+from .hosts.enrnn import EigenvalueNormalizedRNN
+from .layers import *  # noqa: F401,F403  (the paper-named layers, declared explicitly there)
+from .layers import __all__ as _LAYERS
+from .cells import *  # noqa: F401,F403
+from .cells import MomentumCellBase
+from .cells import __all__ as _CELLS
+from .registry import CELL_ALIASES, CELL_NAMES, LAYER_ALIASES, LAYER_NAMES, build_layer, cell_class, layer_class
+from .registry import hosts as _hosts
 from .init import authors_init_
 from .native import from_native, to_native
-from . import orthogonal as _orthogonal
-from .orthogonal import split_parameters
-
-globals().update({name: getattr(_layers, name) for name in LAYER_NAMES})
-globals().update({name: getattr(_cells, name) for name in CELL_NAMES})
+from .orthogonal.training import DynamicTrivialization, register_optimizer_hook, split_parameters
 
 #: every host ``build_layer`` takes
-HOSTS = (*GATES, *_orthogonal.HOSTS)
-#: every paper-named layer of every host: name -> (host, scheme kind, summary)
-LAYER_NAMES = {**LAYER_NAMES, **_orthogonal.ORTHOGONAL_LAYER_NAMES}
-globals().update({name: getattr(_orthogonal, name) for name in _orthogonal.ORTHOGONAL_LAYER_NAMES})
-#: documented aliases of paper names: alias -> canonical name
-LAYER_ALIASES: dict = {}
+HOSTS = _hosts()
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MomentumState", "Scheme", "SCHEME_KINDS", "GATES", "LAYER_NAMES", "LSTMState", "RNNState",
-    "MomentumRNNBase", "build_layer", "layer_class", *LAYER_NAMES, "HOSTS", "LAYER_ALIASES",
-    "split_parameters",
-    "MomentumCellBase", "CELL_NAMES", "cell_class", *CELL_NAMES,
-    "authors_init_", "to_native", "from_native",
+    "MomentumState", "Scheme", "SCHEMES", "SCHEME_KINDS", "GATES", "HOSTS", "LSTMState", "RNNState",
+    "SequenceBase", "MomentumRNNBase", "OrthogonalRNN", "EigenvalueNormalizedRNN", "MomentumCellBase",
+    "build_layer", "layer_class", "cell_class", "LAYER_NAMES", "LAYER_ALIASES", "CELL_NAMES", "CELL_ALIASES",
+    *_LAYERS, *[n for n in _CELLS if n not in ("MomentumCellBase", "CELL_NAMES", "CELL_ALIASES", "cell_class")],
+    "authors_init_", "to_native", "from_native", "split_parameters", "DynamicTrivialization",
+    "register_optimizer_hook", "backends",
 ]

@@ -70,11 +70,12 @@ def set_recurrent_args(module, input_size, hidden_size, num_layers, batch_first,
                       f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
 
 
-def check_momentum_state(momentum, scheme, lead: tuple, batched: bool, device: torch.device):
+def check_momentum_state(momentum, scheme, lead: tuple, batch_dim, device: torch.device):
     """A user's momentum state checked against ``scheme``: a ``MomentumState(v, m, p, step)`` with
     only the scheme's fields, ``step`` an integer tensor of shape ``lead`` within the restart
-    period. Returns the MomentumState with ``step`` given a batch dimension and made ``long``;
-    ``v``, ``m``, ``p`` are returned as given (their shapes and dtypes depend on the layer)."""
+    period. Returns the MomentumState with ``step`` made ``long`` and given a batch dimension at
+    ``batch_dim`` (``None``: already batched); ``v``, ``m``, ``p`` are returned as given (their
+    shapes and dtypes depend on the host)."""
     from .schemes import MomentumState
 
     if not isinstance(momentum, tuple) or len(momentum) != 4:
@@ -84,7 +85,7 @@ def check_momentum_state(momentum, scheme, lead: tuple, batched: bool, device: t
     for name in ("v", "m", "p", "step"):
         if getattr(momentum, name) is not None and name not in fields:
             raise ValueError(f"momentum state has field {name!r}, which scheme {scheme.kind!r} does not use "
-                             f"(it uses {', '.join(fields) or 'none'}); was it made by another layer?")
+                             f"(it uses {', '.join(fields) or 'no fields'}); was it made by another layer?")
     step = momentum.step
     if step is not None:
         if not isinstance(step, Tensor) or step.dtype not in (torch.int32, torch.int64):
@@ -92,8 +93,10 @@ def check_momentum_state(momentum, scheme, lead: tuple, batched: bool, device: t
         if tuple(step.shape) != tuple(lead):
             raise ValueError(f"momentum step has shape {tuple(step.shape)}, expected {tuple(lead)}")
         F_ = scheme.restart
-        if bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any())):
+        if step.numel() and (bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any()))):
             raise ValueError(f"momentum step (restart counter) must be in [0, {F_ if F_ else 'inf'}], "
                              f"got values in [{int(step.min())}, {int(step.max())}]")
-        step = (step if batched else step.unsqueeze(1)).to(device=device, dtype=torch.long)
+        if batch_dim is not None:
+            step = step.unsqueeze(batch_dim)
+        step = step.to(device=device, dtype=torch.long)
     return momentum._replace(step=step)

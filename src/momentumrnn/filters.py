@@ -1,6 +1,6 @@
 """Causal first-order linear filters: ``y_t = a_t * y_{t-1} + x_t``.
 
-Every momentum state of SPEC 2 that depends on the inputs alone is such a filter: heavy ball
+Every momentum state that depends on the inputs alone (docs/equations.md, section 2) is such a filter: heavy ball
 (``a_t = mu``), the Adam / RMSProp second moment (``a_t = beta``) and the scheduled-restart heavy
 ball (``a_t = mu_k``). Running the recurrence step by step costs one Python iteration (and one
 autograd node) per time step; here the sequence is cut into blocks of ``L`` steps and each block is
@@ -60,7 +60,7 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
     gradient for every slice.
     """
     T = x.shape[0]
-    if T == 0:
+    if x.numel() == 0:  # no step, or an empty batch
         return x.clone()
     if not bool(torch.isfinite(x).all()):
         # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier
@@ -124,5 +124,5 @@ def cumulative_decay(coeff: Tensor, T: int) -> Tensor:
     if coeff.dim() == 0:
         pi = torch.cumprod(coeff.expand(T), 0).reshape(T, 1, 1)
     else:
-        pi = torch.cumprod(coeff.reshape(T, -1), 0).unsqueeze(-1)
+        pi = torch.cumprod(coeff.reshape(T, coeff.numel() // T if T else 0), 0).unsqueeze(-1)
     return _flush(pi)

@@ -1,4 +1,4 @@
-"""The authors' initialisation (SPEC 4), an option; ``torch.nn``'s is the default."""
+"""The authors' initialisation (docs/equations.md, section 6), an option; ``torch.nn``'s is the default."""
 
 from __future__ import annotations
 

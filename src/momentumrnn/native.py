@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import MomentumRNNBase, build_layer
+from .hosts.gated import MomentumRNNBase
+from .registry import build_layer
+from .schemes import HEAVY_BALL
 
 __all__ = ["to_native", "from_native"]
 
@@ -19,11 +21,11 @@ def _host_of(module: nn.Module) -> str:
     raise TypeError(f"expected torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
 
 
-def from_native(module: nn.Module, scheme: str = "heavy_ball", **hyper_parameters) -> MomentumRNNBase:
+def from_native(module: nn.Module, scheme: str = HEAVY_BALL.kind, **hyper_parameters) -> MomentumRNNBase:
     """A momentum layer with ``module``'s configuration and a copy of its weights.
 
-    With ``scheme="heavy_ball", mu=0, epsilon=1`` (or ``scheme="none"``) the result computes
-    exactly what ``module`` computes."""
+    ``scheme`` defaults to heavy ball; with ``mu=0, epsilon=1`` (or the plain scheme) the result
+    computes exactly what ``module`` computes."""
     host = _host_of(module)
     if getattr(module, "proj_size", 0):
         raise ValueError("LSTM with proj_size > 0 has no momentum counterpart")
@@ -41,14 +43,13 @@ def from_native(module: nn.Module, scheme: str = "heavy_ball", **hyper_parameter
 def to_native(layer: MomentumRNNBase, strict: bool = True) -> nn.Module:
     """The ``torch.nn`` module with ``layer``'s configuration and a copy of its weights.
 
-    The result computes what ``layer`` computes only when its momentum is trivial (scheme
-    ``none``, or heavy ball with ``mu = 0, epsilon = 1``); otherwise ``strict=True`` raises and
+    The result computes what ``layer`` computes only when its momentum is trivial (no momentum,
+    or heavy ball with ``mu = 0, epsilon = 1``: the scheme table's ``trivial``); otherwise ``strict=True`` raises and
     ``strict=False`` copies the weights anyway (e.g. to initialise a plain model)."""
     if not isinstance(layer, MomentumRNNBase):
         raise TypeError(f"expected a momentum layer, got {type(layer).__name__}")
     sch = layer.scheme
-    trivial = sch.kind == "none" or (sch.kind == "heavy_ball" and sch.mu == 0 and sch.epsilon == 1
-                                     and not (layer.learn_mu or layer.learn_epsilon))
+    trivial = sch.trivial and not (layer.learn_mu or layer.learn_epsilon)
     if strict and not trivial:
         raise ValueError(f"{type(layer).__name__} with {sch} is not a plain {layer.host.upper()}: the native module "
                          "would compute something else; pass strict=False to copy the weights anyway")

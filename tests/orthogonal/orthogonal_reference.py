@@ -1,9 +1,11 @@
-"""A literal, step-by-step reference of the orthogonal RNN (SPEC 3) with the schemes of SPEC 2.
+"""A literal, step-by-step reference of the modReLU hosts (orthogonal, unitary, ENRNN) with every
+momentum scheme (docs/equations.md, sections 2-3).
 
 Deliberately naive and independent of the library's fast paths: one sequence at a time, one time
 step at a time, complex arithmetic for scuRNN, the recurrent matrix rebuilt from the raw
 parameters with textbook formulas (a long Taylor series for the exponential, an explicit inverse
-for the Cayley transforms). Only the layer's raw parameters and hyper-parameters are read.
+for the Cayley transforms, ``torch.linalg.eigvals`` for ENRNN's spectral radius, differentiated by
+autograd). Only the layer's raw parameters, buffers and hyper-parameters are read.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def taylor_expm(A, terms: int = 30):
 def recurrent_matrix(layer, sfx):
     """``B`` of one layer and direction from its raw parameters."""
     plist = layer.parametrizations["weight_hh" + sfx]
-    P = plist.original
+    P = plist.original0 if layer.host == "enrnn" else plist.original
     p = plist[0]
     upper = torch.triu(P, diagonal=1)
     A = upper - upper.T
@@ -44,6 +46,18 @@ def recurrent_matrix(layer, sfx):
         return p.base @ taylor_expm(A)
     if host == "scornn":
         return torch.linalg.inv(eye + A) @ (eye - A) @ torch.diag(p.D)
+    if host == "enrnn":
+        # B = [[W1, 0], [W3, W2bar]] (row convention: h B = [h1 W1 + h2 W3, h2 W2bar])
+        n1, n2 = p.n1, p.n2
+        U1 = torch.triu(plist.original0, diagonal=1)
+        A1 = U1 - U1.T
+        eye1 = torch.eye(n1, dtype=P.dtype)
+        W1 = torch.linalg.inv(eye1 + A1) @ (eye1 - A1) @ torch.diag(p.cayley.D)
+        W2 = plist.original1
+        if bool(p.normalized):
+            W2 = W2 / torch.linalg.eigvals(W2).abs().max()
+        W3 = plist.original2 if p.coupled else torch.zeros(n2, n1, dtype=P.dtype)
+        return torch.cat([torch.cat([W1, torch.zeros(n1, n2, dtype=P.dtype)], 1), torch.cat([W3, W2], 1)], 0)
     # scurnn: A + iY skew-Hermitian, D = diag(exp(i theta))
     lower = torch.tril(P)
     Y = lower + torch.tril(P, diagonal=-1).T
@@ -72,8 +86,9 @@ def reference_direction(layer, layer_idx, direction, seq, h, mom):
     B = recurrent_matrix(layer, sfx)
     b = getattr(layer, "modrelu_bias" + sfx)
     sch = layer.scheme
-    kind, mu, eps, beta, F = sch.kind, sch.mu, sch.epsilon, sch.beta, sch.restart
-    v, m, k = mom["v"], mom["m"], mom["k"]
+    mu, eps = layer.hyper_parameters(layer_idx, direction)
+    kind, beta, F = sch.kind, sch.beta, sch.restart
+    v, m, p, k = mom["v"], mom["m"], mom["p"], mom["k"]
     outs = []
     for x in seq:
         if W_ih.is_complex() and not x.is_complex():
@@ -95,16 +110,21 @@ def reference_direction(layer, layer_idx, direction, seq, h, mom):
             k = _step_counter(k, F)
             v = (k - 1) / (k + 2) * v + eps * u
             d = v
+        elif kind == "nesterov":
+            k = _step_counter(k, F)
+            p_new = h @ B - eps * u
+            g = p_new + (k - 1) / (k + 2) * (p_new - p)
+            p = p_new
         else:
             raise AssertionError(kind)
-        h = modrelu(h @ B + d, b)
+        h = modrelu(g if kind == "nesterov" else h @ B + d, b)
         outs.append(torch.cat([h.real, h.imag]) if h.is_complex() else h)
-    return torch.stack(outs), h, {"v": v, "m": m, "k": k}
+    return torch.stack(outs), h, {"v": v, "m": m, "p": p, "k": k}
 
 
 def reference_forward(layer, x, lengths=None, state=None):
     """The whole layer. ``x``: (T, B, I) time-major (complex for ``complex_input``); ``lengths``:
-    list or None; ``state``: None or dict with h (L*D, B, H), v, m (L*D, B, H), step (L*D, B).
+    list or None; ``state``: None or dict with h (L*D, B, H), v, m, p (L*D, B, H), step (L*D, B).
     Returns (output (T, B, D*F) zero-padded, h_n, momentum dict)."""
     T, Bsz, _ = x.shape
     H = layer.hidden_size
@@ -134,6 +154,7 @@ def reference_forward(layer, x, lengths=None, state=None):
                 idx = li * D + di
                 seq = layer_in if di == 0 else layer_in.flip(0)
                 mom = {"v": init("v", idx, b, zeros_h), "m": init("m", idx, b, zeros_m),
+                       "p": init("p", idx, b, zeros_h),
                        "k": int(state["step"][idx, b]) if state.get("step") is not None else 0}
                 o, h, mom = reference_direction(layer, li, di, seq, init("h", idx, b, zeros_h), mom)
                 dir_outs.append(o if di == 0 else o.flip(0))
@@ -141,6 +162,6 @@ def reference_forward(layer, x, lengths=None, state=None):
             layer_in = torch.cat(dir_outs, 1)
         out[:n, b] = layer_in
     stack = lambda rows: torch.stack([torch.stack(r) for r in rows])  # noqa: E731
-    mom = {name: stack([[mom_n[i][b][name] for b in range(Bsz)] for i in range(L * D)]) for name in ("v", "m")}
+    mom = {name: stack([[mom_n[i][b][name] for b in range(Bsz)] for i in range(L * D)]) for name in ("v", "m", "p")}
     mom["step"] = torch.tensor([[mom_n[i][b]["k"] for b in range(Bsz)] for i in range(L * D)])
     return out, stack(h_n), mom

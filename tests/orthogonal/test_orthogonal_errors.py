@@ -18,7 +18,7 @@ def test_paper_names_are_importable():
         MomentumScuRNN, RMSPropDTRIV, ScoRNN, ScuRNN, SRExpRNN, AdamScuRNN,
     )
 
-    assert len(orth.ORTHOGONAL_LAYER_NAMES) == 20
+    assert len(orth.ORTHOGONAL_LAYER_NAMES) == 24  # 4 hosts x 6 schemes
     for name, (host, kind, _) in orth.ORTHOGONAL_LAYER_NAMES.items():
         cls = orth.layer_class(name)
         layer = cls(1, 4)
@@ -52,9 +52,13 @@ def test_unknown_names():
 
 
 @pytest.mark.parametrize("host", HOSTS)
-def test_nesterov_is_rejected(host):
-    with pytest.raises(ValueError, match="not available on orthogonal hosts.*restart"):
-        orth.build_orthogonal_layer(host, "nesterov", 1, 4)
+def test_every_scheme_on_every_orthogonal_host(host):
+    # Nesterov runs on the orthogonal hosts too (its parity is tested in test_orthogonal_parity);
+    # the authors' SR<host> is the scheduled-restart heavy ball, an alias of RestartMomentum<host>.
+    layer = orth.build_orthogonal_layer(host, "nesterov", 1, 4)
+    assert layer.scheme.kind == "nesterov" and layer.scheme.state_fields == ("p", "step")
+    title = type(layer).__mro__[1].__name__[len("Nesterov"):]
+    assert orth.layer_class("SR" + title) is orth.layer_class("RestartMomentum" + title)
 
 
 @pytest.mark.parametrize("K", [0, -3, 1.5, "abc", True, None])

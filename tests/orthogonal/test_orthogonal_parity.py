@@ -13,7 +13,7 @@ from momentumrnn import MomentumState, RNNState
 from orthogonal_reference import reference_forward
 
 HOSTS = ["exprnn", "dtriv", "scornn", "scurnn"]
-KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart"]
+KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
 CASES = list(itertools.product(HOSTS, KINDS))
 TOL = dict(rtol=1e-10, atol=1e-10)
 
@@ -23,6 +23,7 @@ HP = {
     "adam": {"mu": 0.5, "epsilon": 0.8, "beta": 0.3},
     "rmsprop": {"epsilon": 0.7, "beta": 0.6},
     "restart": {"epsilon": 0.9, "restart": 3},
+    "nesterov": {"epsilon": 0.6, "restart": 3},
 }
 
 
@@ -81,7 +82,7 @@ def random_state(layer, B, seed=1):
 def to_layer_state(st):
     if st is None:
         return None
-    return RNNState(st["h"], MomentumState(v=st.get("v"), m=st.get("m"), step=st.get("step")))
+    return RNNState(st["h"], MomentumState(v=st.get("v"), m=st.get("m"), p=st.get("p"), step=st.get("step")))
 
 
 def _weighted(t, g):
@@ -212,7 +213,7 @@ def test_gradcheck(host, kind):
         s = dict(st, **dict(zip(keys, ss)))
         out, state = torch.func.functional_call(layer, {n: a for (n, _), a in zip(layer.named_parameters(), ps)},
                                                 (x, to_layer_state(s)))
-        mom = [t for t in (state.momentum.v, state.momentum.m) if t is not None]
+        mom = [t for t in (state.momentum.v, state.momentum.m, state.momentum.p) if t is not None]
         return (out, state.h, *mom)
 
     leaves = [p.detach().clone().requires_grad_(True) for p in params]

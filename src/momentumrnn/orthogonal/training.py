@@ -31,15 +31,29 @@ def _parametrized(module: nn.Module):
 
 
 def split_parameters(module: nn.Module) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
-    """``(orthogonal, other)``: the parameters behind orthogonal / unitary matrices (skew
-    parameters, scuRNN's ``theta``) and all the others, each once, in ``module.parameters()`` order
-    for ``other``. Works on any module containing orthogonal layers."""
+    """``(orthogonal, other)``: the parameters to train with the orthogonal learning rate (what
+    each layer's ``orthogonal_parameters()`` lists: skew parameters, scuRNN's ``theta``, ENRNN's
+    ``W1`` skew parameter; for other modules, the parameters behind orthogonal parametrizations)
+    and all the others, each once, in ``module.parameters()`` order for ``other``. Works on any
+    module containing such layers."""
     seen, orth = set(), []
-    for plist, _ in _parametrized(module):
-        for p in plist.parameters():
+
+    def add(params):
+        for p in params:
             if id(p) not in seen:
                 seen.add(id(p))
                 orth.append(p)
+
+    covered = set()
+    for m in module.modules():
+        if callable(getattr(m, "orthogonal_parameters", None)) and id(m) not in covered:
+            add(m.orthogonal_parameters())
+            covered.update(id(sub) for sub in m.modules())
+    for m in module.modules():
+        if id(m) not in covered and parametrize.is_parametrized(m):
+            for plist in m.parametrizations.values():
+                if isinstance(plist[0], OrthogonalParametrization):
+                    add(plist.parameters())
     other = [p for p in module.parameters() if id(p) not in seen]
     return orth, other
 

@@ -1,8 +1,9 @@
-"""Drives ``d_t`` of the momentum schemes on an orthogonal host.
+"""Drives ``d_t`` of the input-only momentum schemes on a modReLU host.
 
-The input map has no bias, so ``u_t = W_ih x_t`` and every scheme allowed on an orthogonal host
-(none, heavy ball, Adam, RMSProp, scheduled-restart heavy ball) is a function of the inputs alone.
-Its input-side filters run over the whole sequence before the recurrence (the O(T) causal filters
+The input map has no bias, so ``u_t = W_ih x_t``, and an input-only scheme (every scheme but the
+lookahead one) is a function of the inputs alone. Its shape comes from the scheme table: a
+velocity (constant or scheduled coefficient), optionally normalized by a second moment. Its
+input-side filters run over the whole sequence before the recurrence (the O(T) causal filters
 of :mod:`momentumrnn.filters`), on the input itself, which for the usual shapes (pMNIST: one
 channel) is far narrower than the hidden state:
 
@@ -28,10 +29,10 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from ..layers import _at_last_step as _core_at_last_step
 from ..filters import cumulative_decay, linear_filter
-from ..schemes import ADAM_EPS, MomentumState, Scheme, next_steps, restart_mu
-from .recurrence import DriveFactors
+from ..lengths import at_last_step as _core_at_last_step
+from ..schemes import ADAM_EPS, MomentumState, Scheme
+from .modrelu_loop import DriveFactors
 
 __all__ = ["scheme_drive", "Drive"]
 
@@ -121,25 +122,17 @@ def scheme_drive(scheme: Scheme, x: Tensor, w: Tensor, mu, epsilon, mom0: Moment
     ``mom0`` holds the initial ``v`` ``(B, N)``, ``m`` ``(B, H_m)`` and ``step`` ``(B,)`` (or None).
     The drive is factored (formed in the recurrence loop) when the input is narrower than the
     hidden state (``I <= N``; ``I^2 < H_m`` for Adam / RMSProp), dense otherwise."""
-    kind = scheme.kind
-    if kind not in ("none", "heavy_ball", "restart", "adam", "rmsprop"):
-        raise ValueError(f"scheme {kind!r} is not available on orthogonal hosts; use none, heavy_ball, adam, "
-                         "rmsprop or restart")
+    spec = scheme.spec
     T, B, I = x.shape
     N = w.shape[0]
     Hm = N // 2 if pairs else N
-    normalized = kind in ("adam", "rmsprop")
-    k = None
-    if kind in ("heavy_ball", "adam"):
-        coeff = torch.tensor(mu, dtype=x.dtype, device=x.device)
-    elif kind == "restart":
-        step0 = mom0.step if mom0.step is not None else torch.zeros(1, dtype=torch.long, device=x.device)
-        k = next_steps(step0, T, scheme.restart)
-        coeff = restart_mu(k, x.dtype).unsqueeze(2)
-    else:
-        coeff = None  # no velocity: d = u (none) or epsilon u (RMSProp)
+    normalized = spec.normalized
+    coeff = k = None
+    if spec.velocity is not None:
+        coeff, k = scheme.velocity_coefficient(mu, T, mom0.step, x.dtype, x.device)
+    # (no velocity: d = epsilon u, e.g. RMSProp, or u for the plain scheme)
     step = None if k is None else _at_last_step(k.expand(T, B), last)
-    a = w if kind == "none" else w * epsilon
+    a = w if (not isinstance(epsilon, Tensor) and epsilon == 1.0) else w * epsilon
     if (I * I < Hm) if normalized else (I <= N):
         xs = x if coeff is None else linear_filter(x, coeff)
         pv = v0 = None
@@ -162,14 +155,14 @@ def scheme_drive(scheme: Scheme, x: Tensor, w: Tensor, mu, epsilon, mom0: Moment
         if mom0.m is not None:
             pm, m0 = cumulative_decay(b_coeff, T), mom0.m
             m_T = m_T + _last_of_decay(pm, B, last) * m0
-        mom = MomentumState(v=v_T if kind == "adam" else None, m=m_T)
+        mom = MomentumState(v=v_T if coeff is not None else None, m=m_T)
         return Drive(None, DriveFactors(xs, a, pv, v0, qs, c, pm, m0), mom)
     # dense (wide inputs)
     if not normalized:
         d = _project(x, a) if coeff is None else _filtered_projection(x, a, coeff, mom0.v)
         return Drive(d, None, MomentumState(v=None if coeff is None else _at_last_step(d, last), step=step))
     m = _second_moment(x, w, scheme.beta, mom0.m, pairs)
-    if kind == "adam":
+    if coeff is not None:
         v = _filtered_projection(x, a, coeff, mom0.v)
         return Drive(_over_sqrt(v, m, pairs), None, MomentumState(v=_at_last_step(v, last), m=_at_last_step(m, last)))
     return Drive(_over_sqrt(_project(x, a), m, pairs), None, MomentumState(m=_at_last_step(m, last)))

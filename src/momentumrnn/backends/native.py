@@ -1,0 +1,117 @@
+"""Gated hosts on ``torch.nn``'s own kernels (oneDNN on CPU, cuDNN on GPU).
+
+* :func:`run_native`: a trivial drive (no momentum, heavy ball with ``mu = 0, epsilon = 1``) is
+  the plain cell: the native kernel unchanged, bit-identical to ``torch.nn``.
+* :func:`run_filtered`: a linear drive (heavy ball, scheduled-restart heavy ball) is a causal
+  linear filter of the inputs, ``v_t = sum_k (prod a) epsilon (W_ih x_k + b_ih)``: ``W_ih``
+  applied to the filtered input plus ``b_ih`` times a filtered constant channel. The native kernel
+  runs on ``[filter(x), filter(1)]`` with input weights ``epsilon [W_ih, b_ih]`` and ``b_hh`` as
+  its only bias. A carried momentum ``v_0`` adds ``pi_t v_0`` (``pi_t`` the product of the
+  coefficients): exact, through extra input channels.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor, _VF
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..filters import cumulative_decay, linear_filter
+from ..lengths import at_last_step
+from ..schemes import MomentumState
+
+__all__ = ["GatedParams", "native_call", "run_native", "run_filtered"]
+
+
+class GatedParams(NamedTuple):
+    """One layer and direction of a gated host (``torch.nn``'s names; biases may be None)."""
+
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Optional[Tensor]
+    b_hh: Optional[Tensor]
+
+
+def native_call(layer, x: Tensor, lengths: Optional[Tensor], h0, c0, weights: list):
+    """One native single-layer, single-direction call; returns ``(out, h_T, c_T)``."""
+    has_biases = len(weights) == 4
+    T, B, _ = x.shape
+    H = layer.hidden_size
+    if h0 is None:
+        h0 = x.new_zeros(B, H)
+    if layer.host == "lstm":
+        hx = (h0.unsqueeze(0), (c0 if c0 is not None else x.new_zeros(B, H)).unsqueeze(0))
+        fn = _VF.lstm
+    else:
+        hx = h0.unsqueeze(0)
+        fn = _VF.gru if layer.host == "gru" else (_VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu)
+    if lengths is None:
+        res = fn(x, hx, weights, has_biases, 1, 0.0, layer.training, False, False)
+        out, state = res[0], res[1:]
+    else:
+        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        si, ui = packed.sorted_indices, packed.unsorted_indices
+        hx = tuple(t.index_select(1, si) for t in hx) if isinstance(hx, tuple) else hx.index_select(1, si)
+        res = fn(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, layer.training, False)
+        out = pad_packed_sequence(PackedSequence(res[0], packed.batch_sizes, si, ui), total_length=T)[0]
+        state = tuple(t.index_select(1, ui) for t in res[1:])
+    hT = state[0][0]
+    cT = state[1][0] if layer.host == "lstm" else None
+    return out, hT, cT
+
+
+def _finals(layer, hT, cT) -> dict:
+    return {"h": hT, "c": cT} if layer.host == "lstm" else {"h": hT}
+
+
+def run_native(layer, p: GatedParams, x, seq, hidden0, mom0, hp):
+    """A trivial drive: the native kernel, and the momentum state of a plain cell (``v_t = u_t``,
+    the restart counter running)."""
+    weights = [p.w_ih, p.w_hh] + ([p.b_ih, p.b_hh] if p.b_ih is not None else [])
+    out, hT, cT = native_call(layer, x, seq.lengths, hidden0["h"], hidden0.get("c"), weights)
+    fields = layer.scheme.state_fields
+    v = step = None
+    if "v" in fields:
+        x_last = at_last_step(x, seq.last)
+        v = torch.addmm(p.b_ih, x_last, p.w_ih.t()) if p.b_ih is not None else x_last @ p.w_ih.t()
+    if "step" in fields:
+        T, B = x.shape[:2]
+        _, k = layer.scheme.schedule(T, mom0.step, x.dtype, x.device)
+        step = at_last_step(k.expand(T, B), seq.last)
+    return out, _finals(layer, hT, cT), MomentumState(v=v, step=step)
+
+
+def run_filtered(layer, p: GatedParams, x, seq, hidden0, mom0, hp):
+    """A linear drive: the native kernel on the filtered input."""
+    mu, eps = hp
+    T, B, _ = x.shape
+    GH = p.w_ih.shape[0]
+    coeff, k = layer.scheme.velocity_coefficient(mu, T, mom0.step, x.dtype, x.device)
+    cols = [linear_filter(x, coeff)]
+    w_cols = [p.w_ih]
+    if p.b_ih is not None:
+        ones = x.new_ones(T, coeff.shape[1] if coeff.dim() else 1, 1)
+        cols.append(linear_filter(ones, coeff).expand(T, B, 1))
+        w_cols.append(p.b_ih.unsqueeze(1))
+    w_in = torch.cat(w_cols, 1) * eps
+    v0 = mom0.v
+    if v0 is not None:
+        # v_t gains pi_t v0: one extra input channel per batch element (v0 as weights) or per
+        # gate unit (v0 as input), whichever is fewer.
+        pi = cumulative_decay(coeff, T)
+        if B <= GH:
+            cols.append(pi * torch.eye(B, dtype=x.dtype, device=x.device))
+            w_in = torch.cat([w_in, v0.t()], 1)
+        else:
+            cols.append(pi * v0)
+            w_in = torch.cat([w_in, torch.eye(GH, dtype=x.dtype, device=x.device)], 1)
+    x_in = torch.cat(cols, 2) if len(cols) > 1 else cols[0]
+    weights = [w_in, p.w_hh] + ([torch.zeros_like(p.b_hh), p.b_hh] if p.b_hh is not None else [])
+    out, hT, cT = native_call(layer, x_in, seq.lengths, hidden0["h"], hidden0.get("c"), weights)
+    v_T = at_last_step(x_in, seq.last) @ w_in.t()
+    step = None
+    if k is not None:
+        step = at_last_step(k.expand(T, B), seq.last)
+    return out, _finals(layer, hT, cT), MomentumState(v=v_T, step=step)

@@ -1,0 +1,48 @@
+"""The literal backend: the host's one-step update (which calls the scheme's, from the scheme
+table) in a Python loop, differentiated by autograd.
+
+Slow (a Python iteration and an autograd node per step), but it runs every host with every scheme
+and supports whatever autograd supports (double backward, ``torch.func`` transforms); the cells
+take exactly the same steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..lengths import at_last_step
+from ..schemes import MomentumState
+from ..state import to_external
+
+__all__ = ["run", "internal"]
+
+
+def internal(value, slot):
+    """A state tensor in the internal form (complex as ``[Re, Im]`` pairs)."""
+    if value is None or not slot.complex:
+        return value
+    return torch.cat([value.real, value.imag], -1)
+
+
+def run(layer, p, x, seq, hidden0, mom0, hp):
+    hidden_slots, mom_slots = layer._slots()
+    hidden = {name: to_external(t, hidden_slots[name]) for name, t in hidden0.items()}
+    mom = MomentumState(*(t if name == "step" else to_external(t, mom_slots[name])
+                          for name, t in zip(MomentumState._fields, mom0)))
+    outs, seqs = [], {name: [] for name in hidden}
+    fields = layer.scheme.state_fields
+    mom_seqs = {name: [] for name in fields}
+    for x_t in x.unbind(0):
+        out_t, hidden, mom = layer._literal_step(p, x_t, hidden, mom, hp)
+        outs.append(out_t)
+        for name, t in hidden.items():
+            seqs[name].append(t)
+        for name in fields:
+            mom_seqs[name].append(getattr(mom, name))
+    out = torch.stack(outs)
+    if seq.valid is not None:
+        out = torch.where(seq.valid, out, 0)
+    finals = {name: internal(at_last_step(torch.stack(v), seq.last), hidden_slots[name]) for name, v in seqs.items()}
+    mom_T = {name: at_last_step(torch.stack(v), seq.last) for name, v in mom_seqs.items()}
+    mom_T = {name: t if name == "step" else internal(t, mom_slots[name]) for name, t in mom_T.items()}
+    return out, finals, MomentumState(**mom_T)

@@ -1,0 +1,242 @@
+"""Gated hosts: ``torch.nn``'s RNN, LSTM and GRU cells with a momentum scheme on the input drive
+(docs/equations.md, section 3). Drop-in replacements for ``torch.nn.RNN`` / ``LSTM`` / ``GRU``:
+the same constructor arguments and parameter names (``weight_ih_l0``, ``weight_hh_l0``,
+``bias_ih_l0``, ``bias_hh_l0``, ``_reverse`` for the second direction).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import _checks, registry
+from ..backends.native import GatedParams
+from ..schemes import HYPER_PARAMETERS, SchemeSpec
+from ..sequence import SequenceBase
+from ..state import Slot
+
+__all__ = ["GATES", "MomentumRNNBase", "gated_step"]
+
+#: gates per host: the input drive has ``G * hidden_size`` entries
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+registry.register_host("rnn", "RNN", "gated", "torch.nn.RNN cell")
+registry.register_host("lstm", "LSTM", "gated", "torch.nn.LSTM cell")
+registry.register_host("gru", "GRU", "gated", "torch.nn.GRU cell")
+
+
+def gated_step(host: str, nonlinearity: Optional[str], p: GatedParams, x: Tensor, hidden: dict, mom,
+               scheme, hp) -> tuple:
+    """The literal step of a gated cell with its scheme: ``(h, {"h": h[, "c": c]}, momentum)``.
+    ``x`` ``(B, I)``; ``hidden`` values may be ``None`` (zeros)."""
+    H = p.w_hh.shape[1]
+    h = hidden["h"] if hidden["h"] is not None else x.new_zeros(x.shape[0], H)
+    u = F.linear(x, p.w_ih, p.b_ih)  # input drive: b_ih sits inside the momentum
+    r = F.linear(h, p.w_hh, p.b_hh)  # recurrent part
+    drive, advance = scheme.step(u, mom, *hp)
+    if host == "rnn":
+        pre = drive.combine(r)
+        h = torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
+        return h, {"h": h}, advance()
+    if host == "lstm":
+        c = hidden["c"] if hidden["c"] is not None else torch.zeros_like(h)
+        i, f, g, o = drive.combine(r).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, {"h": h, "c": c}, advance()
+    reset, z = torch.sigmoid(drive.combine(r[..., :2 * H], slice(0, 2 * H))).chunk(2, -1)
+    n = torch.tanh(drive.combine(reset * r[..., 2 * H:], slice(2 * H, 3 * H)))
+    h = (1 - z) * n + z * h
+    return h, {"h": h}, advance()
+
+
+_CELL_LOOPS = {
+    "rnn": "h = tanh(d + W_hh h + b_hh)",
+    "lstm": "i, f, g, o = (d + W_hh h + b_hh).chunk(4)\nc = sigmoid(f) * c + sigmoid(i) * tanh(g); h = sigmoid(o) * tanh(c)",
+    "gru": "r, z = sigmoid(d[:2H] + W_h(r,z) h + b_h(r,z)).chunk(2)\nn = tanh(d[2H:] + r * (W_hn h + b_hn)); h = (1 - z) * n + z * h",
+}
+
+_DOC = r"""{summary}.
+
+    A drop-in replacement for ``torch.nn.{torch_name}`` (docs/equations.md).
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
+        dtype: as in ``torch.nn.{torch_name}``.{nonlinearity_doc}
+{hp_doc}        learn_mu, learn_epsilon: make ``mu`` / ``epsilon`` learnable, one scalar per layer and
+            direction, kept in range (``mu = sigmoid(mu_raw_l0)``, ``epsilon = softplus(...)``).
+        init: ``"torch"`` (default, ``torch.nn``'s) or ``"authors"`` (orthogonal ``W_ih``, identity
+            blocks in ``W_hh``, forget biases ``forget_bias``, other biases 0).
+        forget_bias: forget-gate bias of the authors' initialisation (1.0; TIMIT used -4.0).
+
+    Inputs: ``input, state``
+        * **input**: ``(L, N, H_in)``, ``(N, L, H_in)`` with ``batch_first=True``, unbatched
+          ``(L, H_in)``, or a ``PackedSequence``.
+        * **state** (optional): a ``{state_name}`` returned by a previous call (continues the
+          sequence exactly, momentum included), ``torch.nn``'s {native_state}, or ``None`` (zeros).
+
+    Outputs: ``output, state``
+        * **output**: exactly as ``torch.nn.{torch_name}``: ``(L, N, D * H_out)``.
+        * **state**: ``{state_name}`` with ``h`` ``(D * num_layers, N, H_out)``{c_doc} and
+          ``momentum``, a :class:`MomentumState` whose ``{fields}`` are
+          ``(D * num_layers, N, {G}*H_out)``{step_doc}.
+
+    Equivalent to this loop for one layer and direction (``u_t = W_ih x_t + b_ih``,
+    ``r = W_hh h + b_hh``)::
+
+        for t in range(T):
+            u = W_ih @ x[t] + b_ih
+{loop}
+"""
+
+
+def _indent(text: str, n: int = 12) -> str:
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+class MomentumRNNBase(SequenceBase):
+    """Base of the gated layers (RNN / LSTM / GRU host x scheme); see the paper-named classes."""
+
+    family = "gated"
+    _generic = "build_layer"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        mu: Optional[float] = None,
+        epsilon: Optional[float] = None,
+        beta: Optional[float] = None,
+        restart: Optional[int] = None,
+        nonlinearity: Optional[str] = None,
+        learn_mu: bool = False,
+        learn_epsilon: bool = False,
+        init: str = "torch",
+        forget_bias: float = 1.0,
+        scheme: Optional[str] = None,
+    ):
+        super().__init__()
+        if self.host not in GATES:
+            raise TypeError(f"{type(self).__name__} has no gated host; use a paper-named class (MomentumLSTM, ...) "
+                            "or build_layer(host, scheme, ...)")
+        self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
+                    mu, epsilon, beta, restart)
+        self.bias = bool(bias)
+        self.nonlinearity = _checks.check_nonlinearity(self.host, nonlinearity)
+        if init not in ("torch", "authors"):
+            raise ValueError(f"init must be 'torch' (torch.nn's default) or 'authors' (the authors' "
+                             f"initialisation), got {init!r}")
+        self.init = init
+        self.forget_bias = float(forget_bias)
+        self._flat_weights_names = []
+        self._build(learn_mu, learn_epsilon, device, dtype)
+
+    @classmethod
+    def _class_doc(cls, spec: SchemeSpec) -> str:
+        torch_name = registry.HOSTS[cls.host].title
+        hp_doc = "".join(f"        {k}: {HYPER_PARAMETERS[k].doc} (default {v}).\n" for k, v in spec.defaults.items())
+        loop = spec.loop
+        cell = _CELL_LOOPS[cls.host]
+        if spec.lookahead:
+            cell = cell.replace("d + W_hh h + b_hh", "g").replace("d[:2H] + W_h(r,z) h + b_h(r,z)", "g[:2H]") \
+                .replace("d[2H:] + r * (W_hn h + b_hn)", "g[2H:] (its r_t: r * (W_hn h + b_hn))")
+        fields = [f for f in spec.fields if f != "step"]
+        return _DOC.format(
+            summary=f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary}",
+            torch_name=torch_name,
+            nonlinearity_doc="\n        nonlinearity: ``'tanh'`` or ``'relu'``." if cls.host == "rnn" else "",
+            hp_doc=hp_doc,
+            state_name="LSTMState(h, c, momentum)" if cls.host == "lstm" else "RNNState(h, momentum)",
+            native_state="``(h_0, c_0)``" if cls.host == "lstm" else "``h_0``",
+            c_doc=", ``c`` likewise" if cls.host == "lstm" else "",
+            fields=", ".join(fields) or "(no fields)",
+            G=GATES[cls.host],
+            step_doc=" and the integer restart counter ``step`` ``(D * num_layers, N)``" if "step" in spec.fields else "",
+            loop=_indent(loop + "\n" + cell),
+        )
+
+    # ------------------------------------------------------------------ parameters
+    def _register_direction(self, sfx: str, in_features: int, factory: dict) -> None:
+        G, H = GATES[self.host], self.hidden_size
+        names = [f"weight_ih{sfx}", f"weight_hh{sfx}"]
+        shapes = [(G * H, in_features), (G * H, H)]
+        if self.bias:
+            names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
+            shapes += [(G * H,), (G * H,)]
+        for name, shape in zip(names, shapes):
+            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+        self._flat_weights_names.extend(names)
+
+    def reset_parameters(self) -> None:
+        """``torch.nn``'s initialisation (uniform in ``±1/sqrt(hidden_size)``), or the authors'
+        when the layer was built with ``init="authors"``."""
+        if self.init == "authors":
+            from ..init import authors_init_
+
+            authors_init_(self, forget_bias=self.forget_bias)
+            return
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for name in self._flat_weights_names:
+            nn.init.uniform_(getattr(self, name), -stdv, stdv)
+
+    @property
+    def all_weights(self):
+        n = 4 if self.bias else 2
+        return [[getattr(self, name) for name in self._flat_weights_names[i:i + n]]
+                for i in range(0, len(self._flat_weights_names), n)]
+
+    def _direction(self, layer: int, direction: int) -> GatedParams:
+        sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        return GatedParams(getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx),
+                           getattr(self, "bias_ih" + sfx) if self.bias else None,
+                           getattr(self, "bias_hh" + sfx) if self.bias else None)
+
+    def _weights(self, layer: int, direction: int):
+        """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction."""
+        return tuple(self._direction(layer, direction))
+
+    def _slots(self):
+        H, GH = self.hidden_size, GATES[self.host] * self.hidden_size
+        hidden = {"h": Slot(H), "c": Slot(H)} if self.host == "lstm" else {"h": Slot(H)}
+        return hidden, {"v": Slot(GH), "m": Slot(GH), "p": Slot(GH)}
+
+    def _reference(self) -> Tensor:
+        return self.weight_ih_l0
+
+    def _literal_step(self, p: GatedParams, x, hidden, mom, hp):
+        return gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.host == "rnn" and self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        for k, v in self.scheme.hyper_parameters.items():
+            s += f", {k}={v}"
+        if self.learn_mu:
+            s += ", learn_mu=True"
+        if self.learn_epsilon:
+            s += ", learn_epsilon=True"
+        return s
+

@@ -1,0 +1,133 @@
+"""The modReLU family of hosts: ``h_t = modReLU(h_{t-1} B + d_t)`` with a structured recurrent
+matrix ``B = weight_hh_l0`` (orthogonal, unitary, or ENRNN's block matrix), ``u_t = W_ih x_t`` (no
+input bias), ``d_t`` the scheme's drive and a learned modReLU bias (docs/equations.md, section 3).
+
+:class:`ModReLUBase` holds what these hosts share: input and state checks (real, or complex for
+unitary hosts), the internal ``[Re, Im]`` pair form of complex units, the per-direction parameters
+the modReLU backends take, and the literal one-step update.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _checks
+from ..backends.modrelu import ModReLUParams
+from ..orthogonal.modrelu import modrelu
+from ..sequence import SequenceBase
+from ..state import Slot
+
+__all__ = ["ModReLUBase", "modrelu_step"]
+
+
+def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> tuple:
+    """The literal step ``h = modReLU(combine(h B, d))`` of a modReLU host with its scheme, on
+    complex numbers for unitary hosts: ``(output [Re h, Im h] or h, {"h": h}, momentum)``."""
+    if p.paired:
+        H = p.bias.shape[0]
+        w = torch.complex(p.w_in[:H], p.w_in[H:])
+        B = torch.complex(p.W[0], p.W[1])
+        u = x.to(w.dtype) @ w.t()
+    else:
+        w, B = p.w_in, p.W
+        u = x @ w.t()
+    h = hidden["h"] if hidden["h"] is not None else u.new_zeros(u.shape[0], B.shape[0])
+    drive, advance = scheme.step(u, mom, *hp)
+    h = modrelu(drive.combine(h @ B), p.bias)
+    out = torch.cat([h.real, h.imag], -1) if p.paired else h
+    return out, {"h": h}, advance()
+
+
+class ModReLUBase(SequenceBase):
+    """Base of the modReLU hosts (orthogonal / unitary hosts and ENRNN)."""
+
+    family = "modrelu"
+    unitary = False
+    complex_input = False
+
+    def _setup_modrelu(self, bias, dtype, complex_input: bool) -> None:
+        if bias:
+            raise ValueError("modReLU hosts have no input bias (W_ih x_t enters the momentum as is); the "
+                             "modReLU bias is always learned. Pass bias=False or leave it out")
+        self.bias = False
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(f"dtype must be a real floating dtype (complex tensors of scuRNN follow it), got {dtype}")
+        if complex_input and not self.unitary:
+            raise ValueError("complex_input applies to the scuRNN host (unitary_scaled_cayley) only")
+        self.complex_input = bool(complex_input)
+
+    # ------------------------------------------------------------------ host interface
+    def _out_features(self) -> int:
+        return 2 * self.hidden_size if self.unitary else self.hidden_size
+
+    def _slots(self):
+        H, c = self.hidden_size, self.unitary
+        return {"h": Slot(H, c)}, {"v": Slot(H, c), "m": Slot(H), "p": Slot(H, c)}
+
+    def _reference(self) -> Tensor:
+        return self.modrelu_bias_l0
+
+    def _check_data(self, name: str, data) -> None:
+        if not isinstance(data, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(data).__name__}")
+        ref = self._reference()
+        if self.complex_input:
+            if not data.is_complex():
+                raise TypeError(f"{self._name} was built with complex_input=True and expects complex {name}, "
+                                f"got real dtype {data.dtype}")
+            if data.real.dtype != ref.dtype:
+                raise TypeError(f"{name} has dtype {data.dtype} but the layer's parameters are {ref.dtype}")
+        elif data.is_complex():
+            hint = (" (build it with complex_input=True to take complex input)" if self.unitary
+                    else "; only the scuRNN host takes complex input")
+            raise TypeError(f"{self._name} expects real {name}, got complex dtype {data.dtype}{hint}")
+        else:
+            _checks.check_tensor(name, data, ref.dtype, ref.device)
+        if data.device != ref.device:
+            raise ValueError(f"{name} is on device {data.device} but the layer's parameters are on {ref.device}")
+
+    def _prepare_input(self, x: Tensor) -> Tensor:
+        return torch.cat([x.real, x.imag], -1) if self.complex_input else x
+
+    def _input_weight(self, layer: int, sfx: str) -> Tensor:
+        """The real ``(N, I')`` matrix with ``u = x w^T`` in the internal (pair) form."""
+        w = getattr(self, "weight_ih" + sfx)
+        if not self.unitary:
+            return w
+        if layer == 0 and self.complex_input:  # x = [Re x, Im x]
+            return torch.cat([torch.cat([w.real, -w.imag], 1), torch.cat([w.imag, w.real], 1)], 0)
+        return torch.cat([w.real, w.imag], 0)
+
+    def _recurrent_weight(self, sfx: str) -> Tensor:
+        """``B`` (evaluated once per forward); for unitary hosts its real and imaginary parts
+        ``(2, H, H)``."""
+        B = getattr(self, "weight_hh" + sfx)
+        if not self.unitary:
+            return B
+        return torch.stack([B.real, B.imag])
+
+    def _direction(self, layer: int, direction: int) -> ModReLUParams:
+        sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        return ModReLUParams(self._input_weight(layer, sfx), self._recurrent_weight(sfx),
+                             getattr(self, "modrelu_bias" + sfx), self.unitary)
+
+    def _literal_step(self, p: ModReLUParams, x, hidden, mom, hp):
+        return modrelu_step(p, x, hidden, mom, self.scheme, hp)
+
+    def _repr_common(self) -> str:
+        s = ""
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        s += f", scheme={self.scheme}"
+        if self.learn_mu:
+            s += ", learn_mu=True"
+        if self.learn_epsilon:
+            s += ", learn_epsilon=True"
+        return s

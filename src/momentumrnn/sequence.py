@@ -1,0 +1,260 @@
+"""The one sequence base of every layer: the ``torch.nn`` plumbing around one direction of one
+layer.
+
+:class:`SequenceBase` owns what every layer shares, whatever its host and scheme: the
+``torch.nn.RNNBase`` constructor arguments and their checks, the scheme and its learnable
+hyper-parameters, input checks, ``batch_first`` / unbatched / ``PackedSequence`` input, parsing
+and checking the state (:func:`~momentumrnn.state.parse_state`), the layer x direction loop with
+the reverse direction run on each sequence reversed within its length, dropout between layers,
+and the assembly of output and state. A host subclass says only how one direction runs: its
+parameters (``_register_direction``, ``reset_parameters``), its state layout (``_slots``) and its
+per-direction parameters (``_direction``), which the backend chosen by
+:func:`momentumrnn.backends.run` consumes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import _checks, backends, registry
+from .schemes import PLAIN, SCHEMES, MomentumState, Scheme, SchemeSpec, canonical_kind
+from .lengths import SeqInfo, reverse_within
+from .state import LSTMState, RNNState, parse_state, to_external
+
+__all__ = ["SequenceBase"]
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class SequenceBase(nn.Module):
+    """Base of every layer. Subclasses set ``host`` (the registry name) and ``family`` (which
+    backends run it); the paper-named classes fix the scheme with ``class X(Base, scheme=...)``."""
+
+    host: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    #: the scheme fixed by a paper-named class (``None``: chosen with ``scheme=``)
+    scheme_kind: ClassVar[Optional[str]] = None
+    #: the class of the host that takes ``scheme=`` (for messages)
+    _generic: ClassVar[str] = "build_layer"
+
+    def __init_subclass__(cls, host: Optional[str] = None, scheme=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if host is not None:
+            cls.host = host
+        if scheme is not None:
+            cls.scheme_kind = scheme.kind if isinstance(scheme, SchemeSpec) else canonical_kind(scheme)
+            if cls.__dict__.get("__doc__") is None:
+                cls.__doc__ = cls._class_doc(SCHEMES[cls.scheme_kind])
+            registry.register_layer(cls)
+
+    @classmethod
+    def _class_doc(cls, spec: SchemeSpec) -> str:
+        """The docstring of a paper-named class (hosts write theirs from the scheme table)."""
+        return f"{spec.summary} on the {cls.host} host."
+
+    # ------------------------------------------------------------------ construction
+    def _setup(self, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
+               mu, epsilon, beta, restart) -> None:
+        """The ``torch.nn`` arguments and the scheme; call first in a host's ``__init__``."""
+        self._name = type(self).__name__
+        _checks.set_recurrent_args(self, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional)
+        fixed = type(self).scheme_kind
+        if fixed is not None:
+            if scheme is not None and canonical_kind(scheme) != fixed:
+                    raise TypeError(f"{self._name} fixes the scheme to {fixed!r}; use "
+                                f"{self._generic}(scheme=...) for another one")
+            scheme = fixed
+        elif scheme is None:
+            scheme = PLAIN
+        self.scheme = Scheme.create(scheme, mu=mu, epsilon=epsilon, beta=beta, restart=restart)
+        #: backend forced for every direction (``None``: the dispatch table chooses); see
+        #: :func:`momentumrnn.backends.run`
+        self.backend: Optional[str] = None
+
+    def _build(self, learn_mu: bool, learn_epsilon: bool, device, dtype) -> None:
+        """Register the parameters of every layer and direction, the learnable hyper-parameters,
+        and initialise them; call last in a host's ``__init__``."""
+        factory = {"device": device, "dtype": dtype}
+        D = self.num_directions
+        self._suffixes = []
+        for layer in range(self.num_layers):
+            for direction in range(D):
+                sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                self._suffixes.append(sfx)
+                in_features = self.input_size if layer == 0 else self._out_features() * D
+                self._register_direction(sfx, in_features, factory)
+        self._register_learnable(learn_mu, learn_epsilon, factory)
+        self.reset_parameters()
+
+    def _register_learnable(self, learn_mu, learn_epsilon, factory) -> None:
+        # One scalar per layer and direction, kept in range: mu = sigmoid(raw) in (0, 1),
+        # epsilon = softplus(raw) > 0.
+        spec = self.scheme.spec
+        if learn_mu and "mu" not in spec.defaults:
+            with_mu = ", ".join(k for k, s in SCHEMES.items() if "mu" in s.defaults)
+            raise ValueError(f"learn_mu needs a scheme with a constant mu ({with_mu}), not {spec.kind!r}")
+        if learn_epsilon and "epsilon" not in spec.defaults:
+            raise ValueError(f"learn_epsilon needs a momentum scheme; scheme {spec.kind!r} has no epsilon")
+        self.learn_mu, self.learn_epsilon = bool(learn_mu), bool(learn_epsilon)
+        for sfx in self._suffixes:
+            if self.learn_mu:
+                mu0 = min(max(self.scheme.mu, 1e-4), 1 - 1e-4)
+                raw = torch.full((), math.log(mu0 / (1 - mu0)), **factory)
+                self.register_parameter("mu_raw" + sfx, nn.Parameter(raw))
+            if self.learn_epsilon:
+                raw = torch.full((), _inverse_softplus(self.scheme.epsilon), **factory)
+                self.register_parameter("epsilon_raw" + sfx, nn.Parameter(raw))
+
+    # ------------------------------------------------------------------ host interface
+    def _register_direction(self, sfx: str, in_features: int, factory: dict) -> None:
+        raise NotImplementedError
+
+    def _out_features(self) -> int:
+        """Output features of one direction."""
+        return self.hidden_size
+
+    def _slots(self):
+        """``({name: Slot} of h (and c), {name: Slot} of the momentum fields v, m, p)``."""
+        raise NotImplementedError
+
+    def _direction(self, layer: int, direction: int):
+        """The parameters of one layer and direction, in the form the host's backends take."""
+        raise NotImplementedError
+
+    def _reference(self) -> Tensor:
+        """A parameter whose (real) dtype and device the layer computes in."""
+        raise NotImplementedError
+
+    def _check_data(self, name: str, data) -> None:
+        p = self._reference()
+        _checks.check_tensor(name, data, p.dtype, p.device)
+
+    def _prepare_input(self, x: Tensor) -> Tensor:
+        return x
+
+    # ------------------------------------------------------------------ common API
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Features of the output (``D * H``; ``D * 2H`` for complex states)."""
+        return self._out_features() * self.num_directions
+
+    def hyper_parameters(self, layer: int = 0, direction: int = 0):
+        """``(mu, epsilon)`` of one layer and direction: floats, or 0-d tensors when learnable."""
+        sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        mu = torch.sigmoid(getattr(self, "mu_raw" + sfx)) if self.learn_mu else self.scheme.mu
+        eps = F.softplus(getattr(self, "epsilon_raw" + sfx)) if self.learn_epsilon else self.scheme.epsilon
+        return mu, eps
+
+    def flatten_parameters(self) -> None:
+        """No-op, for API compatibility with ``torch.nn.RNNBase``."""
+
+    def orthogonal_parameters(self) -> list:
+        """Parameters to train with the orthogonal learning rate (``lr_orth``): none here."""
+        return []
+
+    def on_optimizer_step(self) -> None:
+        """Call after every optimizer step (hosts with a step-wise update override it)."""
+
+    # ------------------------------------------------------------------ forward
+    def _parse_state(self, state, batch: int, batched: bool):
+        hidden, momentum = self._slots()
+        LD = self.num_layers * self.num_directions
+        lead = (LD, batch) if batched else (LD,)
+        p = self._reference()
+        momentum = {k: v for k, v in momentum.items() if k in self.scheme.state_fields}
+        return parse_state(self._name, state, hidden, momentum, self.scheme, lead, None if batched else 1,
+                           p.dtype, p.device)
+
+    def _state(self, hidden: dict, momentum: MomentumState):
+        """The state type of the host from its parts."""
+        if "c" in hidden:
+            return LSTMState(hidden["h"], hidden["c"], momentum)
+        return RNNState(hidden["h"], momentum)
+
+    def forward(self, input, state=None):
+        """Run the layer. Returns ``(output, state)``; see the class docstring for shapes."""
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            self._check_data("input (PackedSequence.data)", input.data)
+            if input.data.dim() != 2 or input.data.shape[-1] != self.input_size:
+                raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                                 f"got {input.data.shape[-1]}")
+            x, lengths = pad_packed_sequence(input)
+            lengths = lengths.to(x.device)
+            batched = True
+        else:
+            self._check_data("input", input)
+            if input.dim() not in (2, 3):
+                raise ValueError(f"{self._name}: expected input to be 2D (unbatched: L x input_size) or 3D "
+                                 f"({'N x L' if self.batch_first else 'L x N'} x input_size), got {input.dim()}D "
+                                 f"with shape {tuple(input.shape)}")
+            if input.shape[-1] != self.input_size:
+                raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                                 f"got {input.shape[-1]}")
+            batched = input.dim() == 3
+            if not batched:
+                x = input.unsqueeze(1)
+            else:
+                x = input.transpose(0, 1) if self.batch_first else input
+            lengths = None
+            if x.shape[0] == 0:
+                raise ValueError("input has sequence length 0; expected at least one time step")
+        x = self._prepare_input(x)
+        hidden0, mom0 = self._parse_state(state, x.shape[1], batched)
+        seq = SeqInfo()
+        if lengths is not None:
+            valid = (torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)
+            seq = SeqInfo(lengths, lengths - 1, valid)
+
+        D = self.num_directions
+        fields = self.scheme.state_fields
+        finals = {name: [] for name in hidden0}
+        moms = {name: [] for name in fields}
+        layer_input = x
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                i = layer * D + direction
+                h0 = {name: None if t is None else t[i] for name, t in hidden0.items()}
+                m0 = MomentumState(*(None if t is None else t[i] for t in mom0))
+                xd = layer_input if direction == 0 else reverse_within(layer_input, lengths)
+                out, fin, mom = backends.run(self, self._direction(layer, direction), xd, seq, h0, m0,
+                                             self.hyper_parameters(layer, direction))
+                outs.append(out if direction == 0 else reverse_within(out, lengths))
+                for name in finals:
+                    finals[name].append(fin[name])
+                for name in fields:
+                    moms[name].append(getattr(mom, name))
+            layer_input = outs[0] if D == 1 else torch.cat(outs, 2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, True)
+        output = layer_input
+
+        hidden_slots, mom_slots = self._slots()
+        hidden = {name: to_external(torch.stack(v), hidden_slots[name]) for name, v in finals.items()}
+        momentum = MomentumState(**{name: torch.stack(v) if name == "step" else
+                                    to_external(torch.stack(v), mom_slots[name]) for name, v in moms.items()})
+        if packed:
+            sorted_out = output.index_select(1, input.sorted_indices) if input.sorted_indices is not None else output
+            sorted_len = lengths[input.sorted_indices] if input.sorted_indices is not None else lengths
+            data = pack_padded_sequence(sorted_out, sorted_len.cpu(), enforce_sorted=True).data
+            output = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
+        elif not batched:
+            output = output.squeeze(1)
+            hidden = {name: t.squeeze(1) for name, t in hidden.items()}
+            momentum = MomentumState(*(None if t is None else t.squeeze(1) for t in momentum))
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, self._state(hidden, momentum)

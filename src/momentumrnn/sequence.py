@@ -167,6 +167,14 @@ class SequenceBase(nn.Module):
     def on_optimizer_step(self) -> None:
         """Call after every optimizer step (hosts with a step-wise update override it)."""
 
+    def _repr_layout(self) -> str:
+        s = ", batch_first=True" if self.batch_first else ""
+        s += f", dropout={self.dropout}" if self.dropout else ""
+        return s + (", bidirectional=True" if self.bidirectional else "")
+
+    def _repr_learned(self) -> str:
+        return (", learn_mu=True" if self.learn_mu else "") + (", learn_epsilon=True" if self.learn_epsilon else "")
+
     # ------------------------------------------------------------------ forward
     def _parse_state(self, state, batch: int, batched: bool):
         hidden, momentum = self._slots()

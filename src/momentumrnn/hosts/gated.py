@@ -226,17 +226,8 @@ class MomentumRNNBase(SequenceBase):
             s += f", nonlinearity={self.nonlinearity!r}"
         if not self.bias:
             s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
+        s += self._repr_layout()
         for k, v in self.scheme.hyper_parameters.items():
             s += f", {k}={v}"
-        if self.learn_mu:
-            s += ", learn_mu=True"
-        if self.learn_epsilon:
-            s += ", learn_epsilon=True"
-        return s
+        return s + self._repr_learned()
 

@@ -116,18 +116,5 @@ class ModReLUBase(SequenceBase):
         return modrelu_step(p, x, hidden, mom, self.scheme, hp)
 
     def _repr_common(self) -> str:
-        s = ""
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        s += f", scheme={self.scheme}"
-        if self.learn_mu:
-            s += ", learn_mu=True"
-        if self.learn_epsilon:
-            s += ", learn_epsilon=True"
-        return s
+        s = f", num_layers={self.num_layers}" if self.num_layers != 1 else ""
+        return s + self._repr_layout() + f", scheme={self.scheme}" + self._repr_learned()

@@ -40,10 +40,12 @@ ARRAYS = ("x_train", "y_train", "x_test", "y_test", "lengths_train", "lengths_te
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ToolkitError(f"task.data_file {str(path)!r} not found; give an .npz with x_train (N, T, F) and y_train")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
+            raise ToolkitError(f"{path} is corrupt or not an .npz archive; save it with "
+                               "numpy.savez(path, x_train=..., y_train=...)")
     try:
         with np.load(path, allow_pickle=False) as d:
-            if not hasattr(d, "files"):
-                raise ValueError("not an archive")
             arrays = {k: np.asarray(d[k]) for k in d.files}
     except ValueError as e:
         hint = " (object arrays are refused: save numbers only)" if "pickle" in str(e).lower() else ""
@@ -217,7 +219,8 @@ class OwnSequences(Task):
             if self._info["packed"]:  # the valid-step mask rides along as a last channel
                 x = np.concatenate([x, masks[s][..., None]], axis=-1)
             xt_ = torch.from_numpy(x.astype(np.float32))
-            yt_ = torch.from_numpy(y.astype(np.int64) if self.kind == "classification" else y.astype(np.float32))
+            classify = self._info["kind"] == "classification"
+            yt_ = torch.from_numpy(y.astype(np.int64) if classify else y.astype(np.float32))
             out.append(Split(xt_, yt_))
         return out[0], out[1]
 

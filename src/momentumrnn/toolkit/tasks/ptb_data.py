@@ -46,6 +46,18 @@ def find_file(directory: Path, which: str) -> Optional[Path]:
     return None
 
 
+def _archive_data_dir(directory: Path) -> Path:
+    """The folder of the text files: ``directory`` itself, or its ``data/`` when ``directory`` is
+    Mikolov's extracted ``simple-examples`` archive (the standard PTB download:
+    ``simple-examples/data/ptb.train.txt``, ...)."""
+    if any(find_file(directory, k) for k in FILE_NAMES):
+        return directory
+    sub = directory / "data"
+    if sub.is_dir() and any(find_file(sub, k) for k in FILE_NAMES):
+        return sub
+    return directory
+
+
 def read_words(path: Path) -> list[str]:
     """The words of one text file, ``<eos>`` after every line; bad files raise ToolkitError."""
     path = Path(path)
@@ -137,6 +149,7 @@ def load_corpus(data_dir: Optional[str], split: str, vocab_mode: str, *, downloa
         directory = Path(os.path.expanduser(data_dir))
         if not directory.is_dir() and not download:
             raise ToolkitError(f"task.data_dir {data_dir!r} is not a directory; give the folder holding {expected}")
+        directory = _archive_data_dir(directory)
     missing = [k for k in need if find_file(directory, k) is None]
     if missing and download:
         _download(directory, [FILE_NAMES[k][1] for k in missing])

@@ -175,3 +175,12 @@ def test_ptb_reads_the_extracted_standard_archive(tmp_path):
         (data / f"ptb.{split}.txt").write_text("\n".join(f" the cat {i % 3} sat <unk>" for i in range(n)) + "\n")
     c = ptb_data.load_corpus(str(tmp_path / "simple-examples"), "train-valid", "train")
     assert c["files"]["train"].endswith("simple-examples/data/ptb.train.txt") and c["train"].numel() == 40 * 6
+
+
+def test_make_fixture_is_a_subcommand(cli, tmp_path):
+    code, out, err = cli(["make-fixture", tmp_path / "fx", "--train-speakers", "1", "--utterances", "1",
+                          "--no-tensors"])
+    assert code == 0, err
+    assert "momentumrnn train timit-small --set task.data_dir=" in out and (tmp_path / "fx" / "timit" / "TRAIN").is_dir()
+    code, _, err = cli(["make-fixture", tmp_path / "fx2", "--train-speakers", "99"])
+    _one_line_error(code, err, "train_speakers must be between 1 and")

@@ -11,7 +11,7 @@ import torch
 from momentumrnn.toolkit.config import load_recipe, resolve
 from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.models import build_model, make_optimizer
-from momentumrnn.toolkit.synthetic import MARKER, CopyingTask, CopyRows, memoryless_baseline
+from momentumrnn.toolkit.tasks.synthetic import MARKER, CopyingTask, CopyRows, memoryless_baseline
 from momentumrnn.toolkit.tasks import build_task
 
 from toolkit_helpers import metric_rows

@@ -12,8 +12,8 @@ from torch import nn
 
 from momentumrnn.cells import cell_class
 from momentumrnn.toolkit.config import resolve
-from momentumrnn.toolkit.diagnostics import (GRAD_FILE, hidden_gradient_norms, load_grad_norms,
-                                             save_grad_norms, sweep_grid, sweep_label)
+from momentumrnn.toolkit.probe import GRAD_FILE, hidden_gradient_norms, load_grad_norms, save_grad_norms
+from momentumrnn.toolkit.sweep import sweep_grid, sweep_label
 from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.models import build_model
 from momentumrnn.toolkit.tasks import build_task

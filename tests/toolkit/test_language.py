@@ -13,7 +13,9 @@ import yaml
 
 from toolkit_helpers import metric_rows, run_subprocess
 
-from momentumrnn.toolkit import language as lang
+from momentumrnn.toolkit import wordlm
+from momentumrnn.toolkit.tasks import ptb as lang
+from momentumrnn.toolkit.tasks import ptb_data
 from momentumrnn.toolkit.errors import ToolkitError
 
 WORDS = [f"w{i}" for i in range(23)] + ["<unk>"]
@@ -54,31 +56,31 @@ def test_loader_vocab_eos_and_batchify(tmp_path):
     (d / "valid.txt").write_text(" a z \n", encoding="utf-8")
     (d / "test.txt").write_text(" c \n", encoding="utf-8")
     with pytest.raises(ToolkitError, match=r"valid.txt: 1 word\(s\) not in the training vocabulary.*'z'.*vocab=all"):
-        lang.load_corpus(str(d), "train-valid", "train")
+        ptb_data.load_corpus(str(d), "train-valid", "train")
     (d / "train.txt").write_text(" a b c \n b a <unk> \n\n", encoding="utf-8")
-    c = lang.load_corpus(str(d), "train-valid", "train")
+    c = ptb_data.load_corpus(str(d), "train-valid", "train")
     v = c["vocab"]
     assert v.words == ["a", "b", "c", "<eos>", "<unk>"]  # order of first appearance, <eos> per line
     assert c["train"].tolist() == [0, 1, 2, 3, 1, 0, 4, 3, 3]  # the blank line is one <eos>
     assert c["test"].tolist() == [0, 4, 3] and c["unk_test"] == 1  # unseen 'z' -> <unk>
-    c = lang.load_corpus(str(d), "train-valid", "all")  # AWD's Corpus: every file of the layout
+    c = ptb_data.load_corpus(str(d), "train-valid", "all")  # AWD's Corpus: every file of the layout
     assert "z" in c["vocab"].words and c["unk_test"] == 0
     (d / "test.txt").write_text(" z a \n", encoding="utf-8")
-    c = lang.load_corpus(str(d), "valid-test", "train")  # PTB-small: train on valid, test on test
+    c = ptb_data.load_corpus(str(d), "valid-test", "train")  # PTB-small: train on valid, test on test
     assert c["vocab"].words == ["a", "z", "<eos>"] and c["train"].tolist() == [0, 1, 2]
     assert c["test"].tolist() == [1, 0, 2]
     ids = torch.arange(11)
-    b = lang.batchify(ids, 3)  # 3 contiguous columns, the tail dropped
+    b = ptb_data.batchify(ids, 3)  # 3 contiguous columns, the tail dropped
     assert b.tolist() == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
 
 
 def test_ptb_names_and_the_real_offline_files(tmp_path):
     d = _write_corpus(tmp_path / "p", names=("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"))
-    c = lang.load_corpus(str(d), "train-test", "train")
+    c = ptb_data.load_corpus(str(d), "train-test", "train")
     assert c["files"]["train"].endswith("ptb.train.txt") and c["train"].numel() > 100
     real = "/work/shared/data/ptb"
-    if lang.find_file(__import__("pathlib").Path(real), "valid") is not None:
-        c = lang.load_corpus(real, "valid-test", "train")
+    if ptb_data.find_file(__import__("pathlib").Path(real), "valid") is not None:
+        c = ptb_data.load_corpus(real, "valid-test", "train")
         assert c["train"].numel() == 73760 and c["test"].numel() == 82430  # words + one <eos> a line
 
 
@@ -111,7 +113,7 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, monkeypatch, case):
         (d / "train.txt").write_bytes(b"\x1f\x8b\x08\x00rest")
         match = r"train.txt is gzip-compressed; decompress it"
     with pytest.raises(ToolkitError, match=match):
-        lang.load_corpus(where, split, "train")
+        ptb_data.load_corpus(where, split, "train")
 
 
 def test_download_checks_the_md5_and_reports_no_network(tmp_path, monkeypatch):
@@ -128,34 +130,34 @@ def test_download_checks_the_md5_and_reports_no_network(tmp_path, monkeypatch):
     monkeypatch.setitem(dl.SOURCES, "ptb", dataclasses.replace(ptb, files=tuple(md5.items()),
                                                                mirrors=(src.as_uri() + "/",)))
     dest = tmp_path / "dl"
-    c = lang.load_corpus(str(dest), "train-valid", "train", download=True)  # fetched, verified
+    c = ptb_data.load_corpus(str(dest), "train-valid", "train", download=True)  # fetched, verified
     assert (dest / "ptb.train.txt").read_bytes() == (src / "ptb.train.txt").read_bytes()
     assert c["train"].numel() > 100
     with pytest.raises(ToolkitError, match="checksum mismatch"):
-        lang.load_corpus(str(dest), "train-test", "train", download=True)
+        ptb_data.load_corpus(str(dest), "train-test", "train", download=True)
     assert not (dest / "ptb.test.txt").exists() and not list(dest.glob(".*part"))  # nothing half-written
     # nothing listens on port 9
     monkeypatch.setitem(dl.SOURCES, "ptb", dataclasses.replace(dl.SOURCES["ptb"], mirrors=("http://127.0.0.1:9/",)))
     with pytest.raises(ToolkitError, match=r"no network: cannot download Penn Treebank ptb.test.txt.*task.split=valid-test"):
-        lang.load_corpus(str(dest), "train-test", "train", download=True)
+        ptb_data.load_corpus(str(dest), "train-test", "train", download=True)
 
 
 def test_window_plan_is_awd_like_and_deterministic():
-    plan = lang.window_plan(2000, 70, variable=True, seed=3, epoch=1)
-    assert plan == lang.window_plan(2000, 70, variable=True, seed=3, epoch=1)
-    assert plan != lang.window_plan(2000, 70, variable=True, seed=3, epoch=2)
+    plan = ptb_data.window_plan(2000, 70, variable=True, seed=3, epoch=1)
+    assert plan == ptb_data.window_plan(2000, 70, variable=True, seed=3, epoch=1)
+    assert plan != ptb_data.window_plan(2000, 70, variable=True, seed=3, epoch=2)
     starts = [s for s, _ in plan]
     lens = [n for _, n in plan]
     assert starts[0] == 0 and all(a + n == b for a, n, b in zip(starts, lens, starts[1:]))
     assert starts[-1] + lens[-1] == 1999 and min(lens[:-1]) >= 5  # the whole stream, once
     assert 60 < sum(lens) / len(lens) < 72
-    assert lang.window_plan(20, 6, variable=False) == [(0, 6), (6, 6), (12, 6), (18, 1)]
+    assert ptb_data.window_plan(20, 6, variable=False) == [(0, 6), (6, 6), (12, 6), (18, 1)]
 
 
 def test_stream_loader_covers_the_stream_in_order_and_resumes():
-    stream = lang.batchify(torch.arange(403), 4)  # (100, 4)
+    stream = ptb_data.batchify(torch.arange(403), 4)  # (100, 4)
     for variable in (False, True):
-        ld = lang.StreamLoader(stream, 7, variable=variable, seed=1, epoch_fn=lambda: 2)
+        ld = ptb_data.StreamLoader(stream, 7, variable=variable, seed=1, epoch_fn=lambda: 2)
         batches = list(ld)
         assert len(batches) == len(ld)
         x = torch.cat([b[0] for b in batches], 1)
@@ -163,10 +165,10 @@ def test_stream_loader_covers_the_stream_in_order_and_resumes():
         assert torch.equal(x, stream[:-1].t()) and torch.equal(y, stream[1:].t())
         assert [int(b[2][1]) for b in batches] == list(range(len(batches)))  # window index
         assert all(int(b[2][0]) == 2 and int(b[2][3]) == len(batches) for b in batches)
-    fixed = lang.StreamLoader(stream, 7, variable=False, seed=1, epoch_fn=lambda: 0)
+    fixed = ptb_data.StreamLoader(stream, 7, variable=False, seed=1, epoch_fn=lambda: 0)
     task = lang.PennTreebank({"bptt": 7})
     assert task.steps_per_epoch(403, 4) == len(fixed)  # what progress bars count
-    part = lang.StreamLoader(stream, 7, variable=True, seed=1, columns=(2, 4), epoch_fn=lambda: 2,
+    part = ptb_data.StreamLoader(stream, 7, variable=True, seed=1, columns=(2, 4), epoch_fn=lambda: 2,
                              skip_fn=lambda: 3)
     assert torch.equal(next(iter(part))[0], batches[0][0][2:4])  # a process's columns
     part.load_state_dict(part.state_dict())  # Lightning's resume protocol: skip the done windows
@@ -194,7 +196,7 @@ def _leaves(state):
 def _model(spec, **kw):
     torch.manual_seed(0)
     cfg = dict(spec, hidden_size=12, emb_size=8, num_layers=3, **kw)
-    return lang.build_word_lm(cfg, 30)
+    return wordlm.build_word_lm(cfg, 30)
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=lambda s: s.get("name") or f"{s['host']}/{s['scheme']}")
@@ -216,8 +218,8 @@ def test_model_shapes_tied_weights_and_carried_state(spec):
         mom = state[0][-1]
         assert any(t is not None for t in mom)
     # the state survives the checkpoint format (plain lists) and goes back into the layers
-    plain = lang.state_to_plain(lang.map_state(s1, lambda t: t.clone()))
-    back = lang.map_state(plain, lambda t: t)
+    plain = wordlm.state_to_plain(wordlm.map_state(s1, lambda t: t.clone()))
+    back = wordlm.map_state(plain, lambda t: t)
     with torch.no_grad():
         b2, _, _ = m(tokens[:, 5:], back)
     assert torch.equal(b2, b)
@@ -272,24 +274,24 @@ def test_weight_drop_zeroes_entries_in_training_only_and_trains_the_raw_weight()
     w.sum().backward()  # d/draw of sum(mask * raw / (1 - p)): 2 where kept, 0 where dropped
     assert torch.equal(raw.grad, (w != 0).float() * 2)
     with pytest.raises(ToolkitError, match="wdrop needs a plain recurrent weight"):
-        lang.weight_drop_(layer, 0.5)  # already parametrized
+        wordlm.weight_drop_(layer, 0.5)  # already parametrized
 
 
 def test_locked_and_embedding_dropout():
     x = torch.ones(4, 6, 5)
     torch.manual_seed(0)
-    y = lang.locked_dropout(x, 0.5, True)
+    y = wordlm.locked_dropout(x, 0.5, True)
     assert torch.equal(y, y[:, :1].expand_as(y))  # one mask per sequence, the same at every step
     assert set(y.unique().tolist()) <= {0.0, 2.0}
     torch.manual_seed(0)
-    part = lang.locked_dropout(x[2:], 0.5, True, columns=(2, 4))  # a process's share of the batch
+    part = wordlm.locked_dropout(x[2:], 0.5, True, columns=(2, 4))  # a process's share of the batch
     assert torch.equal(part, y[2:])
-    assert lang.locked_dropout(x, 0.5, False) is x
+    assert wordlm.locked_dropout(x, 0.5, False) is x
     w = torch.randn(10, 3)
     torch.manual_seed(0)
-    e = lang.embedded_dropout(w, torch.tensor([[1, 1, 2]]), 0.5, True)
+    e = wordlm.embedded_dropout(w, torch.tensor([[1, 1, 2]]), 0.5, True)
     assert torch.equal(e[0, 0], e[0, 1])  # a word is dropped everywhere or nowhere
-    assert torch.equal(lang.embedded_dropout(w, torch.tensor([[1, 2]]), 0.5, False)[0], w[[1, 2]])
+    assert torch.equal(wordlm.embedded_dropout(w, torch.tensor([[1, 2]]), 0.5, False)[0], w[[1, 2]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,11 +324,11 @@ def test_tiny_ptb_run_through_the_toolkit(cli, tmp_path):
 def test_each_step_uses_lr_times_seq_len_over_bptt(cli, tmp_path, monkeypatch):
     d = _write_corpus(tmp_path / "ptb")
     lens, lrs = [], []
-    original = lang.PennTreebank.training_step
+    original = lang.PennTreebank.train_step
 
-    def training_step(self, module, batch, batch_idx):
+    def training_step(self, model, batch, ctx):
         lens.append(int(batch[2][2]))
-        return original(self, module, batch, batch_idx)
+        return original(self, model, batch, ctx)
 
     sgd_step = torch.optim.SGD.step
 
@@ -336,7 +338,7 @@ def test_each_step_uses_lr_times_seq_len_over_bptt(cli, tmp_path, monkeypatch):
         sgd_step(self)
         return loss
 
-    monkeypatch.setattr(lang.PennTreebank, "training_step", training_step)
+    monkeypatch.setattr(lang.PennTreebank, "train_step", training_step)
     monkeypatch.setattr(torch.optim.SGD, "step", step)
     code, _, err = cli(["train", *TINY, "--set", f"task.data_dir={d}", "--epochs", "1", "--out", tmp_path / "r"])
     assert code == 0, err
@@ -375,21 +377,21 @@ def test_resume_mid_epoch_is_exact(cli, tmp_path, monkeypatch):
     args = ["train", *TINY, "--set", f"task.data_dir={d}", "--epochs", "2", "--set", "model.dropout=0.2",
             "--set", "optim.asgd_nonmono=1", "--checkpoint-every", "5"]
     part = tmp_path / "part"
-    original = lang.PennTreebank.training_step
+    original = lang.PennTreebank.train_step
 
-    def interrupted(self, module, batch, batch_idx):  # Ctrl-C during step 13 (a kill, in-process)
-        if module.global_step == 12:
+    def interrupted(self, model, batch, ctx):  # Ctrl-C during step 13 (a kill, in-process)
+        if ctx.global_step == 12:
             raise KeyboardInterrupt
-        return original(self, module, batch, batch_idx)
+        return original(self, model, batch, ctx)
 
-    monkeypatch.setattr(lang.PennTreebank, "training_step", interrupted)
+    monkeypatch.setattr(lang.PennTreebank, "train_step", interrupted)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):  # Lightning's answer to Ctrl-C (it also ignores SIGINT from then on)
             cli([*args, "--out", part])
     finally:
         signal.signal(signal.SIGINT, sigint)
-    monkeypatch.setattr(lang.PennTreebank, "training_step", original)
+    monkeypatch.setattr(lang.PennTreebank, "train_step", original)
     ck = torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)
     assert ck["global_step"] == 10 and ck["momentumrnn"]["task"]["position"] == [0, 10]  # mid-epoch
     assert ck["momentumrnn"]["task"]["state"][0][0].shape == (1, 4, 12)

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from momentumrnn.toolkit import download as dl
-from momentumrnn.toolkit import tasks
+from momentumrnn.toolkit.tasks import mnist as tasks
 from momentumrnn.toolkit.errors import ToolkitError
-from momentumrnn.toolkit.tasks import (
-    IDX_FILES, build_task, load_csv, load_idx_dir, load_npz, read_idx, read_mnist_csv,
+from momentumrnn.toolkit.tasks import build_task
+from momentumrnn.toolkit.tasks.mnist import (
+    IDX_FILES, load_csv, load_idx_dir, load_npz, read_idx, read_mnist_csv,
 )
 
 from toolkit_helpers import TINY_SMNIST

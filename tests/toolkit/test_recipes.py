@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from momentumrnn.toolkit.config import load_recipe, recipe_names, resolve
-from momentumrnn.toolkit.runner import compare_runs
+from momentumrnn.toolkit.compare import compare_runs
 
 SHRINK = [("seeds", [0]), ("train.epochs", 1), ("train.limit_train_batches", 2), ("train.limit_eval_batches", 1),
           ("train.batch_size", 4), ("train.eval_batch_size", 4), ("train.progress", False), ("train.threads", 1),
@@ -56,7 +56,7 @@ def _data_overrides(task: str, tmp_path) -> list:
     if task == "ptb":
         return [("task.data_dir", str(_ptb_dir(tmp_path / "ptb"))), ("task.bptt", 6), ("model.emb_size", 8)]
     if task == "timit":
-        from momentumrnn.toolkit.speech import make_fixture
+        from momentumrnn.toolkit.tasks.timit_fixture import make_fixture
 
         make_fixture(tmp_path / "timit-fixture", train_speakers=2, utterances=2, tensors=False)
         return [("task.data_dir", str(tmp_path / "timit-fixture" / "timit")), ("task.fixture", False),

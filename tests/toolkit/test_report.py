@@ -32,7 +32,7 @@ def test_report_tables_and_plot(cli, tmp_path):
         fabricate(root, "LSTM", s, a)
     for s, a in mom.items():
         fabricate(root, "MomentumLSTM", s, a)
-    code, out, err = cli(["report", root])
+    code, out, err = cli(["report", root, "--out", root])  # a folder of runs, not a run: it may be --out
     assert code == 0, err
     md = (root / "report.md").read_text()
     assert out.strip().startswith("### smnist: test acc")

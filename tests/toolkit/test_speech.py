@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from momentumrnn.toolkit import speech
+from momentumrnn.toolkit.audio import (BINS, HOP, N_FFT, frame_count, hann, log_magnitude, parse_riff,
+                                       parse_sphere, preprocess, read_audio, resample, stft)
 from momentumrnn.toolkit.config import load_recipe, resolve
 from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.models import build_model
-from momentumrnn.toolkit.speech import (BINS, HOP, N_FFT, FrameStore, frame_count, hann, log_magnitude,
-                                        make_fixture, masked_mse, parse_riff, parse_sphere, preprocess,
-                                        read_audio, resample, riff_bytes, scan_timit, sphere_bytes, stft)
+from momentumrnn.toolkit.tasks import timit_data, timit_fixture
+from momentumrnn.toolkit.tasks.timit import masked_mse
+from momentumrnn.toolkit.tasks.timit_data import FrameStore, scan_timit
+from momentumrnn.toolkit.tasks.timit_fixture import make_fixture, riff_bytes, sphere_bytes
 from momentumrnn.toolkit.tasks import build_task
 
 from toolkit_helpers import metric_rows
@@ -29,7 +31,7 @@ TRAIN_SPK, UTT = 3, 2
 def corpus(tmp_path_factory):
     """A small synthetic TIMIT written by the command-line helper (LDC layout + the authors' tensors)."""
     root = tmp_path_factory.mktemp("fixture")
-    assert speech.main(["make-fixture", str(root), "--train-speakers", str(TRAIN_SPK),
+    assert timit_fixture.main(["make-fixture", str(root), "--train-speakers", str(TRAIN_SPK),
                         "--utterances", str(UTT)]) == 0
     return root
 
@@ -161,9 +163,9 @@ def test_the_ldc_layout_is_split_like_the_authors(corpus):
     utts = scan_timit(corpus / "timit")
     assert {k: len(v) for k, v in utts.items()} == {"train": TRAIN_SPK * UTT, "val": 2 * UTT, "test": 2 * UTT}
     assert not any(u.name.startswith("SA") for v in utts.values() for u in v)          # SA sentences excluded
-    assert {u.speaker for u in utts["val"]} <= speech.CORE_TEST_SPEAKERS                 # core test (192 in TIMIT)
-    assert {u.speaker for u in utts["test"]} <= speech.DEV_SPEAKERS                      # development set (400)
-    assert len(speech.DEV_SPEAKERS) == 50 and len(speech.CORE_TEST_SPEAKERS) == 24
+    assert {u.speaker for u in utts["val"]} <= timit_data.CORE_TEST_SPEAKERS                 # core test (192 in TIMIT)
+    assert {u.speaker for u in utts["test"]} <= timit_data.DEV_SPEAKERS                      # development set (400)
+    assert len(timit_data.DEV_SPEAKERS) == 50 and len(timit_data.CORE_TEST_SPEAKERS) == 24
     names = [u.path.name for u in utts["train"]]
     assert len(names) == len({(u.speaker, u.name) for u in utts["train"]})              # .WAV.wav copy counted once
     filtered = scan_timit(corpus / "timit", authors_train_filter=True)
@@ -232,8 +234,8 @@ def test_the_authors_tensor_files_hold_the_same_frames(corpus, tmp_path):
 def test_the_npy_layout_and_corrupt_tensor_files(corpus, tmp_path):
     d = tmp_path / "npy"
     d.mkdir()
-    for split, (fx, fz, fl) in speech.NPY_FILES.items():
-        x, y, lens = torch.load(corpus / "tensors" / speech.TENSOR_FILES[split], weights_only=True)
+    for split, (fx, fz, fl) in timit_data.NPY_FILES.items():
+        x, y, lens = torch.load(corpus / "tensors" / timit_data.TENSOR_FILES[split], weights_only=True)
         np.save(d / fx, x.numpy())
         np.save(d / fz, y.numpy())
         np.save(d / fl, lens.numpy())
@@ -245,7 +247,7 @@ def test_the_npy_layout_and_corrupt_tensor_files(corpus, tmp_path):
         build_task({"name": "timit", "data_dir": str(d), "eval_split": "val"}).load()
     bad = tmp_path / "bad"
     bad.mkdir()
-    for name in speech.TENSOR_FILES.values():
+    for name in timit_data.TENSOR_FILES.values():
         (bad / name).write_bytes((corpus / "tensors" / name).read_bytes())
     (bad / "training.pt").write_bytes(b"\x00 not a torch file")
     with pytest.raises(ToolkitError, match="training.pt is corrupt.*re-create"):
@@ -277,7 +279,7 @@ def test_preprocessing_is_cached_and_rebuilt_when_stale_or_corrupt(corpus, tmp_p
     def boom(*a, **k):
         raise AssertionError("preprocessed again")
 
-    monkeypatch.setattr(speech, "preprocess", boom)
+    monkeypatch.setattr(timit_data, "preprocess", boom)
     again, _ = timit(corpus, tmp_path).load()                         # from the cache
     torch.testing.assert_close(again.x.data, first.x.data)
     monkeypatch.undo()
@@ -393,8 +395,8 @@ def test_the_timit_recipes(corpus, tmp_path, monkeypatch):
     tr, te = build_task(small["task"]).load()
     assert len(tr) == TRAIN_SPK * UTT and len(te) == 2 * UTT
     # task.fixture: the synthetic corpus, generated once into the cache (smaller here)
-    monkeypatch.setattr(speech, "make_fixture", lambda d, **k: make_fixture(d, train_speakers=2, utterances=1))
+    monkeypatch.setattr(timit_fixture, "make_fixture", lambda d, **k: make_fixture(d, train_speakers=2, utterances=1))
     fx = build_task({"name": "timit", "fixture": True, "cache_dir": str(tmp_path / "fx")})
     tr, te = fx.load()
-    assert len(tr) == 2 and (tmp_path / "fx" / f"timit-fixture-v{speech.FIXTURE_VERSION}" / "tensors").is_dir()
+    assert len(tr) == 2 and (tmp_path / "fx" / f"timit-fixture-v{timit_fixture.FIXTURE_VERSION}" / "tensors").is_dir()
     assert not [p for p in (tmp_path / "fx").iterdir() if p.name.startswith(".")]

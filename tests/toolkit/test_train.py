@@ -90,6 +90,8 @@ def test_sgd_asgd_switches_and_resumes_with_asgd(cli, tmp_path):
         assert "ax" in next(iter(ckpt["optimizer_states"][0]["state"].values()))
 
 
+@pytest.mark.skipif(not __import__("momentumrnn.toolkit.capability", fromlist=["x"]).bf16_native_ok("lstm")[0],
+                    reason="this CPU's oneDNN has no bf16 LSTM primitive (the refusal is tested in test_edges.py)")
 def test_bf16_precision_runs(cli, tmp_path):
     code, _, err = cli(["train", *TINY_ADDING, "--model", "LSTM", "--precision", "bf16", "--epochs", "1",
                         "--out", tmp_path / "bf"])

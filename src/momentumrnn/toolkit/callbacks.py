@@ -12,9 +12,11 @@ from typing import Any, Optional
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
+from tqdm import tqdm
 
 from . import runfiles
 from .errors import ToolkitError
+from .plots import plot_curves
 
 
 def load_checkpoint_file(path: Path, map_location: Any = "cpu") -> dict:
@@ -99,8 +101,6 @@ class Recorder:
     def note(self, msg: str) -> None:
         self.notes.append(msg)
         if self.echo:
-            from tqdm import tqdm
-
             tqdm.write(f"  {msg}", file=sys.stderr)
 
     def log_step(self, trainer, step: int, loss: float) -> None:
@@ -146,8 +146,6 @@ class Recorder:
         return s
 
     def plot(self) -> None:
-        from .plots import plot_curves
-
         plot_curves([{"label": self.label, "rows": self.rows}], self.run_dir / runfiles.CURVES,
                     title=f"{self.label} on {self.cfg['task']['name']} (seed {self.cfg['train']['seed']})",
                     target=self.target, metric=self.metric)

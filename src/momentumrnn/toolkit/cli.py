@@ -1,13 +1,30 @@
-"""``momentumrnn`` command line: train, compare, report, demo, list."""
+"""``momentumrnn`` command line: parses the arguments and calls the toolkit (train, compare,
+report, grads, sweep, demo, list, make-fixture).
+
+The training stack (Lightning, via :mod:`.runner`, :mod:`.compare`, :mod:`.grads`,
+:mod:`.sweep`) is imported by the commands that train, so that ``report`` and ``list`` start
+without loading it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
+from momentumrnn import __version__
+
+from . import tasks
+from .config import (OPTIM_SCHEMA, RECIPE_DIR, RESUMABLE_CHANGES, load_recipe, load_run_config, parse_value,
+                     recipe_names, resolve)
 from .errors import ToolkitError
+from .models import known_layer_names
+from .options import Opt, coerce, model_spec
+from .report import make_report
+from .tasks.timit_fixture import add_fixture_arguments, run_make_fixture
 
 # command-line flag -> recipe key
 FLAGS = {
@@ -77,6 +94,9 @@ def _add_run_options(p: argparse.ArgumentParser, compare: bool) -> None:
         g.add_argument("--target", metavar="X", help="convergence target of the report")
         g.add_argument("--jobs", type=int, default=1, metavar="N",
                        help="train N runs at once, each in its own process (default 1)")
+        g.add_argument("--job-list", metavar="FILE", help="train nothing: write one self-contained "
+                       "`momentumrnn train` command per run into FILE (for a cluster scheduler) and the "
+                       "comparison's compare.yaml into --out")
     g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any recipe key, e.g. --set model.mu=0.3 --set train.evals_per_epoch=4 (repeatable)")
     o = p.add_argument_group("output")
@@ -88,8 +108,6 @@ def _add_run_options(p: argparse.ArgumentParser, compare: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from momentumrnn import __version__
-
     parser = argparse.ArgumentParser(
         prog="momentumrnn", description="MomentumRNN experiments: train, compare and report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and plots of finished (or running) runs",
                        description="Markdown / CSV table (mean ± std over seeds) and curves of run directories.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
-    p.add_argument("-o", "--out", metavar="DIR", help="where report.md / report.csv / curves.png go "
-                   "(default: the directory given, or ./report)")
+    p.add_argument("-o", "--out", metavar="DIR", help="where report.md / report.csv / curves.png go (default: "
+                   "a comparison's own folder; for run directories nothing is written unless --out is given)")
     p.add_argument("--target", metavar="X", help="convergence target (default: the task's)")
     p.add_argument("--x", choices=("epoch", "step"), default="epoch", help="x axis of the curves")
     p.set_defaults(func=cmd_report)
@@ -156,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: final)")
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser("make-fixture", help="write a small synthetic TIMIT (LDC layout + the authors' tensors)",
+                       description="Write a small synthetic TIMIT corpus (speech-like signals, TIMIT's LDC "
+                                   "layout and the authors' preprocessed tensors) to try the timit task.")
+    add_fixture_arguments(p)
+    p.set_defaults(func=run_make_fixture)
+
     p = sub.add_parser("list", help="models, tasks, optimizers and bundled recipes")
     p.add_argument("what", nargs="?", choices=("models", "tasks", "optimizers", "recipes"), default=None)
     p.set_defaults(func=cmd_list)
@@ -165,8 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 
 def _overrides(args) -> list[tuple[str, object]]:
-    from .config import parse_value
-
     out: list[tuple[str, object]] = []
     for flag, key in FLAGS.items():
         v = getattr(args, flag, None)
@@ -187,8 +209,6 @@ def _overrides(args) -> list[tuple[str, object]]:
 
 
 def _recipe(args) -> tuple[Optional[dict], str]:
-    from .config import load_recipe
-
     ref = args.recipe_opt or args.recipe
     if args.recipe_opt and args.recipe and args.recipe_opt != args.recipe:
         raise ToolkitError("give the recipe once (positional or --recipe)")
@@ -203,28 +223,46 @@ def _check_flags(args) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import resolve
     from .runner import default_run_dir, train_run
 
     _check_flags(args)
     recipe, origin = _recipe(args)
-    cfg = resolve(recipe, _overrides(args), command="train", origin=origin)
+    overrides = _overrides(args)
+    if (recipe is None and args.resume and args.out and (Path(args.out) / "config.yaml").is_file()
+            and all(k in RESUMABLE_CHANGES for k, _ in overrides)):
+        # `train --resume --out DIR` alone (or with only settings a resume may change, e.g.
+        # --epochs to extend the run): the run's own config.yaml is the recipe. A command that
+        # gives other settings is a full specification, checked against config.yaml as before.
+        recipe, origin = load_run_config(Path(args.out)), f"{Path(args.out) / 'config.yaml'}"
+    cfg = resolve(recipe, overrides, command="train", origin=origin)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     summary = train_run(cfg, out, resume=args.resume, overwrite=args.overwrite)
     return 0 if summary.get("status") == "completed" else 1
 
 
+def _job_list(args) -> Optional[Path]:
+    if not getattr(args, "job_list", None):
+        return None
+    if args.resume:
+        raise ToolkitError("--job-list writes the jobs of a new comparison; add --resume to the listed commands "
+                           "instead")
+    return Path(args.job_list)
+
+
 def cmd_compare(args) -> int:
-    from .config import resolve
-    from .runner import compare_runs, is_writer
+    from .compare import compare_runs
+    from .runner import is_writer
 
     _check_flags(args)
     recipe, origin = _recipe(args)
     cfg = resolve(recipe, _overrides(args), command="compare", origin=origin)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{cfg['task']['name']}"
+    job_list = _job_list(args)
     md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
-                      jobs=args.jobs)
-    if is_writer():
+                      jobs=args.jobs, job_list=job_list)
+    if job_list is not None:
+        print(md)
+    elif is_writer():
         print()
         print(md.split("\nRuns:")[0].rstrip())
         print(f"\nreport: {out / 'report.md'}  table: {out / 'report.csv'}  curves: {out / 'curves.png'}")
@@ -232,25 +270,22 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .config import Opt, coerce, parse_value
-    from .report import make_report
-
     target = None
     if args.target is not None:
         target = coerce("--target", Opt("float", None), parse_value(args.target))
     out = Path(args.out) if args.out else None
-    md = make_report([Path(r) for r in args.runs], out, target=target, x=args.x)
+    md, dest = make_report([Path(r) for r in args.runs], out, target=target, x=args.x, return_dest=True)
     print(md.rstrip())
-    dest = out or (Path(args.runs[0]) if len(args.runs) == 1 and Path(args.runs[0]).is_dir() else Path("report"))
-    print(f"\nwrote {dest / 'report.md'}, {dest / 'report.csv'} and the curves PNG")
+    if dest is None:
+        print("\n(nothing written: give --out DIR to save report.md, report.csv and the curves; a run directory "
+              "is never written into)")
+    else:
+        print(f"\nwrote {dest / 'report.md'}, {dest / 'report.csv'} and the curves PNG")
     return 0
 
 
 def cmd_demo(args) -> int:
-    import time
-
-    from .config import load_recipe, resolve
-    from .runner import compare_runs, fresh_dir
+    from .compare import compare_runs, fresh_dir
 
     _check_flags(args)
     recipe = load_recipe("demo")
@@ -266,8 +301,6 @@ def cmd_demo(args) -> int:
           f"sequential MNIST (784 pixel steps), bundled real subset, hidden {cfg['models'][0]['hidden_size']}, "
           f"{t['epochs']} epochs of batch {t['batch_size']}; output in {out}", flush=True)
     start = time.time()
-    import os
-
     jobs = args.jobs if args.jobs is not None else min(2, len(cfg["models"]) * len(cfg["seeds"]), os.cpu_count() or 1)
     md = compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
                       jobs=jobs)
@@ -278,34 +311,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _compare_dirs(cfg: dict, out: Path) -> list[tuple[str, Path]]:
-    from .config import model_label
-    from .runner import slug
-
-    return [(model_label(m), out / slug(model_label(m)) / f"seed{s}") for m in cfg["models"] for s in cfg["seeds"]]
-
-
-def _default_probe_steps(cfg: dict) -> list[int]:
-    from .tasks import build_task
-
-    t = cfg["train"]
-    task = build_task(cfg["task"])
-    per_epoch = task.steps_per_epoch(len(task.load()[0]), t["batch_size"])
-    if t["limit_train_batches"]:
-        per_epoch = min(per_epoch, t["limit_train_batches"])
-    total = per_epoch * t["epochs"]
-    if t["max_steps"]:
-        total = min(total, t["max_steps"])
-    k = min(12, total)
-    return sorted({round(i * (total - 1) / max(k - 1, 1)) for i in range(k)})
-
-
 def cmd_grads(args) -> int:
-    from .config import Opt, coerce, parse_value, resolve
-    from .diagnostics import (collect_grad_norms, grads_csv, grads_table, plot_grad_heatmaps,
-                              plot_grad_lines)
-    from .runfiles import atomic_write_text
-    from .runner import compare_runs, is_writer
+    from .grads import run_grads
 
     _check_flags(args)
     recipe, origin = _recipe(args)
@@ -315,117 +322,52 @@ def cmd_grads(args) -> int:
     if args.probe_size is not None:
         extra.append(("train.grad_norm_batch", parse_value(args.probe_size)))
     cfg = resolve(recipe, _overrides(args) + extra, command="compare", origin=origin)
-    if cfg["train"]["devices"] * cfg["train"]["num_nodes"] > 1:
-        raise ToolkitError("grads probes in one process; use --devices 1")
-    if not cfg["train"]["grad_norm_steps"]:
-        cfg["train"]["grad_norm_steps"] = _default_probe_steps(cfg)
-    coerce("--at", Opt("int_list", None, lo=0), cfg["train"]["grad_norm_steps"])
     out = Path(args.out) if args.out else Path("runs") / f"grads-{cfg['task']['name']}"
-    if is_writer():
-        print(f"probing ||dL/dh_t|| at steps {cfg['train']['grad_norm_steps']} on the first "
-              f"{cfg['train']['grad_norm_batch']} training examples", flush=True)
-    compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
-                 jobs=args.jobs)
-    if not is_writer():
-        return 0
-    series = collect_grad_norms(_compare_dirs(cfg, out))
-    if not series:
-        raise ToolkitError(f"no gradient norms were recorded in {out}: did training reach the probed steps "
-                           f"{cfg['train']['grad_norm_steps']}?")
-    title = f"{cfg['task']['name']}: ||dL/dh_t|| during training"
-    plot_grad_heatmaps(series, out / "grads_heatmap.png", title=title)
-    plot_grad_lines(series, out / "grads_lines.png", title=f"{cfg['task']['name']}: ||dL/dh_t|| against t")
-    atomic_write_text(out / "grads.csv", grads_csv(series))
-    table = grads_table(series)
-    atomic_write_text(out / "grads.md", "# ||dL/dh_t|| during training\n\n" + table +
-                      "\n![heatmap](grads_heatmap.png)\n\n![lines](grads_lines.png)\n")
-    print()
-    print(table.rstrip())
-    print(f"\nheatmap: {out / 'grads_heatmap.png'}  lines: {out / 'grads_lines.png'}  data: {out / 'grads.csv'}")
+    table = run_grads(cfg, out, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs,
+                      job_list=_job_list(args))
+    if table is not None:
+        print()
+        print(table.rstrip())
+        print(f"\nheatmap: {out / 'grads_heatmap.png'}  lines: {out / 'grads_lines.png'}  data: {out / 'grads.csv'}")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from .config import model_spec, parse_value, resolve
-    from .diagnostics import plot_sweep, sweep_grid, sweep_markdown, sweep_models
-    from .runfiles import atomic_write_text, read_summary
-    from .runner import compare_runs, is_writer
+    from .sweep import check_grid, run_sweep, sweep_models
 
     _check_flags(args)
     if args.models:
         raise ToolkitError("sweep trains one model over a grid: give --model NAME, not --models")
     recipe, origin = _recipe(args)
-    mus = [parse_value(m) for m in args.mu]
-    eps = [parse_value(e) for e in args.epsilon]
-    for name, vals in (("--mu", mus), ("--epsilon", eps)):
-        for v in vals:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ToolkitError(f"{name}: expected numbers, got {v!r}")
-        if len(set(vals)) != len(vals):
-            raise ToolkitError(f"{name}: repeated values {vals}")
-    mus, eps = [float(m) for m in mus], [float(e) for e in eps]
+    mus = check_grid("--mu", [parse_value(m) for m in args.mu])
+    eps = check_grid("--epsilon", [parse_value(e) for e in args.epsilon])
     recipe_model = ((recipe or {}).get("model") or {}).get("name")
     base = model_spec(args.model or recipe_model or "MomentumLSTM")
     args.model = None  # the swept model is in the entries; a --model override would rename the baseline
     entries = sweep_models(base, mus, eps)
     if args.baseline:
         entries.append(model_spec(args.baseline))
-    overrides = _overrides(args) + [("models", entries)]
-    cfg = resolve(recipe, overrides, command="compare", origin=origin)
+    cfg = resolve(recipe, _overrides(args) + [("models", entries)], command="compare", origin=origin)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{cfg['task']['name']}"
-    compare_runs(cfg, out, resume=args.resume, overwrite=args.overwrite, target=cfg["report"]["target"],
-                 jobs=args.jobs)
-    if not is_writer():
-        return 0
-    summaries = []
-    for label, d in _compare_dirs(cfg, out):
-        s = read_summary(d)
-        if s:
-            summaries.append(s)
-    if not summaries:
-        raise ToolkitError(f"no finished runs in {out}")
-    metric, mode = summaries[0]["metric"], summaries[0].get("mode", "max")
-    mean, std = sweep_grid(summaries, mus, eps, value=args.value)
-    baseline = None
-    if args.baseline:
-        from .config import model_label
-
-        blabel = model_label(cfg["models"][-1])
-        vals = [(s.get("final") or {}).get(metric) if args.value == "final" else (s.get("best") or {}).get("value")
-                for s in summaries if s.get("label") == blabel]
-        vals = [v for v in vals if isinstance(v, (int, float))]
-        if vals:
-            baseline = (blabel, sum(vals) / len(vals))
-    what = f"{args.value} {metric}"
-    title = f"{cfg['task']['name']}: {base.get('name') or base.get('host') + '/' + base.get('scheme')} {what}"
-    plot_sweep(mean, std, mus, eps, out / "sweep.png", metric=what, mode=mode, title=title, baseline=baseline)
-    md = sweep_markdown(mean, std, mus, eps, metric=what, mode=mode, baseline=baseline)
-    atomic_write_text(out / "sweep.md", f"# {title}\n\n{md}\n![sweep](sweep.png)\n")
-    rows = ["mu,epsilon,mean,std"] + [f"{m!r},{e!r},{float(mean[i, j])!r},{float(std[i, j])!r}"
-                                      for i, m in enumerate(mus) for j, e in enumerate(eps)]
-    atomic_write_text(out / "sweep.csv", "\n".join(rows) + "\n")
-    print()
-    print(md.rstrip())
-    print(f"\nheatmap: {out / 'sweep.png'}  table: {out / 'sweep.md'}")
+    md = run_sweep(cfg, out, base, mus, eps, value=args.value, baseline=bool(args.baseline), resume=args.resume,
+                   overwrite=args.overwrite, jobs=args.jobs, job_list=_job_list(args))
+    if md is not None:
+        print()
+        print(md.rstrip())
+        print(f"\nheatmap: {out / 'sweep.png'}  table: {out / 'sweep.md'}")
     return 0
 
 
 def cmd_list(args) -> int:
-    from .config import OPTIM_SCHEMA, RECIPE_DIR, recipe_names
-
     what = args.what
     if what in (None, "models"):
-        from .models import known_layer_names
-
         print("models (model.name; or model.host + model.scheme):")
         for name, info in known_layer_names().items():
             host, kind = info[0], info[1]
             print(f"  {name:22s} {host}/{kind}")
     if what in (None, "tasks"):
-        from .tasks import TASKS
-
         print("tasks (task.name):")
-        for name, cls in sorted(TASKS.items()):
+        for name, cls in sorted(tasks.TASKS.items()):
             opts = ", ".join(cls.options)
             print(f"  {name:10s} {cls.summary}\n             options: {opts}")
     if what in (None, "optimizers"):

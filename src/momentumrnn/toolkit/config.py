@@ -21,262 +21,30 @@ Precedence for a model's keys: ``presets[<model>]`` < ``model`` section < the ``
 (In ``compare`` the ``model`` section holds the settings shared by all models, e.g. hidden_size.)
 """
 
+
 from __future__ import annotations
 
 import copy
-import difflib
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
+
+import yaml
 
 from .errors import ToolkitError
+from .options import (  # noqa: F401  (re-exported: the resolver's public names)
+    DEFAULTS, MODEL_IDENTITY, MODEL_SCHEMA, MODEL_TOOLKIT_KEYS, OPTIM_SCHEMA, REPORT_SCHEMA,
+    RESUMABLE_CHANGES, SECTIONS, TRAIN_SCHEMA, Opt, _type_name, coerce, model_key, model_label,
+    model_spec, suggest, unknown_key,
+)
+from . import tasks
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
-
-SECTIONS = ("task", "model", "presets", "optim", "train", "report", "models", "seeds")
-OPTIMIZERS = ("rmsprop", "adam", "sgd", "sgd_asgd")
-PRECISIONS = ("fp32", "bf16")
-MODEL_IDENTITY = ("name", "host", "scheme")
-MODEL_TOOLKIT_KEYS = ("name", "host", "scheme", "hidden_size", "label", "init_forget_bias")
-# keys a resumed run may change (everything else must match the saved config)
-RESUMABLE_CHANGES = {
-    "train.epochs", "train.max_steps", "train.devices", "train.num_nodes", "train.accelerator",
-    "train.progress", "train.checkpoint_every_steps", "train.threads",
-}
-
-
-@dataclass(frozen=True)
-class Opt:
-    """One option: kind in int, float, str, bool, choice, int_list, float_list, float_map."""
-
-    kind: str
-    default: Any
-    help: str = ""
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    lo_open: bool = False
-    hi_open: bool = False
-    choices: Optional[tuple] = None
-    nullable: bool = False
-    length: Optional[int] = None
-
-
-def _type_name(v: Any) -> str:
-    return "null" if v is None else type(v).__name__
-
-
-def _as_float(key: str, v: Any) -> float:
-    if isinstance(v, bool):
-        raise ToolkitError(f"{key}: expected a number, got {v!r}")
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            pass
-    raise ToolkitError(f"{key}: expected a number, got {v!r} ({_type_name(v)})")
-
-
-def _as_int(key: str, v: Any) -> int:
-    if isinstance(v, bool):
-        raise ToolkitError(f"{key}: expected an integer, got {v!r}")
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, str):
-        try:
-            return int(v)
-        except ValueError:
-            pass
-    raise ToolkitError(f"{key}: expected an integer, got {v!r} ({_type_name(v)})")
-
-
-def _range_text(opt: Opt) -> str:
-    lo = "" if opt.lo is None else (f"> {opt.lo:g}" if opt.lo_open else f">= {opt.lo:g}")
-    hi = "" if opt.hi is None else (f"< {opt.hi:g}" if opt.hi_open else f"<= {opt.hi:g}")
-    return " and ".join(t for t in (lo, hi) if t)
-
-
-def _check_range(key: str, opt: Opt, x: float) -> None:
-    if isinstance(x, float) and not math.isfinite(x):
-        raise ToolkitError(f"{key}: must be a finite number, got {x!r}")
-    bad = (
-        (opt.lo is not None and (x <= opt.lo if opt.lo_open else x < opt.lo))
-        or (opt.hi is not None and (x >= opt.hi if opt.hi_open else x > opt.hi))
-    )
-    if bad:
-        raise ToolkitError(f"{key}: {x!r} is out of range (must be {_range_text(opt)})")
-
-
-def coerce(key: str, opt: Opt, v: Any) -> Any:
-    """Check / convert one value; raise ToolkitError naming ``key`` if it does not fit."""
-    if v is None or (isinstance(v, str) and v.strip().lower() in ("null", "none", "~") and opt.kind != "str"):
-        if opt.nullable:
-            return None
-        raise ToolkitError(f"{key}: a value is required (got null)")
-    if opt.kind == "int":
-        x = _as_int(key, v)
-        _check_range(key, opt, x)
-        return x
-    if opt.kind == "float":
-        x = _as_float(key, v)
-        _check_range(key, opt, x)
-        return x
-    if opt.kind == "bool":
-        if isinstance(v, bool):
-            return v
-        if isinstance(v, str) and v.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return v.strip().lower() in ("true", "yes", "on", "1")
-        raise ToolkitError(f"{key}: expected true or false, got {v!r}")
-    if opt.kind in ("str", "choice"):
-        if not isinstance(v, str) or not v:
-            raise ToolkitError(f"{key}: expected a name, got {v!r} ({_type_name(v)})")
-        if opt.kind == "choice":
-            low = v.lower()
-            if low not in opt.choices:
-                raise ToolkitError(f"{key}: unknown value {v!r}; choose one of {', '.join(opt.choices)}")
-            return low
-        return v
-    if opt.kind == "float_map":
-        if not isinstance(v, dict):
-            raise ToolkitError(f"{key}: expected a mapping of model label -> number, got {v!r} ({_type_name(v)})")
-        out_map = {}
-        for name, x in v.items():
-            if not isinstance(name, str) or not name:
-                raise ToolkitError(f"{key}: keys must be model labels, got {name!r}")
-            out_map[name] = _as_float(f"{key}.{name}", x)
-            _check_range(f"{key}.{name}", opt, out_map[name])
-        return out_map
-    if opt.kind in ("int_list", "float_list"):
-        if not isinstance(v, (list, tuple)):
-            raise ToolkitError(f"{key}: expected a list, got {v!r} ({_type_name(v)})")
-        if opt.length is not None and len(v) != opt.length:
-            raise ToolkitError(f"{key}: expected a list of {opt.length} values, got {len(v)}")
-        conv = _as_int if opt.kind == "int_list" else _as_float
-        out = [conv(f"{key}[{i}]", x) for i, x in enumerate(v)]
-        for i, x in enumerate(out):
-            _check_range(f"{key}[{i}]", opt, x)
-        return out
-    raise AssertionError(opt.kind)
-
-
-# ---------------------------------------------------------------------------------------------
-# schemas of the fixed sections (task options come from the task registry)
-
-OPTIM_SCHEMA: dict[str, Opt] = {
-    "name": Opt("choice", "rmsprop", "optimizer: rmsprop, adam, sgd, or sgd_asgd (SGD, then "
-                "averaged SGD once the test loss stops improving, as for AWD-LSTM)", choices=OPTIMIZERS),
-    "lr": Opt("float", 1e-3, "learning rate", lo=0, lo_open=True),
-    "lr_orth": Opt("float", None, "learning rate of orthogonal parameters (null: same as lr)",
-                   lo=0, lo_open=True, nullable=True),
-    "orth_name": Opt("choice", None, "optimizer of the orthogonal parameters when it differs from "
-                     "optim.name (rmsprop, adam or sgd; null: the same); its other settings are optim's",
-                     choices=("rmsprop", "adam", "sgd"), nullable=True),
-    "weight_decay": Opt("float", 0.0, "L2 weight decay", lo=0),
-    "momentum": Opt("float", 0.0, "momentum (sgd, rmsprop)", lo=0, hi=1, hi_open=True),
-    "alpha": Opt("float", 0.9, "smoothing constant (rmsprop)", lo=0, hi=1, lo_open=True, hi_open=True),
-    "betas": Opt("float_list", [0.9, 0.999], "(beta1, beta2) of adam", lo=0, hi=1, hi_open=True, length=2),
-    "eps": Opt("float", 1e-8, "denominator epsilon (rmsprop, adam)", lo=0, lo_open=True),
-    "nesterov": Opt("bool", False, "Nesterov momentum (sgd)"),
-    "asgd_nonmono": Opt("int", 5, "sgd_asgd: switch to ASGD when the test loss is worse than the best "
-                        "of all evaluations before the last N", lo=1),
-}
-
-TRAIN_SCHEMA: dict[str, Opt] = {
-    "epochs": Opt("int", 10, "number of epochs", lo=1),
-    "batch_size": Opt("int", 128, "global batch size (split over devices)", lo=1),
-    "eval_batch_size": Opt("int", None, "batch size of evaluation (null: max(batch_size, 256))",
-                           lo=1, nullable=True),
-    "grad_clip": Opt("float", 1.0, "clip the gradient norm to this (null or 0: no clipping)",
-                     lo=0, nullable=True),
-    "seed": Opt("int", 0, "random seed (initialisation, data order, dropout)", lo=0, hi=2**31 - 1),
-    "precision": Opt("choice", "fp32", "fp32 or bf16 (bf16 autocast)", choices=PRECISIONS),
-    "accelerator": Opt("choice", "auto", "cpu, gpu or auto", choices=("auto", "cpu", "gpu", "cuda", "mps")),
-    "devices": Opt("int", 1, "processes (CPU) or GPUs per node; > 1 trains with DDP", lo=1),
-    "num_nodes": Opt("int", 1, "machines (DDP on a cluster)", lo=1),
-    "max_steps": Opt("int", None, "stop after this many optimizer steps (null: epochs decide)",
-                     lo=1, nullable=True),
-    "limit_train_batches": Opt("int", None, "batches per training epoch (null: all)", lo=1, nullable=True),
-    "limit_eval_batches": Opt("int", None, "batches per evaluation (null: all)", lo=1, nullable=True),
-    "evals_per_epoch": Opt("int", 1, "evaluations on the test set per epoch", lo=1),
-    "checkpoint_every_steps": Opt("int", None, "also save last.ckpt every N optimizer steps "
-                                  "(null: at each evaluation only)", lo=1, nullable=True),
-    "threads": Opt("int", None, "CPU threads per process (null: torch's default; 1 is fastest for small "
-                   "models on a busy machine)", lo=1, nullable=True),
-    "log_every_steps": Opt("int", 10, "TensorBoard training-loss interval in steps", lo=1),
-    "grad_norm_steps": Opt("int_list", None, "record ||dL/dh_t|| for every time step t at these optimizer "
-                           "steps (grad_norms.npz; `momentumrnn grads` sets it)", lo=0, nullable=True),
-    "grad_norm_batch": Opt("int", 32, "examples in the fixed probe batch of grad_norm_steps (the first "
-                           "training examples)", lo=1),
-    "progress": Opt("bool", True, "show a progress bar"),
-    "deterministic": Opt("bool", True, "use deterministic algorithms where they exist (same seed, same "
-                         "metrics on CPU; an op without one only warns)"),
-}
-
-REPORT_SCHEMA: dict[str, Opt] = {
-    "target": Opt("float", None, "convergence target of the task's metric (null: task default)",
-                  nullable=True),
-    "published": Opt("float_map", None, "published values of the task's metric per model label, in the "
-                     "toolkit's units (accuracy as a fraction), shown beside ours in reports", nullable=True),
-    "published_source": Opt("str", None, "where the published values come from (paper, table, setting)",
-                            nullable=True),
-}
-
-MODEL_SCHEMA: dict[str, Opt] = {
-    "name": Opt("str", None, "paper name of the layer (MomentumLSTM, AdamLSTM, SRLSTM, LSTM, ...)",
-                nullable=True),
-    "host": Opt("str", None, "host cell (rnn, lstm, gru, or an orthogonal host) when no name is given",
-                nullable=True),
-    "scheme": Opt("str", None, "momentum scheme (none, heavy_ball, adam, rmsprop, restart, nesterov)",
-                  nullable=True),
-    "hidden_size": Opt("int", 128, "hidden units", lo=1),
-    "label": Opt("str", None, "name of the model in reports (default: its name)", nullable=True),
-    "init_forget_bias": Opt("float", None, "LSTM hosts: add this to the forget-gate input bias after the "
-                            "layer's initialisation (long sequences need memory from the start)", nullable=True),
-}
-
-# the paper's sequential-MNIST settings (SPEC 4) are the defaults
-DEFAULTS: dict[str, Any] = {
-    "task": {"name": "smnist"},
-    "model": {"name": "MomentumLSTM", "hidden_size": 128},
-    "presets": {
-        "MomentumLSTM": {"mu": 0.6, "epsilon": 0.6},
-        "AdamLSTM": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
-        "RMSPropLSTM": {"epsilon": 0.6, "beta": 0.9},
-        "SRLSTM": {"epsilon": 1.0, "restart": 2},
-    },
-    "optim": {k: copy.deepcopy(o.default) for k, o in OPTIM_SCHEMA.items()},
-    "train": {k: o.default for k, o in TRAIN_SCHEMA.items()},
-    "report": {k: o.default for k, o in REPORT_SCHEMA.items()},
-    "models": ["LSTM", "MomentumLSTM"],
-    "seeds": [0],
-}
-
-
-def suggest(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def unknown_key(key: str, known: Iterable[str]) -> ToolkitError:
-    section, _, leaf = key.rpartition(".")
-    known = sorted(known)
-    return ToolkitError(
-        f"unknown recipe key {key!r}{suggest(leaf, known)}; valid keys of "
-        f"{section or 'a recipe'}: {', '.join(known)}"
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # loading recipes and overrides
 
 def _yaml():
-    import yaml
-
     return yaml
 
 
@@ -293,9 +61,7 @@ def recipe_names() -> list[str]:
 
 
 def _is_task_name(ref: str) -> bool:
-    from .tasks import TASKS
-
-    return ref.lower() in TASKS
+    return ref.lower() in tasks.TASKS
 
 
 def load_recipe(ref: str) -> dict:
@@ -374,28 +140,6 @@ def merge_model(lower: dict, higher: dict) -> dict:
     lower.update(higher)
     return lower
 
-
-def model_spec(text: str) -> dict:
-    """``MomentumLSTM`` -> {name}; ``lstm/heavy_ball`` (or ``lstm:heavy_ball``) -> {host, scheme}."""
-    if not isinstance(text, str) or not text:
-        raise ToolkitError(f"model: expected a model name, got {text!r}")
-    for sep in ("/", ":"):
-        if sep in text:
-            host, _, scheme = text.partition(sep)
-            if not host or not scheme:
-                raise ToolkitError(f"model {text!r}: write HOST/SCHEME, e.g. lstm/heavy_ball")
-            return {"host": host, "scheme": scheme}
-    return {"name": text}
-
-
-def model_key(model: dict) -> str:
-    if model.get("name"):
-        return str(model["name"])
-    return f"{model.get('host')}/{model.get('scheme')}"
-
-
-def model_label(model: dict) -> str:
-    return str(model.get("label") or model_key(model))
 
 
 def split_overrides(overrides: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], dict]:
@@ -489,12 +233,10 @@ def validate_model(model: dict, where: str = "model") -> dict:
 
 
 def _validate_task(task: dict) -> dict:
-    from .tasks import get_task_class
-
     name = task.get("name", "smnist")
     if not isinstance(name, str):
         raise ToolkitError(f"task.name: expected a task name, got {name!r}")
-    cls = get_task_class(name)
+    cls = tasks.get_task_class(name)
     schema = cls.options
     out = {"name": cls.name}
     for k, v in task.items():
@@ -605,10 +347,8 @@ def _schema_default(key: str, cfg: dict) -> Any:
     section, _, leaf = key.partition(".")
     schema = {"train": TRAIN_SCHEMA, "optim": OPTIM_SCHEMA, "report": REPORT_SCHEMA}.get(section)
     if section == "task":
-        from .tasks import get_task_class
-
         try:
-            schema = get_task_class(str((cfg.get("task") or {}).get("name"))).options
+            schema = tasks.get_task_class(str((cfg.get("task") or {}).get("name"))).options
         except ToolkitError:
             return _NO_DEFAULT
     opt = (schema or {}).get(leaf)

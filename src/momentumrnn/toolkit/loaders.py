@@ -20,11 +20,27 @@ A batch is ``(x, y, w, n)``: raw inputs and targets of this rank's piece, per-ex
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from .tasks import Split
+
+@dataclass
+class Split:
+    """One data split held in memory: raw inputs ``x`` (first dim = examples) and targets ``y``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of optimizer step ``step`` on process ``rank`` (dropout masks...): a resumed run
+    draws the same random numbers as an uninterrupted one."""
+    return (int(seed) * 6_364_136_223 + int(step) * 1_442_695 + int(rank) * 104_729 + 1) % (2**63 - 1)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

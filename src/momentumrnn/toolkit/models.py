@@ -1,13 +1,12 @@
 """Models of the toolkit: a layer of the core library (any host x scheme x parametrization, by
-name) followed by the task's head, plus the parameter split for ``lr_orth``.
+name) followed by the task's head, and the optimizers (``lr_orth`` groups, a second algorithm for
+the orthogonal parameters, SGD -> ASGD).
 
-Plug-in points for layers the core adds later (orthogonal hosts):
-
-* ``momentumrnn.orthogonal.split_parameters(module) -> (orthogonal, other)`` if that module
-  exists, else any sub-module's ``orthogonal_parameters()`` method, decides which parameters get
-  ``optim.lr_orth``;
-* a sub-module's ``on_optimizer_step()`` method is called after every optimizer step (e.g. the
-  DTRIV base change).
+Layers are built through the core's public API only: ``momentumrnn.layer_class(name)`` for paper
+names and their aliases (``momentumrnn.LAYER_NAMES``, ``momentumrnn.LAYER_ALIASES``),
+``momentumrnn.build_layer(host, scheme, ...)`` for every host of ``momentumrnn.HOSTS``;
+``momentumrnn.split_parameters`` decides which parameters get ``optim.lr_orth``, and every layer's
+``on_optimizer_step()`` runs after each optimizer step (e.g. the DTRIV base change).
 """
 
 from __future__ import annotations
@@ -16,62 +15,28 @@ import re
 import warnings
 from typing import Optional
 
+import momentumrnn as core
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .config import MODEL_TOOLKIT_KEYS, model_key, suggest
 from .errors import ToolkitError
-from .tasks import Task
-
-
-def _core():
-    try:
-        import momentumrnn
-    except ImportError as e:  # pragma: no cover - the core ships with the toolkit
-        raise ToolkitError(f"the momentumrnn core library cannot be imported ({e}); reinstall momentumrnn") from None
-    try:  # orthogonal hosts (expRNN, DTRIV, scoRNN, scuRNN)
-        import momentumrnn.orthogonal as orthogonal
-    except ImportError:
-        orthogonal = None
-    return momentumrnn, orthogonal
+from .optimizers import MixedOptimizer
+from .options import MODEL_TOOLKIT_KEYS, model_key, suggest
 
 
 def known_layer_names() -> dict[str, tuple]:
-    """Paper name -> (host, scheme, summary) of every layer the library provides."""
-    core, orth = _core()
-    names = dict(getattr(core, "LAYER_NAMES", {}))
-    if orth is not None:
-        for k, v in getattr(orth, "ORTHOGONAL_LAYER_NAMES", {}).items():
-            names.setdefault(k, v)
+    """Paper name -> (host, scheme, summary) of every layer of the core, aliases included
+    (an alias carries its canonical name's entry)."""
+    names = dict(core.LAYER_NAMES)
+    for alias, canonical in core.LAYER_ALIASES.items():
+        if canonical in core.LAYER_NAMES:
+            names.setdefault(alias, core.LAYER_NAMES[canonical])
     return names
 
 
 def known_hosts() -> list[str]:
-    core, orth = _core()
-    hosts = list(getattr(core, "GATES", {"rnn": 1, "lstm": 4, "gru": 3}))
-    if orth is not None:
-        hosts += [h for h in getattr(orth, "HOSTS", {}) if h not in hosts]
-    return hosts
-
-
-def _layer_class(name: str):
-    core, orth = _core()
-    try:
-        return core.layer_class(name)
-    except (ValueError, KeyError):
-        if orth is not None and name in getattr(orth, "ORTHOGONAL_LAYER_NAMES", {}):
-            return orth.layer_class(name)
-        raise
-
-
-def _build_layer(host: str, scheme: str, input_size: int, hidden: int, **kwargs):
-    core, orth = _core()
-    if orth is not None and isinstance(host, str) and host.lower() in getattr(orth, "HOSTS", {}):
-        return orth.build_orthogonal_layer(host.lower(), scheme, input_size, hidden, **kwargs)
-    if not isinstance(host, str) or host.lower() not in known_hosts():
-        raise ToolkitError(f"unknown model host {host!r}{suggest(str(host), known_hosts())}; choose one of "
-                           f"{', '.join(known_hosts())}")
-    return core.build_layer(host, scheme, input_size, hidden, **kwargs)
+    return list(core.HOSTS)
 
 
 def layer_kwargs(model_cfg: dict) -> dict:
@@ -90,7 +55,7 @@ def build_recurrent(model_cfg: dict, input_size: int) -> nn.Module:
             if model_cfg.get("name"):
                 name = model_cfg["name"]
                 try:
-                    cls = _layer_class(name)
+                    cls = core.layer_class(name)
                 except (ValueError, KeyError):
                     names = list(known_layer_names())
                     raise ToolkitError(
@@ -98,7 +63,12 @@ def build_recurrent(model_cfg: dict, input_size: int) -> nn.Module:
                         "(or model.host + model.scheme)"
                     ) from None
                 return cls(input_size, hidden, **kwargs)
-            return _build_layer(model_cfg["host"], model_cfg["scheme"], input_size, hidden, **kwargs)
+            host = model_cfg["host"]
+            if not isinstance(host, str) or host.lower() not in core.HOSTS:
+                hosts = known_hosts()
+                raise ToolkitError(f"unknown model host {host!r}{suggest(str(host), hosts)}; choose one of "
+                                   f"{', '.join(hosts)}")
+            return core.build_layer(host.lower(), model_cfg["scheme"], input_size, hidden, **kwargs)
     except ToolkitError:
         raise
     except TypeError as e:
@@ -112,17 +82,23 @@ def build_recurrent(model_cfg: dict, input_size: int) -> nn.Module:
 
 
 class SequenceModel(nn.Module):
-    """``recurrent`` layer (batch first) -> task head on the selected output."""
+    """``recurrent`` layer (batch first) -> task head on the selected output (``head_input``:
+    the task's choice of steps). With ``lengths`` the sequences run packed."""
 
-    def __init__(self, recurrent: nn.Module, head: nn.Module, task: Task):
+    def __init__(self, recurrent: nn.Module, head: nn.Module, head_input):
         super().__init__()
         self.recurrent = recurrent
         self.head = head
-        self._task_head_input = task.head_input
+        self._head_input = head_input
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.recurrent(x)
-        return self.head(self._task_head_input(out))
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if lengths is None:
+            out, _ = self.recurrent(x)
+            return self.head(self._head_input(out))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.recurrent(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return self.head(self._head_input(out, lengths))
 
 
 def output_features(layer: nn.Module, hidden: int) -> int:
@@ -150,28 +126,19 @@ def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
             b[h:2 * h] += shift
 
 
-def build_model(model_cfg: dict, task: Task) -> nn.Module:
-    if type(task).build_model is not Task.build_model:  # a task with its own model (e.g. ptb)
-        return task.build_model(model_cfg)
+def build_model(model_cfg: dict, task) -> nn.Module:
+    """The standard model of a task (``input_size``, ``make_head``, ``head_input``): the named
+    recurrent layer and the head. Tasks with a model of their own override ``Task.build_model``."""
     layer = build_recurrent(model_cfg, task.input_size)
     if model_cfg.get("init_forget_bias"):
         shift_forget_bias(layer, float(model_cfg["init_forget_bias"]), model_key(model_cfg))
     head = task.make_head(output_features(layer, model_cfg["hidden_size"]))
-    return SequenceModel(layer, head, task)
+    return SequenceModel(layer, head, task.head_input)
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """``(orthogonal, other)`` trainable parameters of ``model``."""
-    orth: list[nn.Parameter] = []
-    try:
-        from momentumrnn.orthogonal import split_parameters as core_split  # type: ignore
-
-        orth = list(core_split(model)[0])
-    except ImportError:
-        for m in model.modules():
-            fn = getattr(m, "orthogonal_parameters", None)
-            if callable(fn):
-                orth.extend(fn())
+    """``(orthogonal, other)`` trainable parameters of ``model`` (the core's split)."""
+    orth, _ = core.split_parameters(model)
     seen, orth_unique = set(), []
     for p in orth:
         if id(p) not in seen and p.requires_grad:
@@ -182,6 +149,8 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 
 
 def optimizer_step_hooks(model: nn.Module) -> list:
+    """Every layer's ``on_optimizer_step`` (the core gives every layer one; a no-op on the
+    RNN / LSTM / GRU hosts, the base change on DTRIV)."""
     return [m.on_optimizer_step for m in model.modules() if callable(getattr(m, "on_optimizer_step", None))]
 
 
@@ -194,8 +163,6 @@ def make_optimizer(optim_cfg: dict, model: nn.Module, *, asgd: bool = False) -> 
     orth_name = optim_cfg.get("orth_name")
     if orth and orth_name and orth_name != optim_cfg["name"] and not asgd:
         # e.g. the authors' TIMIT DTRIV: Adam for the rest, RMSprop for the orthogonal parameters
-        from .optimizers import MixedOptimizer
-
         return MixedOptimizer([_optimizer(optim_cfg["name"], groups, optim_cfg, lr, asgd=False),
                                _optimizer(orth_name, [orth_group], optim_cfg, lr_orth, asgd=False)])
     if orth:

@@ -10,22 +10,21 @@ from typing import Any, Optional
 import lightning.pytorch as pl
 import torch
 
-from .loaders import BatchLoader
-from .models import SequenceModel, make_optimizer, optimizer_step_hooks
-from .tasks import Split, Task
+from .loaders import Split, step_seed
+from .models import make_optimizer, optimizer_step_hooks
+from .tasks import RunContext, StepOutput, Task
 
 STATE_KEY = "momentumrnn"
 STATE_FORMAT = 1
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return (int(seed) * 6_364_136_223 + int(step) * 1_442_695 + int(rank) * 104_729 + 1) % (2**63 - 1)
-
-
 class RunModule(pl.LightningModule):
-    """Trains ``model`` on ``task``; ``recorder`` (rank 0 only) writes the run's files."""
+    """Trains ``model`` on ``task``; ``recorder`` (rank 0 only) writes the run's files.
 
-    def __init__(self, cfg: dict, task: Task, model: SequenceModel, train: Split, test: Split,
+    The task is called through its run interface (``train_loader``, ``train_step``, ...: see
+    ``tasks/base.py``) with a :class:`RunContext`; it never calls back into this module."""
+
+    def __init__(self, cfg: dict, task: Task, model: torch.nn.Module, train: Split, test: Split,
                  recorder: Optional[Any] = None):
         super().__init__()
         self.cfg = cfg
@@ -49,47 +48,36 @@ class RunModule(pl.LightningModule):
         self._swapped: list = []
         self._lr_restore: list = []
 
-    # -- data ------------------------------------------------------------------------------------
-    def _world(self) -> tuple[int, int]:
-        return self.trainer.global_rank, self.trainer.world_size
+    # -- the task's view of the run -------------------------------------------------------------
+    def context(self) -> RunContext:
+        trainer = self.trainer
+        t = self.cfg["train"]
+
+        def batches_per_epoch() -> float:
+            nb = trainer.num_training_batches
+            return float(nb) if math.isfinite(nb) else math.inf
+
+        return RunContext(
+            seed=self.seed, batch_size=t["batch_size"], eval_batch_size=t["eval_batch_size"],
+            rank=trainer.global_rank, world_size=trainer.world_size,
+            epoch=lambda: trainer.current_epoch, step=lambda: trainer.global_step,
+            batches_done=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
+            batches_per_epoch=batches_per_epoch, gather=self.all_gather)
 
     def train_dataloader(self):
-        return self.task.train_loader(self)
+        return self.task.train_loader(self.train_split, self.context())
 
     def val_dataloader(self):
-        return self.task.eval_loader(self)
-
-    def standard_train_loader(self):
-        rank, world = self._world()
-        trainer = self.trainer
-        return BatchLoader(
-            self.train_split, self.cfg["train"]["batch_size"], shuffle=True, seed=self.seed,
-            rank=rank, world_size=world, epoch_fn=lambda: trainer.current_epoch,
-            skip_fn=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
-        )
-
-    def standard_eval_loader(self):
-        rank, world = self._world()
-        bs = self.cfg["train"]["eval_batch_size"] or max(self.cfg["train"]["batch_size"], 256)
-        return BatchLoader(self.test_split, bs, shuffle=False, rank=rank, world_size=world)
+        return self.task.eval_loader(self.test_split, self.context())
 
     # -- steps -----------------------------------------------------------------------------------
     def _zeros(self) -> torch.Tensor:
         return torch.zeros(len(self.names) + 1, dtype=torch.float64)  # sums of metrics, then count
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.task.inputs(x))
-
-    def _step(self, batch, acc: torch.Tensor):
-        x, y, w, n = batch
-        pred = self(x)
-        y = self.task.targets(x, y)
-        loss_i = self.task.per_sample_loss(pred, y)
-        stats = self.task.per_sample_stats(pred, y, loss_i)
-        wd = w.detach().double()
-        upd = torch.stack([(stats[k].double() * wd).sum() for k in self.names] + [wd.sum()])
-        acc += upd.cpu()
-        return loss_i, w, n
+    def _add(self, acc: torch.Tensor, out: StepOutput) -> None:
+        """Add a step's metric sums (missing ones count 0) and count to the running totals."""
+        vals = [torch.as_tensor(out.sums.get(k, 0.0), dtype=torch.float64).detach().cpu() for k in self.names]
+        acc += torch.stack(vals + [torch.as_tensor(out.count, dtype=torch.float64).detach().cpu()])
 
     def on_train_batch_start(self, batch, batch_idx):
         # every step draws its random numbers (dropout, ...) from (seed, step, rank) only, so a
@@ -97,33 +85,20 @@ class RunModule(pl.LightningModule):
         torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank))
         self._t0 = time.perf_counter()
 
-    def add_stats(self, sums: dict, count: float, *, train: bool) -> None:
-        """Add metric sums (keys of ``self.names``; missing ones count 0) over ``count`` examples
-        (or tokens) to the running training or evaluation totals."""
-        acc = self._acc if train else self._vacc
-        acc += torch.tensor([float(sums.get(k, 0.0)) for k in self.names] + [float(count)], dtype=torch.float64)
-
-    def scale_lr(self, factor: float) -> None:
-        """Scale the learning rates of the coming optimizer step only (called from a training step,
-        e.g. AWD-LSTM's ``lr * seq_len / bptt``); :meth:`optimizer_step` restores them."""
-        for group in self.trainer.optimizers[0].param_groups:
-            self._lr_restore.append((group, group["lr"]))
-            group["lr"] = group["lr"] * factor
-
     def training_step(self, batch, batch_idx):
-        return self.task.training_step(self, batch, batch_idx)
-
-    def validation_step(self, batch, batch_idx):
-        self.task.validation_step(self, batch, batch_idx)
-
-    def standard_training_step(self, batch, batch_idx):
-        loss_i, w, n = self._step(batch, self._acc)
-        world = self.trainer.world_size
-        loss = (loss_i * w.to(loss_i.dtype)).sum() * (world / n.clamp(min=1).to(loss_i.dtype))
+        out = self.task.train_step(self.model, batch, self.context())
+        self._add(self._acc, out)
+        if out.lr_scale != 1.0:  # this step only: optimizer_step restores the learning rates
+            for group in self.trainer.optimizers[0].param_groups:
+                self._lr_restore.append((group, group["lr"]))
+                group["lr"] = group["lr"] * out.lr_scale
         count = float(self._acc[-1])
         self.log("loss", float(self._acc[0]) / max(count, 1.0), prog_bar=True, logger=False,
-                 on_step=True, on_epoch=False, batch_size=int(w.numel()))
-        return loss
+                 on_step=True, on_epoch=False, batch_size=max(1, int(float(out.count))))
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        self._add(self._vacc, self.task.eval_step(self.model, batch, self.context()))
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         try:
@@ -157,9 +132,6 @@ class RunModule(pl.LightningModule):
                         self._swapped.append((p, p.detach().clone()))
                         p.data.copy_(ax)
 
-    def standard_validation_step(self, batch, batch_idx):
-        self._step(batch, self._vacc)
-
     def _reduce(self, t: torch.Tensor) -> torch.Tensor:
         if self.trainer.world_size > 1:
             t = self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").cpu()
@@ -184,7 +156,7 @@ class RunModule(pl.LightningModule):
         for i, k in enumerate(self.names):
             row[f"test_{k}"] = float(te[i] / te[-1]) if te[-1] > 0 else float("nan")
         row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else float("nan")
-        self.task.finish_row(self, row)
+        self.task.finish_row(row)
         self.evals += 1
         self.last_eval_step = row["step"]
         self.log(self.monitor, row[self.monitor], prog_bar=True, logger=False)
@@ -210,27 +182,33 @@ class RunModule(pl.LightningModule):
 
     # -- resumable state (tensors and primitive containers only: loads with weights_only=True) ---
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the running train sums of the epoch so far, over all processes (each holds its share): a
+        # run resumed mid-epoch reports the same epoch metrics as an uninterrupted one, under DDP too
+        train_acc = self._reduce(self._acc.clone())
         checkpoint[STATE_KEY] = {
             "format": STATE_FORMAT,
             "config": self.cfg,
-            "train_acc": self._acc.clone(),
+            "train_acc": train_acc,
             "asgd": self.asgd,
             "history": list(self.history),
             "train_time": float(self.train_time),
             "evals": int(self.evals),
-            "task": self.task.run_state(self),
+            "task": self.task.run_state(self.context()),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         reopen_epoch_cut_by_max_steps(checkpoint)
         state = checkpoint.get(STATE_KEY, {})
         if "train_acc" in state:
-            self._acc = state["train_acc"].to(torch.float64).cpu().clone()
+            # the saved sums are global: rank 0 carries them, the others start from zero, so the
+            # next reduction adds them once
+            saved = state["train_acc"].to(torch.float64).cpu().clone()
+            self._acc = saved if self.global_rank == 0 else torch.zeros_like(saved)
         self.asgd = bool(state.get("asgd", False))
         self.history = [float(x) for x in state.get("history", [])]
         self.train_time = float(state.get("train_time", 0.0))
         self.evals = int(state.get("evals", 0))
-        self.task.load_run_state(self, state.get("task") or {})
+        self.task.load_run_state(state.get("task") or {})
         self.last_eval_step = int(checkpoint.get("global_step", -1))
 
 

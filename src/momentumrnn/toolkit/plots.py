@@ -22,6 +22,22 @@ def _plt():
     return plt
 
 
+def plt_module():
+    """``matplotlib.pyplot`` on the Agg backend (imported on first use: reports without plots and
+    runs without a figure never load matplotlib)."""
+    return _plt()
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Save ``fig`` as a PNG atomically (a temporary file renamed over ``out``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(out)
+    return out
+
+
 def _xy(rows: list[dict], key: str, x: str) -> tuple[list, list]:
     xs, ys = [], []
     for r in rows:

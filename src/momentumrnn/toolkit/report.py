@@ -1,7 +1,10 @@
 """Reports over run directories: a Markdown and a CSV table (mean ± std over seeds of the final
 and best metrics, epochs / steps to reach a target) and one PNG of all runs' curves.
 
-Needs no Lightning: it reads ``summary.json``, ``metrics.csv`` and ``config.yaml`` only.
+Needs no Lightning: it reads ``summary.json``, ``metrics.csv`` and ``config.yaml`` only, so run
+directories that ran anywhere (other machines, a cluster's scratch space) can be copied together
+and reported as one table. It writes only where it is told (``--out``) or into a comparison's own
+folder, never into a run directory.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from . import runfiles
+import yaml
+
+from . import runfiles, tasks
+from .config import load_run_config
 from .errors import ToolkitError
+from .options import model_label
+from .plots import plot_curves
 
 TASK_METRIC = {"adding": ("test_loss", "min")}
 
@@ -26,8 +34,6 @@ def _run_info(d: Path) -> Optional[dict]:
     cfg = None
     if (d / runfiles.CONFIG).exists():
         try:
-            from .config import load_run_config
-
             cfg = load_run_config(d)
         except ToolkitError:
             cfg = None
@@ -43,14 +49,12 @@ def _run_info(d: Path) -> Optional[dict]:
         status = summary.get("status", "?")
         target = summary.get("target")
     else:
-        from .config import model_label
-
         label = model_label(cfg["model"])
         task = cfg["task"]["name"]
         try:
-            from .tasks import get_task_class
-
-            tc = get_task_class(task)
+            tc = tasks.get_task_class(task)
+            if not isinstance(tc.metric, str):  # decided by the data (task sequences): not known here
+                raise ToolkitError(task)
             metric, mode, target = f"test_{tc.metric}", ("max" if tc.metric == "acc" else "min"), tc.default_target
         except ToolkitError:
             metric, mode, target = TASK_METRIC.get(task, ("test_acc", "max")) + (None,)
@@ -217,20 +221,24 @@ def _compare_order(paths: list[Path]) -> dict[str, int]:
     if len(paths) != 1 or not (paths[0] / "compare.yaml").is_file():
         return {}
     try:
-        import yaml
-
-        from .config import model_label
-
         models = yaml.safe_load((paths[0] / "compare.yaml").read_text(encoding="utf-8")).get("models") or []
         return {model_label(m): i for i, m in enumerate(models) if isinstance(m, dict)}
     except Exception:  # an unreadable compare.yaml only loses the ordering
         return {}
 
 
+def is_comparison(path: Path) -> bool:
+    """A comparison directory (``compare`` / ``sweep`` / ``grads`` output): it holds compare.yaml."""
+    return (Path(path) / "compare.yaml").is_file()
+
+
 def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Optional[float] = None,
-                x: str = "epoch", plot: bool = True) -> str:
-    """Write ``report.md``, ``report.csv`` and ``curves.png`` (one per task if several) into
-    ``out_dir``; return the Markdown text."""
+                x: str = "epoch", plot: bool = True, return_dest: bool = False):
+    """The report of the run directories under ``paths``: the Markdown text, also written with
+    ``report.csv`` and ``curves.png`` (one per task if several) into ``out_dir``, or, when
+    ``out_dir`` is None and ``paths`` is one comparison directory, into that directory; otherwise
+    nothing is written (a run directory is only ever read). ``return_dest``: return
+    ``(markdown, directory written or None)``."""
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.exists():
@@ -247,17 +255,20 @@ def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Op
         runs.sort(key=lambda r: (order.get(r["label"], len(order)), r["seed"] if isinstance(r["seed"], int) else 0))
     lines = summarize(runs, target)
     md = markdown(lines, runs)
+    if out_dir is None and len(paths) == 1 and is_comparison(paths[0]):
+        out_dir = paths[0]
     if out_dir is None:
-        out_dir = paths[0] if len(paths) == 1 and paths[0].is_dir() else Path("report")
+        return (md, None) if return_dest else md
     out_dir = Path(out_dir)
+    if out_dir.resolve() in {d.resolve() for d in dirs}:
+        raise ToolkitError(f"--out {out_dir} is a run directory; a report never writes into one: choose another "
+                           "folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     pngs = []
     if plot:
-        from .plots import plot_curves
-
-        tasks = list(dict.fromkeys(r["task"] for r in runs))
-        for task in tasks:
-            name = "curves.png" if len(tasks) == 1 else f"curves-{task}.png"
+        tasks_ = list(dict.fromkeys(r["task"] for r in runs))
+        for task in tasks_:
+            name = "curves.png" if len(tasks_) == 1 else f"curves-{task}.png"
             rs = [r for r in runs if r["task"] == task]
             line = next(l for l in lines if l["task"] == task)
             png = plot_curves([{"label": r["label"], "rows": r["rows"], "seed": r["seed"]} for r in rs],
@@ -269,4 +280,4 @@ def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Op
         md += "\n" + "\n".join(f"![curves]({p.name})" for p in pngs) + "\n"
     runfiles.atomic_write_text(out_dir / "report.md", "# momentumrnn report\n\n" + md)
     runfiles.atomic_write_text(out_dir / "report.csv", csv_text(lines))
-    return md
+    return (md, out_dir) if return_dest else md

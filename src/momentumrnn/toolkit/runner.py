@@ -1,4 +1,4 @@
-"""Running experiments: one run (:func:`train_run`) and a comparison (:func:`compare_runs`).
+"""One run (:func:`train_run`): checks, the run directory, the Lightning trainer.
 
 Every check (config, data, model, run directory, checkpoint) happens before anything is
 written, so a bad input leaves existing files as they were.
@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -21,14 +22,32 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from . import runfiles
-from .config import config_changes, dump_yaml, load_run_config, model_label, run_config
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from . import capability, runfiles
+from .callbacks import AtomicCheckpointIO, ProgressBar, Recorder, load_checkpoint_file
+from .config import config_changes, dump_yaml, flatten, load_run_config
 from .errors import ToolkitError
+from .models import check_optim, count_parameters
+from .module import RunModule
+from .options import model_label
+from .probe import make_probe_callback
+from .tasks import build_task
 
 PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 COMPARE_FILE = "compare.yaml"
-_HEADER = re.compile(r"\((\d+) steps per epoch\)")
-_ROW = re.compile(r"epoch ([\d.]+)\s+step (\d+)\s+(.*?)\s*\[")
+# temporary files of atomic writes (``.NAME.tmp-PID``) that a killed writer can leave behind
+_STALE_TMP = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+class RunFailed(ToolkitError):
+    """Training failed after it started (a dead worker, a failed job): exit code 1, resumable."""
+
+    exit_code = 1
 
 
 def env_rank() -> int:
@@ -109,9 +128,6 @@ class PreparedRun:
     """Everything a run needs, validated, before anything is written."""
 
     def __init__(self, cfg: dict, run_dir: Path, *, resume: bool, overwrite: bool, label: Optional[str] = None):
-        from .models import build_model, check_optim, count_parameters
-        from .tasks import build_task
-
         self.writer = is_writer()
         self.run_dir = Path(run_dir).absolute()
         self.resume = resume
@@ -124,8 +140,6 @@ class PreparedRun:
             saved = load_run_config(self.run_dir)
             changes = config_changes(saved, cfg)
             if changes:
-                from .config import flatten
-
                 a, b = flatten(saved), flatten(cfg)
                 k = changes[0]
                 more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
@@ -135,27 +149,24 @@ class PreparedRun:
                 )
             last = self.run_dir / runfiles.CKPT_DIR / runfiles.LAST
             if last.exists():
-                from .callbacks import load_checkpoint_file
-
                 ckpt = load_checkpoint_file(last)
                 self.ckpt_path = last
                 self.ckpt_step = int(ckpt.get("global_step", 0))
                 ckpt_shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
                 del ckpt
         self.cfg = cfg
+        capability.check_devices(cfg["train"])
+        if cfg["train"]["precision"] == "bf16":
+            capability.check_bf16(cfg["train"], cfg["model"])
         if cfg["train"].get("threads"):
-            import torch
-
             torch.set_num_threads(cfg["train"]["threads"])
         self.label = label or model_label(cfg["model"])
         self.task = build_task(cfg["task"], seed=cfg["train"]["seed"])
         self.task.check_run(cfg)
         self.train_split, self.test_split = self.task.load()
-        import lightning.pytorch as pl
-
         _quiet_lightning()
         pl.seed_everything(cfg["train"]["seed"], workers=False, verbose=False)
-        self.model = build_model(cfg["model"], self.task)
+        self.model = self.task.build_model(cfg["model"])
         self.params = count_parameters(self.model)
         if self.ckpt_path is not None:
             want = {f"model.{k}": tuple(v.shape) for k, v in self.model.state_dict().items()}
@@ -176,19 +187,43 @@ class PreparedRun:
         runfiles.atomic_write_text(self.run_dir / runfiles.CONFIG, header + dump_yaml(self.cfg))
         self.task.attach(self.run_dir, writer=True)
         if self.resume:
-            from .callbacks import Recorder
-
+            remove_stale_temporaries(self.run_dir)
             cols = Recorder.columns_for(self.task)
             runfiles.truncate_metrics(self.run_dir, self.ckpt_step, cols)
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files (``.last.ckpt.tmp-PID``, ``.summary.json.tmp-PID``, ...) that a
+    writer killed during an atomic write left in ``run_dir`` and its ``checkpoints/``; a file of a
+    process still alive (another writer) is left alone. Returns the removed paths."""
+    removed = []
+    for d in (run_dir, run_dir / runfiles.CKPT_DIR):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            m = _STALE_TMP.match(p.name)
+            if not m or not p.is_file():
+                continue
+            pid = int(m.group(1))
+            if pid != os.getpid() and _alive(pid):
+                continue
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def make_trainer(prep: PreparedRun, module, *, progress: bool):
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from .callbacks import AtomicCheckpointIO, ProgressBar
-
     t = prep.cfg["train"]
     ckdir = prep.run_dir / runfiles.CKPT_DIR
     callbacks = [
@@ -201,8 +236,6 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool):
                                          every_n_train_steps=t["checkpoint_every_steps"],
                                          enable_version_counter=False, auto_insert_metric_name=False))
     if t.get("grad_norm_steps") and prep.writer:
-        from .diagnostics import make_probe_callback
-
         callbacks.append(make_probe_callback(prep.run_dir, t["grad_norm_steps"], t["grad_norm_batch"]))
     show = progress and prep.writer and sys.stderr.isatty()
     if show:
@@ -213,8 +246,6 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool):
     world = t["devices"] * t["num_nodes"]
     strategy = "auto"
     if world > 1:
-        from lightning.pytorch.strategies import DDPStrategy
-
         strategy = DDPStrategy(find_unused_parameters=False)
     accelerator = {"cuda": "gpu"}.get(t["accelerator"], t["accelerator"])
     return pl.Trainer(
@@ -249,9 +280,6 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
               label: Optional[str] = None, progress: Optional[bool] = None, prefix: str = "") -> dict:
     """Train one model on one task; returns the run's summary (also in ``run_dir/summary.json``)."""
     prep = PreparedRun(cfg, run_dir, resume=resume, overwrite=overwrite, label=label)
-    from .callbacks import Recorder
-    from .module import RunModule
-
     prep.write_start()
     recorder = None
     if prep.writer:
@@ -287,6 +315,15 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
             print(f"interrupted: continue with the same command and --resume (--out {prep.run_dir})",
                   file=sys.stderr, flush=True)
         raise
+    except Exception as e:
+        world = cfg["train"]["devices"] * cfg["train"]["num_nodes"]
+        if world > 1 and _peer_died(e):
+            if recorder is not None:
+                recorder.write_summary("interrupted")
+            raise RunFailed(f"a DDP worker process died (the others lost it: {_first_line(e)}); training "
+                            f"stopped at step {trainer.global_step}. Continue from the last checkpoint with: "
+                            f"{resume_command(prep.run_dir)}") from None
+        raise
     status = "interrupted" if trainer.interrupted else "completed"
     if recorder is None:
         return {"status": status}
@@ -295,6 +332,29 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
         recorder.plot()
     say(f"  {describe(summary)}  [{time.time() - started:.0f} s] -> {prep.run_dir}")
     return summary
+
+
+_PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "gloo", "nccl",
+              "socket", "timed out", "connection refused")
+
+
+def _peer_died(e: BaseException) -> bool:
+    """A collective failed because another process vanished (gloo / NCCL / the store)."""
+    dist_errors = tuple(c for c in (getattr(torch.distributed, "DistError", None),) if c is not None)
+    text = str(e).lower()
+    return (dist_errors and isinstance(e, dist_errors)) or (isinstance(e, RuntimeError)
+                                                             and any(w in text for w in _PEER_LOST))
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(e).__name__
+    return text[:160]
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues a run: its own config.yaml holds every setting."""
+    return f"momentumrnn train --resume --out {shlex.quote(str(run_dir))}"
 
 
 def describe(summary: dict) -> str:
@@ -309,177 +369,3 @@ def describe(summary: dict) -> str:
         txt += (f", target {summary['target']:g} reached at epoch {hit['epoch']:g}" if hit
                 else f", target {summary['target']:g} not reached")
     return txt
-
-
-# ---------------------------------------------------------------------------------------------
-# comparisons
-
-class RunFailed(ToolkitError):
-    """A training process of a parallel comparison failed (exit code 1)."""
-
-    exit_code = 1
-
-
-def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: Optional[bool] = None, target: Optional[float] = None, jobs: int = 1) -> str:
-    """Train every model of ``cfg['models']`` with every seed of ``cfg['seeds']``, then report.
-
-    ``jobs > 1`` trains that many runs at once, each in its own process (``momentumrnn train``
-    on the run's resolved config) with ``cpu_count // jobs`` threads unless ``train.threads`` is set.
-    """
-    out_dir = Path(out_dir).absolute()
-    writer = is_writer()
-    if jobs < 1:
-        raise ToolkitError(f"--jobs must be >= 1, got {jobs}")
-    if jobs > 1 and cfg["train"]["devices"] * cfg["train"]["num_nodes"] > 1:
-        raise ToolkitError("--jobs > 1 trains runs side by side in single processes; use it with --devices 1")
-    replace = check_new_dir(out_dir, resume=resume, overwrite=overwrite, what="output directory") if writer else False
-    saved_path = out_dir / COMPARE_FILE
-    if resume and writer:
-        if not saved_path.exists():
-            raise ToolkitError(f"--resume: {out_dir} holds no {COMPARE_FILE}; it is not a comparison directory")
-        import yaml
-
-        try:
-            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
-        except Exception:
-            raise ToolkitError(f"{saved_path} is corrupt; restore it or start again with --overwrite") from None
-        changes = config_changes({k: v for k, v in saved.items() if k not in ("models", "seeds")},
-                                 {k: v for k, v in cfg.items() if k not in ("models", "seeds")})
-        if changes or saved.get("models") != cfg["models"] or saved.get("seeds") != cfg["seeds"]:
-            which = changes[0] if changes else ("models" if saved.get("models") != cfg["models"] else "seeds")
-            raise ToolkitError(f"--resume: {out_dir} was started with a different {which}; repeat the "
-                               "original settings or choose another --out")
-    plan = []
-    for model in cfg["models"]:
-        for seed in cfg["seeds"]:
-            rc = run_config(cfg, model, seed)
-            d = out_dir / slug(model_label(model)) / f"seed{seed}"
-            plan.append((rc, d))
-    # validate every model before training any
-    from .models import build_model
-    from .tasks import build_task
-
-    task = build_task(cfg["task"])
-    for rc, _ in plan:
-        build_model(rc["model"], task)
-    if writer:
-        if replace:
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        runfiles.atomic_write_text(saved_path, "# momentumrnn comparison (resolved)\n" + dump_yaml(cfg))
-    n = len(plan)
-    todo = []
-    for i, (rc, d) in enumerate(plan):
-        run_resume = resume and _nonempty(d)
-        summary = runfiles.read_summary(d) if run_resume else None
-        if summary and summary.get("status") == "completed" and writer and rc["train"]["epochs"] <= (summary.get("epochs_planned") or 0) \
-                and (rc["train"]["devices"] * rc["train"]["num_nodes"]) == 1 and not rc["train"]["max_steps"]:
-            say(f"[{i + 1}/{n}] {model_label(rc['model'])} seed {rc['train']['seed']}: already complete")
-            continue
-        todo.append((i, rc, d, run_resume))
-    if jobs > 1 and len(todo) > 1:
-        _run_parallel(todo, n, jobs, out_dir)
-    else:
-        for i, rc, d, run_resume in todo:
-            train_run(rc, d, resume=run_resume, overwrite=False, label=model_label(rc["model"]),
-                      progress=progress, prefix=f"[{i + 1}/{n}] ")
-    if not writer:
-        return ""
-    from .report import make_report
-
-    return make_report([out_dir], out_dir=out_dir, target=target)
-
-
-def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
-    """Run ``todo`` (index, config, run dir, resume) ``jobs`` at a time as ``momentumrnn train``
-    processes; their output is printed line by line with a ``[model seed]`` prefix."""
-    import subprocess
-    import threading
-
-    recipes = out_dir / ".recipes"
-    recipes.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    lock = threading.Lock()
-    queue = list(todo)
-    running: dict = {}
-    failed: list[str] = []
-
-    bars = sys.stdout.isatty()  # a progress bar per running job, else the jobs' lines
-
-    def pump(proc, prefix: str, rc: dict) -> None:
-        from tqdm import tqdm
-
-        bar = None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            with lock:
-                m = _HEADER.search(line)
-                if bars and m and bar is None:
-                    t = rc["train"]
-                    per_epoch = int(m.group(1))
-                    if t["limit_train_batches"]:
-                        per_epoch = min(per_epoch, t["limit_train_batches"])
-                    total = per_epoch * t["epochs"]
-                    if t["max_steps"]:
-                        total = min(total, t["max_steps"])
-                    bar = tqdm(total=total, desc=prefix.strip(" []"), unit="step", leave=True, dynamic_ncols=True)
-                row = _ROW.search(line)
-                if bar is not None and row:
-                    bar.update(int(row.group(2)) - bar.n)
-                    bar.set_postfix_str(" ".join(row.group(3).split())[:80], refresh=True)
-                elif bar is not None:
-                    tqdm.write(prefix + line)
-                else:
-                    print(prefix + line, flush=True)
-        if bar is not None:
-            bar.close()
-
-    def start(i: int, rc: dict, d: Path, run_resume: bool) -> None:
-        rc = dict(rc, train=dict(rc["train"]))
-        if rc["train"].get("threads") is None:
-            rc["train"]["threads"] = threads
-        recipe = recipes / f"run{i}.yaml"
-        runfiles.atomic_write_text(recipe, dump_yaml(rc))
-        cmd = [sys.executable, "-m", "momentumrnn", "train", str(recipe), "--out", str(d)]
-        if run_resume:
-            cmd.append("--resume")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
-        label = f"{model_label(rc['model'])} seed {rc['train']['seed']}"
-        t = threading.Thread(target=pump, args=(proc, f"[{i + 1}/{n} {label}] ", rc), daemon=True)
-        t.start()
-        running[proc] = (label, t)
-
-    try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                start(*queue.pop(0))
-            time.sleep(0.1)
-            for proc in [p for p in running if p.poll() is not None]:
-                label, t = running.pop(proc)
-                t.join()
-                if proc.returncode != 0:
-                    failed.append(f"{label} (exit {proc.returncode})")
-    except BaseException:
-        for proc in running:
-            proc.terminate()
-        for proc in running:
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=30)
-        raise
-    finally:
-        shutil.rmtree(recipes, ignore_errors=True)
-    if failed:
-        raise RunFailed(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their output above, fix the "
-                        f"cause and continue with --resume")
-
-
-def fresh_dir(base: Path) -> Path:
-    """``base`` if free, else ``base-2``, ``base-3``, ..."""
-    if not _nonempty(base):
-        return base
-    k = 2
-    while _nonempty(base.with_name(f"{base.name}-{k}")):
-        k += 1
-    return base.with_name(f"{base.name}-{k}")

@@ -1,4 +1,4 @@
-"""Synthetic long-memory benchmarks: the copying task.
+"""Synthetic benchmarks, generated from a seed: the copying task and the adding problem.
 
 The copying task (Hochreiter & Schmidhuber 1997; in the form of Arjovsky, Shah & Bengio 2016 and
 the orthogonal-RNN papers, e.g. expRNN's ``1_copying.py``): the input is ``K`` random symbols
@@ -18,14 +18,15 @@ every machine and process, and a batch holds the same examples whatever else it 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .config import Opt
-from .errors import ToolkitError
-from .tasks import Split, Task, register
+from ..errors import ToolkitError
+from ..loaders import Split
+from ..options import Opt
+from .base import Task, register
 
 BLANK = 0
 MARKER = 9
@@ -154,7 +155,7 @@ class CopyingTask(Task):
         out[:, -K:] = x[:, :K].long()
         return out
 
-    def head_input(self, output: torch.Tensor) -> torch.Tensor:
+    def head_input(self, output: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         return output  # one prediction per step
 
     def per_sample_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -165,3 +166,38 @@ class CopyingTask(Task):
         K = self.K
         hit = pred.detach()[:, -K:].argmax(-1) == y[:, -K:].long()
         return {"loss": loss.detach(), "acc": hit.float().mean(1)}
+
+
+@register
+class AddingProblem(Task):
+    name = "adding"
+    summary = ("adding problem (synthetic): sum the two marked values of a random sequence; "
+               "regression, MSE (predicting 1 scores about 0.167)")
+    kind = "regression"
+    input_size = 2
+    num_outputs = 1
+    metric = "loss"
+    default_target = 0.05
+    options = {
+        "seq_len": Opt("int", 100, "sequence length T", lo=2),
+        "train_size": Opt("int", 10000, "training examples", lo=1),
+        "test_size": Opt("int", 1000, "test examples", lo=1),
+        "data_seed": Opt("int", 1234, "seed of the generated data (independent of the run's seed)", lo=0),
+    }
+
+    @staticmethod
+    def generate(n: int, T: int, gen: torch.Generator) -> Split:
+        values = torch.rand(n, T, generator=gen)
+        first = torch.randint(0, T // 2, (n,), generator=gen)
+        second = torch.randint(T // 2, T, (n,), generator=gen)
+        marks = torch.zeros(n, T)
+        rows = torch.arange(n)
+        marks[rows, first] = 1.0
+        marks[rows, second] = 1.0
+        y = values[rows, first] + values[rows, second]
+        return Split(torch.stack([values, marks], dim=-1), y)
+
+    def load(self) -> tuple[Split, Split]:
+        gen = torch.Generator().manual_seed(self.opts["data_seed"])
+        T = self.opts["seq_len"]
+        return self.generate(self.opts["train_size"], T, gen), self.generate(self.opts["test_size"], T, gen)

@@ -167,7 +167,7 @@ def test_initialisation():
     torch.manual_seed(3)
     layer = mr.ENRNN(5, 20, short_size=7, num_negative=4)
     plist = layer.parametrizations.weight_hh_l0
-    assert float(layer.weight_ih_l0.abs().max()) <= 0.01
+    assert float(layer.weight_ih_l0.detach().abs().max()) <= 0.01
     assert bool((layer.modrelu_bias_l0 == 0).all())
     bound = math.sqrt(6 / (13 + 7))
     assert float(plist.original2.abs().max()) <= bound

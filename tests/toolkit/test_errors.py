@@ -21,7 +21,7 @@ def _assert_one_line_error(code, out, err, *needles):
     (["--model", "MomentumLSMT"], ["unknown model 'MomentumLSMT'", "did you mean 'MomentumLSTM'"]),
     (["--model", "lstm/heavy_bal"], ["model lstm/heavy_bal", "heavy_bal"]),
     (["--task", "cifar"], ["unknown task 'cifar'", "choose one of"]),
-    (["--optimizer", "lbfgs"], ["optim.name: unknown value 'lbfgs'", "rmsprop, adam, sgd, sgd_asgd"]),
+    (["--optimizer", "lbfgs"], ["optim.name: unknown value 'lbfgs'", "rmsprop, rmsprop_tf, adam, sgd, sgd_asgd"]),
     (["--set", "train.epoch=3"], ["unknown recipe key 'train.epoch'", "did you mean 'epochs'"]),
     (["--set", "model.momentum=0.5"], ["model.momentum is not a parameter of MomentumLSTM"]),
     (["--epochs", "many"], ["train.epochs: expected an integer, got 'many'"]),

@@ -92,3 +92,27 @@ def test_training_run_with_orth_name_resumes(cli, tmp_path):
     assert code == 0, err
     code, _, err = cli(["train", *TINY_ADDING, "--set", "optim.orth_name=lbfgs", "--out", tmp_path / "x"])
     assert code == 2 and "orth_name" in err
+
+
+def test_rmsprop_tf_is_tensorflow_1s_update():
+    # ms from ones, eps inside the square root: the ENRNN authors' optimizer, step by step
+    from momentumrnn.toolkit.optimizers import RMSpropTF
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64))
+    ref, ms, mom = p.detach().clone(), torch.ones(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    opt = RMSpropTF([p], lr=1e-2, alpha=0.9, eps=1e-10, momentum=0.5)
+    for _ in range(4):
+        grad = torch.randn(5, generator=g, dtype=torch.float64)
+        p.grad = grad.clone()
+        opt.step()
+        ms = 0.9 * ms + 0.1 * grad * grad
+        mom = 0.5 * mom + 1e-2 * grad / torch.sqrt(ms + 1e-10)
+        ref = ref - mom
+        torch.testing.assert_close(p.detach(), ref, rtol=1e-14, atol=1e-15)
+    model, task = _model()
+    opt = make_optimizer(dict(OPTIM, name="rmsprop_tf", orth_name=None, eps=1e-10), model)
+    assert isinstance(opt, RMSpropTF) and [grp["lr"] for grp in opt.param_groups] == [1e-2, 3e-3]
+    _steps(model, task, opt)
+    with pytest.raises(ValueError, match="bad settings"):
+        RMSpropTF([p], lr=-1.0)

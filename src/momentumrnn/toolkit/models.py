@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .errors import ToolkitError
-from .optimizers import MixedOptimizer
+from .optimizers import MixedOptimizer, RMSpropTF
 from .options import MODEL_TOOLKIT_KEYS, model_key, suggest
 
 
@@ -111,7 +111,7 @@ def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
     ``bias_hh_l*`` of an LSTM layer.
 
     ``b_hh`` enters the pre-activation directly in every scheme, so the forget gate starts
-    ``shift`` higher for all of them; ``b_ih`` sits inside the momentum (SPEC 2), where a shift
+    ``shift`` higher for all of them; ``b_ih`` sits inside the momentum (docs/equations.md, section 2), where a shift
     would be rescaled by ``s / (1 - mu)`` (heavy ball) or even negated (Nesterov: ``r - s u``)."""
     is_lstm = getattr(layer, "host", None) == "lstm" or isinstance(layer, nn.LSTM)
     if not is_lstm:
@@ -175,6 +175,9 @@ def _optimizer(name: str, groups: list, optim_cfg: dict, lr: float, *, asgd: boo
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, alpha=optim_cfg["alpha"], eps=optim_cfg["eps"],
                                    momentum=optim_cfg["momentum"], weight_decay=wd)
+    if name == "rmsprop_tf":
+        return RMSpropTF(groups, lr=lr, alpha=optim_cfg["alpha"], eps=optim_cfg["eps"],
+                         momentum=optim_cfg["momentum"], weight_decay=wd)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=tuple(optim_cfg["betas"]), eps=optim_cfg["eps"],
                                 weight_decay=wd)

@@ -1,7 +1,8 @@
 """Optimizers of the toolkit beyond ``torch.optim``: one algorithm for the orthogonal parameters and
 another for the rest (the expRNN / MomentumRNN authors train DTRIV on TIMIT with Adam and the
 skew-symmetric parameters with RMSprop), behind the single optimizer Lightning's automatic
-optimisation, gradient clipping and checkpoints expect."""
+optimisation, gradient clipping and checkpoints expect; and TensorFlow 1's RMSProp, which the ENRNN
+authors trained with (its running average starts at ones, its epsilon sits inside the square root)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,44 @@ class MixedOptimizer(torch.optim.Optimizer):
             opt.load_state_dict(sd)
         self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
         self.state = _StateView(self.optimizers)  # type: ignore[assignment]
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """TensorFlow 1's ``RMSPropOptimizer``:
+    ``ms <- alpha ms + (1 - alpha) g^2`` with ``ms`` starting at **ones**,
+    ``mom <- momentum mom + lr g / sqrt(ms + eps)`` (eps **inside** the square root),
+    ``p <- p - mom``; ``weight_decay`` adds ``weight_decay * p`` to ``g`` first. TF's defaults are
+    ``alpha = 0.9``, ``eps = 1e-10``, ``momentum = 0``. (``torch.optim.RMSprop`` starts at zeros and
+    adds eps outside the root: the first steps differ by orders of magnitude.)"""
+
+    def __init__(self, params, lr: float = 1e-3, alpha: float = 0.9, eps: float = 1e-10, momentum: float = 0.0,
+                 weight_decay: float = 0.0):
+        if not lr > 0 or not 0 < alpha < 1 or not eps > 0 or not 0 <= momentum < 1 or weight_decay < 0:
+            raise ValueError(f"RMSpropTF: bad settings lr={lr}, alpha={alpha}, eps={eps}, momentum={momentum}, "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["ms"] = torch.ones_like(p, memory_format=torch.preserve_format)
+                    state["mom"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                ms, mom = state["ms"], state["mom"]
+                ms.mul_(group["alpha"]).addcmul_(g, g, value=1 - group["alpha"])
+                mom.mul_(group["momentum"]).addcdiv_(g, ms.add(group["eps"]).sqrt_(), value=group["lr"])
+                p.sub_(mom)
+        return loss

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 from .errors import ToolkitError
 
 SECTIONS = ("task", "model", "presets", "optim", "train", "report", "models", "seeds")
-OPTIMIZERS = ("rmsprop", "adam", "sgd", "sgd_asgd")
+OPTIMIZERS = ("rmsprop", "rmsprop_tf", "adam", "sgd", "sgd_asgd")
 PRECISIONS = ("fp32", "bf16")
 MODEL_IDENTITY = ("name", "host", "scheme")
 MODEL_TOOLKIT_KEYS = ("name", "host", "scheme", "hidden_size", "label", "init_forget_bias")
@@ -150,19 +150,21 @@ def coerce(key: str, opt: Opt, v: Any) -> Any:
 # schemas of the fixed sections (task options come from the task registry)
 
 OPTIM_SCHEMA: dict[str, Opt] = {
-    "name": Opt("choice", "rmsprop", "optimizer: rmsprop, adam, sgd, or sgd_asgd (SGD, then "
+    "name": Opt("choice", "rmsprop", "optimizer: rmsprop, rmsprop_tf (TensorFlow 1's RMSProp: running "
+                "average from ones, eps inside the root; the ENRNN authors'), adam, sgd, or sgd_asgd (SGD, then "
                 "averaged SGD once the test loss stops improving, as for AWD-LSTM)", choices=OPTIMIZERS),
     "lr": Opt("float", 1e-3, "learning rate", lo=0, lo_open=True),
     "lr_orth": Opt("float", None, "learning rate of orthogonal parameters (null: same as lr)",
                    lo=0, lo_open=True, nullable=True),
     "orth_name": Opt("choice", None, "optimizer of the orthogonal parameters when it differs from "
-                     "optim.name (rmsprop, adam or sgd; null: the same); its other settings are optim's",
-                     choices=("rmsprop", "adam", "sgd"), nullable=True),
+                     "optim.name (rmsprop, rmsprop_tf, adam or sgd; null: the same); its other settings are "
+                     "optim's", choices=("rmsprop", "rmsprop_tf", "adam", "sgd"), nullable=True),
     "weight_decay": Opt("float", 0.0, "L2 weight decay", lo=0),
-    "momentum": Opt("float", 0.0, "momentum (sgd, rmsprop)", lo=0, hi=1, hi_open=True),
-    "alpha": Opt("float", 0.9, "smoothing constant (rmsprop)", lo=0, hi=1, lo_open=True, hi_open=True),
+    "momentum": Opt("float", 0.0, "momentum (sgd, rmsprop, rmsprop_tf)", lo=0, hi=1, hi_open=True),
+    "alpha": Opt("float", 0.9, "smoothing constant (rmsprop, rmsprop_tf)", lo=0, hi=1, lo_open=True, hi_open=True),
     "betas": Opt("float_list", [0.9, 0.999], "(beta1, beta2) of adam", lo=0, hi=1, hi_open=True, length=2),
-    "eps": Opt("float", 1e-8, "denominator epsilon (rmsprop, adam)", lo=0, lo_open=True),
+    "eps": Opt("float", 1e-8, "denominator epsilon (rmsprop, adam; inside the root for rmsprop_tf, "
+               "whose TensorFlow default is 1e-10)", lo=0, lo_open=True),
     "nesterov": Opt("bool", False, "Nesterov momentum (sgd)"),
     "asgd_nonmono": Opt("int", 5, "sgd_asgd: switch to ASGD when the test loss is worse than the best "
                         "of all evaluations before the last N", lo=1),
@@ -221,7 +223,7 @@ MODEL_SCHEMA: dict[str, Opt] = {
                             "layer's initialisation (long sequences need memory from the start)", nullable=True),
 }
 
-# the paper's sequential-MNIST settings (SPEC 4) are the defaults
+# the paper's sequential-MNIST settings (docs/equations.md, section 7) are the defaults
 DEFAULTS: dict[str, Any] = {
     "task": {"name": "smnist"},
     "model": {"name": "MomentumLSTM", "hidden_size": 128},

@@ -93,10 +93,16 @@ def check_momentum_state(momentum, scheme, lead: tuple, batch_dim, device: torch
         if tuple(step.shape) != tuple(lead):
             raise ValueError(f"momentum step has shape {tuple(step.shape)}, expected {tuple(lead)}")
         F_ = scheme.restart
-        if step.numel() and (bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any()))):
+        # (a check of values: skipped while torch.compile / torch.export / jit.trace trace, where
+        # reading a value would break the graph or bake one input's answer into it)
+        if step.numel() and not _tracing() and (bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any()))):
             raise ValueError(f"momentum step (restart counter) must be in [0, {F_ if F_ else 'inf'}], "
                              f"got values in [{int(step.min())}, {int(step.max())}]")
         if batch_dim is not None:
             step = step.unsqueeze(batch_dim)
         step = step.to(device=device, dtype=torch.long)
     return momentum._replace(step=step)
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()

@@ -89,14 +89,6 @@ def _call(function, op, args):
     return op(*args) if torch.jit.is_tracing() else function.apply(*args)
 
 
-def _function(name, forward, setup_context, backward):
-    return type(name, (torch.autograd.Function,), {
-        "forward": staticmethod(lambda *args: forward(*args)),
-        "setup_context": staticmethod(setup_context),
-        "backward": staticmethod(backward),
-    })
-
-
 # ================================================================ fused gated recurrence
 # tensor inputs, in order; the first _FUSED_GRADS of them get gradients
 _FUSED_TENSORS = ("e", "x", "w_ih", "b_ih", "bias_e", "h0", "c0", "p0", "v0", "m0", "w_hh", "b_hn",
@@ -194,7 +186,15 @@ def _fused_backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last, *_):
 
 
 _fused_op.register_autograd(_fused_backward, setup_context=_fused_setup)
-_FusedFunction = _function("_FusedFunction", _fused_op, _fused_setup, _fused_backward)
+
+
+class _FusedFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _fused_op(*args)
+
+    setup_context = staticmethod(_fused_setup)
+    backward = staticmethod(_fused_backward)
 
 
 def fused_recurrence(
@@ -303,7 +303,15 @@ def _modrelu_backward(ctx, d_hs, *_):
 
 
 _modrelu_op.register_autograd(_modrelu_backward, setup_context=_modrelu_setup)
-_ModReLUFunction = _function("_ModReLUFunction", _modrelu_op, _modrelu_setup, _modrelu_backward)
+
+
+class _ModReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _modrelu_op(*args)
+
+    setup_context = staticmethod(_modrelu_setup)
+    backward = staticmethod(_modrelu_backward)
 
 
 def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor, paired: bool = False,
@@ -388,7 +396,15 @@ def _lookahead_backward(ctx, d_hs, d_ps, *_):
 
 
 _lookahead_op.register_autograd(_lookahead_backward, setup_context=_lookahead_setup)
-_LookaheadFunction = _function("_LookaheadFunction", _lookahead_op, _lookahead_setup, _lookahead_backward)
+
+
+class _LookaheadFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _lookahead_op(*args)
+
+    setup_context = staticmethod(_lookahead_setup)
+    backward = staticmethod(_lookahead_backward)
 
 
 def modrelu_lookahead(x: Tensor, a: Tensor, h0: Tensor, W: Tensor, bias: Tensor, ca: Tensor, cb: Tensor,

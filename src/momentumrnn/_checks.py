@@ -49,6 +49,16 @@ def check_tensor(name: str, value, dtype: torch.dtype, device: torch.device) -> 
     return value
 
 
+def check_precision(owner: str, scheme, dtype: torch.dtype) -> None:
+    """A normalized drive (``/ sqrt(m_t + 1e-16)``) cannot run in float16: the ``1e-16`` is 0
+    there and ``1 / sqrt(m_t)`` overflows for small inputs (infinite gradients)."""
+    if dtype == torch.float16 and scheme.spec.normalized:
+        raise TypeError(f"{owner} has float16 parameters, but its drive is normalized by sqrt(m_t + 1e-16) "
+                        f"(scheme {scheme.kind!r}): in float16 the 1e-16 is 0 and 1/sqrt(m_t) overflows for small "
+                        "inputs (infinite gradients); use bfloat16 (float32's range) or float32, or run under "
+                        "torch.autocast (the layer then computes in float32)")
+
+
 def check_shape(name: str, value: Tensor, expected: tuple) -> None:
     if tuple(value.shape) != tuple(expected):
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(expected)}")

@@ -93,6 +93,7 @@ class MomentumCellBase(nn.Module):
 
     def _step(self, input: Tensor, state):
         p = self.weight_ih
+        _checks.check_precision(self._name, self.scheme, p.dtype)
         _checks.check_tensor("input", input, p.dtype, p.device)
         if input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
             raise ValueError(f"{self._name}: expected input of shape (B, {self.input_size}) or "

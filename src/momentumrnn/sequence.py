@@ -198,6 +198,7 @@ class SequenceBase(nn.Module):
         return self._forward(input, state)
 
     def _forward(self, input, state):
+        _checks.check_precision(self._name, self.scheme, self._reference().dtype)
         packed = isinstance(input, PackedSequence)
         if packed:
             self._check_data("input (PackedSequence.data)", input.data)

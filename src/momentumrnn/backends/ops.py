@@ -24,6 +24,7 @@ eager mode, at run time. The conventions (which a new kernel follows too):
   derivatives, at the speed of the stepwise backend.
 """
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -67,11 +68,25 @@ def _grads_fake(tensors, needs) -> tuple:
     return tuple(t.new_empty(t.shape) if n else ref.new_empty(0) for t, n in zip(tensors, needs))
 
 
+def _autocast_off(kernel):
+    """The kernels compute in their inputs' dtype: autocast is switched off inside them (it is
+    on in the caller's thread e.g. when a backward runs inside an autocast region)."""
+
+    @functools.wraps(kernel)
+    def run(*args):
+        device = next(a for a in args if isinstance(a, Tensor)).device.type
+        with torch.autocast(device, enabled=False):
+            return kernel(*args)
+
+    return run
+
+
 def _differentiable(reference, tensors, grads, needs) -> list:
     """Gradients of ``reference(*tensors)`` with respect to the tensors that need them, as a
     differentiable function of everything (the double-backward path)."""
     wrt = [i for i, n in enumerate(needs) if n]
-    with torch.enable_grad():
+    device = next(t for t in tensors if t is not None).device.type
+    with torch.enable_grad(), torch.autocast(device, enabled=False):
         outs = reference(*tensors)
     pairs = [(o, g) for o, g in zip(outs, grads) if o is not None and g is not None and o.requires_grad]
     res = [None] * len(tensors)
@@ -98,6 +113,7 @@ _T = Optional[Tensor]
 
 
 @torch.library.custom_op("momentumrnn::fused_recurrence", mutates_args=())
+@_autocast_off
 def _fused_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
               e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
               w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T
@@ -134,6 +150,7 @@ def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0,
 
 
 @torch.library.custom_op("momentumrnn::fused_recurrence_backward", mutates_args=())
+@_autocast_off
 def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
                        e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
                        w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T,
@@ -245,6 +262,7 @@ def _with_paired(tensors, paired):
 
 
 @torch.library.custom_op("momentumrnn::modrelu_recurrence", mutates_args=())
+@_autocast_off
 def _modrelu_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T, v0: _T,
                 qs: _T, c: _T, pm: _T, m0: _T) -> Tuple[Tensor, Tensor, Tensor]:
     """``(hs, rs, alphas)``: hidden states, and for complex pairs ``|z|`` and ``|h| / |z|``."""
@@ -262,6 +280,7 @@ def _(h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0):
 
 
 @torch.library.custom_op("momentumrnn::modrelu_recurrence_backward", mutates_args=())
+@_autocast_off
 def _modrelu_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T,
                          v0: _T, qs: _T, c: _T, pm: _T, m0: _T, hs: Tensor, rs: Tensor, alphas: Tensor,
                          d_hs: Tensor, needs: list[bool]) -> Tuple[(Tensor,) * 12]:
@@ -339,6 +358,7 @@ def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor,
 # ================================================================ modReLU lookahead recurrence
 # tensor inputs: h0, W, bias, x, a, ca, cb, p0, valid (``paired`` after bias)
 @torch.library.custom_op("momentumrnn::modrelu_lookahead", mutates_args=())
+@_autocast_off
 def _lookahead_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
                   cb: Tensor, p0: Tensor, valid: _T) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(hs, ps, rs, alphas)``."""
@@ -356,6 +376,7 @@ def _(h0, W, bias, paired, x, a, ca, cb, p0, valid):
 
 
 @torch.library.custom_op("momentumrnn::modrelu_lookahead_backward", mutates_args=())
+@_autocast_off
 def _lookahead_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
                            cb: Tensor, p0: Tensor, valid: _T, hs: Tensor, rs: Tensor, alphas: Tensor, d_hs: _T,
                            d_ps: _T, needs: list[bool]) -> Tuple[(Tensor,) * 9]:

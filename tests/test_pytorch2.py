@@ -14,7 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 import momentumrnn as mr
-from momentumrnn import LSTMState, MomentumState, RNNState, backends
+from momentumrnn import LSTMState, MomentumState, backends
 from momentumrnn.backends import native, ops
 from momentumrnn.backends.fused_kernel import DriveSpec
 from momentumrnn.backends.modrelu_loop import DriveFactors
@@ -440,3 +440,27 @@ def test_no_warning_from_eager_calls():
         for name in ("AdamLSTM", "NesterovGRU", "MomentumDTRIV", "NesterovScuRNN"):
             out, _ = mr.layer_class(name)(I, H)(inputs(torch.float32))
             out.sum().backward()
+
+
+@pytest.mark.parametrize("name", ["RestartMomentumLSTM"])
+def test_compile_and_export_stacked_bidirectional_batch_first_with_state(name):
+    torch.manual_seed(0)
+    layer = mr.layer_class(name)(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    x = inputs().transpose(0, 1)
+    _, state = layer(x)  # a state with momentum (and restart counters) to continue from
+    state = type(state)(*(t.detach() if isinstance(t, torch.Tensor) else
+                          MomentumState(*(None if f is None else f.detach() for f in t)) for t in state))
+
+    class Continue(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x, state)
+
+    module = Continue()
+    params = params_of(module)
+    ref = evaluate(module, params, x)
+    assert_same(evaluate(torch.compile(module, backend="aot_eager", fullgraph=True), params, x), ref)
+    assert_same(evaluate(torch.export.export(module, (x,)).module(), params, x), ref)

@@ -155,11 +155,11 @@ def test_compile_keeps_nan_causal():
 def test_native_kernel_under_compile_is_replaced_by_the_table_and_refused_when_forced():
     assert backends.select("gated", "linear", "cpu", None, under_compile=True) == "fused"
     assert backends.select("gated", "linear", "cpu", None, under_compile=False) == "filtered_native"
-    with pytest.raises(ValueError, match="cannot run under torch.compile.*mkldnn_rnn_layer"):
+    with pytest.raises(ValueError, match="cannot run under torch.compile.*do not compile"):
         backends.select("gated", "linear", "cpu", "filtered_native", under_compile=True)
     layer = mr.MomentumLSTM(I, H)
     layer.backend = "filtered_native"
-    with pytest.raises(Exception, match="cannot run under torch.compile.*mkldnn_rnn_layer"):  # dynamo wraps it
+    with pytest.raises(Exception, match="cannot run under torch.compile.*do not compile"):  # dynamo wraps it
         torch.compile(layer, backend="aot_eager", fullgraph=True)(inputs(torch.float32))
 
 

@@ -18,12 +18,14 @@ reference; forcing one that cannot run a layer raises a ``ValueError`` that says
 Two situations replace the table's choice, both decided here:
 
 * while torch.compile traces a layer (dynamo; not torch.export, not torch.jit.trace),
-  :data:`DISPATCH_COMPILING` overrides :data:`DISPATCH`: on CPU the native kernels' oneDNN
-  operator (``aten.mkldnn_rnn_layer``) fails inside AOTAutograd ("expected Tensor() for op";
-  ``torch.nn.LSTM`` fails the same way with ``torch._dynamo.config.allow_rnn = True``, and runs
-  under torch.compile only because dynamo graph-breaks around it), so the gated trivial and
-  linear drives run on the fused operator, one opaque node in the graph (same results to
-  rounding);
+  :data:`DISPATCH_COMPILING` overrides :data:`DISPATCH`: the native RNN kernels do not compile.
+  On CPU their oneDNN operator (``aten.mkldnn_rnn_layer``) fails inside AOTAutograd ("expected
+  Tensor() for op", or a ``None`` among the saved tensors); ``torch.nn.LSTM`` fails the same way
+  with ``torch._dynamo.config.allow_rnn = True`` and runs under torch.compile only because dynamo
+  graph-breaks around it (pytorch/pytorch#158007; the fix, pytorch/pytorch#185163, is not in
+  torch 2.13). On CUDA, that fix notes, the compiled path would decompose cuDNN's kernel into
+  per-step cell operations. So the gated trivial and linear drives run on the fused operator,
+  one opaque node in the graph (same results to rounding);
 * a backend whose capability probe fails for the input's device and dtype (e.g. a CPU whose
   oneDNN has no bfloat16 RNN) is replaced by its :data:`FALLBACK` (probed once per host,
   device type and dtype; see :func:`momentumrnn.backends.native.capable`).
@@ -83,8 +85,8 @@ DISPATCH = {
 
 #: overrides of DISPATCH while torch.compile (dynamo) traces; see the module docstring
 DISPATCH_COMPILING = {
-    ("gated", "trivial", "cpu"): "fused",
-    ("gated", "linear", "cpu"): "fused",
+    ("gated", "trivial", "*"): "fused",
+    ("gated", "linear", "*"): "fused",
 }
 
 #: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)
@@ -124,17 +126,22 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
             able = [n for n, c in BACKENDS.items() if family in c.families and drive in c.drives]
             raise ValueError(f"backend {forced!r} cannot run a {drive} drive on a {family} host; "
                              f"use one of {', '.join(able)}")
-        if under_compile and (family, drive, device_type) in DISPATCH_COMPILING and forced in FALLBACK:
-            raise ValueError(f"backend {forced!r} cannot run under torch.compile on {device_type}: PyTorch's "
-                             "aten.mkldnn_rnn_layer fails in AOTAutograd (torch.nn.LSTM too, when dynamo does not "
-                             f"graph-break around it); leave the choice to the table "
-                             f"({DISPATCH_COMPILING[(family, drive, device_type)]!r} under torch.compile) or run "
-                             "this layer eagerly")
+        replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type) if under_compile else None
+        if replacement is not None and forced in FALLBACK:
+            raise ValueError(f"backend {forced!r} cannot run under torch.compile: the native RNN kernels do not "
+                             "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
+                             "dynamo does not graph-break around it); leave the choice to the table "
+                             f"({replacement!r} under torch.compile) or run this layer eagerly")
         return forced
-    if under_compile and (family, drive, device_type) in DISPATCH_COMPILING:
-        return DISPATCH_COMPILING[(family, drive, device_type)]
-    name = DISPATCH.get((family, drive, device_type)) or DISPATCH[(family, drive, "*")]
-    return name
+    if under_compile:
+        replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type)
+        if replacement is not None:
+            return replacement
+    return _lookup(DISPATCH, family, drive, device_type)
+
+
+def _lookup(table: dict, family: str, drive: str, device_type: str) -> Optional[str]:
+    return table.get((family, drive, device_type)) or table.get((family, drive, "*"))
 
 
 def run(layer, params, x, seq, hidden0, mom0, hp):

@@ -8,6 +8,7 @@ for torch.compile / torch.export, and an exact double backward.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -110,9 +111,11 @@ class _BlockedNormalizedDrive:
             return torch.addcdiv(self.bias_e, v, den), den
         return torch.addcdiv(self.bias_e, u, den, value=self.eps), den
 
-    def flush(self, t: Tensor) -> Tensor:
+    def flush(self, t: Tensor, out: Optional[Tensor] = None) -> Tensor:
         # Block carries of decaying states would sink into subnormal floats (10x slower ops).
-        return torch.where(t.abs() >= self.tiny, t, 0)
+        if out is None:
+            return torch.where(t.abs() >= self.tiny, t, 0)
+        return torch.where(t.abs() >= self.tiny, t, t.new_zeros(()), out=out)
 
     def backward(self, t0, v0, m0, dD, dv_next, dm_next, inj_v=None, inj_m=None):
         """Gradient of ``u`` for the block of steps ``t0..``, given the gradient ``dD`` of its
@@ -203,20 +206,28 @@ class FusedRecurrence:
             zeros = ref.new_zeros(B, G)
             st = {"v": v0 if v0 is not None else zeros, "m": m0 if m0 is not None else zeros,
                   "v_last": zeros, "m_last": zeros, "d": None}
-            starts = []  # states entering each block, for the backward
+            # The states entering each block, for the backward: one buffer per state, into which
+            # the flushed carries are written directly (v: Adam only).
+            nb = len(x_blocks)
+            starts_v = ref.new_empty(nb, B, G) if spec.velocity else None
+            starts_m = ref.new_empty(nb, B, G)
+            starts_m[0] = st["m"]
+            if starts_v is not None:
+                starts_v[0] = st["v"]
 
             def drive(t):
                 j = t % K
                 if j == 0:
-                    starts.append((st["v"], st["m"]))
-                    u, v, m = blocked.states(x_blocks[t // K], st["v"], st["m"])
+                    b = t // K
+                    u, v, m = blocked.states(x_blocks[b], st["v"], st["m"])
                     st["d"] = blocked.drive(u, v, m, t)[0].unbind(0)
                     if last is not None:
                         st["m_last"] = _pick_last(m, t, last, st["m_last"])
                         if v is not None:
                             st["v_last"] = _pick_last(v, t, last, st["v_last"])
-                    st["m"] = blocked.flush(m[-1])
-                    st["v"] = blocked.flush(v[-1]) if v is not None else zeros
+                    nxt = b + 1 < nb  # (the last carry is an output of its own)
+                    st["m"] = blocked.flush(m[-1], starts_m[b + 1] if nxt else None)
+                    st["v"] = blocked.flush(v[-1], starts_v[b + 1] if nxt else None) if v is not None else zeros
                 return st["d"][j]
 
         h, p_prev = h0, p0
@@ -277,7 +288,7 @@ class FusedRecurrence:
         ctx.has_b_ih = b_ih is not None
         v_last = m_last = None
         if mode == "normalized":
-            ctx.blocked, ctx.starts = blocked, starts
+            ctx.blocked, ctx.starts = blocked, (starts_v, starts_m)
             m_last = st["m"] if last is None else st["m_last"]
             if spec.velocity:
                 v_last = st["v"] if last is None else st["v_last"]
@@ -405,7 +416,8 @@ class FusedRecurrence:
                 d_w_ih = dp2.t().mm(x.reshape(T * B, I)).mul_(neg_eps)
                 d_b_ih = d_bias_e * neg_eps if ctx.has_b_ih else None
             else:
-                blocked, starts = ctx.blocked, ctx.starts
+                blocked, (starts_v, starts_m) = ctx.blocked, ctx.starts
+                starts = [(starts_v[b] if starts_v is not None else None, starts_m[b]) for b in range(len(starts_m))]
                 K = blocked.K
                 d_x = x.new_empty(T, B, I) if need_x else None
                 d_w_ih = w_ih.new_zeros(G, I)

@@ -117,19 +117,17 @@ _T = Optional[Tensor]
 def _fused_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
               e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
               w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T
-              ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(hs, cs, ps, v_last, m_last, acts, rn, starts)``; see :func:`fused_recurrence`. ``acts``,
-    ``rn`` (GRU) and ``starts`` ``(blocks, 2, B, G)`` (Adam / RMSProp: the states entering each
-    block) are for the backward."""
+              ) -> Tuple[(Tensor,) * 9]:
+    """``(hs, cs, ps, v_last, m_last, acts, rn, starts_v, starts_m)``; see :func:`fused_recurrence`.
+    ``acts``, ``rn`` (GRU) and ``starts_v`` / ``starts_m`` ``(blocks, B, G)`` (Adam / RMSProp: the
+    states entering each block) are for the backward."""
     ctx = _Ctx()
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
     outs = FusedRecurrence.forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
                                    w_hh, b_hn, alpha, beta_k, valid, last)
     acts, rn = ctx.saved_tensors[9], ctx.saved_tensors[11]
-    starts = getattr(ctx, "starts", None)
-    if starts:
-        starts = torch.stack([t for pair in starts for t in pair]).view(len(starts), 2, *starts[0][0].shape)
-    return tuple(_out(t, h0) for t in (*outs, acts, rn, starts))
+    starts_v, starts_m = getattr(ctx, "starts", (None, None))
+    return tuple(_out(t, h0) for t in (*outs, acts, rn, starts_v, starts_m))
 
 
 @_fused_op.register_fake
@@ -146,7 +144,7 @@ def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0,
     nb = -(-T // normalized_block_size(B, G, x.element_size())) if normalized else 0
     return (new(True, T, B, H), new(host == "lstm", T, B, H), new(alpha is not None, T, B, G),
             new(normalized and spec.velocity, B, G), new(normalized, B, G), new(host != "rnn", T, B, G),
-            new(host == "gru", T, B, H), new(normalized, nb, 2, B, G))
+            new(host == "gru", T, B, H), new(normalized and spec.velocity, nb, B, G), new(normalized, nb, B, G))
 
 
 @torch.library.custom_op("momentumrnn::fused_recurrence_backward", mutates_args=())
@@ -154,7 +152,7 @@ def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0,
 def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
                        e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
                        w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T,
-                       hs: Tensor, cs: Tensor, acts: Tensor, rn: Tensor, starts: Tensor,
+                       hs: Tensor, cs: Tensor, acts: Tensor, rn: Tensor, starts_v: Tensor, starts_m: Tensor,
                        d_hs: _T, d_cs: _T, d_ps: _T, d_v_last: _T, d_m_last: _T, needs: list[bool]
                        ) -> Tuple[(Tensor,) * _FUSED_GRADS]:
     """The gradients of ``e .. b_hn`` (``needs``) from those of ``hs, cs, ps, v_last, m_last``."""
@@ -165,7 +163,7 @@ def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsil
                          cs if host == "lstm" else None, rn if host == "gru" else None, alpha, beta_k, valid, last)
     if spec.mode == "normalized":
         ctx.blocked = _BlockedNormalizedDrive(spec, x, w_ih, b_ih, bias_e)
-        ctx.starts = [tuple(s.unbind(0)) for s in starts.unbind(0)]
+        ctx.starts = (starts_v if spec.velocity else None, starts_m)
     grads = FusedRecurrence.backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last)[3:3 + _FUSED_GRADS]
     inputs = (e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn)
     return _grads_out(grads, inputs, needs)
@@ -173,16 +171,16 @@ def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsil
 
 @_fused_backward_op.register_fake
 def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
-      alpha, beta_k, valid, last, hs, cs, acts, rn, starts, d_hs, d_cs, d_ps, d_v_last, d_m_last, needs):
+      alpha, beta_k, valid, last, hs, cs, acts, rn, starts_v, starts_m, d_hs, d_cs, d_ps, d_v_last, d_m_last, needs):
     return _grads_fake((e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn), needs)
 
 
 def _fused_setup(ctx, inputs, output):
     ctx.scalars = inputs[:6]
-    hs, cs, ps, v_last, m_last, acts, rn, starts = output
+    hs, cs, ps, v_last, m_last, acts, rn, starts_v, starts_m = output
     ctx.set_materialize_grads(False)
-    ctx.mark_non_differentiable(acts, rn, starts)
-    ctx.save_for_backward(*inputs[6:], hs, cs, acts, rn, starts)
+    ctx.mark_non_differentiable(acts, rn, starts_v, starts_m)
+    ctx.save_for_backward(*inputs[6:], hs, cs, acts, rn, starts_v, starts_m)
 
 
 def _fused_backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last, *_):

@@ -126,7 +126,7 @@ class _FactoredDrive:
         T, B, self.I = f.xs.shape
         self.N, self.B = f.a.shape[0], B
         self.normalized = f.qs is not None
-        self.needs = needs_grad  # (xs, a, v0, qs, c, m0)
+        self.needs = needs_grad  # (xs, a, v0, qs, c, m0, pv, pm)
         if self.normalized:
             self.Iq, self.Hm = f.qs.shape[2], f.c.shape[0]
             # rden of one block, recomputed in the backward (cheaper than keeping T x B x Hm of it)
@@ -168,11 +168,13 @@ class _FactoredDrive:
     def backward_init(self):
         f, L, B = self.f, BLOCK, self.B
         self.grads = [torch.empty_like(f.xs) if self.needs[0] else None, torch.zeros_like(f.a),
-                      torch.zeros_like(f.v0) if self.needs[2] else None, None, None, None]
+                      torch.zeros_like(f.v0) if self.needs[2] else None, None, None, None,
+                      torch.empty_like(f.pv) if self.needs[6] else None, None]
         if self.normalized:
             self.grads[3] = torch.empty_like(f.qs) if self.needs[3] else None
             self.grads[4] = torch.zeros_like(f.c)
             self.grads[5] = torch.zeros_like(f.m0) if self.needs[5] else None
+            self.grads[7] = torch.empty_like(f.pm) if self.needs[7] else None
             self.r = f.xs.new_empty(L, B, self.N)
             self.v = f.xs.new_empty(L, B, self.N)
             self.w = f.xs.new_empty(L, B, self.Hm) if self.paired else self.v
@@ -181,7 +183,7 @@ class _FactoredDrive:
         """Gradients from ``dz`` ``(n, B, N)`` (w.r.t. ``d`` of steps ``t0..t1-1``):
         ``dV = dz rden``; ``dM = -1/2 (sum over parts of dV V) rden^2``."""
         f, n, B, N = self.f, t1 - t0, self.B, self.N
-        dxs, da, dv0, dqs, dc, dm0 = self.grads
+        dxs, da, dv0, dqs, dc, dm0, dpv, dpm = self.grads
         xs = f.xs[t0:t1].reshape(n * B, self.I)
         if self.normalized:
             rd = self._rden(t0, t1)
@@ -198,6 +200,9 @@ class _FactoredDrive:
             torch.mm(r, f.a, out=dxs[t0:t1].view(n * B, self.I))
         if dv0 is not None:
             dv0.add_((r3 * f.pv[t0:t1]).sum(0))
+        if dpv is not None:  # the decay of v0 (a learnable mu): sum over units (and batch if shared)
+            g = (r3 * f.v0).sum(2, keepdim=True)
+            dpv[t0:t1] = g.sum(1, keepdim=True) if dpv.shape[1] == 1 else g
         if not self.normalized:
             return
         Hm = self.Hm
@@ -213,13 +218,16 @@ class _FactoredDrive:
             torch.mm(w, f.c, out=dqs[t0:t1].view(n * B, self.Iq))
         if dm0 is not None:
             dm0.add_((w.view(n, B, Hm) * f.pm[t0:t1]).sum(0))
+        if dpm is not None:
+            g = (w.view(n, B, Hm) * f.m0).sum(2, keepdim=True)
+            dpm[t0:t1] = g.sum(1, keepdim=True) if dpm.shape[1] == 1 else g
 
     def backward_result(self):
-        dxs, da, dv0, dqs, dc, dm0 = self.grads
-        for g in (dqs, dc, dm0):
+        dxs, da, dv0, dqs, dc, dm0, dpv, dpm = self.grads
+        for g in (dqs, dc, dm0, dpm):
             if g is not None:
                 g.mul_(-0.5)
-        return dxs, da, dv0, dqs, dc, dm0
+        return dxs, da, dv0, dqs, dc, dm0, dpv, dpm
 
 
 class ModReLURecurrence:
@@ -274,7 +282,7 @@ class ModReLURecurrence:
             return (None,) * 13
         if ctx.factored:
             h0, W, bias, hs, rs, alphas, *factors = ctx.saved_tensors
-            needs = [ctx.needs_input_grad[i] for i in (5, 6, 8, 9, 10, 12)]
+            needs = [ctx.needs_input_grad[i] for i in (5, 6, 8, 9, 10, 12, 7, 11)]
             drive = _FactoredDrive(DriveFactors(*factors), ctx.paired, needs)
             drive.backward_init()
         else:
@@ -359,8 +367,8 @@ class ModReLURecurrence:
         if paired:  # the pair matrix [[Br, Bi], [-Bi, Br]] -> (dBr, dBi)
             d_W = torch.stack([d_W[:H, :H] + d_W[H:, H:], d_W[:H, H:] - d_W[H:, :H]])
         if ctx.factored:
-            dxs, da, dv0, dqs, dc, dm0 = drive.backward_result()
-            return d_h0, d_W, d_bias, None, None, dxs, da, None, dv0, dqs, dc, None, dm0
+            dxs, da, dv0, dqs, dc, dm0, dpv, dpm = drive.backward_result()
+            return d_h0, d_W, d_bias, None, None, dxs, da, dpv, dv0, dqs, dc, dpm, dm0
         return d_h0, d_W, d_bias, None, dz, None, None, None, None, None, None, None, None
 
 

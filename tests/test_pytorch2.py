@@ -25,7 +25,8 @@ HOSTS = list(mr.HOSTS)
 BY_HOST = {host: [n for n, (h, _, _) in mr.LAYER_NAMES.items() if h == host] for host in HOSTS}
 CELLS = list(mr.CELL_NAMES)
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::torch.jit.TracerWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::torch.jit.TracerWarning",
+                                        "ignore:`torch.jit:DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)

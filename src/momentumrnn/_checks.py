@@ -49,6 +49,16 @@ def check_tensor(name: str, value, dtype: torch.dtype, device: torch.device) -> 
     return value
 
 
+def check_precision(owner: str, scheme, dtype: torch.dtype) -> None:
+    """A normalized drive (``/ sqrt(m_t + 1e-16)``) cannot run in float16: the ``1e-16`` is 0
+    there and ``1 / sqrt(m_t)`` overflows for small inputs (infinite gradients)."""
+    if dtype == torch.float16 and scheme.spec.normalized:
+        raise TypeError(f"{owner} has float16 parameters, but its drive is normalized by sqrt(m_t + 1e-16) "
+                        f"(scheme {scheme.kind!r}): in float16 the 1e-16 is 0 and 1/sqrt(m_t) overflows for small "
+                        "inputs (infinite gradients); use bfloat16 (float32's range) or float32, or run under "
+                        "torch.autocast (the layer then computes in float32)")
+
+
 def check_shape(name: str, value: Tensor, expected: tuple) -> None:
     if tuple(value.shape) != tuple(expected):
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(expected)}")
@@ -93,10 +103,16 @@ def check_momentum_state(momentum, scheme, lead: tuple, batch_dim, device: torch
         if tuple(step.shape) != tuple(lead):
             raise ValueError(f"momentum step has shape {tuple(step.shape)}, expected {tuple(lead)}")
         F_ = scheme.restart
-        if step.numel() and (bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any()))):
+        # (a check of values: skipped while torch.compile / torch.export / jit.trace trace, where
+        # reading a value would break the graph or bake one input's answer into it)
+        if step.numel() and not _tracing() and (bool((step < 0).any()) or (F_ > 0 and bool((step > F_).any()))):
             raise ValueError(f"momentum step (restart counter) must be in [0, {F_ if F_ else 'inf'}], "
                              f"got values in [{int(step.min())}, {int(step.max())}]")
         if batch_dim is not None:
             step = step.unsqueeze(batch_dim)
         step = step.to(device=device, dtype=torch.long)
     return momentum._replace(step=step)
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()

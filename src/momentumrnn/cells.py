@@ -21,7 +21,7 @@ from . import _checks, registry
 from .backends.native import GatedParams
 from .hosts.gated import GATES, gated_step
 from .schemes import ADAM, HEAVY_BALL, NESTEROV, NONE, RESTART, RMSPROP, MomentumState, Scheme, SchemeSpec
-from .state import LSTMState, RNNState, Slot, parse_state
+from .state import LSTMState, RNNState, Slot, autocast_inputs, for_trace, parse_state
 
 __all__ = ["MomentumCellBase", "CELL_NAMES", "CELL_ALIASES", "cell_class"]
 
@@ -82,8 +82,18 @@ class MomentumCellBase(nn.Module):
         return s + "".join(f", {k}={v}" for k, v in self.scheme.hyper_parameters.items())
 
     def forward(self, input: Tensor, state=None):
-        """One step. ``input``: ``(B, input_size)`` or ``(input_size,)``. Returns the new state."""
+        """One step. ``input``: ``(B, input_size)`` or ``(input_size,)``. Returns the new state.
+        Under ``torch.autocast``: as the layers (computes in the parameters' dtype)."""
+        device_type = self.weight_ih.device.type
+        if torch.is_autocast_enabled(device_type):
+            dtype = self.weight_ih.dtype
+            with torch.autocast(device_type, enabled=False):
+                return self._step(autocast_inputs(input, device_type, dtype), autocast_inputs(state, device_type, dtype))
+        return self._step(input, state)
+
+    def _step(self, input: Tensor, state):
         p = self.weight_ih
+        _checks.check_precision(self._name, self.scheme, p.dtype)
         _checks.check_tensor("input", input, p.dtype, p.device)
         if input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
             raise ValueError(f"{self._name}: expected input of shape (B, {self.input_size}) or "
@@ -101,6 +111,8 @@ class MomentumCellBase(nn.Module):
         if not batched:
             hidden = {k: v.squeeze(0) for k, v in hidden.items()}
             momentum = MomentumState(*(None if t is None else t.squeeze(0) for t in momentum))
+        if torch.jit.is_tracing():  # a traced graph returns tensors only (see state.for_trace)
+            momentum = for_trace(momentum, hidden["h"])
         if self.host == "lstm":
             return LSTMState(hidden["h"], hidden["c"], momentum)
         return RNNState(hidden["h"], momentum)

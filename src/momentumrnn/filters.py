@@ -62,10 +62,13 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
     T = x.shape[0]
     if x.numel() == 0:  # no step, or an empty batch
         return x.clone()
-    if not bool(torch.isfinite(x).all()):
-        # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier
-        # steps; step by step, it propagates forward in time only (as in torch.nn).
-        return _sequential_filter(x, coeff, y0)
+    # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier steps;
+    # step by step it propagates forward in time only (as in torch.nn). Without a data-dependent
+    # branch (no host sync; traceable by torch.compile / export): the blocks filter the input with
+    # its non-finite entries replaced by 0, and every position at or after a non-finite input (per
+    # sequence and feature) is set to NaN. Finite inputs: exactly the blocked result.
+    bad = ~torch.isfinite(x)
+    x = torch.where(bad, 0, x)
     B = x.shape[1]
     flat = x.reshape(T, B, -1)  # (T, B, F)
     n_feat = flat.shape[1] * flat.shape[2]
@@ -104,18 +107,8 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
                 carry = _flush(torch.addcmul(ends[b], last_decay[b], carry))
         # A normal carry times a small decay can land below the normal range: flush the result.
         y = _flush(y + decay * torch.stack(carries).unsqueeze(1))
-    return y.reshape(nb * L, B, -1)[:T].reshape(x.shape)
-
-
-def _sequential_filter(x: Tensor, coeff: Tensor, y0: Tensor | None) -> Tensor:
-    T = x.shape[0]
-    c = coeff.expand(T) if coeff.dim() == 0 else coeff.reshape(T, -1, *([1] * (x.dim() - 2)))
-    y = torch.zeros_like(x[0]) if y0 is None else y0.reshape(x[0].shape)
-    out = []
-    for x_t, c_t in zip(x.unbind(0), c.unbind(0)):
-        y = c_t * y + x_t
-        out.append(y)
-    return torch.stack(out)
+    y = y.reshape(nb * L, B, -1)[:T].reshape(x.shape)
+    return torch.where(torch.cumsum(bad, 0, dtype=torch.int32) > 0, torch.nan, y)
 
 
 def cumulative_decay(coeff: Tensor, T: int) -> Tensor:

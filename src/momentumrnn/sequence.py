@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import _checks, backends, registry
 from .schemes import PLAIN, SCHEMES, MomentumState, Scheme, SchemeSpec, canonical_kind
 from .lengths import SeqInfo, reverse_within
-from .state import LSTMState, RNNState, parse_state, to_external
+from .state import LSTMState, RNNState, autocast_inputs, for_trace, parse_state, to_external
 
 __all__ = ["SequenceBase"]
 
@@ -192,7 +192,21 @@ class SequenceBase(nn.Module):
         return RNNState(hidden["h"], momentum)
 
     def forward(self, input, state=None):
-        """Run the layer. Returns ``(output, state)``; see the class docstring for shapes."""
+        """Run the layer. Returns ``(output, state)``; see the class docstring for shapes.
+
+        Under ``torch.autocast`` the layer computes in its parameters' dtype (autocast's float32
+        policy for numerically sensitive operations) and returns that dtype; an input or state in
+        the autocast dtype is accepted and cast up."""
+        device_type = self._reference().device.type
+        if torch.is_autocast_enabled(device_type):
+            dtype = self._reference().dtype
+            with torch.autocast(device_type, enabled=False):
+                return self._forward(autocast_inputs(input, device_type, dtype),
+                                     autocast_inputs(state, device_type, dtype))
+        return self._forward(input, state)
+
+    def _forward(self, input, state):
+        _checks.check_precision(self._name, self.scheme, self._reference().dtype)
         packed = isinstance(input, PackedSequence)
         if packed:
             self._check_data("input (PackedSequence.data)", input.data)
@@ -265,4 +279,6 @@ class SequenceBase(nn.Module):
             momentum = MomentumState(*(None if t is None else t.squeeze(1) for t in momentum))
         elif self.batch_first:
             output = output.transpose(0, 1)
+        if torch.jit.is_tracing():  # a traced graph returns tensors only (see state.for_trace)
+            momentum = for_trace(momentum, output)
         return output, self._state(hidden, momentum)

@@ -14,11 +14,13 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
 from . import _checks
 from .schemes import MomentumState
 
-__all__ = ["LSTMState", "RNNState", "MomentumState", "Slot", "parse_state", "to_external"]
+__all__ = ["LSTMState", "RNNState", "MomentumState", "Slot", "parse_state", "to_external", "for_trace",
+           "autocast_inputs"]
 
 
 class LSTMState(NamedTuple):
@@ -118,6 +120,8 @@ def parse_state(owner: str, state, hidden: dict, momentum: dict, scheme, lead: t
            for name, slot in hidden.items()}
     if mom is None:
         return out, MomentumState()
+    if isinstance(mom, tuple) and len(mom) == 4:  # empty placeholders (jit.trace outputs): absent
+        mom = MomentumState(*(None if _placeholder(t) else t for t in mom))
     mom = _checks.check_momentum_state(mom, scheme, lead, batch_dim, device)
     step = mom.step
     taken = {name: _take(_MESSAGE_NAMES[name], getattr(mom, name), slot, lead, batch_dim, dtype, device)
@@ -130,3 +134,34 @@ def to_external(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
     if value is None or not slot.complex:
         return value
     return torch.complex(value[..., :slot.width], value[..., slot.width:])
+
+
+def _placeholder(t) -> bool:
+    return isinstance(t, Tensor) and t.dim() == 1 and t.shape[0] == 0
+
+
+def for_trace(momentum: MomentumState, like: Tensor) -> MomentumState:
+    """The momentum state as ``torch.jit.trace`` can return it: unused fields (``None``) become
+    empty tensors of shape ``(0,)`` (``parse_state`` reads those as absent again). Used only
+    while tracing; eager calls, torch.compile and torch.export keep ``None``."""
+    return MomentumState(*(t if t is not None else
+                           like.new_empty(0, dtype=torch.long if name == "step" else like.dtype)
+                           for name, t in zip(MomentumState._fields, momentum)))
+
+
+def autocast_inputs(value, device_type: str, dtype: torch.dtype):
+    """Under autocast, a layer or cell computes in its parameters' ``dtype`` (autocast's float32
+    policy for numerically sensitive operations: a state carried over many steps, and the
+    ``sqrt(m + 1e-16)`` of Adam / RMSProp); tensors in the autocast dtype (the output of an
+    autocast layer before it) are cast to ``dtype``. Tuples, NamedTuples and PackedSequences are
+    walked; integer tensors (``step``) and other dtypes are left as they are."""
+    low = torch.get_autocast_dtype(device_type)
+    if isinstance(value, Tensor):
+        return value.to(dtype) if value.dtype == low and low != dtype else value
+    if isinstance(value, PackedSequence):
+        return value._replace(data=autocast_inputs(value.data, device_type, dtype))
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(autocast_inputs(v, device_type, dtype) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(autocast_inputs(v, device_type, dtype) for v in value)
+    return value

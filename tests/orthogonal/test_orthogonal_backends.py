@@ -42,6 +42,14 @@ def test_learnable_hyper_parameters(host, kind, input_size):
         assert g1[1 + names.index("mu_raw_l0")].abs() > 0
 
 
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, ["heavy_ball", "adam"])))
+def test_learnable_mu_with_a_carried_velocity(host, kind):
+    # the gradient of a learnable mu through the decay of a carried v0 (pi_t v0) in the factored drive
+    layer = make(host, kind, input_size=1, learn_mu=True)
+    x = torch.randn(8, 3, 1, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, None, random_state(layer, 3)))
+
+
 def test_learnable_repr():
     layer = mr.MomentumDTRIV(1, 4, learn_mu=True)
     assert "learn_mu=True" in repr(layer) and isinstance(layer.hyper_parameters()[0], torch.Tensor)

@@ -14,6 +14,21 @@ with the values at hand, gives the *drive* (from the scheme table, never from th
 A backend can be forced per layer (``layer.backend = "stepwise"``) or for a block of code
 (``with momentumrnn.backends.force("fused"): ...``), e.g. to test every path against the
 reference; forcing one that cannot run a layer raises a ``ValueError`` that says which can.
+
+Two situations replace the table's choice, both decided here:
+
+* while torch.compile traces a layer (dynamo; not torch.export, not torch.jit.trace),
+  :data:`DISPATCH_COMPILING` overrides :data:`DISPATCH`: the native RNN kernels do not compile.
+  On CPU their oneDNN operator (``aten.mkldnn_rnn_layer``) fails inside AOTAutograd ("expected
+  Tensor() for op", or a ``None`` among the saved tensors); ``torch.nn.LSTM`` fails the same way
+  with ``torch._dynamo.config.allow_rnn = True`` and runs under torch.compile only because dynamo
+  graph-breaks around it (pytorch/pytorch#158007; the fix, pytorch/pytorch#185163, is not in
+  torch 2.13). On CUDA, that fix notes, the compiled path would decompose cuDNN's kernel into
+  per-step cell operations. So the gated trivial and linear drives run on the fused operator,
+  one opaque node in the graph (same results to rounding);
+* a backend whose capability probe fails for the input's device and dtype (e.g. a CPU whose
+  oneDNN has no bfloat16 RNN) is replaced by its :data:`FALLBACK` (probed once per host,
+  device type and dtype; see :func:`momentumrnn.backends.native.capable`).
 """
 
 from __future__ import annotations
@@ -21,11 +36,13 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, NamedTuple, Optional
 
+import torch
 from torch import Tensor
 
 from . import fused, modrelu, native, stepwise
 
-__all__ = ["Backend", "BACKENDS", "DISPATCH", "DRIVES", "drive_of", "select", "run", "force"]
+__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select", "run",
+           "force", "compiling"]
 
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
 _ALL = frozenset(DRIVES)
@@ -66,7 +83,24 @@ DISPATCH = {
     ("modrelu", "lookahead", "*"): "modrelu",
 }
 
+#: overrides of DISPATCH while torch.compile (dynamo) traces; see the module docstring
+DISPATCH_COMPILING = {
+    ("gated", "trivial", "*"): "fused",
+    ("gated", "linear", "*"): "fused",
+}
+
+#: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)
+FALLBACK = {
+    "native": (native.capable, "fused"),
+    "filtered_native": (native.capable, "fused"),
+}
+
 _forced: Optional[str] = None
+
+
+def compiling() -> bool:
+    """Whether torch.compile's dynamo is tracing (torch.export and jit.trace are not)."""
+    return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
 
 
 def drive_of(layer, mom0, hp) -> str:
@@ -80,8 +114,10 @@ def drive_of(layer, mom0, hp) -> str:
     return "normalized" if spec.normalized else "linear"
 
 
-def select(family: str, drive: str, device_type: str, forced: Optional[str] = None) -> str:
-    """The backend for a family, drive and device type (``forced`` if given, checked)."""
+def select(family: str, drive: str, device_type: str, forced: Optional[str] = None,
+           under_compile: bool = False) -> str:
+    """The backend for a family, drive and device type (``forced`` if given, checked);
+    ``under_compile``: while torch.compile traces (:data:`DISPATCH_COMPILING`)."""
     if forced is not None:
         if forced not in BACKENDS:
             raise ValueError(f"unknown backend {forced!r}; expected one of {', '.join(BACKENDS)}")
@@ -90,15 +126,31 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
             able = [n for n, c in BACKENDS.items() if family in c.families and drive in c.drives]
             raise ValueError(f"backend {forced!r} cannot run a {drive} drive on a {family} host; "
                              f"use one of {', '.join(able)}")
+        replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type) if under_compile else None
+        if replacement is not None and forced in FALLBACK:
+            raise ValueError(f"backend {forced!r} cannot run under torch.compile: the native RNN kernels do not "
+                             "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
+                             "dynamo does not graph-break around it); leave the choice to the table "
+                             f"({replacement!r} under torch.compile) or run this layer eagerly")
         return forced
-    name = DISPATCH.get((family, drive, device_type)) or DISPATCH[(family, drive, "*")]
-    return name
+    if under_compile:
+        replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type)
+        if replacement is not None:
+            return replacement
+    return _lookup(DISPATCH, family, drive, device_type)
+
+
+def _lookup(table: dict, family: str, drive: str, device_type: str) -> Optional[str]:
+    return table.get((family, drive, device_type)) or table.get((family, drive, "*"))
 
 
 def run(layer, params, x, seq, hidden0, mom0, hp):
     """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
     drive = drive_of(layer, mom0, hp)
-    name = select(layer.family, drive, x.device.type, layer.backend or _forced)
+    forced = layer.backend or _forced
+    name = select(layer.family, drive, x.device.type, forced, compiling())
+    if forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
+        name = FALLBACK[name][1]
     return BACKENDS[name].run(layer, params, x, seq, hidden0, mom0, hp)
 
 

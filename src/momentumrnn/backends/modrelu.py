@@ -1,9 +1,9 @@
 """modReLU hosts (expRNN, DTRIV, scoRNN, scuRNN, ENRNN): ``h_t = modReLU(h_{t-1} B + d_t)``.
 
 Input-only drives (:mod:`.drives`) are formed from filtered inputs inside the loop of
-:func:`~.modrelu_loop.modrelu_recurrence`; the lookahead drive (Nesterov: ``p_t = h_{t-1} B -
+:func:`~.ops.modrelu_recurrence`; the lookahead drive (Nesterov: ``p_t = h_{t-1} B -
 epsilon u_t``, ``g_t = p_t + mu_k (p_t - p_{t-1})``, ``h_t = modReLU(g_t)``) runs in
-:func:`~.modrelu_loop.modrelu_lookahead`. Both have hand-written backwards.
+:func:`~.ops.modrelu_lookahead`. Both have hand-written backwards.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 from .drives import scheme_drive
-from .modrelu_loop import modrelu_lookahead, modrelu_recurrence
+from .ops import modrelu_lookahead, modrelu_recurrence
 
 __all__ = ["ModReLUParams", "run"]
 

@@ -10,14 +10,20 @@ two forms:
   gradients right away, so neither the drive nor its gradient exists as a ``(T, B, N)`` tensor
   (the weight gradient is accumulated block by block too).
 * **dense**: ``d`` ``(T, B, N)`` computed beforehand (inputs wider than the state). The loop
-  consumes it in place: ``d_t`` becomes ``z_t = d_t + h_{t-1} W`` (one ``addmm_``, no copy) and
-  then ``h_t``; the autograd Function marks it dirty.
+  copies it into the output buffer block by block (in cache), where ``d_t`` becomes
+  ``z_t = d_t + h_{t-1} W`` (one ``addmm_``) and then ``h_t``.
 
 Only what depends on the previous step runs per step: forward, one GEMM and the modReLU (four
 element-wise ops on ``(B, N)``); backward, one GEMM and the modReLU mask. Everything else (signs
 and masks of the states, the modReLU-bias gradient, the drive and its gradients, ``dW``) is done
 for blocks of ``BLOCK`` steps at once, which keeps it in cache and the number of kernel launches
 low.
+
+These are the numerical bodies; :mod:`momentumrnn.backends.ops` runs them as registered custom
+operators (``momentumrnn::modrelu_recurrence``, ``momentumrnn::modrelu_lookahead`` and their
+backwards) with autograd, fake tensors and an exact double backward, and
+:func:`~momentumrnn.backends.ops.modrelu_recurrence` / :func:`~momentumrnn.backends.ops.modrelu_lookahead`
+are the functions to call.
 
 Complex hidden states (scuRNN) run as real vectors ``[Re h, Im h]`` (``N = 2H``) and the modReLU
 acts on the modulus of each pair ``(h_j, h_{j+H})``. ``h B`` is one real ``2H x 2H`` GEMM below
@@ -34,7 +40,7 @@ from torch import Tensor
 
 from ..schemes import ADAM_EPS
 
-__all__ = ["modrelu_recurrence", "modrelu_lookahead", "DriveFactors", "BLOCK"]
+__all__ = ["ModReLURecurrence", "ModReLULookahead", "DriveFactors", "BLOCK"]
 
 #: steps per block of the block-wise (non-sequential) work
 BLOCK = 16
@@ -120,7 +126,7 @@ class _FactoredDrive:
         T, B, self.I = f.xs.shape
         self.N, self.B = f.a.shape[0], B
         self.normalized = f.qs is not None
-        self.needs = needs_grad  # (xs, a, v0, qs, c, m0)
+        self.needs = needs_grad  # (xs, a, v0, qs, c, m0, pv, pm)
         if self.normalized:
             self.Iq, self.Hm = f.qs.shape[2], f.c.shape[0]
             # rden of one block, recomputed in the backward (cheaper than keeping T x B x Hm of it)
@@ -162,11 +168,13 @@ class _FactoredDrive:
     def backward_init(self):
         f, L, B = self.f, BLOCK, self.B
         self.grads = [torch.empty_like(f.xs) if self.needs[0] else None, torch.zeros_like(f.a),
-                      torch.zeros_like(f.v0) if self.needs[2] else None, None, None, None]
+                      torch.zeros_like(f.v0) if self.needs[2] else None, None, None, None,
+                      torch.empty_like(f.pv) if self.needs[6] else None, None]
         if self.normalized:
             self.grads[3] = torch.empty_like(f.qs) if self.needs[3] else None
             self.grads[4] = torch.zeros_like(f.c)
             self.grads[5] = torch.zeros_like(f.m0) if self.needs[5] else None
+            self.grads[7] = torch.empty_like(f.pm) if self.needs[7] else None
             self.r = f.xs.new_empty(L, B, self.N)
             self.v = f.xs.new_empty(L, B, self.N)
             self.w = f.xs.new_empty(L, B, self.Hm) if self.paired else self.v
@@ -175,7 +183,7 @@ class _FactoredDrive:
         """Gradients from ``dz`` ``(n, B, N)`` (w.r.t. ``d`` of steps ``t0..t1-1``):
         ``dV = dz rden``; ``dM = -1/2 (sum over parts of dV V) rden^2``."""
         f, n, B, N = self.f, t1 - t0, self.B, self.N
-        dxs, da, dv0, dqs, dc, dm0 = self.grads
+        dxs, da, dv0, dqs, dc, dm0, dpv, dpm = self.grads
         xs = f.xs[t0:t1].reshape(n * B, self.I)
         if self.normalized:
             rd = self._rden(t0, t1)
@@ -192,6 +200,9 @@ class _FactoredDrive:
             torch.mm(r, f.a, out=dxs[t0:t1].view(n * B, self.I))
         if dv0 is not None:
             dv0.add_((r3 * f.pv[t0:t1]).sum(0))
+        if dpv is not None:  # the decay of v0 (a learnable mu): sum over units (and batch if shared)
+            g = (r3 * f.v0).sum(2, keepdim=True)
+            dpv[t0:t1] = g.sum(1, keepdim=True) if dpv.shape[1] == 1 else g
         if not self.normalized:
             return
         Hm = self.Hm
@@ -207,16 +218,22 @@ class _FactoredDrive:
             torch.mm(w, f.c, out=dqs[t0:t1].view(n * B, self.Iq))
         if dm0 is not None:
             dm0.add_((w.view(n, B, Hm) * f.pm[t0:t1]).sum(0))
+        if dpm is not None:
+            g = (w.view(n, B, Hm) * f.m0).sum(2, keepdim=True)
+            dpm[t0:t1] = g.sum(1, keepdim=True) if dpm.shape[1] == 1 else g
 
     def backward_result(self):
-        dxs, da, dv0, dqs, dc, dm0 = self.grads
-        for g in (dqs, dc, dm0):
+        dxs, da, dv0, dqs, dc, dm0, dpv, dpm = self.grads
+        for g in (dqs, dc, dm0, dpm):
             if g is not None:
                 g.mul_(-0.5)
-        return dxs, da, dv0, dqs, dc, dm0
+        return dxs, da, dv0, dqs, dc, dm0, dpv, dpm
 
 
-class _ModReLURecurrence(torch.autograd.Function):
+class ModReLURecurrence:
+    """The bodies of the modReLU recurrence (see the module docstring), in the form of an
+    ``autograd.Function``; :mod:`.ops` runs them inside its custom operators."""
+
     @staticmethod
     def forward(ctx, h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0):
         ctx.set_materialize_grads(False)
@@ -229,8 +246,7 @@ class _ModReLURecurrence(torch.autograd.Function):
             drive = _FactoredDrive(factors, paired, None)
         else:
             T, B, N = d.shape
-            ctx.mark_dirty(d)
-            hs = d  # consumed in place
+            hs = torch.empty_like(d, memory_format=torch.contiguous_format)
         h_steps = hs.unbind(0)
         if paired:
             H = N // 2
@@ -245,6 +261,8 @@ class _ModReLURecurrence(torch.autograd.Function):
         for t0, t1 in _blocks(T):
             if factored:
                 drive.forward_block(t0, t1, hs[t0:t1])
+            else:
+                hs[t0:t1].copy_(d[t0:t1])
             for t in range(t0, t1):
                 z = h_steps[t]
                 if paired:
@@ -264,7 +282,7 @@ class _ModReLURecurrence(torch.autograd.Function):
             return (None,) * 13
         if ctx.factored:
             h0, W, bias, hs, rs, alphas, *factors = ctx.saved_tensors
-            needs = [ctx.needs_input_grad[i] for i in (5, 6, 8, 9, 10, 12)]
+            needs = [ctx.needs_input_grad[i] for i in (5, 6, 8, 9, 10, 12, 7, 11)]
             drive = _FactoredDrive(DriveFactors(*factors), ctx.paired, needs)
             drive.backward_init()
         else:
@@ -349,35 +367,12 @@ class _ModReLURecurrence(torch.autograd.Function):
         if paired:  # the pair matrix [[Br, Bi], [-Bi, Br]] -> (dBr, dBi)
             d_W = torch.stack([d_W[:H, :H] + d_W[H:, H:], d_W[:H, H:] - d_W[H:, :H]])
         if ctx.factored:
-            dxs, da, dv0, dqs, dc, dm0 = drive.backward_result()
-            return d_h0, d_W, d_bias, None, None, dxs, da, None, dv0, dqs, dc, None, dm0
+            dxs, da, dv0, dqs, dc, dm0, dpv, dpm = drive.backward_result()
+            return d_h0, d_W, d_bias, None, None, dxs, da, dpv, dv0, dqs, dc, dpm, dm0
         return d_h0, d_W, d_bias, None, dz, None, None, None, None, None, None, None, None
 
 
-def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor, paired: bool = False,
-                       factors: Optional[DriveFactors] = None) -> Tensor:
-    """All hidden states ``(T, B, N)`` of ``h_t = modReLU(h_{t-1} W + d_t)``.
-
-    Args:
-        d: dense drive ``(T, B, N)``, **consumed in place** (its memory holds the result), or
-            None with ``factors``.
-        h0: initial state ``(B, N)``.
-        W: recurrent matrix ``(N, N)``; with ``paired``, ``(2, H, H)``: real and imaginary parts
-            of the complex ``B``.
-        bias: modReLU bias, ``(N,)``, or ``(N/2,)`` with ``paired``.
-        paired: complex units stored as ``[real parts, imaginary parts]`` (``N = 2H``).
-        factors: a :class:`DriveFactors` drive, formed block by block in the loop (no
-            ``(T, B, N)`` drive nor drive gradient is materialized).
-    """
-    if d is not None:
-        if d._base is not None or (d.is_leaf and d.requires_grad):  # give the loop memory of its own
-            d = d.clone()
-        return _ModReLURecurrence.apply(h0, W, bias, paired, d, *([None] * 8))
-    f = DriveFactors(*(None if t is None else t.contiguous() for t in factors))
-    return _ModReLURecurrence.apply(h0, W, bias, paired, None, *f)
-
-
-class _ModReLULookahead(torch.autograd.Function):
+class ModReLULookahead:
     """The lookahead (Nesterov) recurrence on a modReLU host:
     ``p_t = h_{t-1} W + x_t a^T`` (``a = -epsilon W_ih``), ``g_t = ca_t p_t - cb_t p_{t-1}``
     (``ca = 1 + mu_k``, ``cb = mu_k``), ``h_t = modReLU(g_t)``. One GEMM and the modReLU per step,
@@ -471,11 +466,3 @@ class _ModReLULookahead(torch.autograd.Function):
         d_x = dp2.mm(a).view_as(x) if ctx.needs_input_grad[4] else None
         d_a = dp2.t().mm(x.reshape(T * B, x.shape[2])) if ctx.needs_input_grad[5] else None
         return d_h0, d_W, d_bias, None, d_x, d_a, None, None, d_p0, None
-
-
-def modrelu_lookahead(x: Tensor, a: Tensor, h0: Tensor, W: Tensor, bias: Tensor, ca: Tensor, cb: Tensor,
-                      p0: Tensor, paired: bool = False, valid: Optional[Tensor] = None):
-    """``(hs, ps)`` ``(T, B, N)`` of the lookahead recurrence (see :class:`_ModReLULookahead`):
-    ``x`` ``(T, B, I)``, ``a`` ``(N, I)`` (``-epsilon W_ih``), ``ca``, ``cb`` ``(T, B', 1)``,
-    ``p0`` ``(B, N)``; ``W`` and ``paired`` as in :func:`modrelu_recurrence`."""
-    return _ModReLULookahead.apply(h0, W, bias, paired, x.contiguous(), a, ca, cb, p0, valid)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import NamedTuple, Optional
 
 import torch
@@ -22,7 +23,7 @@ from ..filters import cumulative_decay, linear_filter
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 
-__all__ = ["GatedParams", "native_call", "run_native", "run_filtered"]
+__all__ = ["GatedParams", "native_call", "run_native", "run_filtered", "capable"]
 
 
 class GatedParams(NamedTuple):
@@ -60,6 +61,41 @@ def native_call(layer, x: Tensor, lengths: Optional[Tensor], h0, c0, weights: li
     hT = state[0][0]
     cT = state[1][0] if layer.host == "lstm" else None
     return out, hT, cT
+
+
+_CAPABLE: dict = {}
+
+
+def capable(layer, x: Tensor) -> bool:
+    """Whether the native kernel of ``layer``'s host runs, forward and backward, on ``x``'s
+    device and dtype. float32 / float64: always. Other dtypes (bfloat16, float16: oneDNN's RNN
+    primitives depend on the CPU's instruction set) are probed once with a tiny call and the
+    answer is kept; while torch.compile / torch.export / jit.trace trace, a dtype not probed yet
+    counts as capable (no probe runs inside a trace)."""
+    dtype = x.dtype
+    if dtype in (torch.float32, torch.float64):
+        return True
+    key = (layer.host, layer.nonlinearity, x.device.type, dtype)
+    if key not in _CAPABLE:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return True
+        _CAPABLE[key] = _probe(layer.host, layer.nonlinearity, x.device, dtype)
+    return _CAPABLE[key]
+
+
+def _probe(host, nonlinearity, device, dtype) -> bool:
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[host] * 2
+    tiny = SimpleNamespace(host=host, nonlinearity=nonlinearity, hidden_size=2, training=True)
+    try:
+        with torch.enable_grad():
+            x = torch.randn(3, 2, 2, device=device, dtype=dtype, requires_grad=True)
+            weights = [torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+                       for shape in ((G, 2), (G, 2), (G,), (G,))]
+            out = native_call(tiny, x, None, None, None, weights)[0]
+            out.float().sum().backward()
+        return bool(torch.isfinite(out).all()) and x.grad is not None
+    except RuntimeError:
+        return False
 
 
 def _finals(layer, hT, cT) -> dict:

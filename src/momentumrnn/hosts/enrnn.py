@@ -46,33 +46,72 @@ registry.register_host("enrnn", "ENRNN", "modrelu",
                        "ENRNN: B = [[W1, 0], [W3, W2 / rho(W2)]], Helfrich & Ye 2020")
 
 
+def _top_eigen(M: Tensor):
+    """``(rho, grad)``: the spectral radius of ``M`` and its gradient, in float64."""
+    Md = M.detach().to(torch.float64)
+    lam, X = torch.linalg.eig(Md)
+    i = int(torch.argmax(lam.abs()))
+    W = torch.linalg.inv(X)
+    P = torch.outer(W[i], X[:, i])  # conj(y) x^T / (y^H x)
+    rho = lam[i].abs()
+    return rho, (lam[i].conj() * P).real / rho
+
+
+# The spectral radius as a custom operator (an eigen-decomposition and a data-dependent choice of
+# the top eigenvalue: one opaque node for torch.compile / torch.export): ``(rho, its gradient)``.
+@torch.library.custom_op("momentumrnn::spectral_radius", mutates_args=())
+def _spectral_radius_op(M: Tensor) -> tuple[Tensor, Tensor]:
+    with torch.autocast(M.device.type, enabled=False):  # (autocast may be on in the caller's thread)
+        rho, grad = _top_eigen(M)
+    return rho.to(M.dtype), grad.to(M.dtype).contiguous()
+
+
+@_spectral_radius_op.register_fake
+def _(M):
+    return M.new_empty(()), M.new_empty(M.shape)
+
+
+def _radius_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+def _radius_backward(ctx, g, _):
+    M, grad = ctx.saved_tensors
+    if g is None:
+        return None
+    if torch.is_grad_enabled():
+        # A differentiable backward (create_graph, torch.func): the radius through
+        # torch.linalg.eig's own derivatives (exact for a simple top eigenvalue or pair).
+        with torch.enable_grad(), torch.autocast(M.device.type, enabled=False):
+            lam = torch.linalg.eigvals(M.to(torch.float64))
+            rho = lam.abs().max().to(M.dtype)
+            (dM,) = torch.autograd.grad(rho, M, g, create_graph=True)
+        return dM
+    return g * grad
+
+
+_spectral_radius_op.register_autograd(_radius_backward, setup_context=_radius_setup)
+
+
 class SpectralRadius(torch.autograd.Function):
     """``rho(M) = max |lambda_i(M)|`` of a real square matrix with the exact gradient
     ``Re(conj(lambda) P) / |lambda|``, ``P = w x^T`` (``x`` the right eigenvector of the top
     eigenvalue, ``w^T`` the matching row of ``X^-1``, i.e. the left eigenvector scaled so that
     ``w^T x = 1``). Computed in float64. Assumes the top eigenvalue (or conjugate pair) is simple,
-    as the authors' formula does."""
+    as the authors' formula does. Runs as the custom operator ``momentumrnn::spectral_radius``."""
 
     @staticmethod
-    def forward(ctx, M: Tensor) -> Tensor:
-        Md = M.detach().to(torch.float64)
-        lam, X = torch.linalg.eig(Md)
-        i = int(torch.argmax(lam.abs()))
-        W = torch.linalg.inv(X)
-        P = torch.outer(W[i], X[:, i])  # conj(y) x^T / (y^H x)
-        rho = lam[i].abs()
-        ctx.save_for_backward(((lam[i].conj() * P).real / rho).to(M.dtype))
-        return rho.to(M.dtype)
+    def forward(M: Tensor):
+        return _spectral_radius_op(M)
 
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        (grad,) = ctx.saved_tensors
-        return g * grad
+    setup_context = staticmethod(_radius_setup)
+    backward = staticmethod(_radius_backward)
 
 
 def spectral_radius(M: Tensor) -> Tensor:
     """The spectral radius of ``M``, differentiable (:class:`SpectralRadius`)."""
-    return SpectralRadius.apply(M)
+    return (_spectral_radius_op(M) if torch.jit.is_tracing() else SpectralRadius.apply(M))[0]
 
 
 class ENRNNMatrix(nn.Module):
@@ -85,6 +124,10 @@ class ENRNNMatrix(nn.Module):
         self.n1, self.n2, self.coupled = int(long_size), int(short_size), bool(coupled)
         self.cayley = ScaledCayley(self.n1, num_negative, device=device, dtype=dtype)
         self.register_buffer("normalized", torch.zeros((), dtype=torch.bool, device=device))
+        # the latch as a Python bool too, for traced calls (torch.compile / torch.export /
+        # jit.trace read it instead of the buffer's value); refreshed by every eager call, the
+        # latch itself, reset_parameters and load_state_dict
+        self._latched = False
         self._registered = False
 
     @property
@@ -94,9 +137,19 @@ class ENRNNMatrix(nn.Module):
     def extra_repr(self) -> str:
         return f"n1={self.n1}, n2={self.n2}, num_negative={self.num_negative}, coupled={self.coupled}"
 
+    def latched(self) -> bool:
+        """Whether the eigenvalue normalization of ``W2`` is on."""
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            self._latched = bool(self.normalized)
+        return self._latched
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._latched = bool(self.normalized)
+
     def short_matrix(self, W2: Tensor) -> Tensor:
         """``W2bar``: ``W2 / rho(W2)`` once the latch is on, else ``W2``."""
-        return W2 / spectral_radius(W2) if bool(self.normalized) else W2
+        return W2 / spectral_radius(W2) if self.latched() else W2
 
     def forward(self, P1: Tensor, W2: Tensor, W3: Optional[Tensor] = None) -> Tensor:
         W1 = self.cayley(P1)
@@ -117,7 +170,8 @@ class ENRNNMatrix(nn.Module):
         """After an optimizer step: the latch goes (and stays) on once ``rho(W2) > 1``."""
         if not bool(self.normalized) and float(spectral_radius(W2.detach())) > 1.0:
             self.normalized.fill_(True)
-        return bool(self.normalized)
+        self._latched = bool(self.normalized)
+        return self._latched
 
 
 def _rotation_skew_(A: Tensor) -> Tensor:
@@ -225,6 +279,7 @@ class EigenvalueNormalizedRNN(ModReLUBase):
             plist = self.parametrizations["weight_hh" + sfx]
             matrix = self._matrix(sfx)
             matrix.normalized.fill_(False)
+            matrix._latched = False
             A1 = _rotation_skew_(torch.zeros(n1, n1, dtype=torch.float64))
             plist.original0.copy_(A1.triu(1))
             A2 = _rotation_skew_(torch.zeros(n2, n2, dtype=torch.float64))

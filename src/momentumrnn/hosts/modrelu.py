@@ -72,6 +72,10 @@ class ModReLUBase(SequenceBase):
         if not isinstance(data, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(data).__name__}")
         ref = self._reference()
+        if self.unitary and ref.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(f"{self._name} has {ref.dtype} parameters, but its hidden state is complex and torch has no "
+                            "complex bfloat16 and too few complex float16 operations (torch.polar, complex matmul on "
+                            "CPU); keep the layer in float32 or float64 (under torch.autocast it computes in float32)")
         if self.complex_input:
             if not data.is_complex():
                 raise TypeError(f"{self._name} was built with complex_input=True and expects complex {name}, "

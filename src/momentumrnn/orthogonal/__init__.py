@@ -88,9 +88,9 @@ def __getattr__(name: str):
     if name == "ORTHOGONAL_LAYER_NAMES":
         return _layer_names()
     if name in ("modrelu_recurrence", "modrelu_lookahead"):
-        from ..backends import modrelu_loop
+        from ..backends import ops
 
-        return getattr(modrelu_loop, name)
+        return getattr(ops, name)
     names = _layer_names()
     if name in names or name in _aliases():
         return layer_class(name)

@@ -141,34 +141,85 @@ def pade_expm(A: Tensor) -> Tensor:
     return R
 
 
-class _ExpmMap(torch.autograd.Function):
-    """``base @ expm(A)``: the value in float64 (orthogonal to the last bit of the parameter dtype),
-    the gradient (the adjoint Frechet derivative, as the vector-Jacobian product of the Pade
-    approximant) in the parameter dtype."""
+def _expm_value(A: Tensor, base: Optional[Tensor]) -> Tensor:
+    """``base @ expm(A)`` computed in float64, rounded to ``A``'s dtype."""
+    wide = torch.float64
+    B = pade_expm(A.to(wide))
+    if base is not None:
+        B = base.to(wide) @ B
+    return B.to(A.dtype)
 
-    @staticmethod
-    def forward(ctx, A, base):
-        wide = torch.float64
-        B = pade_expm(A.to(wide))
-        if base is not None:
-            B = base.to(wide) @ B
-        ctx.save_for_backward(A, base)
-        return B.to(A.dtype)
 
-    @staticmethod
-    def backward(ctx, G):
-        A, base = ctx.saved_tensors
-        if base is not None:
-            G = base.mT @ G
-        with torch.enable_grad():
-            A_ = A.detach().requires_grad_(True)
-            (dA,) = torch.autograd.grad(pade_expm(A_), A_, G)
+# ``base @ expm(A)`` as a custom operator (its scaling count depends on the values of A: one opaque
+# node for torch.compile / torch.export, run eagerly): the value in float64 (orthogonal to the
+# last bit of the parameter dtype), the gradient (the adjoint Frechet derivative, as the
+# vector-Jacobian product of the Pade approximant) in the parameter dtype (float32 for half
+# precision, where torch has no LU); the double backward differentiates the float64 value.
+@torch.library.custom_op("momentumrnn::expm_map", mutates_args=())
+def _expm_op(A: Tensor, base: Optional[Tensor]) -> Tensor:
+    with torch.autocast(A.device.type, enabled=False):  # (autocast may be on in the caller's thread)
+        return _expm_value(A, base).contiguous()
+
+
+@_expm_op.register_fake
+def _(A, base):
+    return A.new_empty(A.shape)
+
+
+# The dispatcher runs a custom operator's implementation with autograd switched off (its keys
+# excluded thread-locally); the VJP below differentiates the Pade approximant with autograd, so it
+# runs with the thread-local dispatch state of plain eager code, as captured at import.
+_EAGER_DISPATCH = (torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set())
+
+
+@torch.library.custom_op("momentumrnn::expm_map_backward", mutates_args=())
+def _expm_backward_op(A: Tensor, base: Optional[Tensor], G: Tensor) -> Tensor:
+    if base is not None:
+        G = base.mT @ G
+    work = torch.float32 if A.dtype in (torch.float16, torch.bfloat16) else A.dtype
+    with torch._C._ForceDispatchKeyGuard(*_EAGER_DISPATCH), torch.enable_grad(), \
+            torch.autocast(A.device.type, enabled=False):
+        A_ = A.detach().to(work).requires_grad_(True)
+        (dA,) = torch.autograd.grad(pade_expm(A_), A_, G.to(work))
+    return dA.to(A.dtype).contiguous()
+
+
+@_expm_backward_op.register_fake
+def _(A, base, G):
+    return A.new_empty(A.shape)
+
+
+def _expm_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _expm_backward(ctx, G):
+    A, base = ctx.saved_tensors
+    if G is None or not ctx.needs_input_grad[0]:
+        return None, None
+    if torch.is_grad_enabled():  # create_graph / torch.func: a differentiable backward
+        with torch.enable_grad(), torch.autocast(A.device.type, enabled=False):
+            (dA,) = torch.autograd.grad(_expm_value(A, base), A, G, create_graph=True)
         return dA, None
+    return _expm_backward_op(A, base, G), None
+
+
+_expm_op.register_autograd(_expm_backward, setup_context=_expm_setup)
+
+
+class _ExpmMap(torch.autograd.Function):
+    @staticmethod
+    def forward(A, base):
+        return _expm_op(A, base)
+
+    setup_context = staticmethod(_expm_setup)
+    backward = staticmethod(_expm_backward)
 
 
 def expm_map(A: Tensor, base: Optional[Tensor] = None) -> Tensor:
     """``base @ expm(A)`` (``base`` optional, not differentiated)."""
-    return _ExpmMap.apply(A, None if base is None else base.detach())
+    base = None if base is None else base.detach()
+    return _expm_op(A, base) if torch.jit.is_tracing() else _ExpmMap.apply(A, base)
 
 
 _COMPLEX = {torch.float64: torch.complex128, torch.float32: torch.complex64, torch.float16: torch.complex32}

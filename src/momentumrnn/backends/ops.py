@@ -1,0 +1,436 @@
+"""The hand-written kernels as registered custom operators (namespace ``momentumrnn``).
+
+Each kernel (the fused gated recurrence, the modReLU recurrence, the modReLU lookahead
+recurrence) is a pair of operators, its forward and its backward, built with
+``torch.library.custom_op``. To torch.compile, torch.export and torch.jit.trace each call is one
+opaque node: a fake implementation gives the shapes of its outputs, so nothing data-dependent is
+traced, and the numerical bodies (:mod:`.fused_kernel`, :mod:`.modrelu_loop`) run unchanged, in
+eager mode, at run time. The conventions (which a new kernel follows too):
+
+* **tensor outputs only**: what the kernel does not compute (``cs`` of a GRU, ``ps`` without
+  lookahead, ...) is an empty tensor of shape ``(0,)``; the Python functions below
+  (:func:`fused_recurrence`, :func:`modrelu_recurrence`, :func:`modrelu_lookahead`) turn those
+  back into ``None``. Buffers the backward needs (activations, block-start states) are extra
+  outputs marked non-differentiable. Scalars are ``str`` / ``float`` / ``bool`` arguments.
+* **autograd**: one ``setup_context`` and one ``backward`` per kernel, registered on the
+  forward operator (``register_autograd``: used by ``torch.jit.trace`` graphs and direct calls)
+  and on an ``autograd.Function`` with ``setup_context`` that the functions call (what
+  ``torch.func`` transforms and torch.compile need). The backward operator returns, for each
+  tensor input, its gradient if ``needs[i]`` else an empty tensor.
+* **double backward**: when grad mode is on inside the backward (``create_graph=True``,
+  ``torch.func.grad``), the backward does not run the hand-written code: it recomputes the
+  outputs with the literal, differentiable loop of :mod:`.literal` from the saved inputs and
+  differentiates that (``torch.autograd.grad(..., create_graph=True)``): exact second
+  derivatives, at the speed of the stepwise backend.
+"""
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import literal
+from .fused_kernel import DriveSpec, FusedRecurrence, _BlockedNormalizedDrive, normalized_block_size
+from .modrelu_loop import DriveFactors, ModReLULookahead, ModReLURecurrence
+
+__all__ = ["fused_recurrence", "modrelu_recurrence", "modrelu_lookahead"]
+
+
+class _Ctx:
+    """What the kernel bodies expect of an autograd ctx, outside autograd."""
+
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def set_materialize_grads(self, value):
+        pass
+
+
+def _out(t: Optional[Tensor], like: Tensor) -> Tensor:
+    """An output of an operator: the tensor (contiguous), or an empty placeholder for None."""
+    return like.new_empty(0) if t is None else t.contiguous()
+
+
+def _grads_out(grads, tensors, needs) -> tuple:
+    """The backward operator's outputs: the gradient of each tensor input that needs one (zeros
+    where the body has none), an empty placeholder for the others."""
+    ref = next(t for t in tensors if t is not None)
+    return tuple((g.contiguous() if g is not None else t.new_zeros(t.shape)) if n else ref.new_empty(0)
+                 for g, t, n in zip(grads, tensors, needs))
+
+
+def _grads_fake(tensors, needs) -> tuple:
+    ref = next(t for t in tensors if t is not None)
+    return tuple(t.new_empty(t.shape) if n else ref.new_empty(0) for t, n in zip(tensors, needs))
+
+
+def _autocast_off(kernel):
+    """The kernels compute in their inputs' dtype: autocast is switched off inside them (it is
+    on in the caller's thread e.g. when a backward runs inside an autocast region)."""
+
+    @functools.wraps(kernel)
+    def run(*args):
+        device = next(a for a in args if isinstance(a, Tensor)).device.type
+        with torch.autocast(device, enabled=False):
+            return kernel(*args)
+
+    return run
+
+
+def _differentiable(reference, tensors, grads, needs) -> list:
+    """Gradients of ``reference(*tensors)`` with respect to the tensors that need them, as a
+    differentiable function of everything (the double-backward path)."""
+    wrt = [i for i, n in enumerate(needs) if n]
+    device = next(t for t in tensors if t is not None).device.type
+    with torch.enable_grad(), torch.autocast(device, enabled=False):
+        outs = reference(*tensors)
+    pairs = [(o, g) for o, g in zip(outs, grads) if o is not None and g is not None and o.requires_grad]
+    res = [None] * len(tensors)
+    if pairs and wrt:
+        got = torch.autograd.grad([o for o, _ in pairs], [tensors[i] for i in wrt], [g for _, g in pairs],
+                                  create_graph=True, allow_unused=True)
+        for i, g in zip(wrt, got):
+            res[i] = g
+    return res
+
+
+def _call(function, op, args):
+    # A traced TorchScript graph records the operator itself (autograd from register_autograd,
+    # serializable); everything else goes through the autograd.Function (torch.func, compile).
+    return op(*args) if torch.jit.is_tracing() else function.apply(*args)
+
+
+# ================================================================ fused gated recurrence
+# tensor inputs, in order; the first _FUSED_GRADS of them get gradients
+_FUSED_TENSORS = ("e", "x", "w_ih", "b_ih", "bias_e", "h0", "c0", "p0", "v0", "m0", "w_hh", "b_hn",
+                  "alpha", "beta_k", "valid", "last")
+_FUSED_GRADS = 12
+_T = Optional[Tensor]
+
+
+@torch.library.custom_op("momentumrnn::fused_recurrence", mutates_args=())
+@_autocast_off
+def _fused_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
+              e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
+              w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T
+              ) -> Tuple[(Tensor,) * 9]:
+    """``(hs, cs, ps, v_last, m_last, acts, rn, starts_v, starts_m)``; see :func:`fused_recurrence`.
+    ``acts``, ``rn`` (GRU) and ``starts_v`` / ``starts_m`` ``(blocks, B, G)`` (Adam / RMSProp: the
+    states entering each block) are for the backward."""
+    ctx = _Ctx()
+    spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
+    outs = FusedRecurrence.forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
+                                   w_hh, b_hn, alpha, beta_k, valid, last)
+    acts, rn = ctx.saved_tensors[9], ctx.saved_tensors[11]
+    starts_v, starts_m = getattr(ctx, "starts", (None, None))
+    return tuple(_out(t, h0) for t in (*outs, acts, rn, starts_v, starts_m))
+
+
+@_fused_op.register_fake
+def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
+      alpha, beta_k, valid, last):
+    spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
+    normalized = spec.mode == "normalized"
+    T, B = (e.shape[0], e.shape[1]) if e is not None else (x.shape[0], x.shape[1])
+    G, H = w_hh.shape
+
+    def new(use, *shape):
+        return h0.new_empty(shape if use else (0,))
+
+    nb = -(-T // normalized_block_size(B, G, x.element_size())) if normalized else 0
+    return (new(True, T, B, H), new(host == "lstm", T, B, H), new(alpha is not None, T, B, G),
+            new(normalized and spec.velocity, B, G), new(normalized, B, G), new(host != "rnn", T, B, G),
+            new(host == "gru", T, B, H), new(normalized and spec.velocity, nb, B, G), new(normalized, nb, B, G))
+
+
+@torch.library.custom_op("momentumrnn::fused_recurrence_backward", mutates_args=())
+@_autocast_off
+def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
+                       e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
+                       w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T,
+                       hs: Tensor, cs: Tensor, acts: Tensor, rn: Tensor, starts_v: Tensor, starts_m: Tensor,
+                       d_hs: _T, d_cs: _T, d_ps: _T, d_v_last: _T, d_m_last: _T, needs: list[bool]
+                       ) -> Tuple[(Tensor,) * _FUSED_GRADS]:
+    """The gradients of ``e .. b_hn`` (``needs``) from those of ``hs, cs, ps, v_last, m_last``."""
+    spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
+    ctx = _Ctx(host=host, nonlinearity=nonlinearity, lookahead=alpha is not None, spec=spec,
+               has_b_ih=b_ih is not None, needs_input_grad=(False,) * 3 + tuple(needs))
+    ctx.saved_tensors = (x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts if host != "rnn" else None,
+                         cs if host == "lstm" else None, rn if host == "gru" else None, alpha, beta_k, valid, last)
+    if spec.mode == "normalized":
+        ctx.blocked = _BlockedNormalizedDrive(spec, x, w_ih, b_ih, bias_e)
+        ctx.starts = (starts_v if spec.velocity else None, starts_m)
+    grads = FusedRecurrence.backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last)[3:3 + _FUSED_GRADS]
+    inputs = (e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn)
+    return _grads_out(grads, inputs, needs)
+
+
+@_fused_backward_op.register_fake
+def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
+      alpha, beta_k, valid, last, hs, cs, acts, rn, starts_v, starts_m, d_hs, d_cs, d_ps, d_v_last, d_m_last, needs):
+    return _grads_fake((e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn), needs)
+
+
+def _fused_setup(ctx, inputs, output):
+    ctx.scalars = inputs[:6]
+    hs, cs, ps, v_last, m_last, acts, rn, starts_v, starts_m = output
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(acts, rn, starts_v, starts_m)
+    ctx.save_for_backward(*inputs[6:], hs, cs, acts, rn, starts_v, starts_m)
+
+
+def _fused_backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last, *_):
+    saved = ctx.saved_tensors
+    tensors, kept = saved[:len(_FUSED_TENSORS)], saved[len(_FUSED_TENSORS):]
+    needs = [bool(n) and t is not None for n, t in zip(ctx.needs_input_grad[6:6 + _FUSED_GRADS], tensors)]
+    needs += [False] * (len(_FUSED_TENSORS) - _FUSED_GRADS)
+    grads = (d_hs, d_cs, d_ps, d_v_last, d_m_last)
+    if not any(needs) or all(g is None for g in grads):
+        return (None,) * (6 + len(_FUSED_TENSORS))
+    if torch.is_grad_enabled():
+        scalars = ctx.scalars
+        res = _differentiable(lambda *ts: literal.fused_reference(*scalars, *ts), tensors, grads, needs)
+        return (None,) * 6 + tuple(res)
+    out = _fused_backward_op(*ctx.scalars, *tensors, *kept, *grads, needs[:_FUSED_GRADS])
+    res = [g if n else None for g, n in zip(out, needs)]
+    return (None,) * 6 + tuple(res) + (None,) * (len(_FUSED_TENSORS) - _FUSED_GRADS)
+
+
+_fused_op.register_autograd(_fused_backward, setup_context=_fused_setup)
+
+
+class _FusedFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _fused_op(*args)
+
+    setup_context = staticmethod(_fused_setup)
+    backward = staticmethod(_fused_backward)
+
+
+def fused_recurrence(
+    host: str,
+    h0: Tensor,
+    w_hh: Tensor,
+    *,
+    e: Optional[Tensor] = None,
+    spec: Optional[DriveSpec] = None,
+    x: Optional[Tensor] = None,
+    w_ih: Optional[Tensor] = None,
+    b_ih: Optional[Tensor] = None,
+    bias_e: Optional[Tensor] = None,
+    v0: Optional[Tensor] = None,
+    m0: Optional[Tensor] = None,
+    c0: Optional[Tensor] = None,
+    b_hn: Optional[Tensor] = None,
+    nonlinearity: str = "tanh",
+    alpha: Optional[Tensor] = None,
+    beta: Optional[Tensor] = None,
+    p0: Optional[Tensor] = None,
+    valid: Optional[Tensor] = None,
+    last: Optional[Tensor] = None,
+):
+    """Run the fused recurrence (``momentumrnn::fused_recurrence``). Either ``e`` ``(T, B, G*H)``
+    is the precomputed drive (``spec`` None) or ``spec`` says how to compute it in the loop from
+    ``x`` ``(T, B, I)``, ``w_ih``, ``b_ih`` and ``bias_e`` ``(G*H,)``, starting from ``v0`` / ``m0``.
+
+    Returns ``(hs, cs, ps, v, m)``: hidden states ``(T, B, H)``, LSTM cell states, the Nesterov
+    ``p`` sequence and the Adam / RMSProp final states ``v`` / ``m`` ``(B, G*H)`` at each sequence's
+    last step ``last`` (``(B,)``, default ``T - 1``); ``None`` where unused.
+    ``alpha``/``beta`` ``(T, B', 1)`` switch on the Nesterov combination with initial ``p0``.
+    ``valid`` ``(T, B, 1)`` marks real (unpadded) steps.
+    """
+    spec = spec or DriveSpec("given")
+    args = (host, nonlinearity, spec.kind, float(spec.mu), float(spec.epsilon), float(spec.beta),
+            e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, alpha, beta, valid, last)
+    hs, cs, ps, v, m = _call(_FusedFunction, _fused_op, args)[:5]
+    normalized = spec.mode == "normalized"
+    return (hs, cs if host == "lstm" else None, ps if alpha is not None else None,
+            v if normalized and spec.velocity else None, m if normalized else None)
+
+
+# ================================================================ modReLU recurrence
+# tensor inputs: h0, W, bias, d, xs, a, pv, v0, qs, c, pm, m0 (the bool ``paired`` sits after bias)
+def _with_paired(tensors, paired):
+    return (*tensors[:3], paired, *tensors[3:])
+
+
+@torch.library.custom_op("momentumrnn::modrelu_recurrence", mutates_args=())
+@_autocast_off
+def _modrelu_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T, v0: _T,
+                qs: _T, c: _T, pm: _T, m0: _T) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(hs, rs, alphas)``: hidden states, and for complex pairs ``|z|`` and ``|h| / |z|``."""
+    ctx = _Ctx()
+    hs = ModReLURecurrence.forward(ctx, h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0)
+    rs, alphas = ctx.saved_tensors[4:6]
+    return _out(hs, h0), _out(rs, h0), _out(alphas, h0)
+
+
+@_modrelu_op.register_fake
+def _(h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0):
+    T, B, N = d.shape if d is not None else (xs.shape[0], xs.shape[1], a.shape[0])
+    half = (T, B, N // 2) if paired else (0,)
+    return h0.new_empty(T, B, N), h0.new_empty(half), h0.new_empty(half)
+
+
+@torch.library.custom_op("momentumrnn::modrelu_recurrence_backward", mutates_args=())
+@_autocast_off
+def _modrelu_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T,
+                         v0: _T, qs: _T, c: _T, pm: _T, m0: _T, hs: Tensor, rs: Tensor, alphas: Tensor,
+                         d_hs: Tensor, needs: list[bool]) -> Tuple[(Tensor,) * 12]:
+    ctx = _Ctx(paired=paired, factored=d is None, needs_input_grad=_with_paired(needs, False))
+    factors = () if d is not None else (xs, a, pv, v0, qs, c, pm, m0)
+    ctx.saved_tensors = (h0, W, bias, hs, rs if paired else None, alphas if paired else None, *factors)
+    grads = ModReLURecurrence.backward(ctx, d_hs)
+    grads = grads[:3] + grads[4:]
+    return _grads_out(grads, (h0, W, bias, d, xs, a, pv, v0, qs, c, pm, m0), needs)
+
+
+@_modrelu_backward_op.register_fake
+def _(h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0, hs, rs, alphas, d_hs, needs):
+    return _grads_fake((h0, W, bias, d, xs, a, pv, v0, qs, c, pm, m0), needs)
+
+
+def _modrelu_setup(ctx, inputs, output):
+    ctx.paired = inputs[3]
+    hs, rs, alphas = output
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(rs, alphas)
+    ctx.save_for_backward(*inputs[:3], *inputs[4:], hs, rs, alphas)
+
+
+def _modrelu_backward(ctx, d_hs, *_):
+    saved = ctx.saved_tensors
+    tensors, kept = saved[:12], saved[12:]
+    flags = ctx.needs_input_grad
+    needs = [bool(n) and t is not None for n, t in zip(flags[:3] + flags[4:], tensors)]
+    if d_hs is None or not any(needs):
+        return (None,) * 13
+    paired = ctx.paired
+    if torch.is_grad_enabled():
+        res = _differentiable(lambda *ts: literal.modrelu_reference(*_with_paired(ts, paired)), tensors, (d_hs,),
+                              needs)
+        return _with_paired(res, None)
+    out = _modrelu_backward_op(*_with_paired(tensors, paired), *kept, d_hs, needs)
+    return _with_paired([g if n else None for g, n in zip(out, needs)], None)
+
+
+_modrelu_op.register_autograd(_modrelu_backward, setup_context=_modrelu_setup)
+
+
+class _ModReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _modrelu_op(*args)
+
+    setup_context = staticmethod(_modrelu_setup)
+    backward = staticmethod(_modrelu_backward)
+
+
+def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor, paired: bool = False,
+                       factors: Optional[DriveFactors] = None) -> Tensor:
+    """All hidden states ``(T, B, N)`` of ``h_t = modReLU(h_{t-1} W + d_t)``
+    (``momentumrnn::modrelu_recurrence``).
+
+    Args:
+        d: dense drive ``(T, B, N)``, or None with ``factors``.
+        h0: initial state ``(B, N)``.
+        W: recurrent matrix ``(N, N)``; with ``paired``, ``(2, H, H)``: real and imaginary parts
+            of the complex ``B``.
+        bias: modReLU bias, ``(N,)``, or ``(N/2,)`` with ``paired``.
+        paired: complex units stored as ``[real parts, imaginary parts]`` (``N = 2H``).
+        factors: a :class:`DriveFactors` drive, formed block by block in the loop (no
+            ``(T, B, N)`` drive nor drive gradient is materialized).
+    """
+    if d is not None:
+        args = (h0, W, bias, paired, d) + (None,) * 8
+    else:
+        args = (h0, W, bias, paired, None, *(None if t is None else t.contiguous() for t in factors))
+    return _call(_ModReLUFunction, _modrelu_op, args)[0]
+
+
+# ================================================================ modReLU lookahead recurrence
+# tensor inputs: h0, W, bias, x, a, ca, cb, p0, valid (``paired`` after bias)
+@torch.library.custom_op("momentumrnn::modrelu_lookahead", mutates_args=())
+@_autocast_off
+def _lookahead_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
+                  cb: Tensor, p0: Tensor, valid: _T) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(hs, ps, rs, alphas)``."""
+    ctx = _Ctx()
+    hs, ps = ModReLULookahead.forward(ctx, h0, W, bias, paired, x, a, ca, cb, p0, valid)
+    rs, alphas = ctx.saved_tensors[8:10]
+    return _out(hs, h0), _out(ps, h0), _out(rs, h0), _out(alphas, h0)
+
+
+@_lookahead_op.register_fake
+def _(h0, W, bias, paired, x, a, ca, cb, p0, valid):
+    T, B, N = x.shape[0], x.shape[1], a.shape[0]
+    half = (T, B, N // 2) if paired else (0,)
+    return h0.new_empty(T, B, N), h0.new_empty(T, B, N), h0.new_empty(half), h0.new_empty(half)
+
+
+@torch.library.custom_op("momentumrnn::modrelu_lookahead_backward", mutates_args=())
+@_autocast_off
+def _lookahead_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
+                           cb: Tensor, p0: Tensor, valid: _T, hs: Tensor, rs: Tensor, alphas: Tensor, d_hs: _T,
+                           d_ps: _T, needs: list[bool]) -> Tuple[(Tensor,) * 9]:
+    ctx = _Ctx(paired=paired, needs_input_grad=_with_paired(needs, False))
+    ctx.saved_tensors = (h0, W, bias, x, a, ca, cb, hs, rs if paired else None, alphas if paired else None, valid)
+    grads = ModReLULookahead.backward(ctx, d_hs, d_ps)
+    return _grads_out(grads[:3] + grads[4:], (h0, W, bias, x, a, ca, cb, p0, valid), needs)
+
+
+@_lookahead_backward_op.register_fake
+def _(h0, W, bias, paired, x, a, ca, cb, p0, valid, hs, rs, alphas, d_hs, d_ps, needs):
+    return _grads_fake((h0, W, bias, x, a, ca, cb, p0, valid), needs)
+
+
+def _lookahead_setup(ctx, inputs, output):
+    ctx.paired = inputs[3]
+    hs, ps, rs, alphas = output
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(rs, alphas)
+    ctx.save_for_backward(*inputs[:3], *inputs[4:], hs, rs, alphas)
+
+
+def _lookahead_backward(ctx, d_hs, d_ps, *_):
+    saved = ctx.saved_tensors
+    tensors, kept = saved[:9], saved[9:]
+    flags = ctx.needs_input_grad
+    needs = [bool(n) and t is not None for n, t in zip(flags[:3] + flags[4:], tensors)]
+    needs[-1] = False  # valid
+    if (d_hs is None and d_ps is None) or not any(needs):
+        return (None,) * 10
+    paired = ctx.paired
+    if torch.is_grad_enabled():
+        res = _differentiable(lambda *ts: literal.lookahead_reference(*_with_paired(ts, paired)), tensors,
+                              (d_hs, d_ps), needs)
+        return _with_paired(res, None)
+    out = _lookahead_backward_op(*_with_paired(tensors, paired), *kept, d_hs, d_ps, needs)
+    return _with_paired([g if n else None for g, n in zip(out, needs)], None)
+
+
+_lookahead_op.register_autograd(_lookahead_backward, setup_context=_lookahead_setup)
+
+
+class _LookaheadFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _lookahead_op(*args)
+
+    setup_context = staticmethod(_lookahead_setup)
+    backward = staticmethod(_lookahead_backward)
+
+
+def modrelu_lookahead(x: Tensor, a: Tensor, h0: Tensor, W: Tensor, bias: Tensor, ca: Tensor, cb: Tensor,
+                      p0: Tensor, paired: bool = False, valid: Optional[Tensor] = None):
+    """``(hs, ps)`` ``(T, B, N)`` of the lookahead recurrence (``momentumrnn::modrelu_lookahead``):
+    ``p_t = h_{t-1} W + x_t a^T``, ``g_t = ca_t p_t - cb_t p_{t-1}``, ``h_t = modReLU(g_t)``;
+    ``x`` ``(T, B, I)``, ``a`` ``(N, I)`` (``-epsilon W_ih``), ``ca``, ``cb`` ``(T, B', 1)``,
+    ``p0`` ``(B, N)``; ``W`` and ``paired`` as in :func:`modrelu_recurrence`."""
+    args = (h0, W, bias, paired, x.contiguous(), a, ca, cb, p0, valid)
+    return tuple(_call(_LookaheadFunction, _lookahead_op, args)[:2])

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 
 from torch import Tensor
 
-from . import fused, modrelu, native, stepwise
+from . import compiled, fused, modrelu, native, stepwise
 
 __all__ = ["Backend", "BACKENDS", "DISPATCH", "DRIVES", "drive_of", "select", "run", "force"]
 
@@ -48,6 +48,8 @@ BACKENDS = {
                                "the torch.nn kernel on the filtered input [filter(x), filter(1)]"),
     "fused": Backend(fused.run, frozenset({"gated"}), _ALL,
                      "fused per-step recurrence with a hand-written backward"),
+    "compiled_loop": Backend(compiled.run, frozenset({"gated"}), frozenset({"normalized", "lookahead"}),
+                             "the fused recurrence as a C++ loop built at first use (falls back to fused)"),
     "modrelu": Backend(modrelu.run, frozenset({"modrelu"}), _ALL,
                        "modReLU recurrence with a hand-written backward, drive formed block-wise"),
     "stepwise": Backend(stepwise.run, frozenset({"gated", "modrelu"}), _ALL,
@@ -60,6 +62,8 @@ DISPATCH = {
     ("gated", "linear", "*"): "filtered_native",
     ("gated", "normalized", "*"): "fused",
     ("gated", "lookahead", "*"): "fused",
+    ("gated", "normalized", "cpu"): "compiled_loop",
+    ("gated", "lookahead", "cpu"): "compiled_loop",
     ("modrelu", "trivial", "*"): "modrelu",
     ("modrelu", "linear", "*"): "modrelu",
     ("modrelu", "normalized", "*"): "modrelu",

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 
 from torch import Tensor
 
-from . import compiled, fused, modrelu, native, stepwise
+from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwise
 
 __all__ = ["Backend", "BACKENDS", "DISPATCH", "DRIVES", "drive_of", "select", "run", "force"]
 
@@ -50,6 +50,11 @@ BACKENDS = {
                      "fused per-step recurrence with a hand-written backward"),
     "compiled_loop": Backend(compiled.run, frozenset({"gated"}), frozenset({"normalized", "lookahead"}),
                              "the fused recurrence as a C++ loop built at first use (falls back to fused)"),
+    "precomputed_native": Backend(precomputed.run, frozenset({"gated"}), frozenset({"trivial", "linear", "normalized"}),
+                                  "the drive for the whole sequence by the filters, then the torch.nn kernel "
+                                  "with an identity input map"),
+    "graph_loop": Backend(graph_loop.run, frozenset({"gated"}), frozenset({"lookahead"}),
+                          "the lookahead loop in few operations per step, captured into CUDA graphs on a GPU"),
     "modrelu": Backend(modrelu.run, frozenset({"modrelu"}), _ALL,
                        "modReLU recurrence with a hand-written backward, drive formed block-wise"),
     "stepwise": Backend(stepwise.run, frozenset({"gated", "modrelu"}), _ALL,
@@ -64,6 +69,8 @@ DISPATCH = {
     ("gated", "lookahead", "*"): "fused",
     ("gated", "normalized", "cpu"): "compiled_loop",
     ("gated", "lookahead", "cpu"): "compiled_loop",
+    ("gated", "normalized", "cuda"): "precomputed_native",
+    ("gated", "lookahead", "cuda"): "graph_loop",
     ("modrelu", "trivial", "*"): "modrelu",
     ("modrelu", "linear", "*"): "modrelu",
     ("modrelu", "normalized", "*"): "modrelu",

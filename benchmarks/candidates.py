@@ -30,6 +30,8 @@ import speed  # noqa: E402
 
 import momentumrnn as mr  # noqa: E402
 
+torch._dynamo.config.recompile_limit = 64  # one compiled step per scheme, grad / no-grad first step
+
 CANDIDATES = ["precomputed_native", "fused", "compiled_step", "compiled_loop", "graph_loop"]
 SCHEMES = ["adam", "rmsprop", "nesterov"]
 

@@ -15,17 +15,26 @@ import torch
 from torch import Tensor
 
 from . import _build, fused
-from .loop_ops import HOST_CODES, LOOKAHEAD, NORMALIZED, block_steps, gated_loop
+from .loop_ops import HOST_CODES, LOOKAHEAD, NORMALIZED, block_steps, call_gated_loop
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 
 __all__ = ["run", "applies"]
+
+#: from this many input features on, the normalized loop keeps u = W_ih x + b_ih for the backward
+#: (T * B * G floats) instead of recomputing it (a GEMM as large as the forward's input GEMM)
+_KEEP_U_INPUTS = 16
+
+
+def _same_dtype(layer, x: Tensor) -> bool:
+    return all(t.dtype == x.dtype for t in layer.parameters() if t.is_floating_point())
 
 
 def applies(layer, x: Tensor, hp) -> bool:
     """Whether the compiled loop runs this direction (else: the Python loop)."""
     spec = layer.scheme.spec
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.shape[1] > 0
+            and _same_dtype(layer, x)
             and not any(isinstance(v, Tensor) for v in hp) and (spec.normalized or spec.lookahead)
             and _build.load() is not None)
 
@@ -54,11 +63,12 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     velocity = spec.velocity is not None
     h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, H)
     c0 = hidden0.get("c") if host == "lstm" else None
-    hs, cs, _, _, _, _, v_T, m_T, p_T = gated_loop(
+    hs, cs, _, _, _, _, v_T, m_T, p_T, _ = call_gated_loop(
         x, p.w_ih, p.b_ih, bias_e, p.w_hh, b_hn, h0, c0,
         mom0.v if mode == NORMALIZED and velocity else None, mom0.m if mode == NORMALIZED else None,
         mom0.p if mode == LOOKAHEAD else None, alpha, beta_k, seq.last, code, mode, velocity,
-        float(mu) if velocity else 0.0, float(eps), float(scheme.beta), block_steps(T, B, GH, x.element_size()))
+        float(mu) if velocity else 0.0, float(eps), float(scheme.beta), block_steps(T, B, GH, x.element_size()),
+        x.shape[2] >= _KEEP_U_INPUTS)
     finals = {"h": at_last_step(hs, seq.last)}
     if host == "lstm":
         finals["c"] = at_last_step(cs, seq.last)

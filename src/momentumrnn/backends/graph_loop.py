@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import fused
-from .loop_ops import HOST_CODES, LOOKAHEAD, literal_loop
+from .loop_ops import HOST_CODES, LOOKAHEAD, autocast_off, call, literal_loop
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 
@@ -257,6 +257,7 @@ def clear_graphs() -> None:
 
 # ---------------------------------------------------------------------------- operators
 @torch.library.custom_op("momentumrnn::lookahead_loop", mutates_args=(), device_types=("cpu", "cuda"))
+@autocast_off
 def lookahead_loop(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                    b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], p0: Tensor, alpha: Tensor,
                    beta_k: Tensor, last: Optional[Tensor], host: int, eps: float
@@ -277,6 +278,7 @@ def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, p0, alpha, beta_k, last, host, 
 
 
 @torch.library.custom_op("momentumrnn::lookahead_loop_backward", mutates_args=(), device_types=("cpu", "cuda"))
+@autocast_off
 def lookahead_loop_backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                             b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], alpha: Tensor,
                             beta_k: Tensor, last: Optional[Tensor], hs: Tensor, cs: Tensor, gates: Tensor,
@@ -339,6 +341,15 @@ def _backward_rule(ctx, d_hs, d_cs, d_p_last, *unused):
 torch.library.register_autograd("momentumrnn::lookahead_loop", _backward_rule, setup_context=_setup_context)
 
 
+class _LookaheadFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return lookahead_loop(*args)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward_rule)
+
+
 # ---------------------------------------------------------------------------- backend
 def run(layer, p, x, seq, hidden0, mom0, hp):
     """A gated host's direction with the lookahead drive (learnable epsilon: the Python loop)."""
@@ -361,8 +372,8 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, H)
     c0 = (hidden0.get("c") if hidden0.get("c") is not None else x.new_zeros(B, H)) if host == "lstm" else None
     p0 = mom0.p if mom0.p is not None else x.new_zeros(B, GH)
-    hs, cs, p_T, _, _, _ = lookahead_loop(x, p.w_ih, p.b_ih, bias_e, p.w_hh, b_hn, h0, c0, p0, alpha, beta_k,
-                                          seq.last, code, float(eps))
+    hs, cs, p_T, _, _, _ = call(_LookaheadFunction, lookahead_loop, (
+        x, p.w_ih, p.b_ih, bias_e, p.w_hh, b_hn, h0, c0, p0, alpha, beta_k, seq.last, code, float(eps)))
     finals = {"h": at_last_step(hs, seq.last)}
     if host == "lstm":
         finals["c"] = at_last_step(cs, seq.last)

@@ -12,8 +12,9 @@ drives (Adam, RMSProp: ``mode=0``) and the lookahead drive (Nesterov: ``mode=1``
 weight-gradient GEMM (:func:`block_steps`).
 
 Outputs (absent ones are empty tensors): ``hs`` ``(T, B, H)`` (0 on padded steps), ``cs``, the
-gate activations, the GRU's ``W_hn h + b_hn``, the drive-state checkpoints of each block, and the
-final ``v``, ``m``, ``p`` at each sequence's last step.
+gate activations, the GRU's ``W_hn h + b_hn``, the drive-state checkpoints of each block, the
+final ``v``, ``m``, ``p`` at each sequence's last step, and ``u = W_ih x + b_ih`` where ``keep_u`` asks
+to keep it for the backward (normalized drives; else the backward recomputes it block by block).
 
 Double backward: when the backward runs with grad mode on (``create_graph=True``) it recomputes
 the forward with :func:`literal_loop` (the equations step by step, plain autograd) and
@@ -22,6 +23,7 @@ differentiates that, so higher derivatives are exact.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -30,8 +32,8 @@ from torch import Tensor
 
 from . import _build
 
-__all__ = ["gated_loop", "gated_loop_backward", "literal_loop", "block_steps", "HOST_CODES", "NORMALIZED",
-           "LOOKAHEAD"]
+__all__ = ["gated_loop", "gated_loop_backward", "call_gated_loop", "literal_loop", "block_steps", "autocast_off",
+           "call", "HOST_CODES", "NORMALIZED", "LOOKAHEAD"]
 
 HOST_CODES = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
 NORMALIZED, LOOKAHEAD = 0, 1
@@ -54,25 +56,42 @@ def _ops():
     return ops
 
 
-def _empty(like: Tensor) -> Tensor:
-    return like.new_empty(0)
+def autocast_off(kernel):
+    """The loops compute in their inputs' dtype: autocast is off inside them (it can be on in the
+    calling thread, e.g. when a backward runs inside an autocast region)."""
+
+    @functools.wraps(kernel)
+    def run(*args):
+        device = next(a for a in args if isinstance(a, Tensor)).device.type
+        with torch.autocast(device, enabled=False):
+            return kernel(*args)
+
+    return run
+
+
+def call(function, op, args):
+    """A traced TorchScript graph records the operator itself (its autograd from
+    ``register_autograd``); everything else goes through the twin ``autograd.Function`` with
+    ``setup_context`` (what ``torch.func`` transforms need)."""
+    return op(*args) if torch.jit.is_tracing() else function.apply(*args)
 
 
 @torch.library.custom_op("momentumrnn::gated_loop", mutates_args=(), device_types="cpu")
+@autocast_off
 def gated_loop(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], v0: Optional[Tensor],
                m0: Optional[Tensor], p0: Optional[Tensor], alpha: Optional[Tensor], beta_k: Optional[Tensor],
                last: Optional[Tensor], host: int, mode: int, velocity: bool, mu: float, eps: float,
-               beta: float, block: int
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+               beta: float, block: int, keep_u: bool
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     out = _ops().forward(host, mode, velocity, x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, v0, m0, p0, alpha,
-                         beta_k, last, mu, eps, beta, block)
+                         beta_k, last, mu, eps, beta, block, keep_u)
     return tuple(out)
 
 
 @gated_loop.register_fake
 def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, v0, m0, p0, alpha, beta_k, last, host, mode, velocity, mu, eps,
-      beta, block):
+      beta, block, keep_u):
     T, B, _ = x.shape
     G, H = w_hh.shape
     nb = -(-T // block)
@@ -86,14 +105,17 @@ def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, v0, m0, p0, alpha, beta_k, last
             x.new_empty(nb, B, G) if norm else x.new_empty(0),
             x.new_empty(B, G) if norm and velocity else x.new_empty(0),
             x.new_empty(B, G) if norm else x.new_empty(0),
-            x.new_empty(B, G) if not norm else x.new_empty(0))
+            x.new_empty(B, G) if not norm else x.new_empty(0),
+            x.new_empty(T, B, G) if norm and keep_u else x.new_empty(0))
 
 
 @torch.library.custom_op("momentumrnn::gated_loop_backward", mutates_args=(), device_types="cpu")
+@autocast_off
 def gated_loop_backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                         b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], alpha: Optional[Tensor],
                         beta_k: Optional[Tensor], last: Optional[Tensor], hs: Tensor, cs: Tensor, acts: Tensor,
-                        rn: Tensor, ck_v: Tensor, ck_m: Tensor, d_hs: Optional[Tensor], d_cs: Optional[Tensor],
+                        rn: Tensor, ck_v: Tensor, ck_m: Tensor, u_all: Tensor, d_hs: Optional[Tensor],
+                        d_cs: Optional[Tensor],
                         d_v_last: Optional[Tensor], d_m_last: Optional[Tensor], d_p_last: Optional[Tensor],
                         host: int, mode: int, velocity: bool, mu: float, eps: float, beta: float, block: int,
                         need_x: bool
@@ -101,14 +123,15 @@ def gated_loop_backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e:
                                    Tensor]:
     """``(d_x, d_w_ih, d_b_ih, d_bias_e, d_w_hh, d_b_hn, d_h0, d_c0, d_v0, d_m0, d_p0)`` (absent ones empty)."""
     out = _ops().backward(host, mode, velocity, x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last,
-                          hs, cs, acts, rn, ck_v, ck_m, d_hs, d_cs, d_v_last, d_m_last, d_p_last, mu, eps, beta,
+                          hs, cs, acts, rn, ck_v, ck_m, u_all, d_hs, d_cs, d_v_last, d_m_last, d_p_last, mu, eps,
+                          beta,
                           block, need_x)
     return tuple(out)
 
 
 @gated_loop_backward.register_fake
-def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs, cs, acts, rn, ck_v, ck_m, d_hs, d_cs,
-      d_v_last, d_m_last, d_p_last, host, mode, velocity, mu, eps, beta, block, need_x):
+def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs, cs, acts, rn, ck_v, ck_m, u_all, d_hs,
+      d_cs, d_v_last, d_m_last, d_p_last, host, mode, velocity, mu, eps, beta, block, need_x):
     T, B, I = x.shape
     G, H = w_hh.shape
     e = x.new_empty(0)
@@ -124,7 +147,7 @@ def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs, cs, ac
 
 _TENSOR_INPUTS = ("x", "w_ih", "b_ih", "bias_e", "w_hh", "b_hn", "h0", "c0", "v0", "m0", "p0", "alpha", "beta_k",
                   "last")
-_CONFIG = ("host", "mode", "velocity", "mu", "eps", "beta", "block")
+_CONFIG = ("host", "mode", "velocity", "mu", "eps", "beta", "block", "keep_u")
 
 
 def _setup_context(ctx, inputs, output):
@@ -134,13 +157,13 @@ def _setup_context(ctx, inputs, output):
     ctx.present = tuple(named[k] is not None for k in _TENSOR_INPUTS)
     saved = [named[k] for k in _TENSOR_INPUTS if named[k] is not None]
     hs, cs, acts, rn, ck_v, ck_m = output[:6]
-    ctx.save_for_backward(*saved, hs, cs, acts, rn, ck_v, ck_m)
+    ctx.save_for_backward(*saved, hs, cs, acts, rn, ck_v, ck_m, output[9])
 
 
-def _backward(ctx, d_hs, d_cs, d_acts, d_rn, d_ck_v, d_ck_m, d_v_last, d_m_last, d_p_last):
+def _backward(ctx, d_hs, d_cs, d_acts, d_rn, d_ck_v, d_ck_m, d_v_last, d_m_last, d_p_last, d_u):
     saved = list(ctx.saved_tensors)
     named = {k: (saved.pop(0) if present else None) for k, present in zip(_TENSOR_INPUTS, ctx.present)}
-    hs, cs, acts, rn, ck_v, ck_m = saved
+    hs, cs, acts, rn, ck_v, ck_m, u_all = saved
     cfg = ctx.config
     needs = dict(zip(_TENSOR_INPUTS, ctx.needs_input_grad))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the literal loop instead
@@ -148,7 +171,7 @@ def _backward(ctx, d_hs, d_cs, d_acts, d_rn, d_ck_v, d_ck_m, d_v_last, d_m_last,
     empty = lambda g: None if g is None or g.numel() == 0 else g  # noqa: E731
     grads = gated_loop_backward(
         named["x"], named["w_ih"], named["b_ih"], named["bias_e"], named["w_hh"], named["b_hn"], named["h0"],
-        named["c0"], named["alpha"], named["beta_k"], named["last"], hs, cs, acts, rn, ck_v, ck_m,
+        named["c0"], named["alpha"], named["beta_k"], named["last"], hs, cs, acts, rn, ck_v, ck_m, u_all,
         empty(d_hs), empty(d_cs), empty(d_v_last), empty(d_m_last), empty(d_p_last),
         cfg["host"], cfg["mode"], cfg["velocity"], cfg["mu"], cfg["eps"], cfg["beta"], cfg["block"], needs["x"])
     by_name = dict(zip(("x", "w_ih", "b_ih", "bias_e", "w_hh", "b_hn", "h0", "c0", "v0", "m0", "p0"), grads))
@@ -160,6 +183,20 @@ def _backward(ctx, d_hs, d_cs, d_acts, d_rn, d_ck_v, d_ck_m, d_v_last, d_m_last,
 
 
 torch.library.register_autograd("momentumrnn::gated_loop", _backward, setup_context=_setup_context)
+
+
+class _GatedLoopFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return gated_loop(*args)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward)
+
+
+def call_gated_loop(*args):
+    """``momentumrnn::gated_loop`` with autograd (arguments and outputs as the operator)."""
+    return call(_GatedLoopFunction, gated_loop, args)
 
 
 def _double_backward(named, cfg, needs, grad_outs):

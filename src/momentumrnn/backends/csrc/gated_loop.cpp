@@ -252,13 +252,17 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                             const OptTensor& b_hn_, const Tensor& h0_, const OptTensor& c0_, const OptTensor& v0_,
                             const OptTensor& m0_, const OptTensor& p0_, const OptTensor& alpha_,
                             const OptTensor& beta_k_, const OptTensor& last_, double mu, double eps, double beta,
-                            int64_t K) {
+                            int64_t K, bool keep_u) {
   Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   Tensor b_ih = contig(b_ih_), bias_e = bias_e_.contiguous(), b_hn = contig(b_hn_), h0 = h0_.contiguous();
   Tensor c0 = contig(c0_), v0 = contig(v0_), m0 = contig(m0_), p0 = contig(p0_);
   Tensor alpha = contig(alpha_), beta_k = contig(beta_k_), last = contig(last_);
   const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), G = w_hh.size(0), H = w_hh.size(1);
   TORCH_CHECK(G == gates_of(host) * H, "gated_loop: W_hh has ", G, " rows, expected ", gates_of(host), " x ", H);
+  for (const Tensor* t : {&w_ih, &w_hh, &bias_e, &h0}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "gated_loop: every tensor must have the input's dtype ",
+                x.scalar_type(), ", got ", t->scalar_type());
+  }
   const int64_t nb = (T_ + K - 1) / K;
   auto opt = x.options();
   Tensor hs = at::empty({T_, B, H}, opt);
@@ -276,7 +280,10 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
   Tensor v_last = norm && velocity ? at::zeros({B, G}, opt) : at::empty({0}, opt);
   Tensor p_last = !norm ? at::zeros({B, G}, opt) : at::empty({0}, opt);
   Tensor c_zero = host == LSTM && !c0.defined() ? at::zeros({B, H}, opt) : c0;
-  Tensor U = at::empty({std::min(K, T_) * B, G}, opt);
+  // u = x W_ih^T + b_ih, block by block; kept for the backward when recomputing it costs a real GEMM
+  keep_u = keep_u && norm;
+  Tensor u_all = keep_u ? at::empty({T_, B, G}, opt) : at::empty({0}, opt);
+  Tensor U = keep_u ? Tensor() : at::empty({std::min(K, T_) * B, G}, opt);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_forward", [&] {
     using T = scalar_t;
@@ -290,7 +297,6 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     T* Mp = mptr<T>(m);
     T* Vp = mptr<T>(v);
     T* Pp = mptr<T>(P);
-    T* Up = U.mutable_data_ptr<T>();
     T* hsp = hs.mutable_data_ptr<T>();
     T* csp = mptr<T>(cs);
     T* ap = mptr<T>(acts);
@@ -304,7 +310,9 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
         ck_m[blk].copy_(m);
         if (velocity) ck_v[blk].copy_(v);
       }
-      input_gemm(U, x, w_ih, b_ih, t0, k);
+      Tensor Ub = keep_u ? u_all.narrow(0, t0, k).view({k * B, G}) : U;
+      input_gemm(Ub, x, w_ih, b_ih, t0, k);
+      T* Up = Ub.mutable_data_ptr<T>();
       for (int64_t j = 0; j < k; ++j) {
         const int64_t t = t0 + j;
         Tensor hprev = t == 0 ? h0 : hs[t - 1];
@@ -353,7 +361,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
       p_last.copy_(P);
     }
   }
-  return {hs, cs, acts, rn, ck_v, ck_m, v_last, m_last, p_last};
+  return {hs, cs, acts, rn, ck_v, ck_m, v_last, m_last, p_last, u_all};
 }
 
 std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Tensor& x_, const Tensor& w_ih_,
@@ -361,7 +369,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                              const OptTensor& b_hn_, const Tensor& h0_, const OptTensor& c0_,
                              const OptTensor& alpha_, const OptTensor& beta_k_, const OptTensor& last_,
                              const Tensor& hs_, const Tensor& cs_, const Tensor& acts_, const Tensor& rn_,
-                             const Tensor& ck_v_, const Tensor& ck_m_, const OptTensor& d_hs_,
+                             const Tensor& ck_v_, const Tensor& ck_m_, const Tensor& u_all,
+                             const OptTensor& d_hs_,
                              const OptTensor& d_cs_, const OptTensor& d_v_last_, const OptTensor& d_m_last_,
                              const OptTensor& d_p_last_, double mu, double eps, double beta, int64_t K,
                              bool need_x) {
@@ -433,7 +442,11 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     Tensor U2 = U.view({Kc * B, G});
     for (int64_t blk = nb - 1; blk >= 0; --blk) {
       const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
-      input_gemm(U2, x, w_ih, b_ih, t0, k);
+      if (norm && u_all.numel() > 0) {  // the lookahead backward does not read u
+        U2.narrow(0, 0, k * B).copy_(u_all.narrow(0, t0, k).view({k * B, G}));
+      } else if (norm) {
+        input_gemm(U2, x, w_ih, b_ih, t0, k);
+      }
       if (norm) {  // the states m_t, v_t of the block, from its checkpoint
         Ms.copy_(ck_m[blk]);
         if (velocity) Vs.copy_(ck_v[blk]);
@@ -536,10 +549,11 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
 TORCH_LIBRARY(momentumrnn_ext, m) {
   m.def("forward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
         "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? p0, Tensor? alpha, "
-        "Tensor? beta_k, Tensor? last, float mu, float eps, float beta, int K) -> Tensor[]");
+        "Tensor? beta_k, Tensor? last, float mu, float eps, float beta, int K, bool keep_u) -> Tensor[]");
   m.def("backward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
         "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? alpha, Tensor? beta_k, Tensor? last, "
-        "Tensor hs, Tensor cs, Tensor acts, Tensor rn, Tensor ck_v, Tensor ck_m, Tensor? d_hs, Tensor? d_cs, "
+        "Tensor hs, Tensor cs, Tensor acts, Tensor rn, Tensor ck_v, Tensor ck_m, Tensor u_all, Tensor? d_hs, "
+        "Tensor? d_cs, "
         "Tensor? d_v_last, Tensor? d_m_last, Tensor? d_p_last, float mu, float eps, float beta, int K, "
         "bool need_x) -> Tensor[]");
 }

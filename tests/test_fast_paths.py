@@ -37,8 +37,10 @@ def calls(monkeypatch):
     return n
 
 
-def small_blocks(monkeypatch, k=3):
+def small_blocks(monkeypatch, k=3, rows=20):
+    """Blocks of k steps, and one recurrent weight-gradient GEMM per ``rows`` rows (several blocks)."""
     monkeypatch.setattr(compiled, "block_steps", lambda T, B, G, e: k)
+    monkeypatch.setattr(loop_ops, "WEIGHT_ROWS", rows)
 
 
 @pytest.mark.parametrize("host,kind", CASES)
@@ -60,7 +62,7 @@ def test_matches_reference(host, kind, calls, monkeypatch):
 
 @pytest.mark.parametrize("host,kind", CASES)
 def test_no_bias_batch_one_and_odd_widths(host, kind, calls, monkeypatch):
-    small_blocks(monkeypatch, 2)
+    small_blocks(monkeypatch, 2, rows=3)
     for hidden in (1, 5, 17):  # vector tails of every length
         layer = make(host, kind, hidden=hidden, bias=False, num_layers=2)
         layer.backend = "compiled_loop"

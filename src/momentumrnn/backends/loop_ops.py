@@ -39,6 +39,8 @@ HOST_CODES = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru",
 NORMALIZED, LOOKAHEAD = 0, 1
 _GATES = {0: 1, 1: 1, 2: 4, 3: 3}
 _ADAM_EPS = 1e-16
+#: the backward's recurrent weight gradient is one GEMM per this many (time x batch) rows at least
+WEIGHT_ROWS = 4096
 
 
 def block_steps(T: int, B: int, G: int, element_size: int) -> int:
@@ -118,20 +120,19 @@ def gated_loop_backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e:
                         d_cs: Optional[Tensor],
                         d_v_last: Optional[Tensor], d_m_last: Optional[Tensor], d_p_last: Optional[Tensor],
                         host: int, mode: int, velocity: bool, mu: float, eps: float, beta: float, block: int,
-                        need_x: bool
+                        rows: int, need_x: bool
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                                    Tensor]:
     """``(d_x, d_w_ih, d_b_ih, d_bias_e, d_w_hh, d_b_hn, d_h0, d_c0, d_v0, d_m0, d_p0)`` (absent ones empty)."""
     out = _ops().backward(host, mode, velocity, x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last,
                           hs, cs, acts, rn, ck_v, ck_m, u_all, d_hs, d_cs, d_v_last, d_m_last, d_p_last, mu, eps,
-                          beta,
-                          block, need_x)
+                          beta, block, rows, need_x)
     return tuple(out)
 
 
 @gated_loop_backward.register_fake
 def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs, cs, acts, rn, ck_v, ck_m, u_all, d_hs,
-      d_cs, d_v_last, d_m_last, d_p_last, host, mode, velocity, mu, eps, beta, block, need_x):
+      d_cs, d_v_last, d_m_last, d_p_last, host, mode, velocity, mu, eps, beta, block, rows, need_x):
     T, B, I = x.shape
     G, H = w_hh.shape
     e = x.new_empty(0)
@@ -173,7 +174,8 @@ def _backward(ctx, d_hs, d_cs, d_acts, d_rn, d_ck_v, d_ck_m, d_v_last, d_m_last,
         named["x"], named["w_ih"], named["b_ih"], named["bias_e"], named["w_hh"], named["b_hn"], named["h0"],
         named["c0"], named["alpha"], named["beta_k"], named["last"], hs, cs, acts, rn, ck_v, ck_m, u_all,
         empty(d_hs), empty(d_cs), empty(d_v_last), empty(d_m_last), empty(d_p_last),
-        cfg["host"], cfg["mode"], cfg["velocity"], cfg["mu"], cfg["eps"], cfg["beta"], cfg["block"], needs["x"])
+        cfg["host"], cfg["mode"], cfg["velocity"], cfg["mu"], cfg["eps"], cfg["beta"], cfg["block"], WEIGHT_ROWS,
+        needs["x"])
     by_name = dict(zip(("x", "w_ih", "b_ih", "bias_e", "w_hh", "b_hn", "h0", "c0", "v0", "m0", "p0"), grads))
     out = []
     for k in _TENSOR_INPUTS:

@@ -373,7 +373,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                              const OptTensor& d_hs_,
                              const OptTensor& d_cs_, const OptTensor& d_v_last_, const OptTensor& d_m_last_,
                              const OptTensor& d_p_last_, double mu, double eps, double beta, int64_t K,
-                             bool need_x) {
+                             int64_t rows, bool need_x) {
   Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   Tensor b_ih = contig(b_ih_), bias_e = bias_e_.contiguous(), b_hn = contig(b_hn_), h0 = h0_.contiguous();
   Tensor c0 = contig(c0_), alpha = contig(alpha_), beta_k = contig(beta_k_), last = contig(last_);
@@ -389,8 +389,13 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   Tensor U = at::empty({Kc, B, G}, opt);                                // u, then du (normalized)
   Tensor Mb = norm ? at::empty({Kc, B, G}, opt) : Tensor();             // recomputed m_t, v_t
   Tensor Vb = norm && velocity ? at::empty({Kc, B, G}, opt) : Tensor();
-  Tensor dR = at::empty({Kc, B, G}, opt);                               // gradient of R
-  Tensor dDb = host == GRU ? at::empty({Kc, B, G}, opt) : Tensor();     // of the drive (GRU)
+  // The gradients of R (and of the GRU's drive) are kept for KW steps (a multiple of K, at least
+  // `rows` rows): one weight-gradient GEMM per KW steps, not per cache-sized block (GEMMs with small
+  // inner dimensions are slow).
+  const int64_t KW = K * std::max<int64_t>(1, ((rows + B - 1) / std::max<int64_t>(B, 1) + K - 1) / K);
+  const int64_t KWc = std::min(KW, nb * K);
+  Tensor dR = at::empty({KWc, B, G}, opt);                              // gradient of R
+  Tensor dDb = host == GRU ? at::empty({KWc, B, G}, opt) : Tensor();    // of the drive (GRU)
   Tensor Ms = norm ? at::empty({B, G}, opt) : Tensor();                 // recomputation states
   Tensor Vs = norm && velocity ? at::empty({B, G}, opt) : Tensor();
   Tensor Av = norm && velocity ? at::zeros({B, G}, opt) : Tensor();      // adjoint carries
@@ -442,6 +447,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     Tensor U2 = U.view({Kc * B, G});
     for (int64_t blk = nb - 1; blk >= 0; --blk) {
       const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
+      const int64_t s0 = (t0 / KW) * KW, off = t0 - s0;  // this block's place in the dR buffer
       if (norm && u_all.numel() > 0) {  // the lookahead backward does not read u
         U2.narrow(0, 0, k * B).copy_(u_all.narrow(0, t0, k).view({k * B, G}));
       } else if (norm) {
@@ -473,9 +479,9 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
         const int64_t t = t0 + j;
         at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
-            T* dRrow = dRp + (j * B + b) * G;
+            T* dRrow = dRp + ((off + j) * B + b) * G;
             T* urow = Up + (j * B + b) * G;
-            T* dDrow = dDp ? dDp + (j * B + b) * G : nullptr;
+            T* dDrow = dDp ? dDp + ((off + j) * B + b) * G : nullptr;
             if (L.padded(t, b)) {  // nothing flows through padding
               std::memset(dRrow, 0, G * sizeof(T));
               std::memset(urow, 0, G * sizeof(T));
@@ -506,7 +512,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                       dcsp ? dcsp + row * H : nullptr, dHp + b * H, dCp ? dCp + b * H : nullptr, dRrow);
           }
         });
-        Tensor dRt = dR[j];
+        Tensor dRt = dR[off + j];
         if (host == GRU) {
           at::cpu::addmm_out(dH, dH, dRt, w_hh);  // dh z + [dp_rz, d(R_n)] W_hh
         } else {
@@ -514,8 +520,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
         }
       }
       // ---- the block's input and weight gradients
-      Tensor dRb = dR.narrow(0, 0, k).view({k * B, G});
-      Tensor dDsrc = host == GRU ? dDb.narrow(0, 0, k).view({k * B, G}) : dRb;
+      Tensor dRb = dR.narrow(0, off, k).view({k * B, G});
+      Tensor dDsrc = host == GRU ? dDb.narrow(0, off, k).view({k * B, G}) : dRb;
       Tensor dU = norm ? U2.narrow(0, 0, k * B) : dDsrc;
       Tensor xb = x.narrow(0, t0, k).view({k * B, I});
       if (need_x) {
@@ -527,13 +533,16 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
       Tensor su = dU.sum(0);
       if (b_ih.defined()) d_b_ih.add_(su, u_scale);
       d_bias_e.add_(dDsrc.sum(0));
-      Tensor hprev0 = t0 == 0 ? h0 : hs[t0 - 1];
-      at::cpu::addmm_out(d_w_hh, d_w_hh, dR[0].t(), hprev0);
-      if (k > 1) {
-        at::cpu::addmm_out(d_w_hh, d_w_hh, dR.narrow(0, 1, k - 1).view({(k - 1) * B, G}).t(),
-                           hs.narrow(0, t0, k - 1).view({(k - 1) * B, H}));
+      if (off == 0) {  // the steps [s0, s0 + len) are done: their recurrent weight gradient
+        const int64_t len = std::min(KW, T_ - s0);
+        Tensor hprev0 = s0 == 0 ? h0 : hs[s0 - 1];
+        at::cpu::addmm_out(d_w_hh, d_w_hh, dR[0].t(), hprev0);
+        if (len > 1) {
+          at::cpu::addmm_out(d_w_hh, d_w_hh, dR.narrow(0, 1, len - 1).view({(len - 1) * B, G}).t(),
+                             hs.narrow(0, s0, len - 1).view({(len - 1) * B, H}));
+        }
+        if (host == GRU) d_b_hn.add_(dR.narrow(0, 0, len).view({len * B, G}).narrow(1, 2 * H, H).sum(0));
       }
-      if (host == GRU) d_b_hn.add_(dRb.narrow(1, 2 * H, H).sum(0));
     }
   });
   Tensor d_v0 = norm && velocity ? Av : at::empty({0}, opt);
@@ -555,7 +564,7 @@ TORCH_LIBRARY(momentumrnn_ext, m) {
         "Tensor hs, Tensor cs, Tensor acts, Tensor rn, Tensor ck_v, Tensor ck_m, Tensor u_all, Tensor? d_hs, "
         "Tensor? d_cs, "
         "Tensor? d_v_last, Tensor? d_m_last, Tensor? d_p_last, float mu, float eps, float beta, int K, "
-        "bool need_x) -> Tensor[]");
+        "int rows, bool need_x) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(momentumrnn_ext, CPU, m) {

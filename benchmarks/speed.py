@@ -2,15 +2,18 @@
 
 For each shape and scheme: forward + backward time of our layer, of the matching ``torch.nn``
 module (native kernel) and of a faithful per-step loop of the authors' cell (Python loop, autograd
-per op), and the peak memory of one forward + backward (resident set growth, each case in its own
-process).
+per op), the peak memory of one forward + backward (resident set growth, each case in its own
+process), and the operator calls per time step of our layer, forward and backward (ATen calls
+dispatched from Python, marginal per step: a proxy for kernel launches on a GPU; see opcount.py).
 
     python benchmarks/speed.py                 # all shapes (about 10 minutes on 2 cores)
     python benchmarks/speed.py --quick         # smaller repeats, no long-sequence case
     python benchmarks/speed.py --shapes smnist128 --host gru --markdown
+    python benchmarks/speed.py --backend fused # force a backend (default: the dispatch table's)
 
-Times are medians over ``--repeat`` runs after one warm-up; ratios are what to read (the machine's
-load moves absolute times).
+Times are medians over ``--repeat`` rounds after one warm-up; in each round native, ours and the
+authors' loop run one after the other (interleaved), so that a change of the machine's load moves
+all of them. Ratios are what to read.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import momentumrnn as mr
+from momentumrnn import backends
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import opcount  # noqa: E402
 
 SHAPES = {
     # name: (T, B, input, hidden)
@@ -98,14 +105,22 @@ class AuthorsLoop(nn.Module):
         return torch.stack(outs), None
 
 
-def build(which, host, kind, shape):
+def build(which, host, kind, shape, backend=None):
     T, B, I, H = SHAPES[shape]
     torch.manual_seed(0)
     if which == "native":
         return NATIVE[host](I, H)
     if which == "authors":
         return AuthorsLoop(host, kind, I, H)
-    return mr.build_layer(host, kind, I, H, **HP[kind])
+    layer = mr.build_layer(host, kind, I, H, **HP[kind])
+    layer.backend = backend
+    return layer
+
+
+def backend_of(layer, device="cpu"):
+    """The backend a layer runs on (forced, or the dispatch table's choice)."""
+    drive = backends.drive_of(layer, mr.MomentumState(), layer.hyper_parameters())
+    return layer.backend or backends.select(layer.family, drive, device)
 
 
 def fwd_bwd(model, x):
@@ -114,13 +129,22 @@ def fwd_bwd(model, x):
 
 
 def time_case(model, x, repeat):
-    fwd_bwd(model, x)  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fwd_bwd(model, x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return time_interleaved([model], x, repeat)[0]
+
+
+def time_interleaved(models, x, repeat, repeats=None):
+    """Median forward + backward time of each model, the models run in turn in each round."""
+    for m in models:
+        fwd_bwd(m, x)  # warm-up
+    times = [[] for _ in models]
+    for r in range(repeat):
+        for i, m in enumerate(models):
+            if repeats is not None and r >= repeats[i]:
+                continue
+            t0 = time.perf_counter()
+            fwd_bwd(m, x)
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def _rss_bytes():
@@ -171,6 +195,8 @@ def main(argv=None):
     ap.add_argument("--no-authors", action="store_true", help="skip the authors' per-step loop")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--backend", default=None, help="force our layers' backend (default: the dispatch table's)")
+    ap.add_argument("--no-ops", action="store_true", help="skip the operator counts")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,37 +214,47 @@ def main(argv=None):
     for shape in shapes:
         T, B, I, H = SHAPES[shape]
         x = torch.randn(T, B, I)
-        native_t = time_case(build("native", args.host, "none", shape), x, repeat)
+        native = build("native", args.host, "none", shape)
         native_m = peak_memory("native", args.host, "none", shape) if memory else None
         for kind in schemes:
-            ours_t = time_case(build("ours", args.host, kind, shape), x, repeat)
+            ours = build("ours", args.host, kind, shape, args.backend)
+            models, reps = [native, ours], [repeat, repeat]
             # the authors' loop at T = 20,000 would take minutes per case and adds nothing
-            authors_t = None
             if not args.no_authors and shape != "long" and args.host != "gru":
-                authors_t = time_case(build("authors", args.host, kind, shape), x, max(1, repeat // 2))
+                models.append(build("authors", args.host, kind, shape))
+                reps.append(max(1, repeat // 2))
+            times = time_interleaved(models, x, repeat, reps)
+            native_t, ours_t = times[:2]
+            authors_t = times[2] if len(times) > 2 else None
             ours_m = peak_memory("ours", args.host, kind, shape) if memory else None
+            ops = (None, None)
+            if not args.no_ops:
+                ops = opcount.per_step(lambda: build("ours", args.host, kind, shape, args.backend), B, I)
             row = {
-                "shape": f"{shape} (T={T}, B={B}, I={I}, H={H})", "scheme": kind,
+                "shape": f"{shape} (T={T}, B={B}, I={I}, H={H})", "scheme": kind, "backend": backend_of(ours),
                 "ours_s": ours_t, "native_s": native_t, "authors_s": authors_t,
                 "vs_native": ours_t / native_t,
                 "speedup_vs_authors": authors_t / ours_t if authors_t else None,
                 "mem_vs_native": ours_m / native_m if memory and native_m else None,
                 "ours_mb": ours_m / 2 ** 20 if memory else None,
+                "ops_fwd": ops[0], "ops_bwd": ops[1],
             }
             rows.append(row)
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-            print(f"{row['shape']:<40} {kind:<11} ours {ours_t:7.3f}s  native {native_t:7.3f}s  "
+            print(f"{row['shape']:<40} {kind:<11} {row['backend']:<17} ours {ours_t:7.3f}s  native {native_t:7.3f}s  "
                   f"x{row['vs_native']:.2f} native  authors' loop {fmt(authors_t, '.3f')}s "
                   f"(ours {fmt(row['speedup_vs_authors'], '.2f')}x faster)  "
-                  f"peak mem x{fmt(row['mem_vs_native'], '.2f')} native ({fmt(row['ours_mb'], '.0f')} MB)",
-                  flush=True)
+                  f"peak mem x{fmt(row['mem_vs_native'], '.2f')} native ({fmt(row['ours_mb'], '.0f')} MB)  "
+                  f"ops/step {fmt(ops[0], '.1f')} fwd {fmt(ops[1], '.1f')} bwd", flush=True)
     if args.markdown:
-        print("\n| shape | scheme | ours / native | authors' loop / ours | peak memory ours / native |")
-        print("| --- | --- | --- | --- | --- |")
+        print("\n| shape | scheme | backend | ours / native | authors' loop / ours | peak memory ours / native "
+              "| operator calls / step (fwd, bwd) |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            print(f"| {r['shape']} | {r['scheme']} | {f(r['vs_native'])} | {f(r['speedup_vs_authors'])} | "
-                  f"{f(r['mem_vs_native'])} |")
+            o = "-" if r["ops_fwd"] is None else f"{r['ops_fwd']:.1f}, {r['ops_bwd']:.1f}"
+            print(f"| {r['shape']} | {r['scheme']} | {r['backend']} | {f(r['vs_native'])} | "
+                  f"{f(r['speedup_vs_authors'])} | {f(r['mem_vs_native'])} | {o} |")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,12 @@ def test_every_drive_has_a_backend_on_every_family():
     # what the table says runs where (the README's "How it runs")
     assert backends.select("gated", "trivial", "cpu") == "native"
     assert backends.select("gated", "linear", "cpu") == "filtered_native"
-    assert backends.select("gated", "normalized", "cpu") == "fused"
-    assert backends.select("gated", "lookahead", "cuda") == "fused"
+    assert backends.select("gated", "normalized", "cpu") == "compiled_loop"
+    assert backends.select("gated", "lookahead", "cpu") == "compiled_loop"
+    assert backends.select("gated", "normalized", "cuda") == "precomputed_native"
+    assert backends.select("gated", "lookahead", "cuda") == "graph_loop"
+    assert backends.select("gated", "linear", "cuda") == "filtered_native"
+    assert backends.select("gated", "lookahead", "mps") == "fused"
 
 
 @pytest.mark.parametrize("host,kind,backend", CASES)
@@ -64,7 +68,8 @@ def test_force_context_and_errors():
         a = layer(x)[0]
     torch.testing.assert_close(a, layer(x)[0], rtol=1e-10, atol=1e-10)
     with backends.force("native"), pytest.raises(ValueError, match="cannot run a normalized drive on a gated host; "
-                                                                   "use one of fused, stepwise"):
+                                                                   "use one of fused, compiled_loop, "
+                                                                   "precomputed_native, stepwise"):
         layer(x)
     layer.backend = "modrelu"
     with pytest.raises(ValueError, match="cannot run"):

@@ -24,8 +24,9 @@ Two situations replace the table's choice, both decided here:
   with ``torch._dynamo.config.allow_rnn = True`` and runs under torch.compile only because dynamo
   graph-breaks around it (pytorch/pytorch#158007; the fix, pytorch/pytorch#185163, is not in
   torch 2.13). On CUDA, that fix notes, the compiled path would decompose cuDNN's kernel into
-  per-step cell operations. So the gated trivial and linear drives run on the fused operator,
-  one opaque node in the graph (same results to rounding);
+  per-step cell operations. So the gated trivial and linear drives (and CUDA's normalized drive,
+  whose ``precomputed_native`` ends in cuDNN's kernel) run on the fused operator, one opaque node
+  in the graph (same results to rounding);
 * a backend whose capability probe fails for the input's device and dtype (e.g. a CPU whose
   oneDNN has no bfloat16 RNN) is replaced by its :data:`FALLBACK` (probed once per host,
   device type and dtype; see :func:`momentumrnn.backends.native.capable`).
@@ -39,7 +40,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import fused, modrelu, native, stepwise
+from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwise
 
 __all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select", "run",
            "force", "compiling"]
@@ -65,6 +66,13 @@ BACKENDS = {
                                "the torch.nn kernel on the filtered input [filter(x), filter(1)]"),
     "fused": Backend(fused.run, frozenset({"gated"}), _ALL,
                      "fused per-step recurrence with a hand-written backward"),
+    "compiled_loop": Backend(compiled.run, frozenset({"gated"}), frozenset({"normalized", "lookahead"}),
+                             "the fused recurrence as a C++ loop built at first use (falls back to fused)"),
+    "precomputed_native": Backend(precomputed.run, frozenset({"gated"}), frozenset({"trivial", "linear", "normalized"}),
+                                  "the drive for the whole sequence by the filters, then the torch.nn kernel "
+                                  "with an identity input map"),
+    "graph_loop": Backend(graph_loop.run, frozenset({"gated"}), frozenset({"lookahead"}),
+                          "the lookahead loop in few operations per step, captured into CUDA graphs on a GPU"),
     "modrelu": Backend(modrelu.run, frozenset({"modrelu"}), _ALL,
                        "modReLU recurrence with a hand-written backward, drive formed block-wise"),
     "stepwise": Backend(stepwise.run, frozenset({"gated", "modrelu"}), _ALL,
@@ -77,6 +85,10 @@ DISPATCH = {
     ("gated", "linear", "*"): "filtered_native",
     ("gated", "normalized", "*"): "fused",
     ("gated", "lookahead", "*"): "fused",
+    ("gated", "normalized", "cpu"): "compiled_loop",
+    ("gated", "lookahead", "cpu"): "compiled_loop",
+    ("gated", "normalized", "cuda"): "precomputed_native",
+    ("gated", "lookahead", "cuda"): "graph_loop",
     ("modrelu", "trivial", "*"): "modrelu",
     ("modrelu", "linear", "*"): "modrelu",
     ("modrelu", "normalized", "*"): "modrelu",
@@ -87,12 +99,14 @@ DISPATCH = {
 DISPATCH_COMPILING = {
     ("gated", "trivial", "*"): "fused",
     ("gated", "linear", "*"): "fused",
+    ("gated", "normalized", "cuda"): "fused",  # precomputed_native ends in cuDNN's kernel
 }
 
 #: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)
 FALLBACK = {
     "native": (native.capable, "fused"),
     "filtered_native": (native.capable, "fused"),
+    "precomputed_native": (native.capable, "fused"),
 }
 
 _forced: Optional[str] = None

@@ -1,0 +1,79 @@
+"""The ``compiled_loop`` backend: a gated host's direction with a normalized (Adam, RMSProp) or
+lookahead (Nesterov) drive on the C++ time loop (:mod:`.loop_ops`, built at first use by
+:mod:`._build`): one GEMM and one fused, vectorized element-wise pass per step, forward and
+backward, no Python per step.
+
+Where the compiled loop does not apply it hands the direction to the Python loop
+(:func:`momentumrnn.backends.fused.run`, the same equations): no compiler (see
+``_build.status()``), a device other than the CPU, a dtype other than float32 / float64,
+learnable ``mu`` / ``epsilon`` (the drive then needs autograd), or an empty batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _build, fused
+from .loop_ops import HOST_CODES, LOOKAHEAD, NORMALIZED, block_steps, call_gated_loop
+from ..lengths import at_last_step
+from ..schemes import MomentumState
+
+__all__ = ["run", "applies"]
+
+#: from this many input features on, the normalized loop keeps u = W_ih x + b_ih for the backward
+#: (T * B * G floats) instead of recomputing it (a GEMM as large as the forward's input GEMM)
+_KEEP_U_INPUTS = 16
+
+
+def _same_dtype(layer, x: Tensor) -> bool:
+    return all(t.dtype == x.dtype for t in layer.parameters() if t.is_floating_point())
+
+
+def applies(layer, x: Tensor, hp) -> bool:
+    """Whether the compiled loop runs this direction (else: the Python loop)."""
+    spec = layer.scheme.spec
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.shape[1] > 0
+            and _same_dtype(layer, x)
+            and not any(isinstance(v, Tensor) for v in hp) and (spec.normalized or spec.lookahead)
+            and _build.load() is not None)
+
+
+def run(layer, p, x, seq, hidden0, mom0, hp):
+    if not applies(layer, x, hp):
+        return fused.run(layer, p, x, seq, hidden0, mom0, hp)
+    mu, eps = hp
+    T, B, _ = x.shape
+    H, GH = layer.hidden_size, p.w_ih.shape[0]
+    host, scheme = layer.host, layer.scheme
+    spec = scheme.spec
+    if p.b_hh is not None:
+        bias_e = torch.cat([p.b_hh[:2 * H], p.b_hh.new_zeros(H)]) if host == "gru" else p.b_hh
+        b_hn = p.b_hh[2 * H:] if host == "gru" else None
+    else:
+        bias_e = x.new_zeros(GH)
+        b_hn = x.new_zeros(H) if host == "gru" else None
+    alpha = beta_k = k = None
+    if spec.lookahead:
+        beta_k, k = scheme.schedule(T, mom0.step, x.dtype, x.device)
+        beta_k = beta_k.squeeze(2)
+        alpha = 1 + beta_k
+    code = HOST_CODES[(host, layer.nonlinearity if host == "rnn" else None)]
+    mode = LOOKAHEAD if spec.lookahead else NORMALIZED
+    velocity = spec.velocity is not None
+    h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, H)
+    c0 = hidden0.get("c") if host == "lstm" else None
+    hs, cs, _, _, _, _, v_T, m_T, p_T, _ = call_gated_loop(
+        x, p.w_ih, p.b_ih, bias_e, p.w_hh, b_hn, h0, c0,
+        mom0.v if mode == NORMALIZED and velocity else None, mom0.m if mode == NORMALIZED else None,
+        mom0.p if mode == LOOKAHEAD else None, alpha, beta_k, seq.last, code, mode, velocity,
+        float(mu) if velocity else 0.0, float(eps), float(scheme.beta), block_steps(T, B, GH, x.element_size()),
+        x.shape[2] >= _KEEP_U_INPUTS)
+    finals = {"h": at_last_step(hs, seq.last)}
+    if host == "lstm":
+        finals["c"] = at_last_step(cs, seq.last)
+    if mode == LOOKAHEAD:
+        mom = MomentumState(p=p_T, step=at_last_step(k.expand(T, B), seq.last))
+    else:
+        mom = MomentumState(v=v_T if velocity else None, m=m_T)
+    return hs, finals, mom

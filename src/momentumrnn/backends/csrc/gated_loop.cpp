@@ -1,0 +1,573 @@
+// The gated recurrences (RNN / LSTM / GRU) whose drive is formed inside the time loop on CPU:
+// normalized drives (Adam, RMSProp) and the lookahead drive (Nesterov). Per time step: one GEMM
+// (h_{t-1} W_hh^T) and ONE fused, vectorized element-wise pass (drive, momentum states, gates,
+// cell); the backward the same in reverse. Input GEMMs and weight-gradient GEMMs run on blocks of
+// K steps. Built at first use by momentumrnn/backends/_build.py (flags chosen from the CPU
+// capability torch itself detected); called from the operator momentumrnn::gated_loop
+// (backends/loop_ops.py). The equations: docs/equations.md; the Python version of the same
+// loop: backends/fused.py.
+//
+// Padded steps (t > last[b]) are skipped: outputs, gates and cell states there are written as 0
+// and no state or gradient is touched, so nothing non-finite can leak from padding.
+// Subnormal floats: the Adam / RMSProp states v and m are flushed to 0 below the smallest normal
+// number at every step (docs/equations.md, section 8).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using at::vec::Vectorized;
+using OptTensor = std::optional<Tensor>;
+
+constexpr int64_t RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3;
+constexpr int64_t NORMALIZED = 0, LOOKAHEAD = 1;
+constexpr double ADAM_EPS = 1e-16;
+
+template <typename T>
+struct Vec {
+  using V = Vectorized<T>;
+  static V sigmoid(const V& x) { return (V(T(1)) + x.neg().exp()).reciprocal(); }
+  static V flush(const V& x) {
+    return V::blendv(x, V(T(0)), x.abs() < V(std::numeric_limits<T>::min()));
+  }
+  static V load(const T* p, int64_t n) { return V::loadu(p, n); }
+  static V load_or_zero(const T* p, int64_t n) { return p ? V::loadu(p, n) : V(T(0)); }
+};
+
+// Everything one call needs; raw pointers into contiguous tensors (nullptr: absent).
+template <typename T>
+struct Loop {
+  using V = Vectorized<T>;
+  int64_t host, mode;
+  bool velocity;
+  int64_t T_, B, I, H, G, K;
+  T mu, eps, beta;
+  const int64_t* last = nullptr;  // (B,) or nullptr (every sequence full length)
+  const T* alpha = nullptr;       // (T, B') lookahead coefficients, B' in {1, B}
+  const T* beta_k = nullptr;
+  int64_t ab_stride = 0;           // B: per sequence, 1: shared
+  const T* bias_e = nullptr;      // (G,)
+  const T* b_hn = nullptr;        // (H,) GRU
+
+  bool padded(int64_t t, int64_t b) const { return last != nullptr && t > last[b]; }
+  bool is_last(int64_t t, int64_t b) const { return last != nullptr ? t == last[b] : t == T_ - 1; }
+  T a_at(int64_t t, int64_t b) const { return alpha[t * ab_stride + (ab_stride > 1 ? b : 0)]; }
+  T b_at(int64_t t, int64_t b) const {
+    return t < T_ ? beta_k[t * ab_stride + (ab_stride > 1 ? b : 0)] : T(0);
+  }
+
+  // ---- forward: the momentum states of one chunk (normalized drives), shared by the forward and
+  // the backward's recomputation so that both give bit-identical states.
+  inline void advance(const T* u, T* m, T* v, int64_t n, V& uu, V& mm, V& vv) const {
+    uu = V::loadu(u, n);
+    mm = Vec<T>::flush(V(beta) * V::loadu(m, n) + V(T(1) - beta) * (uu * uu));
+    mm.store(m, n);
+    if (velocity) {
+      vv = Vec<T>::flush(V(mu) * V::loadu(v, n) + V(eps) * uu);
+      vv.store(v, n);
+    }
+  }
+
+  // The total pre-activation of gate elements [o, o + n) from ``base`` (the recurrent part:
+  // R = h W_hh^T, or r * (R_n + b_hn) for the GRU candidate). u, m, v, P: this row's pointers.
+  struct Row {
+    const T* u;
+    T* m;
+    T* v;
+    T* P;
+    T a, bb;
+  };
+  inline V pre(const Row& r, int64_t o, int64_t n, const V& base) const {
+    V bias = V::loadu(bias_e + o, n);
+    if (mode == NORMALIZED) {
+      V uu, mm, vv;
+      advance(r.u + o, r.m + o, r.v + o, n, uu, mm, vv);
+      V num = velocity ? vv : V(eps) * uu;
+      return base + num / (mm + V(T(ADAM_EPS))).sqrt() + bias;
+    }
+    V p = base + bias - V(eps) * V::loadu(r.u + o, n);
+    V pp = V::loadu(r.P + o, n);
+    p.store(r.P + o, n);
+    return V(r.a) * p - V(r.bb) * pp;
+  }
+
+  // One row (batch element) of one forward step. a: (G) the GEMM result R on entry, the gate
+  // activations on exit (RNN: the output row itself); hp/cp: previous h/c; h/c/rn: outputs.
+  void fwd_row(const Row& r, T* a, const T* hp, const T* cp, T* h, T* c, T* rn) const {
+    constexpr int64_t W = V::size();
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t n = std::min<int64_t>(W, H - j);
+      if (host == LSTM) {
+        V gi = Vec<T>::sigmoid(pre(r, j, n, V::loadu(a + j, n)));
+        V gf = Vec<T>::sigmoid(pre(r, H + j, n, V::loadu(a + H + j, n)));
+        V gg = pre(r, 2 * H + j, n, V::loadu(a + 2 * H + j, n)).tanh();
+        V go = Vec<T>::sigmoid(pre(r, 3 * H + j, n, V::loadu(a + 3 * H + j, n)));
+        gi.store(a + j, n);
+        gf.store(a + H + j, n);
+        gg.store(a + 2 * H + j, n);
+        go.store(a + 3 * H + j, n);
+        V cc = gf * V::loadu(cp + j, n) + gi * gg;
+        cc.store(c + j, n);
+        (go * cc.tanh()).store(h + j, n);
+      } else if (host == GRU) {
+        V gr = Vec<T>::sigmoid(pre(r, j, n, V::loadu(a + j, n)));
+        V gz = Vec<T>::sigmoid(pre(r, H + j, n, V::loadu(a + H + j, n)));
+        V rnv = V::loadu(a + 2 * H + j, n) + V::loadu(b_hn + j, n);
+        rnv.store(rn + j, n);
+        V gn = pre(r, 2 * H + j, n, gr * rnv).tanh();
+        gr.store(a + j, n);
+        gz.store(a + H + j, n);
+        gn.store(a + 2 * H + j, n);
+        (gn + gz * (V::loadu(hp + j, n) - gn)).store(h + j, n);
+      } else {
+        V g = pre(r, j, n, V::loadu(a + j, n));
+        g = host == RNN_TANH ? g.tanh() : V::blendv(g, V(T(0)), g < V(T(0)));  // NaN stays NaN
+        g.store(a + j, n);
+      }
+    }
+  }
+
+  // ---- backward: the drive's adjoint for gate elements [o, o + n), given the gradient ``dg`` of
+  // their total pre-activation; returns the gradient of ``base``. Normalized: writes du over u
+  // (in place) and carries Av = mu gv, Am = beta gm; lookahead: carries DG = dg_{t+1}.
+  struct BRow {
+    T* u;              // u on entry, du on exit (normalized)
+    const T* m;        // m_t, v_t (normalized)
+    const T* v;
+    T* Av;
+    T* Am;
+    T* DG;             // dg_{t+1} on entry, dg_t on exit (lookahead)
+    T* dD;             // gradient of the drive, when kept apart from dR (GRU)
+    const T* dvl;      // gradients of the returned final states (nullptr: none / not this step)
+    const T* dml;
+    const T* dpl;
+    T a, bnext;
+  };
+  inline V adj(const BRow& r, int64_t o, int64_t n, const V& dg) const {
+    if (mode == NORMALIZED) {
+      V uu = V::loadu(r.u + o, n);
+      V inv = (V::loadu(r.m + o, n) + V(T(ADAM_EPS))).sqrt().reciprocal();
+      V gm = V::loadu(r.Am + o, n) + Vec<T>::load_or_zero(r.dml ? r.dml + o : nullptr, n);
+      V du;
+      if (velocity) {
+        V gv = V::loadu(r.Av + o, n) + Vec<T>::load_or_zero(r.dvl ? r.dvl + o : nullptr, n) + dg * inv;
+        gm = gm - V(T(0.5)) * dg * V::loadu(r.v + o, n) * inv * inv * inv;
+        du = V(eps) * gv + V(T(2) * (T(1) - beta)) * uu * gm;
+        (V(mu) * gv).store(r.Av + o, n);
+      } else {
+        gm = gm - V(T(0.5) * eps) * dg * uu * inv * inv * inv;
+        du = V(eps) * dg * inv + V(T(2) * (T(1) - beta)) * uu * gm;
+      }
+      (V(beta) * gm).store(r.Am + o, n);
+      du.store(r.u + o, n);
+      if (r.dD) dg.store(r.dD + o, n);
+      return dg;
+    }
+    V dgn = V::loadu(r.DG + o, n);
+    dg.store(r.DG + o, n);
+    V dp = V(r.a) * dg - V(r.bnext) * dgn + Vec<T>::load_or_zero(r.dpl ? r.dpl + o : nullptr, n);
+    if (r.dD) dp.store(r.dD + o, n);
+    return dp;
+  }
+
+  // One row of one backward step. dH: gradient reaching h_t from later steps on entry; for the GRU
+  // its direct part dh * z on exit (the GEMM adds dR W_hh). dR: gradient of R (and of R_n + b_hn).
+  void bwd_row(const BRow& r, const T* a, const T* hrow, const T* hp, const T* c, const T* cp, const T* rn,
+               const T* dhs, const T* dcs, T* dH, T* dC, T* dR) const {
+    constexpr int64_t W = V::size();
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t n = std::min<int64_t>(W, H - j);
+      V dh = V::loadu(dH + j, n) + Vec<T>::load_or_zero(dhs ? dhs + j : nullptr, n);
+      V one(T(1));
+      if (host == LSTM) {
+        V gi = V::loadu(a + j, n), gf = V::loadu(a + H + j, n);
+        V gg = V::loadu(a + 2 * H + j, n), go = V::loadu(a + 3 * H + j, n);
+        V tc = V::loadu(c + j, n).tanh();
+        V dc = V::loadu(dC + j, n) + Vec<T>::load_or_zero(dcs ? dcs + j : nullptr, n) + dh * go * (one - tc * tc);
+        V dgo = dh * tc * go * (one - go);
+        V dgi = dc * gg * gi * (one - gi);
+        V dgf = dc * V::loadu(cp + j, n) * gf * (one - gf);
+        V dgg = dc * gi * (one - gg * gg);
+        (dc * gf).store(dC + j, n);
+        adj(r, j, n, dgi).store(dR + j, n);
+        adj(r, H + j, n, dgf).store(dR + H + j, n);
+        adj(r, 2 * H + j, n, dgg).store(dR + 2 * H + j, n);
+        adj(r, 3 * H + j, n, dgo).store(dR + 3 * H + j, n);
+      } else if (host == GRU) {
+        V gr = V::loadu(a + j, n), gz = V::loadu(a + H + j, n), gn = V::loadu(a + 2 * H + j, n);
+        V dgz = dh * (V::loadu(hp + j, n) - gn) * gz * (one - gz);
+        V dgn = dh * (one - gz) * (one - gn * gn);
+        V dbn = adj(r, 2 * H + j, n, dgn);
+        V dgr = dbn * V::loadu(rn + j, n) * gr * (one - gr);
+        (dbn * gr).store(dR + 2 * H + j, n);
+        adj(r, j, n, dgr).store(dR + j, n);
+        adj(r, H + j, n, dgz).store(dR + H + j, n);
+        (dh * gz).store(dH + j, n);
+      } else {
+        V h = V::loadu(hrow + j, n);
+        V dg = host == RNN_TANH ? dh * (one - h * h) : V::blendv(dh, V(T(0)), h <= V(T(0)));
+        adj(r, j, n, dg).store(dR + j, n);
+      }
+    }
+  }
+};
+
+int64_t gates_of(int64_t host) { return host == LSTM ? 4 : host == GRU ? 3 : 1; }
+
+Tensor contig(const OptTensor& t) { return t.has_value() && t->defined() ? t->contiguous() : Tensor(); }
+
+template <typename T>
+const T* ptr(const Tensor& t) { return t.defined() && t.numel() > 0 ? t.const_data_ptr<T>() : nullptr; }
+
+template <typename T>
+T* mptr(Tensor& t) { return t.defined() && t.numel() > 0 ? t.mutable_data_ptr<T>() : nullptr; }
+
+int64_t grain_rows(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
+
+// u = x W_ih^T + b_ih for steps [t0, t0 + k) into buf (k * B, G)
+void input_gemm(Tensor& buf, const Tensor& x, const Tensor& w_ih, const Tensor& b_ih, int64_t t0, int64_t k) {
+  const int64_t B = x.size(1), I = x.size(2);
+  Tensor xb = x.narrow(0, t0, k).view({k * B, I});
+  Tensor out = buf.narrow(0, 0, k * B);
+  if (b_ih.defined()) {
+    at::cpu::addmm_out(out, b_ih, xb, w_ih.t());
+  } else {
+    at::cpu::mm_out(out, xb, w_ih.t());
+  }
+}
+
+std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Tensor& x_, const Tensor& w_ih_,
+                            const OptTensor& b_ih_, const Tensor& bias_e_, const Tensor& w_hh_,
+                            const OptTensor& b_hn_, const Tensor& h0_, const OptTensor& c0_, const OptTensor& v0_,
+                            const OptTensor& m0_, const OptTensor& p0_, const OptTensor& alpha_,
+                            const OptTensor& beta_k_, const OptTensor& last_, double mu, double eps, double beta,
+                            int64_t K, bool keep_u) {
+  Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  Tensor b_ih = contig(b_ih_), bias_e = bias_e_.contiguous(), b_hn = contig(b_hn_), h0 = h0_.contiguous();
+  Tensor c0 = contig(c0_), v0 = contig(v0_), m0 = contig(m0_), p0 = contig(p0_);
+  Tensor alpha = contig(alpha_), beta_k = contig(beta_k_), last = contig(last_);
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), G = w_hh.size(0), H = w_hh.size(1);
+  TORCH_CHECK(G == gates_of(host) * H, "gated_loop: W_hh has ", G, " rows, expected ", gates_of(host), " x ", H);
+  for (const Tensor* t : {&w_ih, &w_hh, &bias_e, &h0}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "gated_loop: every tensor must have the input's dtype ",
+                x.scalar_type(), ", got ", t->scalar_type());
+  }
+  const int64_t nb = (T_ + K - 1) / K;
+  auto opt = x.options();
+  Tensor hs = at::empty({T_, B, H}, opt);
+  Tensor cs = host == LSTM ? at::empty({T_, B, H}, opt) : at::empty({0}, opt);
+  Tensor acts = host == LSTM || host == GRU ? at::empty({T_, B, G}, opt) : at::empty({0}, opt);
+  Tensor rn = host == GRU ? at::empty({T_, B, H}, opt) : at::empty({0}, opt);
+  const bool norm = mode == NORMALIZED;
+  Tensor ck_v = norm && velocity ? at::empty({nb, B, G}, opt) : at::empty({0}, opt);
+  Tensor ck_m = norm ? at::empty({nb, B, G}, opt) : at::empty({0}, opt);
+  // running states (B, G)
+  Tensor m = norm ? (m0.defined() ? m0.clone() : at::zeros({B, G}, opt)) : Tensor();
+  Tensor v = norm && velocity ? (v0.defined() ? v0.clone() : at::zeros({B, G}, opt)) : Tensor();
+  Tensor P = !norm ? (p0.defined() ? p0.clone() : at::zeros({B, G}, opt)) : Tensor();
+  Tensor m_last = norm ? at::zeros({B, G}, opt) : at::empty({0}, opt);
+  Tensor v_last = norm && velocity ? at::zeros({B, G}, opt) : at::empty({0}, opt);
+  Tensor p_last = !norm ? at::zeros({B, G}, opt) : at::empty({0}, opt);
+  Tensor c_zero = host == LSTM && !c0.defined() ? at::zeros({B, H}, opt) : c0;
+  // u = x W_ih^T + b_ih, block by block; kept for the backward when recomputing it costs a real GEMM
+  keep_u = keep_u && norm;
+  Tensor u_all = keep_u ? at::empty({T_, B, G}, opt) : at::empty({0}, opt);
+  Tensor U = keep_u ? Tensor() : at::empty({std::min(K, T_) * B, G}, opt);
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_forward", [&] {
+    using T = scalar_t;
+    Loop<T> L{host, mode, velocity, T_, B, I, H, G, K, T(mu), T(eps), T(beta)};
+    L.last = ptr<int64_t>(last);
+    L.alpha = ptr<T>(alpha);
+    L.beta_k = ptr<T>(beta_k);
+    L.ab_stride = alpha.defined() ? alpha.size(1) : 0;
+    L.bias_e = ptr<T>(bias_e);
+    L.b_hn = ptr<T>(b_hn);
+    T* Mp = mptr<T>(m);
+    T* Vp = mptr<T>(v);
+    T* Pp = mptr<T>(P);
+    T* hsp = hs.mutable_data_ptr<T>();
+    T* csp = mptr<T>(cs);
+    T* ap = mptr<T>(acts);
+    T* rnp = mptr<T>(rn);
+    const T* h0p = h0.const_data_ptr<T>();
+    const T* c0p = ptr<T>(c_zero);
+    Tensor wt = w_hh.t();
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
+      if (norm) {
+        ck_m[blk].copy_(m);
+        if (velocity) ck_v[blk].copy_(v);
+      }
+      Tensor Ub = keep_u ? u_all.narrow(0, t0, k).view({k * B, G}) : U;
+      input_gemm(Ub, x, w_ih, b_ih, t0, k);
+      T* Up = Ub.mutable_data_ptr<T>();
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t t = t0 + j;
+        Tensor hprev = t == 0 ? h0 : hs[t - 1];
+        Tensor R = host == LSTM || host == GRU ? acts[t] : hs[t];
+        at::cpu::mm_out(R, hprev, wt);
+        at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            T* hrow = hsp + (t * B + b) * H;
+            T* arow = ap ? ap + (t * B + b) * G : hrow;
+            T* crow = csp ? csp + (t * B + b) * H : nullptr;
+            T* rnrow = rnp ? rnp + (t * B + b) * H : nullptr;
+            if (L.padded(t, b)) {
+              std::memset(hrow, 0, H * sizeof(T));
+              if (ap) std::memset(arow, 0, G * sizeof(T));
+              if (crow) std::memset(crow, 0, H * sizeof(T));
+              if (rnrow) std::memset(rnrow, 0, H * sizeof(T));
+              continue;
+            }
+            const T* hp = t == 0 ? h0p + b * H : hsp + ((t - 1) * B + b) * H;
+            const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + ((t - 1) * B + b) * H) : nullptr;
+            typename Loop<T>::Row r{Up + (j * B + b) * G, Mp ? Mp + b * G : nullptr, Vp ? Vp + b * G : nullptr,
+                                    Pp ? Pp + b * G : nullptr, T(0), T(0)};
+            if (!norm) {
+              r.a = L.a_at(t, b);
+              r.bb = L.b_at(t, b);
+            }
+            L.fwd_row(r, arow, hp, cp, hrow, crow, rnrow);
+            if (L.last != nullptr && t == L.last[b]) {
+              if (norm) {
+                std::memcpy(m_last.mutable_data_ptr<T>() + b * G, Mp + b * G, G * sizeof(T));
+                if (velocity) std::memcpy(v_last.mutable_data_ptr<T>() + b * G, Vp + b * G, G * sizeof(T));
+              } else {
+                std::memcpy(p_last.mutable_data_ptr<T>() + b * G, Pp + b * G, G * sizeof(T));
+              }
+            }
+          }
+        });
+      }
+    }
+  });
+  if (!last.defined()) {
+    if (norm) {
+      m_last.copy_(m);
+      if (velocity) v_last.copy_(v);
+    } else {
+      p_last.copy_(P);
+    }
+  }
+  return {hs, cs, acts, rn, ck_v, ck_m, v_last, m_last, p_last, u_all};
+}
+
+std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Tensor& x_, const Tensor& w_ih_,
+                             const OptTensor& b_ih_, const Tensor& bias_e_, const Tensor& w_hh_,
+                             const OptTensor& b_hn_, const Tensor& h0_, const OptTensor& c0_,
+                             const OptTensor& alpha_, const OptTensor& beta_k_, const OptTensor& last_,
+                             const Tensor& hs_, const Tensor& cs_, const Tensor& acts_, const Tensor& rn_,
+                             const Tensor& ck_v_, const Tensor& ck_m_, const Tensor& u_all,
+                             const OptTensor& d_hs_,
+                             const OptTensor& d_cs_, const OptTensor& d_v_last_, const OptTensor& d_m_last_,
+                             const OptTensor& d_p_last_, double mu, double eps, double beta, int64_t K,
+                             int64_t rows, bool need_x) {
+  Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  Tensor b_ih = contig(b_ih_), bias_e = bias_e_.contiguous(), b_hn = contig(b_hn_), h0 = h0_.contiguous();
+  Tensor c0 = contig(c0_), alpha = contig(alpha_), beta_k = contig(beta_k_), last = contig(last_);
+  Tensor hs = hs_.contiguous(), cs = cs_.contiguous(), acts = acts_.contiguous(), rn = rn_.contiguous();
+  Tensor ck_v = ck_v_.contiguous(), ck_m = ck_m_.contiguous();
+  Tensor d_hs = contig(d_hs_), d_cs = contig(d_cs_), d_v_last = contig(d_v_last_), d_m_last = contig(d_m_last_);
+  Tensor d_p_last = contig(d_p_last_);
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), G = w_hh.size(0), H = w_hh.size(1);
+  const int64_t nb = (T_ + K - 1) / K;
+  const bool norm = mode == NORMALIZED;
+  auto opt = x.options();
+  const int64_t Kc = std::min(K, T_);
+  Tensor U = at::empty({Kc, B, G}, opt);                                // u, then du (normalized)
+  Tensor Mb = norm ? at::empty({Kc, B, G}, opt) : Tensor();             // recomputed m_t, v_t
+  Tensor Vb = norm && velocity ? at::empty({Kc, B, G}, opt) : Tensor();
+  // The gradients of R (and of the GRU's drive) are kept for KW steps (a multiple of K, at least
+  // `rows` rows): one weight-gradient GEMM per KW steps, not per cache-sized block (GEMMs with small
+  // inner dimensions are slow).
+  const int64_t KW = K * std::max<int64_t>(1, ((rows + B - 1) / std::max<int64_t>(B, 1) + K - 1) / K);
+  const int64_t KWc = std::min(KW, nb * K);
+  Tensor dR = at::empty({KWc, B, G}, opt);                              // gradient of R
+  Tensor dDb = host == GRU ? at::empty({KWc, B, G}, opt) : Tensor();    // of the drive (GRU)
+  Tensor Ms = norm ? at::empty({B, G}, opt) : Tensor();                 // recomputation states
+  Tensor Vs = norm && velocity ? at::empty({B, G}, opt) : Tensor();
+  Tensor Av = norm && velocity ? at::zeros({B, G}, opt) : Tensor();      // adjoint carries
+  Tensor Am = norm ? at::zeros({B, G}, opt) : Tensor();
+  Tensor DG = !norm ? at::zeros({B, G}, opt) : Tensor();
+  Tensor dH = at::zeros({B, H}, opt);
+  Tensor dC = host == LSTM ? at::zeros({B, H}, opt) : Tensor();
+  Tensor d_x = need_x ? at::empty({T_, B, I}, opt) : at::empty({0}, opt);
+  Tensor d_w_ih = at::zeros({G, I}, opt), d_w_hh = at::zeros({G, H}, opt);
+  Tensor d_b_ih = b_ih.defined() ? at::zeros({G}, opt) : at::empty({0}, opt);
+  Tensor d_bias_e = at::zeros({G}, opt);
+  Tensor d_b_hn = host == GRU ? at::zeros({H}, opt) : at::empty({0}, opt);
+  Tensor c_zero = host == LSTM && !c0.defined() ? at::zeros({B, H}, opt) : c0;
+  const double u_scale = norm ? 1.0 : -eps;  // du = u_scale * (U after the pass, or the drive gradient)
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_backward", [&] {
+    using T = scalar_t;
+    using V = Vectorized<T>;
+    Loop<T> L{host, mode, velocity, T_, B, I, H, G, K, T(mu), T(eps), T(beta)};
+    L.last = ptr<int64_t>(last);
+    L.alpha = ptr<T>(alpha);
+    L.beta_k = ptr<T>(beta_k);
+    L.ab_stride = alpha.defined() ? alpha.size(1) : 0;
+    L.bias_e = ptr<T>(bias_e);
+    L.b_hn = ptr<T>(b_hn);
+    T* Up = U.mutable_data_ptr<T>();
+    T* Mbp = mptr<T>(Mb);
+    T* Vbp = mptr<T>(Vb);
+    T* Msp = mptr<T>(Ms);
+    T* Vsp = mptr<T>(Vs);
+    T* Avp = mptr<T>(Av);
+    T* Amp = mptr<T>(Am);
+    T* DGp = mptr<T>(DG);
+    T* dHp = dH.mutable_data_ptr<T>();
+    T* dCp = mptr<T>(dC);
+    T* dRp = dR.mutable_data_ptr<T>();
+    T* dDp = mptr<T>(dDb);
+    const T* hsp = hs.const_data_ptr<T>();
+    const T* csp = ptr<T>(cs);
+    const T* ap = ptr<T>(acts);
+    const T* rnp = ptr<T>(rn);
+    const T* h0p = h0.const_data_ptr<T>();
+    const T* c0p = ptr<T>(c_zero);
+    const T* dhsp = ptr<T>(d_hs);
+    const T* dcsp = ptr<T>(d_cs);
+    const T* dvlp = ptr<T>(d_v_last);
+    const T* dmlp = ptr<T>(d_m_last);
+    const T* dplp = ptr<T>(d_p_last);
+    Tensor U2 = U.view({Kc * B, G});
+    for (int64_t blk = nb - 1; blk >= 0; --blk) {
+      const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
+      const int64_t s0 = (t0 / KW) * KW, off = t0 - s0;  // this block's place in the dR buffer
+      if (norm && u_all.numel() > 0) {  // the lookahead backward does not read u
+        U2.narrow(0, 0, k * B).copy_(u_all.narrow(0, t0, k).view({k * B, G}));
+      } else if (norm) {
+        input_gemm(U2, x, w_ih, b_ih, t0, k);
+      }
+      if (norm) {  // the states m_t, v_t of the block, from its checkpoint
+        Ms.copy_(ck_m[blk]);
+        if (velocity) Vs.copy_(ck_v[blk]);
+        at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+          constexpr int64_t W = V::size();
+          for (int64_t b = b0; b < b1; ++b) {
+            for (int64_t j = 0; j < k; ++j) {
+              if (L.padded(t0 + j, b)) break;
+              const T* u = Up + (j * B + b) * G;
+              T* ms = Msp + b * G;
+              T* vs = Vsp ? Vsp + b * G : nullptr;
+              for (int64_t o = 0; o < G; o += W) {
+                const int64_t n = std::min<int64_t>(W, G - o);
+                V uu, mm, vv;
+                L.advance(u + o, ms + o, vs ? vs + o : nullptr, n, uu, mm, vv);
+              }
+              std::memcpy(Mbp + (j * B + b) * G, ms, G * sizeof(T));
+              if (vs) std::memcpy(Vbp + (j * B + b) * G, vs, G * sizeof(T));
+            }
+          }
+        });
+      }
+      for (int64_t j = k - 1; j >= 0; --j) {
+        const int64_t t = t0 + j;
+        at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            T* dRrow = dRp + ((off + j) * B + b) * G;
+            T* urow = Up + (j * B + b) * G;
+            T* dDrow = dDp ? dDp + ((off + j) * B + b) * G : nullptr;
+            if (L.padded(t, b)) {  // nothing flows through padding
+              std::memset(dRrow, 0, G * sizeof(T));
+              std::memset(urow, 0, G * sizeof(T));
+              if (dDrow) std::memset(dDrow, 0, G * sizeof(T));
+              continue;
+            }
+            const bool at_last = L.is_last(t, b);
+            typename Loop<T>::BRow r{urow,
+                                     Mbp ? Mbp + (j * B + b) * G : nullptr,
+                                     Vbp ? Vbp + (j * B + b) * G : nullptr,
+                                     Avp ? Avp + b * G : nullptr,
+                                     Amp ? Amp + b * G : nullptr,
+                                     DGp ? DGp + b * G : nullptr,
+                                     dDrow,
+                                     at_last && dvlp ? dvlp + b * G : nullptr,
+                                     at_last && dmlp ? dmlp + b * G : nullptr,
+                                     at_last && dplp ? dplp + b * G : nullptr,
+                                     T(0), T(0)};
+            if (!norm) {
+              r.a = L.a_at(t, b);
+              r.bnext = L.b_at(t + 1, b);
+            }
+            const int64_t row = t * B + b;
+            const T* hp = t == 0 ? h0p + b * H : hsp + ((t - 1) * B + b) * H;
+            const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + ((t - 1) * B + b) * H) : nullptr;
+            L.bwd_row(r, ap ? ap + row * G : nullptr, hsp + row * H, hp, csp ? csp + row * H : nullptr, cp,
+                      rnp ? rnp + row * H : nullptr, dhsp ? dhsp + row * H : nullptr,
+                      dcsp ? dcsp + row * H : nullptr, dHp + b * H, dCp ? dCp + b * H : nullptr, dRrow);
+          }
+        });
+        Tensor dRt = dR[off + j];
+        if (host == GRU) {
+          at::cpu::addmm_out(dH, dH, dRt, w_hh);  // dh z + [dp_rz, d(R_n)] W_hh
+        } else {
+          at::cpu::mm_out(dH, dRt, w_hh);
+        }
+      }
+      // ---- the block's input and weight gradients
+      Tensor dRb = dR.narrow(0, off, k).view({k * B, G});
+      Tensor dDsrc = host == GRU ? dDb.narrow(0, off, k).view({k * B, G}) : dRb;
+      Tensor dU = norm ? U2.narrow(0, 0, k * B) : dDsrc;
+      Tensor xb = x.narrow(0, t0, k).view({k * B, I});
+      if (need_x) {
+        Tensor dxb = d_x.narrow(0, t0, k).view({k * B, I});
+        at::cpu::mm_out(dxb, dU, w_ih);
+        if (!norm) dxb.mul_(u_scale);
+      }
+      at::cpu::addmm_out(d_w_ih, d_w_ih, dU.t(), xb, 1.0, u_scale);
+      Tensor su = dU.sum(0);
+      if (b_ih.defined()) d_b_ih.add_(su, u_scale);
+      d_bias_e.add_(dDsrc.sum(0));
+      if (off == 0) {  // the steps [s0, s0 + len) are done: their recurrent weight gradient
+        const int64_t len = std::min(KW, T_ - s0);
+        Tensor hprev0 = s0 == 0 ? h0 : hs[s0 - 1];
+        at::cpu::addmm_out(d_w_hh, d_w_hh, dR[0].t(), hprev0);
+        if (len > 1) {
+          at::cpu::addmm_out(d_w_hh, d_w_hh, dR.narrow(0, 1, len - 1).view({(len - 1) * B, G}).t(),
+                             hs.narrow(0, s0, len - 1).view({(len - 1) * B, H}));
+        }
+        if (host == GRU) d_b_hn.add_(dR.narrow(0, 0, len).view({len * B, G}).narrow(1, 2 * H, H).sum(0));
+      }
+    }
+  });
+  Tensor d_v0 = norm && velocity ? Av : at::empty({0}, opt);
+  Tensor d_m0 = norm ? Am : at::empty({0}, opt);
+  Tensor d_p0 = at::empty({0}, opt);
+  if (!norm) d_p0 = DG * beta_k[0].view({-1, 1}).neg();
+  Tensor d_c0 = host == LSTM ? dC : at::empty({0}, opt);
+  return {d_x, d_w_ih, d_b_ih, d_bias_e, d_w_hh, d_b_hn, dH, d_c0, d_v0, d_m0, d_p0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(momentumrnn_ext, m) {
+  m.def("forward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
+        "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? p0, Tensor? alpha, "
+        "Tensor? beta_k, Tensor? last, float mu, float eps, float beta, int K, bool keep_u) -> Tensor[]");
+  m.def("backward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
+        "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? alpha, Tensor? beta_k, Tensor? last, "
+        "Tensor hs, Tensor cs, Tensor acts, Tensor rn, Tensor ck_v, Tensor ck_m, Tensor u_all, Tensor? d_hs, "
+        "Tensor? d_cs, "
+        "Tensor? d_v_last, Tensor? d_m_last, Tensor? d_p_last, float mu, float eps, float beta, int K, "
+        "int rows, bool need_x) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(momentumrnn_ext, CPU, m) {
+  m.impl("forward", &forward);
+  m.impl("backward", &backward);
+}

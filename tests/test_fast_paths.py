@@ -1,0 +1,243 @@
+"""The compiled CPU time loop (backend ``compiled_loop``: ``csrc/gated_loop.cpp`` behind the
+``momentumrnn::gated_loop`` operator) forced on every layer it runs, against the literal reference in
+float64: every host x {Adam, RMSProp, Nesterov}, stacked, bidirectional, packed with variable lengths,
+initial state, chunked, several blocks, gradcheck, double backward, subnormal flushing, NaN, the
+fallback to the Python loop, and the operator's registrations (``torch.library.opcheck``).
+
+(Every other test of the suite runs the compiled loop too where the dispatch table picks it.)"""
+
+import itertools
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import momentumrnn as mr
+from momentumrnn.backends import _build, compiled, loop_ops
+from test_layers import HOSTS, TOL, assert_match, make, random_state, run_both, to_layer_state
+
+KINDS = ["adam", "rmsprop", "nesterov"]
+CASES = list(itertools.product(HOSTS, KINDS))
+
+pytestmark = pytest.mark.skipif(_build.load() is None, reason=f"no compiled loop: {_build.status()['reason']}")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts calls into the compiled operator (so that no test passes on the fallback)."""
+    n = [0]
+    op = compiled.call_gated_loop
+
+    def counting(*a, **k):
+        n[0] += 1
+        return op(*a, **k)
+
+    monkeypatch.setattr(compiled, "call_gated_loop", counting)
+    return n
+
+
+def small_blocks(monkeypatch, k=3, rows=20):
+    """Blocks of k steps, and one recurrent weight-gradient GEMM per ``rows`` rows (several blocks)."""
+    monkeypatch.setattr(compiled, "block_steps", lambda T, B, G, e: k)
+    monkeypatch.setattr(loop_ops, "WEIGHT_ROWS", rows)
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_matches_reference(host, kind, calls, monkeypatch):
+    layer = make(host, kind)
+    layer.backend = "compiled_loop"
+    x = torch.randn(9, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x))
+    small_blocks(monkeypatch)  # checkpoints, carries and last steps across block boundaries
+    monkeypatch.setattr(compiled, "_KEEP_U_INPUTS", 0)  # the backward reads the kept u
+    layer = make(host, kind, num_layers=2, bidirectional=True)
+    layer.backend = "compiled_loop"
+    x = torch.randn(10, 4, 3, dtype=torch.float64, requires_grad=True)
+    st = random_state(layer, 4, layer.scheme.state_fields)
+    assert_match(layer, *run_both(layer, x, [10, 3, 6, 1], st))
+    assert_match(layer, *run_both(layer, x, None, st))
+    assert calls[0] == 1 + 2 * 4
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_no_bias_batch_one_and_odd_widths(host, kind, calls, monkeypatch):
+    small_blocks(monkeypatch, 2, rows=3)
+    for hidden in (1, 5, 17):  # vector tails of every length
+        layer = make(host, kind, hidden=hidden, bias=False, num_layers=2)
+        layer.backend = "compiled_loop"
+        x = torch.randn(5, 1, 3, dtype=torch.float64, requires_grad=True)
+        assert_match(layer, *run_both(layer, x, None, random_state(layer, 1, layer.scheme.state_fields)))
+    assert calls[0] == 6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_relu_rnn(kind, calls):
+    layer = make("rnn", kind, nonlinearity="relu", num_layers=2)
+    layer.backend = "compiled_loop"
+    x = torch.randn(8, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [8, 2, 5], random_state(layer, 3, layer.scheme.state_fields)))
+    assert calls[0] == 2
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_chunked_equals_one_call(host, kind, calls, monkeypatch):
+    small_blocks(monkeypatch)
+    layer = make(host, kind, num_layers=2)
+    layer.backend = "compiled_loop"
+    x = torch.randn(11, 3, 3, dtype=torch.float64)
+    out_full, st_full = layer(x)
+    outs, st = [], None
+    for chunk in x.split([4, 1, 6]):
+        o, st = layer(chunk, st)
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs), out_full, **TOL)
+    for a, b in zip((st.h, *st.momentum), (st_full.h, *st_full.momentum)):
+        if a is not None:
+            torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_gradcheck(host, kind, calls, monkeypatch):
+    small_blocks(monkeypatch, 2)
+    monkeypatch.setattr(compiled, "_KEEP_U_INPUTS", 0)
+    layer = make(host, kind, input_size=2, hidden=3, bidirectional=True)
+    layer.backend = "compiled_loop"
+    x = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
+    st = random_state(layer, 2, layer.scheme.state_fields)
+    names = [k for k, v in st.items() if v.requires_grad]
+    pnames = [n for n, _ in layer.named_parameters()]
+
+    def f(x, *tensors):
+        s = dict(st)
+        s.update(zip(names, tensors[:len(names)]))
+        packed = pack_padded_sequence(x, [5, 3], enforce_sorted=False)
+        out, state = torch.func.functional_call(layer, dict(zip(pnames, tensors[len(names):])),
+                                                (packed, to_layer_state(layer, s)))
+        extra = [t for t in state.momentum if t is not None and t.is_floating_point()]
+        return (pad_packed_sequence(out)[0], state.h, *extra)
+
+    assert torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7)
+    assert calls[0] > 0
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_double_backward_matches_the_stepwise_backend(host, kind, calls):
+    def second(backend):
+        layer = make(host, kind)
+        layer.backend = backend
+        x = torch.randn(6, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).requires_grad_()
+        out, state = layer(x)
+        (g,) = torch.autograd.grad(out.square().sum() + state.h.sum(), x, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), [x, *layer.parameters()])
+
+    for a, b in zip(second("compiled_loop"), second("stepwise")):
+        torch.testing.assert_close(a, b, **TOL)
+    assert calls[0] == 1
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_larger_sizes_threads_and_float32(host, kind, calls):
+    # Rows split over threads (B * G above the parallel grain), several blocks, float32 against float64.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        layer = make(host, kind, input_size=5, hidden=40)
+        x = torch.randn(30, 100, 5, dtype=torch.float64, requires_grad=True)
+        res = {}
+        for backend in ("compiled_loop", "fused"):
+            layer.backend = backend
+            out, st = layer(x)
+            loss = out.sin().sum() + st.h.sum()
+            res[backend] = (out, st.h, *torch.autograd.grad(loss, [x, *layer.parameters()]))
+        for a, b in zip(res["compiled_loop"], res["fused"]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+        layer32 = make(host, kind, input_size=5, hidden=40).float()
+        layer32.backend = "compiled_loop"
+        out32, _ = layer32(x.detach().float())
+        torch.testing.assert_close(out32.double(), res["fused"][0], rtol=1e-4, atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls[0] == 2
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop"])
+def test_states_are_flushed_below_the_normal_range(kind, calls):
+    tiny = torch.finfo(torch.float32).tiny
+    layer = mr.build_layer("lstm", kind, 1, 8, init="authors", forget_bias=0.0, beta=0.1)
+    x = torch.zeros(600, 2, 1)
+    x[:5] = 1.0
+    _, state = layer(x)
+    for t in (state.momentum.v, state.momentum.m):
+        if t is not None:
+            assert bool(((t == 0) | (t.abs() >= tiny)).all())
+            assert bool((t == 0).all())  # beta^595 and mu^595 are far below the normal range
+    assert calls[0] == 1
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_nan_flows_forward_only(host, kind, calls):
+    layer = make(host, kind)
+    x = torch.randn(8, 2, 3, dtype=torch.float64)
+    x[4, 0, 1] = float("nan")
+    out, _ = layer(x)
+    assert bool(torch.isfinite(out[:4]).all()) and bool(torch.isfinite(out[:, 1]).all())
+    assert bool(torch.isnan(out[4:, 0]).any())
+
+
+def test_fallback_when_the_loop_cannot_be_built(monkeypatch, calls):
+    layer = make("lstm", "adam", num_layers=2)
+    x = torch.randn(6, 3, 3, dtype=torch.float64)
+    expected = layer(x)[0]
+    monkeypatch.setattr(compiled._build, "load", lambda: None)
+    assert not compiled.applies(layer, x, (0.5, 0.8))
+    torch.testing.assert_close(layer(x)[0], expected, **TOL)  # the Python loop, same numbers
+    assert calls[0] == 2
+
+
+def test_build_failure_warns_once_and_the_opt_out_is_silent(monkeypatch):
+    monkeypatch.setattr(_build, "_state", {"tried": False, "ops": None, "reason": "", "path": None})
+    monkeypatch.setattr(_build, "_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="no C.. compiler found"):
+        assert _build.load() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _build.load() is None  # once only
+    monkeypatch.setattr(_build, "_state", {"tried": False, "ops": None, "reason": "", "path": None})
+    monkeypatch.setenv("MOMENTUMRNN_NO_EXTENSION", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _build.load() is None
+    assert _build.status()["reason"].startswith("disabled")
+
+
+def test_learnable_and_empty_batch_use_the_python_loop(calls):
+    layer = make("gru", "adam", learn_mu=True)
+    layer.backend = "compiled_loop"
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x))
+    layer = make("lstm", "nesterov")
+    layer.backend = "compiled_loop"
+    out, state = layer(torch.randn(5, 0, 3, dtype=torch.float64))
+    assert out.shape == (5, 0, 4) and state.momentum.p.shape == (1, 0, 16)
+    assert calls[0] == 0
+
+
+@pytest.mark.parametrize("host,mode", [(2, 0), (3, 1), (0, 0)])
+def test_operator_registration(host, mode):
+    torch.manual_seed(0)
+    T, B, I, H = 4, 2, 3, 5
+    G = {0: 1, 2: 4, 3: 3}[host] * H
+    d = dict(dtype=torch.float64, requires_grad=True)
+    x, w_ih, b_ih = torch.randn(T, B, I, **d), torch.randn(G, I, **d), torch.randn(G, **d)
+    bias_e, w_hh, h0 = torch.randn(G, **d), torch.randn(G, H, **d), torch.randn(B, H, **d)
+    b_hn = torch.randn(H, **d) if host == 3 else None
+    c0 = torch.randn(B, H, **d) if host == 2 else None
+    alpha = beta_k = None
+    if mode == 1:
+        beta_k = torch.rand(T, 1, dtype=torch.float64)
+        alpha = 1 + beta_k
+    args = (x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, None, None, None, alpha, beta_k, torch.tensor([3, 1]),
+            host, mode, True, 0.5, 0.7, 0.3, 2, host == 2)
+    torch.library.opcheck(loop_ops.gated_loop, args,
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))

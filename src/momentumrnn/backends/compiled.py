@@ -47,12 +47,7 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     H, GH = layer.hidden_size, p.w_ih.shape[0]
     host, scheme = layer.host, layer.scheme
     spec = scheme.spec
-    if p.b_hh is not None:
-        bias_e = torch.cat([p.b_hh[:2 * H], p.b_hh.new_zeros(H)]) if host == "gru" else p.b_hh
-        b_hn = p.b_hh[2 * H:] if host == "gru" else None
-    else:
-        bias_e = x.new_zeros(GH)
-        b_hn = x.new_zeros(H) if host == "gru" else None
+    bias_e, b_hn = fused.split_hh_bias(p, host, H, x)
     alpha = beta_k = k = None
     if spec.lookahead:
         beta_k, k = scheme.schedule(T, mom0.step, x.dtype, x.device)

@@ -69,6 +69,18 @@ def sequence_drive(scheme, u: Tensor, mu, eps, mom0: MomentumState, last: Option
     return d, MomentumState(v=pick(v), m=pick(m), step=None if k is None else pick(k.expand(T, B)))
 
 
+def split_hh_bias(p, host: str, H: int, like: Tensor):
+    """``(bias_e, b_hn)``: the part of ``b_hh`` added to the pre-activation directly, and the GRU's
+    candidate bias (kept inside ``r * (W_hn h + b_hn)``; ``None`` for other hosts)."""
+    if p.b_hh is not None:
+        bias_e = torch.cat([p.b_hh[:2 * H], p.b_hh.new_zeros(H)]) if host == "gru" else p.b_hh
+        b_hn = p.b_hh[2 * H:] if host == "gru" else None
+    else:
+        bias_e = like.new_zeros(p.w_ih.shape[0])
+        b_hn = like.new_zeros(H) if host == "gru" else None
+    return bias_e, b_hn
+
+
 def run(layer, p, x, seq, hidden0, mom0, hp):
     """A gated host's direction on the fused loop (any drive)."""
     mu, eps = hp
@@ -77,13 +89,7 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     host, scheme = layer.host, layer.scheme
     spec = scheme.spec
     last = seq.last
-    # The part of b_hh added to p_t directly (GRU keeps b_hn inside r * (W_hn h + b_hn)).
-    if p.b_hh is not None:
-        bias_e = torch.cat([p.b_hh[:2 * H], p.b_hh.new_zeros(H)]) if host == "gru" else p.b_hh
-        b_hn = p.b_hh[2 * H:] if host == "gru" else None
-    else:
-        bias_e = x.new_zeros(GH)
-        b_hn = x.new_zeros(H) if host == "gru" else None
+    bias_e, b_hn = split_hh_bias(p, host, H, x)
     alpha = beta_k = k = p0 = None
     if spec.lookahead:
         beta_k, k = scheme.schedule(T, mom0.step, x.dtype, x.device)

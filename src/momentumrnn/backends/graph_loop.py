@@ -359,12 +359,7 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     T, B, _ = x.shape
     H, GH = layer.hidden_size, p.w_ih.shape[0]
     host = layer.host
-    if p.b_hh is not None:
-        bias_e = torch.cat([p.b_hh[:2 * H], p.b_hh.new_zeros(H)]) if host == "gru" else p.b_hh
-        b_hn = p.b_hh[2 * H:] if host == "gru" else None
-    else:
-        bias_e = x.new_zeros(GH)
-        b_hn = x.new_zeros(H) if host == "gru" else None
+    bias_e, b_hn = fused.split_hh_bias(p, host, H, x)
     beta_k, k = layer.scheme.schedule(T, mom0.step, x.dtype, x.device)
     beta_k = beta_k.expand(T, B, 1).contiguous()
     alpha = 1 + beta_k

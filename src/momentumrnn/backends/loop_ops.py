@@ -23,7 +23,6 @@ differentiates that, so higher derivatives are exact.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -31,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _build
+from .ops import autocast_off, call
+from ..schemes import ADAM_EPS as _ADAM_EPS
 
 __all__ = ["gated_loop", "gated_loop_backward", "call_gated_loop", "literal_loop", "block_steps", "autocast_off",
            "call", "HOST_CODES", "NORMALIZED", "LOOKAHEAD"]
@@ -38,7 +39,6 @@ __all__ = ["gated_loop", "gated_loop_backward", "call_gated_loop", "literal_loop
 HOST_CODES = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
 NORMALIZED, LOOKAHEAD = 0, 1
 _GATES = {0: 1, 1: 1, 2: 4, 3: 3}
-_ADAM_EPS = 1e-16
 #: the backward's recurrent weight gradient is one GEMM per this many (time x batch) rows at least
 WEIGHT_ROWS = 4096
 
@@ -56,26 +56,6 @@ def _ops():
     if ops is None:
         raise RuntimeError(f"momentumrnn::gated_loop needs the compiled loop: {_build.status()['reason']}")
     return ops
-
-
-def autocast_off(kernel):
-    """The loops compute in their inputs' dtype: autocast is off inside them (it can be on in the
-    calling thread, e.g. when a backward runs inside an autocast region)."""
-
-    @functools.wraps(kernel)
-    def run(*args):
-        device = next(a for a in args if isinstance(a, Tensor)).device.type
-        with torch.autocast(device, enabled=False):
-            return kernel(*args)
-
-    return run
-
-
-def call(function, op, args):
-    """A traced TorchScript graph records the operator itself (its autograd from
-    ``register_autograd``); everything else goes through the twin ``autograd.Function`` with
-    ``setup_context`` (what ``torch.func`` transforms need)."""
-    return op(*args) if torch.jit.is_tracing() else function.apply(*args)
 
 
 @torch.library.custom_op("momentumrnn::gated_loop", mutates_args=(), device_types="cpu")

@@ -68,7 +68,7 @@ def _grads_fake(tensors, needs) -> tuple:
     return tuple(t.new_empty(t.shape) if n else ref.new_empty(0) for t, n in zip(tensors, needs))
 
 
-def _autocast_off(kernel):
+def autocast_off(kernel):
     """The kernels compute in their inputs' dtype: autocast is switched off inside them (it is
     on in the caller's thread e.g. when a backward runs inside an autocast region)."""
 
@@ -98,7 +98,7 @@ def _differentiable(reference, tensors, grads, needs) -> list:
     return res
 
 
-def _call(function, op, args):
+def call(function, op, args):
     # A traced TorchScript graph records the operator itself (autograd from register_autograd,
     # serializable); everything else goes through the autograd.Function (torch.func, compile).
     return op(*args) if torch.jit.is_tracing() else function.apply(*args)
@@ -113,7 +113,7 @@ _T = Optional[Tensor]
 
 
 @torch.library.custom_op("momentumrnn::fused_recurrence", mutates_args=())
-@_autocast_off
+@autocast_off
 def _fused_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
               e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
               w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T
@@ -148,7 +148,7 @@ def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0,
 
 
 @torch.library.custom_op("momentumrnn::fused_recurrence_backward", mutates_args=())
-@_autocast_off
+@autocast_off
 def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
                        e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
                        w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T,
@@ -247,7 +247,7 @@ def fused_recurrence(
     spec = spec or DriveSpec("given")
     args = (host, nonlinearity, spec.kind, float(spec.mu), float(spec.epsilon), float(spec.beta),
             e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, alpha, beta, valid, last)
-    hs, cs, ps, v, m = _call(_FusedFunction, _fused_op, args)[:5]
+    hs, cs, ps, v, m = call(_FusedFunction, _fused_op, args)[:5]
     normalized = spec.mode == "normalized"
     return (hs, cs if host == "lstm" else None, ps if alpha is not None else None,
             v if normalized and spec.velocity else None, m if normalized else None)
@@ -260,7 +260,7 @@ def _with_paired(tensors, paired):
 
 
 @torch.library.custom_op("momentumrnn::modrelu_recurrence", mutates_args=())
-@_autocast_off
+@autocast_off
 def _modrelu_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T, v0: _T,
                 qs: _T, c: _T, pm: _T, m0: _T) -> Tuple[Tensor, Tensor, Tensor]:
     """``(hs, rs, alphas)``: hidden states, and for complex pairs ``|z|`` and ``|h| / |z|``."""
@@ -278,7 +278,7 @@ def _(h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0):
 
 
 @torch.library.custom_op("momentumrnn::modrelu_recurrence_backward", mutates_args=())
-@_autocast_off
+@autocast_off
 def _modrelu_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T,
                          v0: _T, qs: _T, c: _T, pm: _T, m0: _T, hs: Tensor, rs: Tensor, alphas: Tensor,
                          d_hs: Tensor, needs: list[bool]) -> Tuple[(Tensor,) * 12]:
@@ -350,13 +350,13 @@ def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor,
         args = (h0, W, bias, paired, d) + (None,) * 8
     else:
         args = (h0, W, bias, paired, None, *(None if t is None else t.contiguous() for t in factors))
-    return _call(_ModReLUFunction, _modrelu_op, args)[0]
+    return call(_ModReLUFunction, _modrelu_op, args)[0]
 
 
 # ================================================================ modReLU lookahead recurrence
 # tensor inputs: h0, W, bias, x, a, ca, cb, p0, valid (``paired`` after bias)
 @torch.library.custom_op("momentumrnn::modrelu_lookahead", mutates_args=())
-@_autocast_off
+@autocast_off
 def _lookahead_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
                   cb: Tensor, p0: Tensor, valid: _T) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(hs, ps, rs, alphas)``."""
@@ -374,7 +374,7 @@ def _(h0, W, bias, paired, x, a, ca, cb, p0, valid):
 
 
 @torch.library.custom_op("momentumrnn::modrelu_lookahead_backward", mutates_args=())
-@_autocast_off
+@autocast_off
 def _lookahead_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
                            cb: Tensor, p0: Tensor, valid: _T, hs: Tensor, rs: Tensor, alphas: Tensor, d_hs: _T,
                            d_ps: _T, needs: list[bool]) -> Tuple[(Tensor,) * 9]:
@@ -433,4 +433,4 @@ def modrelu_lookahead(x: Tensor, a: Tensor, h0: Tensor, W: Tensor, bias: Tensor,
     ``x`` ``(T, B, I)``, ``a`` ``(N, I)`` (``-epsilon W_ih``), ``ca``, ``cb`` ``(T, B', 1)``,
     ``p0`` ``(B, N)``; ``W`` and ``paired`` as in :func:`modrelu_recurrence`."""
     args = (h0, W, bias, paired, x.contiguous(), a, ca, cb, p0, valid)
-    return tuple(_call(_LookaheadFunction, _lookahead_op, args)[:2])
+    return tuple(call(_LookaheadFunction, _lookahead_op, args)[:2])

@@ -3,12 +3,15 @@
 loop over ours, peak GPU memory ours / native, operator calls per step), plus the other backends that
 could run each scheme on a GPU, so that the dispatch table's CUDA choices can be checked.
 
-    python benchmarks/gpu.py --markdown               # every shape (about 3 minutes on one H200)
+    python benchmarks/gpu.py --markdown               # every shape (budgeted: 150 s in scripts/device-check.sh)
     python benchmarks/gpu.py --shapes smnist128 --alternatives
 
 Times: CUDA events around forward + backward, median of ``--repeat`` interleaved rounds after two
 warm-ups (the first call of the CUDA-graph loop captures its graphs). Exits with a message (code 2)
 where no CUDA device exists.
+
+Not yet run on a GPU: none was available to the project when this was written (the CUDA paths are
+tested on the CPU in float64 by tests/test_gpu_paths.py; tests/test_gpu.py needs a device).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ For each hidden size, every layer is timed in interleaved rounds together with
   ``base @ expm(A)``, here with a float32 Pade exponential):
   ``v = mu * v + eps * W_ih x_t; h = modrelu(h @ B + v)``; for scuRNN, scuRNN's own cell (real
   ``[Re, Im]`` state, expanded matrix, smoothed modulus) with the same momentum drive.
+  ENRNN and the Nesterov rows, which the authors' orthogonal code does not have, are set against
+  the same loop (plain / heavy-ball momentum): the per-step autograd cost of a modReLU recurrence.
 
 Each round times every configuration once (fresh forward + backward of ``out[-1]`` through a
 fixed random read-out, like a classifier on the last step); a ratio is the median over rounds
@@ -30,16 +32,20 @@ import time
 import torch
 from torch import nn
 
+import momentumrnn as mr
 import momentumrnn.orthogonal as orth
 from momentumrnn.orthogonal.parametrizations import pade_expm, skew
+from momentumrnn.registry import HOSTS as HOST_INFO, LAYER_NAMES
 
-SCHEMES = ["none", "heavy_ball", "adam", "rmsprop", "restart"]
+HOSTS = [h for h in mr.HOSTS if HOST_INFO[h].family == "modrelu"]  # expRNN, DTRIV, scoRNN, scuRNN, ENRNN
+SCHEMES = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
 HP = {"heavy_ball": {"mu": 0.6, "epsilon": 0.9}, "adam": {"mu": 0.6, "epsilon": 0.9, "beta": 0.01},
-      "rmsprop": {"epsilon": 0.9, "beta": 0.01}, "restart": {"epsilon": 0.9, "restart": 40}, "none": {}}
+      "rmsprop": {"epsilon": 0.9, "beta": 0.01}, "restart": {"epsilon": 0.9, "restart": 40},
+      "nesterov": {"epsilon": 0.9, "restart": 40}, "none": {}}
 
 
 def class_name(host: str, kind: str) -> str:
-    return next(n for n, (h, k, _) in orth.ORTHOGONAL_LAYER_NAMES.items() if h == host and k == kind)
+    return next(n for n, (h, k, _) in LAYER_NAMES.items() if h == host and k == kind)
 
 
 class AuthorsOrthogonalLoop(nn.Module):
@@ -133,7 +139,7 @@ def run(hidden, T, batch, rounds, hosts, schemes, threads):
     configs["authors momentum"] = make_step(AuthorsOrthogonalLoop(1, hidden, True), x, read[hidden])
     for host in hosts:
         for kind in schemes:
-            layer = orth.build_orthogonal_layer(host, kind, 1, hidden, **HP[kind])
+            layer = mr.build_layer(host, kind, 1, hidden, **HP[kind])
             name = class_name(host, kind)
             configs[name] = make_step(layer, x, read[layer.output_size])
     times = {name: [] for name in configs}
@@ -183,9 +189,13 @@ def main():
     ap.add_argument("--T", type=int, default=784)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--hosts", nargs="+", default=list(orth.HOSTS), choices=list(orth.HOSTS))
+    ap.add_argument("--hosts", nargs="+", default=HOSTS, choices=HOSTS)
     ap.add_argument("--schemes", nargs="+", default=SCHEMES, choices=SCHEMES)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True) for every configuration: nn.RNN's backward at this "
+                         "shape falls into subnormal floats (measured: 1.16 s, 0.38 s flushed); our layers "
+                         "flush them anyway")
     args = ap.parse_args()
     if args.quick:
         args.T, args.batch, args.hidden, args.rounds = 100, 32, [64], 3
@@ -193,8 +203,10 @@ def main():
         args.schemes = ["none"] + args.schemes
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        ap.error("this CPU cannot flush subnormal floats (torch.set_flush_denormal returned False)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; T={args.T}, B={args.batch}, input 1; "
-          f"{args.rounds} rounds; forward + backward")
+          f"{args.rounds} rounds; forward + backward" + ("; subnormals flushed" if args.flush_denormal else ""))
     for hidden in args.hidden:
         times = run(hidden, args.T, args.batch, args.rounds, args.hosts, args.schemes, args.threads)
         print(report(hidden, times, args.hosts, args.schemes), flush=True)

@@ -1,0 +1,66 @@
+"""The benchmark scripts run (tiny shapes) and report every layer: a broken import or a renamed
+API would otherwise only show when someone next measures. No timings are asserted."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import momentumrnn as mr
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+sys.path.insert(0, BENCH)
+
+
+def _run(*args):
+    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=BENCH, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_orthogonal_speed_covers_the_modrelu_row():
+    out = _run("orthogonal_speed.py", "--quick", "--hosts", "enrnn", "scornn", "--flush-denormal")
+    for name in ("ENRNN", "MomentumENRNN", "AdamENRNN", "RMSPropENRNN", "RestartMomentumENRNN", "NesterovENRNN",
+                 "NesterovScoRNN", "authors momentum", "nn.RNN"):
+        assert f"| {name} |" in out, name
+
+
+@pytest.mark.parametrize("scheme", ["heavy_ball", "adam", "nesterov"])
+def test_opcount_per_step(scheme):
+    import opcount
+
+    hp = {"heavy_ball": {"mu": 0.6, "epsilon": 0.6}, "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
+          "nesterov": {"epsilon": 1.0, "restart": 2}}[scheme]
+    fwd, bwd = opcount.per_step(lambda: mr.build_layer("lstm", scheme, 2, 8, **hp), B=3, I=2, T1=8, T2=24)
+    # every backend the CPU picks runs the time loop inside one operator: O(1) calls per step
+    assert 0 <= fwd < 2 and 0 <= bwd < 2
+
+
+def test_opcount_sees_a_python_loop():
+    import opcount
+
+    def make():
+        layer = mr.build_layer("lstm", "adam", 2, 8)
+        layer.backend = "stepwise"  # the literal loop: several operator calls per step
+        return layer
+
+    fwd, bwd = opcount.per_step(make, B=3, I=2, T1=8, T2=24)
+    assert fwd >= 5 and bwd >= 5
+
+
+def test_compare_trees_lists_the_cases():
+    import compare_trees
+
+    names = [c["name"] for c in compare_trees.cases()]
+    assert "lstm/adam/smnist128" in names and "scurnn/restart/pmnist170" in names
+
+
+def test_speed_builds_every_scheme():
+    import speed
+
+    torch.manual_seed(0)
+    for kind in speed.SCHEMES:
+        layer = mr.build_layer("lstm", kind, 1, 4, **speed.HP[kind])
+        assert speed.backend_of(layer) in mr.backends.BACKENDS

@@ -158,6 +158,14 @@ def test_native_kernel_under_compile_is_replaced_by_the_table_and_refused_when_f
     assert backends.select("gated", "linear", "cpu", None, under_compile=False) == "filtered_native"
     with pytest.raises(ValueError, match="cannot run under torch.compile.*do not compile"):
         backends.select("gated", "linear", "cpu", "filtered_native", under_compile=True)
+    # CUDA's Adam / RMSProp path ends in cuDNN's kernel: the fused operator under torch.compile
+    assert backends.select("gated", "normalized", "cuda", None, under_compile=True) == "fused"
+    assert backends.select("gated", "normalized", "cpu", None, under_compile=True) == "compiled_loop"
+    assert backends.select("gated", "lookahead", "cuda", None, under_compile=True) == "graph_loop"
+    for forced in ("native", "precomputed_native"):
+        with pytest.raises(ValueError, match="cannot run under torch.compile"):
+            backends.select("gated", "trivial", "cpu", forced, under_compile=True)
+    assert "precomputed_native" in backends.FALLBACK  # a CPU whose oneDNN lacks the dtype falls back too
     layer = mr.MomentumLSTM(I, H)
     layer.backend = "filtered_native"
     with pytest.raises(Exception, match="cannot run under torch.compile.*do not compile"):  # dynamo wraps it

@@ -140,8 +140,8 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
             able = [n for n, c in BACKENDS.items() if family in c.families and drive in c.drives]
             raise ValueError(f"backend {forced!r} cannot run a {drive} drive on a {family} host; "
                              f"use one of {', '.join(able)}")
-        replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type) if under_compile else None
-        if replacement is not None and forced in FALLBACK:
+        if under_compile and forced in FALLBACK:  # the backends that end in a native RNN kernel
+            replacement = select(family, drive, device_type, None, under_compile=True)
             raise ValueError(f"backend {forced!r} cannot run under torch.compile: the native RNN kernels do not "
                              "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
                              "dynamo does not graph-break around it); leave the choice to the table "

@@ -78,7 +78,7 @@ def main(argv=None):
     ap.add_argument("--cases", default="", help="comma list of substrings selecting cases")
     args = ap.parse_args(argv)
     wanted = [c for c in cases() if not args.cases or any(s in c["name"] for s in args.cases.split(","))]
-    print(f"| case | base (s) | new (s) | new / base |\n| --- | --- | --- | --- |", flush=True)
+    print("| case | base (s) | new (s) | new / base |\n| --- | --- | --- | --- |", flush=True)
     for case in wanted:
         ratios, base_t, new_t = [], [], []
         for _ in range(args.rounds):

@@ -11,11 +11,10 @@ import warnings
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
 from momentumrnn.backends import _build, compiled, loop_ops
-from test_layers import HOSTS, TOL, assert_match, make, random_state, run_both, to_layer_state
+from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 
 KINDS = ["adam", "rmsprop", "nesterov"]
 CASES = list(itertools.product(HOSTS, KINDS))
@@ -105,19 +104,7 @@ def test_gradcheck(host, kind, calls, monkeypatch):
     layer.backend = "compiled_loop"
     x = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
     st = random_state(layer, 2, layer.scheme.state_fields)
-    names = [k for k, v in st.items() if v.requires_grad]
-    pnames = [n for n, _ in layer.named_parameters()]
-
-    def f(x, *tensors):
-        s = dict(st)
-        s.update(zip(names, tensors[:len(names)]))
-        packed = pack_padded_sequence(x, [5, 3], enforce_sorted=False)
-        out, state = torch.func.functional_call(layer, dict(zip(pnames, tensors[len(names):])),
-                                                (packed, to_layer_state(layer, s)))
-        extra = [t for t in state.momentum if t is not None and t.is_floating_point()]
-        return (pad_packed_sequence(out)[0], state.h, *extra)
-
-    assert torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7)
+    assert gradcheck_packed(layer, x, st)
     assert calls[0] > 0
 
 

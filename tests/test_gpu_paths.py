@@ -11,10 +11,9 @@ import itertools
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from momentumrnn.backends import graph_loop
-from test_layers import HOSTS, TOL, assert_match, make, random_state, run_both, to_layer_state
+from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 
 INPUT_ONLY = ["none", "heavy_ball", "adam", "rmsprop", "restart"]
 
@@ -69,18 +68,7 @@ def test_graph_loop_gradcheck_and_double_backward(host):
     layer.backend = "graph_loop"
     x = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
     st = random_state(layer, 2, layer.scheme.state_fields)
-    names = [k for k, v in st.items() if v.requires_grad]
-    pnames = [n for n, _ in layer.named_parameters()]
-
-    def f(x, *tensors):
-        s = dict(st)
-        s.update(zip(names, tensors[:len(names)]))
-        packed = pack_padded_sequence(x, [5, 3], enforce_sorted=False)
-        out, state = torch.func.functional_call(layer, dict(zip(pnames, tensors[len(names):])),
-                                                (packed, to_layer_state(layer, s)))
-        return pad_packed_sequence(out)[0], state.h, state.momentum.p
-
-    assert torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7)
+    assert gradcheck_packed(layer, x, st)
 
     def second(backend):
         layer.backend = backend

@@ -67,6 +67,25 @@ def to_layer_state(layer, st):
     return RNNState(st["h"], mom)
 
 
+def gradcheck_packed(layer, x, st, lengths=(5, 3)):
+    """``gradcheck`` of a layer on a packed batch with an initial state, through
+    ``torch.func.functional_call``: inputs, the state tensors that need a gradient and every
+    parameter; outputs, the padded output, ``h`` and the floating momentum fields."""
+    names = [k for k, v in st.items() if v.requires_grad]
+    pnames = [n for n, _ in layer.named_parameters()]
+
+    def f(x, *tensors):
+        s = dict(st)
+        s.update(zip(names, tensors[:len(names)]))
+        packed = pack_padded_sequence(x, list(lengths), enforce_sorted=False)
+        out, state = torch.func.functional_call(layer, dict(zip(pnames, tensors[len(names):])),
+                                                (packed, to_layer_state(layer, s)))
+        extra = [t for t in state.momentum if t is not None and t.is_floating_point()]
+        return (pad_packed_sequence(out)[0], state.h, *extra)
+
+    return torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7)
+
+
 def run_both(layer, x, lengths=None, st=None):
     """Forward + backward of the library and of the reference with the same random loss."""
     fields = layer.scheme.state_fields

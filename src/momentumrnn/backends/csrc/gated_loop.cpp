@@ -233,6 +233,21 @@ const T* ptr(const Tensor& t) { return t.defined() && t.numel() > 0 ? t.const_da
 template <typename T>
 T* mptr(Tensor& t) { return t.defined() && t.numel() > 0 ? t.mutable_data_ptr<T>() : nullptr; }
 
+// The loop's sizes, constants and step-independent inputs (forward and backward alike).
+template <typename T>
+Loop<T> make_loop(int64_t host, int64_t mode, bool velocity, int64_t T_, int64_t B, int64_t I, int64_t H, int64_t G,
+                  int64_t K, double mu, double eps, double beta, const Tensor& last, const Tensor& alpha,
+                  const Tensor& beta_k, const Tensor& bias_e, const Tensor& b_hn) {
+  Loop<T> L{host, mode, velocity, T_, B, I, H, G, K, T(mu), T(eps), T(beta)};
+  L.last = ptr<int64_t>(last);
+  L.alpha = ptr<T>(alpha);
+  L.beta_k = ptr<T>(beta_k);
+  L.ab_stride = alpha.defined() ? alpha.size(1) : 0;
+  L.bias_e = ptr<T>(bias_e);
+  L.b_hn = ptr<T>(b_hn);
+  return L;
+}
+
 int64_t grain_rows(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
 
 // u = x W_ih^T + b_ih for steps [t0, t0 + k) into buf (k * B, G)
@@ -287,13 +302,8 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_forward", [&] {
     using T = scalar_t;
-    Loop<T> L{host, mode, velocity, T_, B, I, H, G, K, T(mu), T(eps), T(beta)};
-    L.last = ptr<int64_t>(last);
-    L.alpha = ptr<T>(alpha);
-    L.beta_k = ptr<T>(beta_k);
-    L.ab_stride = alpha.defined() ? alpha.size(1) : 0;
-    L.bias_e = ptr<T>(bias_e);
-    L.b_hn = ptr<T>(b_hn);
+    const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
+                                   bias_e, b_hn);
     T* Mp = mptr<T>(m);
     T* Vp = mptr<T>(v);
     T* Pp = mptr<T>(P);
@@ -414,13 +424,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_backward", [&] {
     using T = scalar_t;
     using V = Vectorized<T>;
-    Loop<T> L{host, mode, velocity, T_, B, I, H, G, K, T(mu), T(eps), T(beta)};
-    L.last = ptr<int64_t>(last);
-    L.alpha = ptr<T>(alpha);
-    L.beta_k = ptr<T>(beta_k);
-    L.ab_stride = alpha.defined() ? alpha.size(1) : 0;
-    L.bias_e = ptr<T>(bias_e);
-    L.b_hn = ptr<T>(b_hn);
+    const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
+                                   bias_e, b_hn);
     T* Up = U.mutable_data_ptr<T>();
     T* Mbp = mptr<T>(Mb);
     T* Vbp = mptr<T>(Vb);

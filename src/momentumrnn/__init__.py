@@ -10,8 +10,7 @@ The core (this package's top level) depends on torch and numpy only. The experim
 """
 
 from . import backends
-from .schemes import SCHEME_KINDS, SCHEMES, MomentumState, Scheme
-from .state import LSTMState, RNNState
+from .schemes import SCHEME_KINDS, SCHEMES, Scheme
 from .sequence import SequenceBase
 from .hosts.gated import GATES, MomentumRNNBase
 from .hosts.orthogonal import OrthogonalRNN
@@ -25,6 +24,7 @@ from .registry import CELL_ALIASES, CELL_NAMES, LAYER_ALIASES, LAYER_NAMES, buil
 from .registry import hosts as _hosts
 from .init import authors_init_
 from .native import from_native, to_native
+from .convert import convert, revert
 from .orthogonal.training import DynamicTrivialization, register_optimizer_hook, split_parameters
 
 #: every host ``build_layer`` takes
@@ -33,10 +33,10 @@ HOSTS = _hosts()
 __version__ = "0.1.0"
 
 __all__ = [
-    "MomentumState", "Scheme", "SCHEMES", "SCHEME_KINDS", "GATES", "HOSTS", "LSTMState", "RNNState",
+    "Scheme", "SCHEMES", "SCHEME_KINDS", "GATES", "HOSTS",
     "SequenceBase", "MomentumRNNBase", "OrthogonalRNN", "EigenvalueNormalizedRNN", "MomentumCellBase",
     "build_layer", "layer_class", "cell_class", "LAYER_NAMES", "LAYER_ALIASES", "CELL_NAMES", "CELL_ALIASES",
     *_LAYERS, *[n for n in _CELLS if n not in ("MomentumCellBase", "CELL_NAMES", "CELL_ALIASES", "cell_class")],
-    "authors_init_", "to_native", "from_native", "split_parameters", "DynamicTrivialization",
+    "authors_init_", "to_native", "from_native", "convert", "revert", "split_parameters", "DynamicTrivialization",
     "register_optimizer_hook", "backends",
 ]

@@ -25,7 +25,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import _checks, backends, registry
 from .schemes import PLAIN, SCHEMES, MomentumState, Scheme, SchemeSpec, canonical_kind
 from .lengths import SeqInfo, reverse_within
-from .state import LSTMState, RNNState, autocast_inputs, for_trace, parse_state, to_external
+from .pickling import PicklableLayer
+from .state import autocast_inputs, pack_state, parse_state, state_names, to_external
 
 __all__ = ["SequenceBase"]
 
@@ -34,7 +35,7 @@ def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-class SequenceBase(nn.Module):
+class SequenceBase(PicklableLayer, nn.Module):
     """Base of every layer. Subclasses set ``host`` (the registry name) and ``family`` (which
     backends run it); the paper-named classes fix the scheme with ``class X(Base, scheme=...)``."""
 
@@ -62,9 +63,12 @@ class SequenceBase(nn.Module):
 
     # ------------------------------------------------------------------ construction
     def _setup(self, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-               mu, epsilon, beta, restart) -> None:
+               mu, epsilon, beta, restart, carry_momentum=False) -> None:
         """The ``torch.nn`` arguments and the scheme; call first in a host's ``__init__``."""
         self._name = type(self).__name__
+        #: whether the state carries the momentum: ``(h, [c,] *momentum fields)`` instead of
+        #: torch.nn's ``(h, c)`` / ``h`` (see :mod:`momentumrnn.state`); may be changed later
+        self.carry_momentum = bool(carry_momentum)
         _checks.set_recurrent_args(self, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional)
         fixed = type(self).scheme_kind
         if fixed is not None:
@@ -150,6 +154,12 @@ class SequenceBase(nn.Module):
         """Features of the output (``D * H``; ``D * 2H`` for complex states)."""
         return self._out_features() * self.num_directions
 
+    @property
+    def state_names(self) -> tuple:
+        """Names of the state's tensors in order: ``("h", "c")`` / ``("h",)`` as ``torch.nn``,
+        followed by the momentum fields (e.g. ``("v", "m")``) when ``carry_momentum`` is set."""
+        return state_names(self._slots()[0], self.scheme.state_fields, self.carry_momentum)
+
     def hyper_parameters(self, layer: int = 0, direction: int = 0):
         """``(mu, epsilon)`` of one layer and direction: floats, or 0-d tensors when learnable."""
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
@@ -173,7 +183,8 @@ class SequenceBase(nn.Module):
         return s + (", bidirectional=True" if self.bidirectional else "")
 
     def _repr_learned(self) -> str:
-        return (", learn_mu=True" if self.learn_mu else "") + (", learn_epsilon=True" if self.learn_epsilon else "")
+        return ((", learn_mu=True" if self.learn_mu else "") + (", learn_epsilon=True" if self.learn_epsilon else "")
+                + (", carry_momentum=True" if self.carry_momentum else ""))
 
     # ------------------------------------------------------------------ forward
     def _parse_state(self, state, batch: int, batched: bool):
@@ -182,17 +193,13 @@ class SequenceBase(nn.Module):
         lead = (LD, batch) if batched else (LD,)
         p = self._reference()
         momentum = {k: v for k, v in momentum.items() if k in self.scheme.state_fields}
-        return parse_state(self._name, state, hidden, momentum, self.scheme, lead, None if batched else 1,
-                           p.dtype, p.device)
+        return parse_state(self._name, state, hidden, momentum, self.scheme, self.carry_momentum, lead,
+                           None if batched else 1, p.dtype, p.device)
 
-    def _state(self, hidden: dict, momentum: MomentumState):
-        """The state type of the host from its parts."""
-        if "c" in hidden:
-            return LSTMState(hidden["h"], hidden["c"], momentum)
-        return RNNState(hidden["h"], momentum)
-
-    def forward(self, input, state=None):
-        """Run the layer. Returns ``(output, state)``; see the class docstring for shapes.
+    def forward(self, input, hx=None):
+        """Run the layer: ``output, h_n = layer(input, hx)`` as ``torch.nn`` (see the class
+        docstring for shapes). Without ``carry_momentum`` the momentum starts at zero at every
+        call; with it, ``hx`` and the returned state carry it.
 
         Under ``torch.autocast`` the layer computes in its parameters' dtype (autocast's float32
         policy for numerically sensitive operations) and returns that dtype; an input or state in
@@ -202,8 +209,8 @@ class SequenceBase(nn.Module):
             dtype = self._reference().dtype
             with torch.autocast(device_type, enabled=False):
                 return self._forward(autocast_inputs(input, device_type, dtype),
-                                     autocast_inputs(state, device_type, dtype))
-        return self._forward(input, state)
+                                     autocast_inputs(hx, device_type, dtype))
+        return self._forward(input, hx)
 
     def _forward(self, input, state):
         _checks.check_precision(self._name, self.scheme, self._reference().dtype)
@@ -241,7 +248,8 @@ class SequenceBase(nn.Module):
             seq = SeqInfo(lengths, lengths - 1, valid)
 
         D = self.num_directions
-        fields = self.scheme.state_fields
+        # the final momentum is returned only when carried (its stacking is not free)
+        fields = self.scheme.state_fields if self.carry_momentum else ()
         finals = {name: [] for name in hidden0}
         moms = {name: [] for name in fields}
         layer_input = x
@@ -266,8 +274,8 @@ class SequenceBase(nn.Module):
 
         hidden_slots, mom_slots = self._slots()
         hidden = {name: to_external(torch.stack(v), hidden_slots[name]) for name, v in finals.items()}
-        momentum = MomentumState(**{name: torch.stack(v) if name == "step" else
-                                    to_external(torch.stack(v), mom_slots[name]) for name, v in moms.items()})
+        momentum = {name: torch.stack(v) if name == "step" else to_external(torch.stack(v), mom_slots[name])
+                    for name, v in moms.items()}
         if packed:
             sorted_out = output.index_select(1, input.sorted_indices) if input.sorted_indices is not None else output
             sorted_len = lengths[input.sorted_indices] if input.sorted_indices is not None else lengths
@@ -276,9 +284,7 @@ class SequenceBase(nn.Module):
         elif not batched:
             output = output.squeeze(1)
             hidden = {name: t.squeeze(1) for name, t in hidden.items()}
-            momentum = MomentumState(*(None if t is None else t.squeeze(1) for t in momentum))
+            momentum = {name: t.squeeze(1) for name, t in momentum.items()}
         elif self.batch_first:
             output = output.transpose(0, 1)
-        if torch.jit.is_tracing():  # a traced graph returns tensors only (see state.for_trace)
-            momentum = for_trace(momentum, output)
-        return output, self._state(hidden, momentum)
+        return output, pack_state(hidden, MomentumState(**momentum), fields, self.carry_momentum)

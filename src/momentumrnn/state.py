@@ -1,16 +1,29 @@
-"""State types of the layers and cells, and the one parser of a user's state.
+"""The state contract of the layers and cells, and the one parser of a user's state.
 
-A layer's state is ``LSTMState(h, c, momentum)`` (LSTM host) or ``RNNState(h, momentum)`` (every
-other host) with ``(num_layers * num_directions, N, width)`` tensors; a cell's is the same without
-the layer dimension. :func:`parse_state` checks any of them (and ``torch.nn``'s ``h`` / ``(h, c)``)
-against a host's :class:`Slot` layout and turns it into the internal form the backends use:
-batch dimension present, complex units as ``[Re, Im]`` pairs of real numbers.
+By default a layer or cell takes and returns exactly what its ``torch.nn`` counterpart does:
+``(h, c)`` on the LSTM host, a tensor ``h`` on every other host (the modReLU hosts take the RNN
+host's contract), with ``torch.nn``'s shapes; the momentum starts at zero at every call (as the
+authors' layers do when no velocity is passed).
+
+With ``carry_momentum=True`` the state also carries the momentum: a flat plain tuple
+``(h, [c,] *fields)`` with the scheme's momentum fields in the order of the scheme table (``v``,
+``m``, ``p``, ``step``; :func:`state_names` lists them for a layer). A plain tuple of tensors, so
+that a recursive detach, ``.to()``, pytree flattening, ``torch.compile`` / ``torch.export`` /
+``torch.jit.trace``, DDP and ``torch.load(weights_only=True)`` handle it like ``torch.nn``'s
+``(h, c)``. A layer without momentum fields (the plain scheme) has ``torch.nn``'s state either way.
+
+Shapes: ``h``, ``c`` ``(D * num_layers, N, H)``, ``v`` / ``m`` / ``p`` ``(D * num_layers, N, W)``
+(``W`` the drive's width: ``G * H`` on gated hosts), ``step`` an int64 ``(D * num_layers, N)``;
+unbatched input drops ``N``, cells drop ``D * num_layers``. :func:`parse_state` checks a state
+against a host's :class:`Slot` layout and turns it into the internal form the backends use
+(batch dimension present, complex units as ``[Re, Im]`` pairs of real numbers, absent momentum
+fields ``None``); :func:`pack_state` turns the backends' results back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -19,23 +32,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import _checks
 from .schemes import MomentumState
 
-__all__ = ["LSTMState", "RNNState", "MomentumState", "Slot", "parse_state", "to_external", "for_trace",
-           "autocast_inputs"]
-
-
-class LSTMState(NamedTuple):
-    """State of an LSTM layer: ``h``, ``c`` as in ``torch.nn.LSTM`` plus the momentum state."""
-
-    h: Tensor
-    c: Tensor
-    momentum: MomentumState
-
-
-class RNNState(NamedTuple):
-    """State of every other layer: ``h`` as in ``torch.nn`` plus the momentum state."""
-
-    h: Tensor
-    momentum: MomentumState
+__all__ = ["Slot", "state_names", "parse_state", "pack_state", "to_external", "autocast_inputs"]
 
 
 @dataclass(frozen=True)
@@ -52,32 +49,45 @@ class Slot:
 
 
 _MESSAGE_NAMES = {"h": "h0 (state h)", "c": "c0 (state c)", "v": "momentum v", "m": "momentum m",
-                  "p": "momentum p"}
+                  "p": "momentum p", "step": "momentum step"}
 
 
-def _split(owner: str, state, has_c: bool):
-    """``(h, c, momentum)`` of any accepted form of a state."""
-    want = "(h, c) or (h, c, momentum)" if has_c else "h or (h, momentum)"
+def state_names(hidden: dict, fields: tuple, carry: bool) -> tuple:
+    """The names of a state's tensors in order: ``("h", "c")`` (LSTM host) or ``("h",)``, then the
+    scheme's momentum ``fields`` when the momentum is carried."""
+    return tuple(hidden) + (tuple(fields) if carry else ())
+
+
+def _describe(names: tuple) -> str:
+    if len(names) == 1:
+        return "a tensor h_0"
+    return "a tuple (" + ", ".join(f"{n}_0" if n in ("h", "c") else n for n in names) + ")"
+
+
+def _split(owner: str, state, hidden: dict, fields: tuple, carry: bool) -> dict:
+    """``{name: value}`` of a user's state (see the module docstring for the accepted forms)."""
+    native = tuple(hidden)
+    full = state_names(hidden, fields, carry)
+    want = _describe(native) + (f" (torch.nn's form; momentum from zero) or {_describe(full)} "
+                                "(a previous call's state, momentum carried)" if full != native else "")
     if isinstance(state, Tensor):
-        if has_c:
-            raise TypeError(f"{owner}: LSTM state must be {want}, got a single tensor")
-        return state, None, None
-    if isinstance(state, MomentumState):
-        raise TypeError(f"{owner} state must be {want}, got a bare MomentumState")
+        if len(native) == 1:
+            return {"h": state}
+        raise TypeError(f"{owner}: hx must be {want}, got a single tensor")
     if isinstance(state, (tuple, list)):
         n = len(state)
-        if has_c and n in (2, 3):
-            return state[0], state[1], state[2] if n == 3 else None
-        if not has_c and n in (1, 2):
-            return state[0], None, state[1] if n == 2 else None
-        raise TypeError(f"{owner} state must be {want}, got a sequence of length {n}")
-    raise TypeError(f"state must be a tensor or a tuple of tensors, got {type(state).__name__}")
+        if n in (len(native), len(full)) and (n > 1 or len(full) > 1):
+            return dict(zip(full, state))
+        hint = ""
+        if not carry and fields and n == len(native) + len(fields):
+            hint = (f"; a state with the momentum {fields} is taken only by a layer built with "
+                    "carry_momentum=True")
+        raise TypeError(f"{owner}: hx must be {want}, got a {type(state).__name__} of length {n}{hint}")
+    raise TypeError(f"{owner}: hx must be {want}, got {type(state).__name__}")
 
 
 def _take(name: str, value, slot: Slot, lead: tuple, batch_dim: Optional[int], dtype, device):
     """Check one tensor of the state; return it with a batch dimension, complex as pairs."""
-    if value is None:
-        return None
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if slot.complex and not value.is_complex():
@@ -93,17 +103,18 @@ def _take(name: str, value, slot: Slot, lead: tuple, batch_dim: Optional[int], d
     return value
 
 
-def parse_state(owner: str, state, hidden: dict, momentum: dict, scheme, lead: tuple,
+def parse_state(owner: str, state, hidden: dict, momentum: dict, scheme, carry: bool, lead: tuple,
                 batch_dim: Optional[int], dtype: torch.dtype, device: torch.device):
     """Split and check a user's state.
 
     Args:
         owner: the layer's or cell's class name (for messages).
-        state: ``None``, ``h``, ``(h, c)``, ``(h, momentum)``, ``(h, c, momentum)`` or a state
-            type of the library.
+        state: ``None`` (zeros), ``torch.nn``'s ``h`` / ``(h, c)``, or, with ``carry``, the flat
+            ``(h, [c,] *fields)`` a previous call returned.
         hidden / momentum: ``{name: Slot}`` of the host's hidden state (``h``, with ``c`` for
-            the LSTM) and momentum fields (``v``, ``m``, ``p``).
-        scheme: the :class:`~momentumrnn.schemes.Scheme` whose fields the momentum may hold.
+            the LSTM) and of the scheme's momentum fields among ``v``, ``m``, ``p``.
+        scheme: the layer's :class:`~momentumrnn.schemes.Scheme` (its fields and restart period).
+        carry: whether the layer carries its momentum (``carry_momentum=True``).
         lead: the expected leading shape (``(L*D, N)``, ``(L*D,)`` unbatched, ``(N,)`` or ``()``
             for a cell).
         batch_dim: where to insert the batch dimension of an unbatched state (``None``: batched).
@@ -114,19 +125,29 @@ def parse_state(owner: str, state, hidden: dict, momentum: dict, scheme, lead: t
     """
     if state is None:
         return {name: None for name in hidden}, MomentumState()
-    h, c, mom = _split(owner, state, "c" in hidden)
-    values = {"h": h, "c": c}
+    fields = scheme.state_fields
+    values = _split(owner, state, hidden, fields, carry)
     out = {name: _take(_MESSAGE_NAMES[name], values[name], slot, lead, batch_dim, dtype, device)
            for name, slot in hidden.items()}
-    if mom is None:
+    if not any(f in values for f in fields):
         return out, MomentumState()
-    if isinstance(mom, tuple) and len(mom) == 4:  # empty placeholders (jit.trace outputs): absent
-        mom = MomentumState(*(None if _placeholder(t) else t for t in mom))
-    mom = _checks.check_momentum_state(mom, scheme, lead, batch_dim, device)
-    step = mom.step
-    taken = {name: _take(_MESSAGE_NAMES[name], getattr(mom, name), slot, lead, batch_dim, dtype, device)
+    for f in fields:
+        if not isinstance(values[f], Tensor):
+            raise TypeError(f"{_MESSAGE_NAMES[f]} must be a torch.Tensor, got {type(values[f]).__name__}")
+    mom = _checks.check_momentum_state(MomentumState(step=values.get("step")), scheme, lead, batch_dim, device)
+    taken = {name: _take(_MESSAGE_NAMES[name], values[name], slot, lead, batch_dim, dtype, device)
              for name, slot in momentum.items()}
-    return out, MomentumState(v=taken.get("v"), m=taken.get("m"), p=taken.get("p"), step=step)
+    return out, MomentumState(v=taken.get("v"), m=taken.get("m"), p=taken.get("p"), step=mom.step)
+
+
+def pack_state(hidden: dict, momentum: Optional[MomentumState], fields: tuple, carry: bool):
+    """The state a layer or cell returns: ``torch.nn``'s ``(h, c)`` / ``h``, or with ``carry``
+    the flat tuple ``(h, [c,] *fields)`` (``momentum`` holds every field as a tensor then)."""
+    if carry and fields:
+        return (*hidden.values(), *(getattr(momentum, f) for f in fields))
+    if "c" in hidden:
+        return hidden["h"], hidden["c"]
+    return hidden["h"]
 
 
 def to_external(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
@@ -136,31 +157,18 @@ def to_external(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
     return torch.complex(value[..., :slot.width], value[..., slot.width:])
 
 
-def _placeholder(t) -> bool:
-    return isinstance(t, Tensor) and t.dim() == 1 and t.shape[0] == 0
-
-
-def for_trace(momentum: MomentumState, like: Tensor) -> MomentumState:
-    """The momentum state as ``torch.jit.trace`` can return it: unused fields (``None``) become
-    empty tensors of shape ``(0,)`` (``parse_state`` reads those as absent again). Used only
-    while tracing; eager calls, torch.compile and torch.export keep ``None``."""
-    return MomentumState(*(t if t is not None else
-                           like.new_empty(0, dtype=torch.long if name == "step" else like.dtype)
-                           for name, t in zip(MomentumState._fields, momentum)))
-
-
 def autocast_inputs(value, device_type: str, dtype: torch.dtype):
     """Under autocast, a layer or cell computes in its parameters' ``dtype`` (autocast's float32
     policy for numerically sensitive operations: a state carried over many steps, and the
     ``sqrt(m + 1e-16)`` of Adam / RMSProp); tensors in the autocast dtype (the output of an
-    autocast layer before it) are cast to ``dtype``. Tuples, NamedTuples and PackedSequences are
+    autocast layer before it) are cast to ``dtype``. Tuples, lists and PackedSequences are
     walked; integer tensors (``step``) and other dtypes are left as they are."""
     low = torch.get_autocast_dtype(device_type)
     if isinstance(value, Tensor):
         return value.to(dtype) if value.dtype == low and low != dtype else value
     if isinstance(value, PackedSequence):
         return value._replace(data=autocast_inputs(value.data, device_type, dtype))
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a user's NamedTuple
         return type(value)(*(autocast_inputs(v, device_type, dtype) for v in value))
     if isinstance(value, (tuple, list)):
         return type(value)(autocast_inputs(v, device_type, dtype) for v in value)

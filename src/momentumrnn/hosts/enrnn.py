@@ -192,8 +192,9 @@ class EigenvalueNormalizedRNN(ModReLUBase):
         num_negative: ``-1`` entries of ``W1``'s scaling ``D`` (default ``round(0.3 * n1)``,
             the authors' ratio: 29 of 96, 52 of 172).
         coupled: keep ``W3`` (the authors' setting); ``False`` drops it.
-        scheme, mu, epsilon, beta, restart, learn_mu, learn_epsilon: the momentum scheme, as for
-            every layer (fixed by the paper-named classes ``ENRNN``, ``MomentumENRNN``, ...).
+        scheme, mu, epsilon, beta, restart, learn_mu, learn_epsilon, carry_momentum: the momentum
+            scheme, as for every layer (fixed by the paper-named classes ``ENRNN``,
+            ``MomentumENRNN``, ...).
 
     Initialisation as the authors': ``W1 = Cayley(A1) D``, ``W2 = Cayley(A2) D2`` with ``A1``,
     ``A2`` 2x2-block skew (``+tan(s/2)``, ``s ~ U(0, pi/2)``) and ``D2`` entries ``U(-1, 1)``
@@ -227,10 +228,11 @@ class EigenvalueNormalizedRNN(ModReLUBase):
         restart: Optional[int] = None,
         learn_mu: bool = False,
         learn_epsilon: bool = False,
+        carry_momentum: bool = False,
     ):
         super().__init__()
         self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-                    mu, epsilon, beta, restart)
+                    mu, epsilon, beta, restart, carry_momentum)
         self._setup_modrelu(bias, dtype, False)
         H = self.hidden_size
         if H < 2:

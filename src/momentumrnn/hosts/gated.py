@@ -17,7 +17,7 @@ from .. import _checks, registry
 from ..backends.native import GatedParams
 from ..schemes import HYPER_PARAMETERS, SchemeSpec
 from ..sequence import SequenceBase
-from ..state import Slot
+from ..state import Slot, state_names
 
 __all__ = ["GATES", "MomentumRNNBase", "gated_step"]
 
@@ -72,18 +72,20 @@ _DOC = r"""{summary}.
         init: ``"torch"`` (default, ``torch.nn``'s) or ``"authors"`` (orthogonal ``W_ih``, identity
             blocks in ``W_hh``, forget biases ``forget_bias``, other biases 0).
         forget_bias: forget-gate bias of the authors' initialisation (1.0; TIMIT used -4.0).
+        carry_momentum: carry the momentum in the state: ``{carried}`` instead of ``torch.nn``'s
+            {native_state} (``layer.state_names``; may be set after construction too).
 
-    Inputs: ``input, state``
+    Inputs: ``input, hx`` (``torch.nn.{torch_name}``'s contract)
         * **input**: ``(L, N, H_in)``, ``(N, L, H_in)`` with ``batch_first=True``, unbatched
           ``(L, H_in)``, or a ``PackedSequence``.
-        * **state** (optional): a ``{state_name}`` returned by a previous call (continues the
-          sequence exactly, momentum included), ``torch.nn``'s {native_state}, or ``None`` (zeros).
+        * **hx** (optional): ``torch.nn``'s {native_state} ``(D * num_layers, N, H_out)``, or
+          ``None`` (zeros). The momentum starts at zero at every call, as the authors' layers do
+          when no velocity is passed.{carry_in}
 
-    Outputs: ``output, state``
+    Outputs: ``output, {native_out}``
         * **output**: exactly as ``torch.nn.{torch_name}``: ``(L, N, D * H_out)``.
-        * **state**: ``{state_name}`` with ``h`` ``(D * num_layers, N, H_out)``{c_doc} and
-          ``momentum``, a :class:`MomentumState` whose ``{fields}`` are
-          ``(D * num_layers, N, {G}*H_out)``{step_doc}.
+        * **{native_out}**: as ``torch.nn.{torch_name}``: ``h_n`` ``(D * num_layers, N, H_out)``{c_doc}.
+          With ``carry_momentum=True``: ``{carried}``{fields_doc}.
 
     Equivalent to this loop for one layer and direction (``u_t = W_ih x_t + b_ih``,
     ``r = W_hh h + b_hh``)::
@@ -126,13 +128,14 @@ class MomentumRNNBase(SequenceBase):
         init: str = "torch",
         forget_bias: float = 1.0,
         scheme: Optional[str] = None,
+        carry_momentum: bool = False,
     ):
         super().__init__()
         if self.host not in GATES:
             raise TypeError(f"{type(self).__name__} has no gated host; use a paper-named class (MomentumLSTM, ...) "
                             "or build_layer(host, scheme, ...)")
         self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-                    mu, epsilon, beta, restart)
+                    mu, epsilon, beta, restart, carry_momentum)
         self.bias = bool(bias)
         self.nonlinearity = _checks.check_nonlinearity(self.host, nonlinearity)
         if init not in ("torch", "authors"):
@@ -158,12 +161,16 @@ class MomentumRNNBase(SequenceBase):
             torch_name=torch_name,
             nonlinearity_doc="\n        nonlinearity: ``'tanh'`` or ``'relu'``." if cls.host == "rnn" else "",
             hp_doc=hp_doc,
-            state_name="LSTMState(h, c, momentum)" if cls.host == "lstm" else "RNNState(h, momentum)",
             native_state="``(h_0, c_0)``" if cls.host == "lstm" else "``h_0``",
-            c_doc=", ``c`` likewise" if cls.host == "lstm" else "",
-            fields=", ".join(fields) or "(no fields)",
-            G=GATES[cls.host],
-            step_doc=" and the integer restart counter ``step`` ``(D * num_layers, N)``" if "step" in spec.fields else "",
+            native_out="(h_n, c_n)" if cls.host == "lstm" else "h_n",
+            c_doc=",\n          ``c_n`` ``(D * num_layers, N, H_cell)``" if cls.host == "lstm" else "",
+            carried="(" + ", ".join(state_names({"h": 0, "c": 0} if cls.host == "lstm" else {"h": 0},
+                                                spec.fields, True)) + ")",
+            carry_in=("\n          With ``carry_momentum=True``, also the state a previous call returned (continues\n"
+                      "          the sequence exactly, momentum included).") if spec.fields else "",
+            fields_doc=(f" with {', '.join(fields)}\n          ``(D * num_layers, N, {GATES[cls.host]}*H_cell)``"
+                        + (" and the int64 restart counter ``step`` ``(D * num_layers, N)``"
+                           if "step" in spec.fields else "")) if spec.fields else " (no momentum fields: torch.nn's)",
             loop=_indent(loop + "\n" + cell),
         )
 

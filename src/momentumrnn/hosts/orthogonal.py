@@ -66,16 +66,21 @@ class OrthogonalRNN(ModReLUBase):
             tensor with a skew-symmetric matrix.
         complex_input: scuRNN only: the first layer takes complex input.
 
-    Inputs: ``input, state``
+        carry_momentum: carry the momentum in the state (``(h, *fields)``, see below); by default
+            the state is ``torch.nn.RNN``'s ``h`` and the momentum starts at zero at every call.
+
+    Inputs: ``input, hx`` (``torch.nn.RNN``'s contract)
         * **input**: ``(L, N, H_in)``, ``(N, L, H_in)`` with ``batch_first``, unbatched
           ``(L, H_in)`` or a ``PackedSequence``.
-        * **state**: ``RNNState(h, momentum)`` from a previous call (resumes exactly), a tensor
-          ``h`` ``(D * num_layers, N, H)`` (complex for scuRNN), or None (zeros).
+        * **hx**: ``h_0`` ``(D * num_layers, N, H)`` (complex for scuRNN), or None (zeros); with
+          ``carry_momentum=True`` also the tuple ``(h, *fields)`` a previous call returned
+          (resumes exactly).
 
-    Outputs: ``output, state``
+    Outputs: ``output, h_n``
         * **output**: ``(L, N, D * H)`` (``D * 2H`` for scuRNN: ``[Re h, Im h]`` per direction).
-        * **state**: ``RNNState(h, momentum)``; momentum fields ``(D * num_layers, N, H)``
-          (``v`` and ``p`` complex for scuRNN), ``step`` ``(D * num_layers, N)``.
+        * **h_n**: ``(D * num_layers, N, H)``; with ``carry_momentum=True`` the tuple
+          ``(h_n, *fields)`` (``layer.state_names``): ``v``, ``m``, ``p`` ``(D * num_layers, N, H)``
+          (``v`` and ``p`` complex for scuRNN), ``step`` ``(D * num_layers, N)`` int64.
 
     Equivalent loop for one layer and direction::
 
@@ -87,6 +92,7 @@ class OrthogonalRNN(ModReLUBase):
     """
 
     _generic = "OrthogonalRNN"
+    _rebuild_attributes = ModReLUBase._rebuild_attributes + ("K",)  # DTRIV's K is assignable
 
     def __init__(
         self,
@@ -112,6 +118,7 @@ class OrthogonalRNN(ModReLUBase):
         num_negative: Optional[int] = None,
         init="cayley",
         complex_input: bool = False,
+        carry_momentum: bool = False,
     ):
         super().__init__()
         cls_name = type(self).__name__
@@ -126,7 +133,7 @@ class OrthogonalRNN(ModReLUBase):
         self.parametrization = canonical_parametrization(parametrization)
         self.host = _HOST_OF[self.parametrization]
         self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-                    mu, epsilon, beta, restart)
+                    mu, epsilon, beta, restart, carry_momentum)
         self.unitary = self.parametrization == "unitary_scaled_cayley"
         self._setup_modrelu(bias, dtype, complex_input)
         if K is not None:

@@ -35,9 +35,7 @@ GRAD_FILE = "grad_norms.npz"
 # the measurement
 
 def _state_h(state) -> torch.Tensor:
-    h = getattr(state, "h", None)
-    if h is None and isinstance(state, tuple):
-        h = state[0]
+    h = state[0] if isinstance(state, tuple) else state
     if not isinstance(h, torch.Tensor):
         raise ToolkitError("grads: the recurrent layer returned no hidden state tensor")
     return h
@@ -63,8 +61,11 @@ def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torc
     if getattr(layer, "bidirectional", False):
         raise ToolkitError("grads: the probe needs a unidirectional layer (set model.bidirectional=false)")
     was_training = model.training
+    carried = getattr(layer, "carry_momentum", None)
     model.eval()
     try:
+        if carried is not None:  # the replay passes the momentum on from step to step
+            layer.carry_momentum = True
         with torch.enable_grad():
             inp = task.inputs(x)
             target = task.targets(x, y)
@@ -88,6 +89,8 @@ def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torc
             g = torch.autograd.grad(loss, hs + outs, allow_unused=True)
     finally:
         model.train(was_training)
+        if carried is not None:
+            layer.carry_momentum = carried
     g_state, g_out = g[:T], g[T:]
     norms = torch.empty(T, dtype=torch.float64)
     for t in range(T):

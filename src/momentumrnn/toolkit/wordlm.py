@@ -95,7 +95,7 @@ def map_state(state, fn):
 
 
 def state_to_plain(state):
-    """A state as nested lists of tensors / None (``torch.load(weights_only=True)`` reads it)."""
+    """A state as nested lists of tensors (``torch.load(weights_only=True)`` reads it)."""
     if state is None or isinstance(state, torch.Tensor):
         return state
     return [state_to_plain(s) for s in state]
@@ -176,6 +176,7 @@ def build_word_lm(model_cfg: dict, vocab_size: int) -> WordLM:
         size_in = emb if i == 0 else hidden
         size_out = emb if (tie and i == n - 1) else hidden
         layer = build_recurrent(dict(cfg, hidden_size=size_out), size_in)
+        layer.carry_momentum = True  # the authors' PTB code carries the momentum across BPTT windows
         if cfg.get("init_forget_bias"):
             shift_forget_bias(layer, float(cfg["init_forget_bias"]), model_key(cfg))
         layers.append(layer)

@@ -33,6 +33,7 @@ from torch import nn
 
 import momentumrnn as mr
 from momentumrnn import backends
+from momentumrnn.schemes import MomentumState
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import opcount  # noqa: E402
@@ -119,7 +120,7 @@ def build(which, host, kind, shape, backend=None):
 
 def backend_of(layer, device="cpu"):
     """The backend a layer runs on (forced, or the dispatch table's choice)."""
-    drive = backends.drive_of(layer, mr.MomentumState(), layer.hyper_parameters())
+    drive = backends.drive_of(layer, MomentumState(), layer.hyper_parameters())
     return layer.backend or backends.select(layer.family, drive, device)
 
 

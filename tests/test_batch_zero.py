@@ -1,5 +1,5 @@
 """An empty batch returns empty outputs and states, as torch.nn does, for every layer, backend and
-cell (and gradients flow)."""
+cell (and gradients flow), with torch.nn's state and with the carried momentum."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ from torch import nn
 
 import momentumrnn as mr
 from momentumrnn import backends
+from states import check_state
 
 
 def _backends(family):
@@ -17,18 +18,23 @@ def _backends(family):
 def test_layers(name):
     cls = mr.layer_class(name)
     for backend in _backends(cls.family):
-        layer = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
-        layer.backend = backend
-        x = torch.randn(0, 5, 3, dtype=torch.float64, requires_grad=True)
-        out, state = layer(x)
-        assert out.shape == (0, 5, layer.output_size)
-        assert state.h.shape == (4, 0, 4)
-        for f in layer.scheme.state_fields:
-            assert getattr(state.momentum, f).shape[:2] == (4, 0)
-        (out.sum() + state.h.abs().sum()).backward()
-        assert x.grad.shape == x.shape
-        out2, _ = layer(x, state)  # an empty state is a valid state
-        assert out2.shape == out.shape
+        for carry in (True, False):
+            layer = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64,
+                        carry_momentum=carry)
+            layer.backend = backend
+            x = torch.randn(0, 5, 3, dtype=torch.float64, requires_grad=True)
+            out, state = layer(x)
+            assert out.shape == (0, 5, layer.output_size)
+            parts = check_state(layer, state)
+            assert parts["h"].shape == (4, 0, 4)
+            assert list(parts) == ["h"] + (["c"] if layer.host == "lstm" else []) + \
+                (list(layer.scheme.state_fields) if carry else [])
+            for f in layer.scheme.state_fields if carry else ():
+                assert parts[f].shape[:2] == (4, 0)
+            (out.sum() + parts["h"].abs().sum()).backward()
+            assert x.grad.shape == x.shape
+            out2, _ = layer(x, state)  # an empty state is a valid state
+            assert out2.shape == out.shape
 
 
 def test_like_torch_nn():
@@ -36,14 +42,17 @@ def test_like_torch_nn():
     layer = mr.from_native(native, "none")
     x = torch.randn(6, 0, 3)
     (o1, (h1, c1)), (o2, s2) = native(x), layer(x)
-    assert o1.shape == o2.shape and h1.shape == s2.h.shape and c1.shape == s2.c.shape
+    assert type(s2) is tuple and len(s2) == 2
+    assert o1.shape == o2.shape and h1.shape == s2[0].shape and c1.shape == s2[1].shape
 
 
 @pytest.mark.parametrize("name", list(mr.CELL_NAMES))
 def test_cells(name):
-    cell = mr.cell_class(name)(3, 4)
-    state = cell(torch.randn(0, 3))
-    assert state.h.shape == (0, 4)
-    for f in cell.scheme.state_fields:
-        assert getattr(state.momentum, f).shape[0] == 0
-    assert cell(torch.randn(0, 3), state).h.shape == (0, 4)
+    for carry in (True, False):
+        cell = mr.cell_class(name)(3, 4, carry_momentum=carry)
+        state = cell(torch.randn(0, 3))
+        parts = check_state(cell, state)
+        assert parts["h"].shape == (0, 4)
+        for f in cell.scheme.state_fields if carry else ():
+            assert parts[f].shape[0] == 0
+        assert check_state(cell, cell(torch.randn(0, 3), state))["h"].shape == (0, 4)

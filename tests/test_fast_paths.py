@@ -14,6 +14,7 @@ import torch
 
 import momentumrnn as mr
 from momentumrnn.backends import _build, compiled, loop_ops
+from states import check_state, momentum_of, parts_of
 from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 
 KINDS = ["adam", "rmsprop", "nesterov"]
@@ -91,9 +92,10 @@ def test_chunked_equals_one_call(host, kind, calls, monkeypatch):
         o, st = layer(chunk, st)
         outs.append(o)
     torch.testing.assert_close(torch.cat(outs), out_full, **TOL)
-    for a, b in zip((st.h, *st.momentum), (st_full.h, *st_full.momentum)):
-        if a is not None:
-            torch.testing.assert_close(a, b, **TOL)
+    parts, parts_full = check_state(layer, st), check_state(layer, st_full)
+    assert list(parts) == list(parts_full) == list(layer.state_names)
+    for name in parts:  # h, c and every momentum field
+        torch.testing.assert_close(parts[name], parts_full[name], **TOL, msg=name)
 
 
 @pytest.mark.parametrize("host,kind", CASES)
@@ -115,7 +117,7 @@ def test_double_backward_matches_the_stepwise_backend(host, kind, calls):
         layer.backend = backend
         x = torch.randn(6, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).requires_grad_()
         out, state = layer(x)
-        (g,) = torch.autograd.grad(out.square().sum() + state.h.sum(), x, create_graph=True)
+        (g,) = torch.autograd.grad(out.square().sum() + parts_of(layer, state)["h"].sum(), x, create_graph=True)
         return torch.autograd.grad(g.square().sum(), [x, *layer.parameters()])
 
     for a, b in zip(second("compiled_loop"), second("stepwise")):
@@ -135,8 +137,9 @@ def test_larger_sizes_threads_and_float32(host, kind, calls):
         for backend in ("compiled_loop", "fused"):
             layer.backend = backend
             out, st = layer(x)
-            loss = out.sin().sum() + st.h.sum()
-            res[backend] = (out, st.h, *torch.autograd.grad(loss, [x, *layer.parameters()]))
+            h = parts_of(layer, st)["h"]
+            loss = out.sin().sum() + h.sum()
+            res[backend] = (out, h, *torch.autograd.grad(loss, [x, *layer.parameters()]))
         for a, b in zip(res["compiled_loop"], res["fused"]):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
         layer32 = make(host, kind, input_size=5, hidden=40).float()
@@ -151,14 +154,15 @@ def test_larger_sizes_threads_and_float32(host, kind, calls):
 @pytest.mark.parametrize("kind", ["adam", "rmsprop"])
 def test_states_are_flushed_below_the_normal_range(kind, calls):
     tiny = torch.finfo(torch.float32).tiny
-    layer = mr.build_layer("lstm", kind, 1, 8, init="authors", forget_bias=0.0, beta=0.1)
+    layer = mr.build_layer("lstm", kind, 1, 8, init="authors", forget_bias=0.0, beta=0.1, carry_momentum=True)
     x = torch.zeros(600, 2, 1)
     x[:5] = 1.0
     _, state = layer(x)
-    for t in (state.momentum.v, state.momentum.m):
-        if t is not None:
-            assert bool(((t == 0) | (t.abs() >= tiny)).all())
-            assert bool((t == 0).all())  # beta^595 and mu^595 are far below the normal range
+    mom = momentum_of(layer, state)
+    assert set(mom) == ({"v", "m"} if kind == "adam" else {"m"})
+    for t in mom.values():
+        assert bool(((t == 0) | (t.abs() >= tiny)).all())
+        assert bool((t == 0).all())  # beta^595 and mu^595 are far below the normal range
     assert calls[0] == 1
 
 
@@ -206,7 +210,7 @@ def test_learnable_and_empty_batch_use_the_python_loop(calls):
     layer = make("lstm", "nesterov")
     layer.backend = "compiled_loop"
     out, state = layer(torch.randn(5, 0, 3, dtype=torch.float64))
-    assert out.shape == (5, 0, 4) and state.momentum.p.shape == (1, 0, 16)
+    assert out.shape == (5, 0, 4) and momentum_of(layer, state)["p"].shape == (1, 0, 16)
     assert calls[0] == 0
 
 

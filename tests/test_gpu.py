@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import momentumrnn as mr
 from momentumrnn import backends
 from momentumrnn.backends import graph_loop
+from states import check_state
 from test_layers import HOSTS, make, random_state, to_layer_state
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -30,7 +31,7 @@ def forward_backward(layer, x, lengths=None, st=None):
     out, state = layer(inp, to_layer_state(layer, st) if st else None)
     if lengths is not None:
         out = pad_packed_sequence(out, total_length=x.shape[0])[0]
-    terms = [out, state.h] + [t for t in state.momentum if t is not None and t.is_floating_point()]
+    terms = [out] + [t for t in check_state(layer, state).values() if t.is_floating_point()]  # h, c, momentum
     g = torch.Generator().manual_seed(5)
     loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() for t in terms)
     grads = torch.autograd.grad(loss, inputs, allow_unused=True)

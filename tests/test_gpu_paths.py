@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from momentumrnn.backends import graph_loop
+from states import check_state, momentum_of
 from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 
 INPUT_ONLY = ["none", "heavy_ball", "adam", "rmsprop", "restart"]
@@ -58,8 +59,11 @@ def test_graph_loop_relu_rnn_and_chunks():
     o1, st = layer(x[:3])
     o2, st = layer(x[3:], st)
     torch.testing.assert_close(torch.cat([o1, o2]), out_full, **TOL)
-    torch.testing.assert_close(st.momentum.p, st_full.momentum.p, **TOL)
-    torch.testing.assert_close(st.momentum.step, st_full.momentum.step)
+    parts, parts_full = check_state(layer, st), check_state(layer, st_full)
+    assert list(parts) == ["h", "p", "step"]
+    torch.testing.assert_close(parts["h"], parts_full["h"], **TOL)
+    torch.testing.assert_close(parts["p"], parts_full["p"], **TOL)
+    torch.testing.assert_close(parts["step"], parts_full["step"])
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -73,7 +77,7 @@ def test_graph_loop_gradcheck_and_double_backward(host):
     def second(backend):
         layer.backend = backend
         out, state = layer(x)
-        (g,) = torch.autograd.grad(out.square().sum() + state.momentum.p.sum(), x, create_graph=True)
+        (g,) = torch.autograd.grad(out.square().sum() + momentum_of(layer, state)["p"].sum(), x, create_graph=True)
         return torch.autograd.grad(g.square().sum(), [x, *layer.parameters()])
 
     for a, b in zip(second("graph_loop"), second("stepwise")):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from states import parts_of
 from test_layers import HOSTS, KINDS, make, random_state, to_layer_state
 
 
@@ -25,7 +26,6 @@ def test_gradcheck(host, kind):
         out, state = torch.func.functional_call(layer, dict(zip([n for n, _ in layer.named_parameters()],
                                                                 tensors[len(names):])), (packed, to_layer_state(layer, s)))
         out = pad_packed_sequence(out)[0]
-        extra = [t for t in state.momentum if t is not None and t.is_floating_point()]
-        return (out, state.h, *extra)
+        return (out, *[t for t in parts_of(layer, state).values() if t.is_floating_point()])  # h, c, momentum
 
     assert torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *params), eps=1e-6, atol=1e-7, fast_mode=True)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import momentumrnn as mr
-from momentumrnn import LSTMState, MomentumState
 
 
 @pytest.mark.parametrize("kw,exc,match", [
@@ -63,33 +62,57 @@ def test_bad_inputs():
 
 
 def test_bad_states_and_nothing_mutated():
-    layer = mr.MomentumLSTM(3, 4, num_layers=2)
+    layer = mr.MomentumLSTM(3, 4, num_layers=2, carry_momentum=True)
     x = torch.randn(5, 2, 3)
     _, st = layer(x)
-    before = [t.clone() for t in (st.h, st.c, st.momentum.v)]
+    h, c, v = st
+    before = [t.clone() for t in st]
     params = [p.clone() for p in layer.parameters()]
+    want = (r"MomentumLSTM: hx must be a tuple \(h_0, c_0\) \(torch.nn's form; momentum from zero\) or a tuple "
+            r"\(h_0, c_0, v\) \(a previous call's state, momentum carried\), got ")
     bad = [
-        (LSTMState(st.h[:1], st.c, st.momentum), ValueError, r"h0 \(state h\) has shape \(1, 2, 4\), expected \(2, 2, 4\)"),
-        (LSTMState(st.h, st.c.double(), st.momentum), TypeError, "dtype"),
-        (LSTMState(st.h, st.c, MomentumState(v=st.momentum.v[..., :3])), ValueError, "momentum v has shape"),
-        (LSTMState(st.h, st.c, MomentumState(v=st.momentum.v, m=st.momentum.v)), ValueError, "does not use"),
-        (st.h, TypeError, "LSTM state must be"),
-        ((st.h,), TypeError, "state must be"),
-        ("state", TypeError, "state must be a tensor or a tuple"),
+        ((h[:1], c, v), ValueError, r"h0 \(state h\) has shape \(1, 2, 4\), expected \(2, 2, 4\)"),
+        ((h, c.double(), v), TypeError, r"c0 \(state c\) has dtype torch.float64 but the layer's parameters are"),
+        ((h, c, v[..., :3]), ValueError, r"momentum v has shape \(2, 2, 3\), expected \(2, 2, 16\)"),
+        ((h, c, v.double()), TypeError, r"momentum v has dtype torch.float64 but the layer's parameters are"),
+        ((h, c, v.to(torch.complex64)), TypeError, "momentum v must be real for this layer"),
+        ((h, c, None), TypeError, "momentum v must be a torch.Tensor, got NoneType"),
+        ((h, c, v, v), TypeError, want + "a tuple of length 4$"),  # a field the scheme does not have
+        (h, TypeError, want + "a single tensor$"),
+        ((h,), TypeError, want + "a tuple of length 1$"),
+        ("state", TypeError, want + "str$"),
     ]
     for state, exc, match in bad:
         with pytest.raises(exc, match=match):
             layer(x, state)
-    for a, b in zip(before, (st.h, st.c, st.momentum.v)):
+    # a carried state to a layer without carry_momentum (torch.nn's contract)
+    plain = mr.MomentumLSTM(3, 4, num_layers=2)
+    with pytest.raises(TypeError, match=r"MomentumLSTM: hx must be a tuple \(h_0, c_0\), got a tuple of length 3; "
+                                        r"a state with the momentum \('v',\) is taken only by a layer built with "
+                                        r"carry_momentum=True"):
+        plain(x, st)
+    with pytest.raises(TypeError, match=r"hx must be a tuple \(h_0, c_0\), got a single tensor"):
+        plain(x, h)
+    for a, b in zip(before, st):
         assert torch.equal(a, b)
     for a, b in zip(params, layer.parameters()):
         assert torch.equal(a, b)
-    sr = mr.SRLSTM(3, 4, restart=3)
+    sr = mr.SRLSTM(3, 4, restart=3, carry_momentum=True)
     _, s = sr(x)
+    h, c, p, step = s
+    assert sr.state_names == ("h", "c", "p", "step")
     with pytest.raises(ValueError, match=r"restart counter\) must be in \[0, 3\]"):
-        sr(x, LSTMState(s.h, s.c, MomentumState(p=s.momentum.p, step=s.momentum.step + 5)))
-    with pytest.raises(TypeError, match="integer tensor"):
-        sr(x, LSTMState(s.h, s.c, MomentumState(p=s.momentum.p, step=s.momentum.step.float())))
+        sr(x, (h, c, p, step + 5))
+    with pytest.raises(ValueError, match=r"restart counter\) must be in \[0, 3\], got values in \[-1, -1\]"):
+        sr(x, (h, c, p, torch.full_like(step, -1)))
+    with pytest.raises(TypeError, match="momentum step must be an integer tensor"):
+        sr(x, (h, c, p, step.float()))
+    with pytest.raises(ValueError, match=r"momentum step has shape \(1, 1\), expected \(1, 2\)"):
+        sr(x, (h, c, p, step[:, :1]))
+    with pytest.raises(TypeError, match="momentum step must be a torch.Tensor, got int"):
+        sr(x, (h, c, p, 0))
+    with pytest.raises(TypeError, match=r"got a tuple of length 3$"):  # the counter left out
+        sr(x, (h, c, p))
 
 
 @pytest.mark.parametrize("name", ["MomentumLSTM", "AdamLSTM", "SRGRU", "RestartMomentumRNN", "RMSPropGRU"])
@@ -109,3 +132,13 @@ def test_build_layer_covers_orthogonal_hosts():
     assert mr.layer_class("AdamScoRNN").__name__ == "AdamScoRNN"
     out, state = layer(torch.randn(5, 2, 1))
     assert out.shape == (5, 2, 6)
+    assert isinstance(state, torch.Tensor) and state.shape == (1, 2, 6)  # torch.nn.RNN's h_n
+
+
+def test_a_one_tuple_is_no_state_with_or_without_carry():
+    """torch.nn.GRU takes a tensor h, never ``(h,)``; a carrying layer takes ``(h, *fields)``."""
+    x, h = torch.randn(5, 2, 3), torch.zeros(1, 2, 4)
+    for layer in (mr.MomentumGRU(3, 4), mr.MomentumGRU(3, 4, carry_momentum=True), mr.AdamDTRIV(3, 4, carry_momentum=True)):
+        with pytest.raises(TypeError, match=r"hx must be a tensor h_0.*got a tuple of length 1"):
+            layer(x, (h,))
+        layer(x, h)  # torch.nn's form: accepted

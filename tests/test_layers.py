@@ -1,5 +1,6 @@
 """Every layer (host x scheme) against the literal reference (tests/reference.py), in float64: outputs, final
-states (momentum included) and gradients of the input, every parameter and the initial state."""
+states (momentum included: layers built with ``carry_momentum=True``) and gradients of the input, every
+parameter and the initial state; and the default layers' torch.nn state contract (momentum from zero)."""
 
 import itertools
 
@@ -8,8 +9,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
-from momentumrnn import LSTMState, MomentumState, RNNState
 from reference import reference_forward
+from states import check_state, momentum_of, parts_of, to_state
 
 HOSTS = ["rnn", "lstm", "gru"]
 KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
@@ -27,6 +28,9 @@ HP = {
 
 
 def make(host, kind, input_size=3, hidden=4, seed=0, **kw):
+    """A float64 layer; it carries its momentum (``carry_momentum=True``) unless told otherwise, so
+    that the momentum state is compared and resumed."""
+    kw.setdefault("carry_momentum", True)
     torch.manual_seed(seed)
     layer = mr.build_layer(host, kind, input_size, hidden, dtype=torch.float64, **HP[kind], **kw)
     with torch.no_grad():  # larger weights than the default init: exercise the nonlinearities
@@ -59,18 +63,24 @@ def random_state(layer, B, fields, with_step=True, seed=1):
 
 
 def to_layer_state(layer, st):
+    """The state ``layer`` takes from a dict of ``random_state`` (every entry is used: a momentum
+    field needs a layer built with ``carry_momentum=True``)."""
     if st is None:
         return None
-    mom = MomentumState(**{f: st.get(f) for f in ("v", "m", "p", "step")})
-    if layer.host == "lstm":
-        return LSTMState(st["h"], st["c"], mom)
-    return RNNState(st["h"], mom)
+    assert set(st) <= set(layer.state_names), (sorted(st), layer.state_names)
+    return to_state(layer, st)
+
+
+def hidden_part(layer, st):
+    """The ``torch.nn`` part (``h``, ``c``) of a dict of ``random_state``."""
+    return None if st is None else {k: v for k, v in st.items() if k in ("h", "c")}
 
 
 def gradcheck_packed(layer, x, st, lengths=(5, 3)):
     """``gradcheck`` of a layer on a packed batch with an initial state, through
     ``torch.func.functional_call``: inputs, the state tensors that need a gradient and every
-    parameter; outputs, the padded output, ``h`` and the floating momentum fields."""
+    parameter; outputs, the padded output and every floating tensor of the state (``h``, ``c``, the
+    momentum fields)."""
     names = [k for k, v in st.items() if v.requires_grad]
     pnames = [n for n, _ in layer.named_parameters()]
 
@@ -80,15 +90,16 @@ def gradcheck_packed(layer, x, st, lengths=(5, 3)):
         packed = pack_padded_sequence(x, list(lengths), enforce_sorted=False)
         out, state = torch.func.functional_call(layer, dict(zip(pnames, tensors[len(names):])),
                                                 (packed, to_layer_state(layer, s)))
-        extra = [t for t in state.momentum if t is not None and t.is_floating_point()]
-        return (pad_packed_sequence(out)[0], state.h, *extra)
+        return (pad_packed_sequence(out)[0], *[t for t in parts_of(layer, state).values() if t.is_floating_point()])
 
     return torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7)
 
 
 def run_both(layer, x, lengths=None, st=None):
-    """Forward + backward of the library and of the reference with the same random loss."""
-    fields = layer.scheme.state_fields
+    """Forward + backward of the library and of the reference with the same random loss. A layer
+    with ``carry_momentum=True`` returns (and the loss includes) the momentum fields; a default
+    layer returns torch.nn's state (``st`` then holds ``h`` / ``c`` only: momentum from zero)."""
+    fields = layer.scheme.state_fields if layer.carry_momentum else ()
     inputs = [x] + list(layer.parameters()) + [v for v in (st or {}).values() if v.requires_grad]
 
     def loss_of(out, h, c, mom):
@@ -104,11 +115,10 @@ def run_both(layer, x, lengths=None, st=None):
         assert out_lengths.tolist() == list(lengths)
     else:
         out, state = layer(x, to_layer_state(layer, st))
-    c = state.c if layer.host == "lstm" else None
-    mom = state.momentum._asdict()
-    for f in ("v", "m", "p", "step"):
-        assert (mom[f] is not None) == (f in fields), f
-    lib = (out, state.h, c, mom)
+    parts = check_state(layer, state)
+    mom = momentum_of(layer, state)
+    assert tuple(mom) == fields, (tuple(mom), fields)
+    lib = (out, parts["h"], parts.get("c"), mom)
     lib_grads = torch.autograd.grad(loss_of(*lib), inputs, allow_unused=True)
     # reference
     ref = reference_forward(layer, x, lengths, st)
@@ -120,9 +130,11 @@ def assert_match(layer, lib, ref, lib_grads, ref_grads):
     names = ["x"] + [n for n, _ in layer.named_parameters()] + ["state"] * 10
     torch.testing.assert_close(lib[0], ref[0], **TOL, msg="output")
     torch.testing.assert_close(lib[1], ref[1], **TOL, msg="h_n")
+    assert (lib[2] is None) == (layer.host != "lstm")
     if lib[2] is not None:
         torch.testing.assert_close(lib[2], ref[2], **TOL, msg="c_n")
-    for f in layer.scheme.state_fields:
+    assert tuple(lib[3]) == (layer.scheme.state_fields if layer.carry_momentum else ())
+    for f in lib[3]:
         torch.testing.assert_close(lib[3][f], ref[3][f].to(lib[3][f].dtype), **TOL, msg=f"momentum {f}")
     for name, a, b in zip(names, lib_grads, ref_grads):
         if b is None:
@@ -137,6 +149,28 @@ def test_single_layer_matches_reference(host, kind):
     layer = make(host, kind)
     x = torch.randn(9, 3, 3, dtype=torch.float64, requires_grad=True)
     assert_match(layer, *run_both(layer, x))
+    layer.carry_momentum = False  # the default: torch.nn's state, the same numbers
+    assert_match(layer, *run_both(layer, x))
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_default_layer_takes_and_returns_torch_nns_state(host, kind):
+    # A default layer (no carry_momentum) takes torch.nn's h / (h, c), returns torch.nn's form and
+    # starts its momentum at zero at every call: a chunked run restarts the momentum at each chunk.
+    layer = make(host, kind, num_layers=2, bidirectional=True, carry_momentum=False)
+    assert layer.state_names == (("h", "c") if host == "lstm" else ("h",))
+    x = torch.randn(7, 4, 3, dtype=torch.float64, requires_grad=True)
+    st = hidden_part(layer, random_state(layer, 4, layer.scheme.state_fields))
+    assert_match(layer, *run_both(layer, x, [7, 3, 5, 1], st))
+    assert_match(layer, *run_both(layer, x, None, st))
+    _, s1 = layer(x[:3].detach())
+    o2, s2 = layer(x[3:].detach(), s1)
+    parts = check_state(layer, s2)
+    ref = reference_forward(layer, x[3:].detach(), None, parts_of(layer, s1))
+    torch.testing.assert_close(o2, ref[0], **TOL)
+    torch.testing.assert_close(parts["h"], ref[1], **TOL)
+    if host == "lstm":
+        torch.testing.assert_close(parts["c"], ref[2], **TOL)
 
 
 @pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
@@ -200,10 +234,10 @@ def test_chunked_equals_one_call(host, kind):
         o, st = layer(chunk, st)
         outs.append(o)
     torch.testing.assert_close(torch.cat(outs), out_full, **TOL)
-    torch.testing.assert_close(st.h, st_full.h, **TOL)
-    for a, b in zip(st.momentum, st_full.momentum):
-        if a is not None:
-            torch.testing.assert_close(a, b, **TOL)
+    parts, parts_full = check_state(layer, st), check_state(layer, st_full)
+    assert list(parts) == list(parts_full) == list(layer.state_names)
+    for name in parts:  # h, c and every momentum field (the restart counter exactly)
+        torch.testing.assert_close(parts[name], parts_full[name], **TOL, msg=name)
 
 
 @pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
@@ -212,14 +246,24 @@ def test_unbatched_and_batch_first(host, kind):
     x = torch.randn(5, 3, dtype=torch.float64)
     out_u, st_u = layer(x)
     out_b, st_b = layer(x.unsqueeze(1))
-    assert out_u.shape == (5, 8) and st_u.h.shape == (4, 4)
+    parts_u, parts_b = check_state(layer, st_u), check_state(layer, st_b)
+    assert out_u.shape == (5, 8) and parts_u["h"].shape == (4, 4)
     torch.testing.assert_close(out_u, out_b.squeeze(1), **TOL)
-    for a, b in zip(st_u.momentum, st_b.momentum):
-        if a is not None:
-            torch.testing.assert_close(a, b.squeeze(1), rtol=0, atol=0)
+    assert list(parts_u) == list(parts_b)
+    for name in parts_u:
+        if name in ("h", "c"):
+            torch.testing.assert_close(parts_u[name], parts_b[name].squeeze(1), **TOL, msg=name)
+        else:
+            torch.testing.assert_close(parts_u[name], parts_b[name].squeeze(1), rtol=0, atol=0, msg=name)
     # unbatched state round trip
-    out2, _ = layer(x, st_u)
+    out2, st2 = layer(x, st_u)
     assert out2.shape == (5, 8)
+    check_state(layer, st2)
+    # the default layer: torch.nn's unbatched state, (L * D, H)
+    layer.carry_momentum = False
+    out_d, st_d = layer(x, to_state(layer, {k: v for k, v in parts_u.items() if k in ("h", "c")}))
+    assert out_d.shape == (5, 8) and all(t.shape == (4, 4) for t in check_state(layer, st_d).values())
+    layer.carry_momentum = True
     layer.batch_first = True
     xb = torch.randn(2, 5, 3, dtype=torch.float64)
     out_f, _ = layer(xb)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
+from states import check_state
 
 NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 CONFIGS = [dict(), dict(num_layers=2, bidirectional=True), dict(bias=False, batch_first=True)]
@@ -27,10 +28,17 @@ def test_trivial_momentum_equals_torch_nn(host, kind, cfg):
     out_n, st_n = native(x)
     out_m, st_m = layer(x)
     assert torch.equal(out_n, out_m)
-    h_n = st_n[0] if host == "lstm" else st_n
-    assert torch.equal(h_n, st_m.h)
+    check_state(layer, st_m)  # torch.nn's form: (h, c) on the LSTM, h otherwise
+    assert type(st_m) is type(st_n)
     if host == "lstm":
-        assert torch.equal(st_n[1], st_m.c)
+        assert len(st_m) == len(st_n) == 2
+        assert torch.equal(st_n[0], st_m[0]) and torch.equal(st_n[1], st_m[1])
+    else:
+        assert torch.equal(st_n, st_m)
+    # and it takes torch.nn's state back as torch.nn does
+    out_n2, st_n2 = native(x.detach(), st_n)
+    out_m2, st_m2 = layer(x.detach(), st_m)
+    assert torch.equal(out_n2, out_m2) and type(st_m2) is type(st_n2)
     g_n = torch.autograd.grad(out_n.sum(), [x, *native.parameters()])
     g_m = torch.autograd.grad(out_m.sum(), [x, *layer.parameters()])
     for a, b in zip(g_n, g_m):  # per-layer calls may sum weight gradients in another order
@@ -43,7 +51,10 @@ def test_trivial_momentum_equals_torch_nn(host, kind, cfg):
     # packed: native GEMMs shrink with the batch, so rounding may differ in the last bit
     torch.testing.assert_close(pm.data, pn.data, rtol=1e-13, atol=1e-15)
     assert torch.equal(pm.sorted_indices, pn.sorted_indices)
-    torch.testing.assert_close(sm.h, sn[0] if host == "lstm" else sn, rtol=1e-13, atol=1e-15)
+    check_state(layer, sm)
+    assert type(sm) is type(sn)
+    for a, b in zip(sm, sn) if host == "lstm" else ((sm, sn),):  # h (and c)
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("host", NATIVE)

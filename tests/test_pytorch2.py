@@ -2,7 +2,9 @@
 torch.compile (forward + backward; aot_eager for the whole matrix, inductor for a few cases),
 torch.export.export, torch.jit.trace, torch.func.grad / functional_call, double backward, half and
 bfloat16 weights, autocast. Small sizes; the layers of one host run together in one module (one
-compile / export / trace per host)."""
+compile / export / trace per host). The layers and cells carry their momentum (``carry_momentum=True``:
+the momentum state is compared too, and the cells feed it back); one default layer per host and one
+default cell per gated host keep torch.nn's state contract in every sweep."""
 
 import io
 import shutil
@@ -14,16 +16,19 @@ from torch import nn
 from torch.func import functional_call
 
 import momentumrnn as mr
-from momentumrnn import LSTMState, MomentumState, backends
+from momentumrnn import backends
 from momentumrnn.backends import native, ops
 from momentumrnn.backends.fused_kernel import DriveSpec
 from momentumrnn.backends.modrelu_loop import DriveFactors
+from states import check_state, parts_of
 
 T, B, I, H = 5, 2, 3, 4
 TOL = dict(rtol=1e-9, atol=1e-9)
 HOSTS = list(mr.HOSTS)
 BY_HOST = {host: [n for n, (h, _, _) in mr.LAYER_NAMES.items() if h == host] for host in HOSTS}
 CELLS = list(mr.CELL_NAMES)
+#: the member of each group built without carry_momentum (torch.nn's state): the heavy-ball one
+DEFAULT = {host: mr.registry.paper_name(host, "heavy_ball") for host in HOSTS}
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::torch.jit.TracerWarning",
                                         "ignore:`torch.jit:DeprecationWarning")
@@ -51,13 +56,18 @@ class Group(nn.Module):
 
 
 def layer_group(host, dtype=torch.float64):
+    """Every layer of the host carrying its momentum, then the host's default heavy-ball layer."""
     torch.manual_seed(0)
-    return Group([mr.layer_class(name)(I, H, dtype=dtype) for name in BY_HOST[host]])
+    return Group([mr.layer_class(name)(I, H, dtype=dtype, carry_momentum=True) for name in BY_HOST[host]]
+                 + [mr.layer_class(DEFAULT[host])(I, H, dtype=dtype)])
 
 
 def cell_group(dtype=torch.float64):
+    """Every cell carrying its momentum, then the default heavy-ball cell of each gated host."""
     torch.manual_seed(0)
-    return Group([mr.cell_class(name)(I, H, dtype=dtype) for name in CELLS], cells=True)
+    return Group([mr.cell_class(name)(I, H, dtype=dtype, carry_momentum=True) for name in CELLS]
+                 + [mr.cell_class(DEFAULT[host] + "Cell")(I, H, dtype=dtype) for host in ("rnn", "lstm", "gru")],
+                 cells=True)
 
 
 def inputs(dtype=torch.float64, seed=1):
@@ -71,8 +81,6 @@ def values(results):
 
     def walk(v):
         if isinstance(v, torch.Tensor):
-            if v.numel() == 0 and v.dim() == 1:  # a jit.trace placeholder of an unused field
-                return
             v = torch.view_as_real(v) if v.is_complex() else v
             (floats if v.is_floating_point() else ints).append(v)
         elif isinstance(v, (tuple, list)):
@@ -136,7 +144,8 @@ def _cxx():
 @pytest.mark.skipif(_cxx() is None, reason="torch.compile's default backend (inductor) needs a C++ compiler on CPU")
 def test_compile_inductor_matches_eager():
     torch.manual_seed(0)
-    group = Group([mr.MomentumLSTM(I, H), mr.AdamGRU(I, H), mr.NesterovRNN(I, H)])
+    group = Group([mr.MomentumLSTM(I, H, carry_momentum=True), mr.AdamGRU(I, H, carry_momentum=True),
+                   mr.NesterovRNN(I, H, carry_momentum=True), mr.AdamLSTM(I, H)])
     params = params_of(group)
     ref = evaluate(group, params, inputs(torch.float32))
     got = evaluate(torch.compile(group, fullgraph=True), params, inputs(torch.float32))
@@ -205,18 +214,37 @@ def test_jit_trace_cells_match_eager():
     assert_same(evaluate(traced, params, inputs()), evaluate(group, params, inputs()))
 
 
-def test_jit_trace_state_feeds_back_and_saves():
-    layer = mr.AdamLSTM(I, H, dtype=torch.float64)
+@pytest.mark.parametrize("name", ["AdamLSTM", "NesterovGRU", "RestartMomentumDTRIV"])
+def test_jit_trace_state_feeds_back_and_saves(name):
+    # a traced carrying layer returns the flat all-tensor state (restart counters int64) and takes it back
+    torch.manual_seed(0)
+    layer = mr.layer_class(name)(I, H, dtype=torch.float64, carry_momentum=True)
     x = inputs()
-    traced = torch.jit.trace(layer, (x[:3],), check_trace=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf)  # the custom operator is in the graph: serializable
-    buf.seek(0)
-    loaded = torch.jit.load(buf)
-    _, (h, c, mom) = loaded(x[:3])
-    assert mom[2].shape == (0,)  # p: unused by Adam, an empty placeholder while traced
-    out, _ = layer(x[3:], LSTMState(h, c, MomentumState(*mom)))  # placeholders read as absent
-    torch.testing.assert_close(out, layer(x)[0][3:], **TOL)
+    out_full, state_full = layer(x)
+    out3, state3 = layer(x[:3])
+
+    def saved(module):
+        buf = io.BytesIO()
+        torch.jit.save(module, buf)  # the custom operator is in the graph: serializable
+        buf.seek(0)
+        return torch.jit.load(buf)
+
+    first = saved(torch.jit.trace(layer, (x[:3],), check_trace=False))
+    then = saved(torch.jit.trace(layer, (x[3:], state3), check_trace=False))
+    out_a, state_a = first(x[:3])
+    parts_a = check_state(layer, state_a)
+    assert list(parts_a) == list(layer.state_names) and len(parts_a) > (2 if layer.host == "lstm" else 1)
+    for got, want in zip(state_a, state3):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(out_a, out3, **TOL)
+    out_b, state_b = then(x[3:], state_a)  # the traced state fed back into a traced call
+    check_state(layer, state_b)
+    torch.testing.assert_close(out_b, out_full[3:], **TOL)
+    for got, want in zip(state_b, state_full):
+        torch.testing.assert_close(got, want, **TOL)
+    out_e, _ = layer(x[3:], state_a)  # and into the eager layer
+    torch.testing.assert_close(out_e, out_full[3:], **TOL)
 
 
 # ---------------------------------------------------------------- torch.func
@@ -386,11 +414,11 @@ def test_low_precision_cells_match_float32(dtype):
             with pytest.raises(TypeError, match="float16.*bfloat16"):
                 cell(x[0])
             continue
-        state = cell(x[1], cell(x[0]))
-        ref = ref_cell(x[1].float(), ref_cell(x[0].float()))
-        assert state.h.dtype == dtype
-        torch.testing.assert_close(state.h.float(), ref.h, rtol=0, atol=LOW[dtype])
-        outs.append(state.h)
+        h = parts_of(cell, cell(x[1], cell(x[0])))["h"]
+        ref = parts_of(ref_cell, ref_cell(x[1].float(), ref_cell(x[0].float())))["h"]
+        assert h.dtype == dtype
+        torch.testing.assert_close(h.float(), ref, rtol=0, atol=LOW[dtype])
+        outs.append(h)
     loss_of(outs).backward()
     assert all(torch.isfinite(p.grad).all() for p in params_of(low) if p.grad is not None)
 
@@ -426,7 +454,7 @@ def test_low_precision_native_kernel_is_probed_and_replaced(monkeypatch):
 # ---------------------------------------------------------------- ENRNN with its latch on
 def test_enrnn_latched_in_the_stack():
     torch.manual_seed(0)
-    layer = mr.MomentumENRNN(I, H, dtype=torch.float64)
+    layer = mr.MomentumENRNN(I, H, dtype=torch.float64, carry_momentum=True)
     with torch.no_grad():
         plist = layer.parametrizations.weight_hh_l0
         plist.original1.mul_(3.0 / float(mr.hosts.enrnn.spectral_radius(plist.original1)))
@@ -454,11 +482,12 @@ def test_no_warning_from_eager_calls():
 @pytest.mark.parametrize("name", ["RestartMomentumLSTM"])
 def test_compile_and_export_stacked_bidirectional_batch_first_with_state(name):
     torch.manual_seed(0)
-    layer = mr.layer_class(name)(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    layer = mr.layer_class(name)(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64,
+                                 carry_momentum=True)
     x = inputs().transpose(0, 1)
     _, state = layer(x)  # a state with momentum (and restart counters) to continue from
-    state = type(state)(*(t.detach() if isinstance(t, torch.Tensor) else
-                          MomentumState(*(None if f is None else f.detach() for f in t)) for t in state))
+    assert list(check_state(layer, state)) == ["h", "c", "v", "step"]
+    state = tuple(t.detach() for t in state)
 
     class Continue(nn.Module):
         def __init__(self):

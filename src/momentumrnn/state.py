@@ -76,7 +76,7 @@ def _split(owner: str, state, hidden: dict, fields: tuple, carry: bool) -> dict:
         raise TypeError(f"{owner}: hx must be {want}, got a single tensor")
     if isinstance(state, (tuple, list)):
         n = len(state)
-        if n in (len(native), len(full)) and (n > 1 or len(full) > 1):
+        if n == len(full) > 1 or n == len(native) > 1:  # torch.nn takes a tensor h, never (h,)
             return dict(zip(full, state))
         hint = ""
         if not carry and fields and n == len(native) + len(fields):

@@ -1,5 +1,12 @@
+import os
+import sys
+
 import pytest
 import torch
+
+# the helpers shared with tests/ (states.py: the flat state of a carrying layer), also when this
+# directory runs alone
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(autouse=True)

@@ -12,12 +12,14 @@ import torch
 
 import momentumrnn as mr
 from momentumrnn.hosts.enrnn import spectral_radius
+from states import parts_of
 from test_orthogonal_parity import HP, assert_match, random_state, run_both, to_layer_state
 
 KINDS = list(mr.SCHEME_KINDS)
 
 
 def make(kind, input_size=3, hidden=7, short=3, latched=True, coupled=True, seed=0, **kw):
+    kw.setdefault("carry_momentum", True)  # the momentum state is compared and resumed
     torch.manual_seed(seed)
     layer = mr.build_layer("enrnn", kind, input_size, hidden, short_size=short, num_negative=1, coupled=coupled,
                            dtype=torch.float64, **HP[kind], **kw)
@@ -41,6 +43,8 @@ def make(kind, input_size=3, hidden=7, short=3, latched=True, coupled=True, seed
 def test_single_layer_matches_reference(kind, latched):
     layer = make(kind, latched=latched)
     x = torch.randn(9, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x))
+    layer.carry_momentum = False  # the default: torch.nn.RNN's h, the same numbers
     assert_match(layer, *run_both(layer, x))
 
 
@@ -70,8 +74,8 @@ def test_gradcheck(kind):
     def f(x, *args):
         params, states = args[:len(names)], args[len(names):]
         s = dict(st, **dict(zip(keys, states)))
-        out, state = torch.func.functional_call(layer, dict(zip(names, params)), (x, to_layer_state(s)))
-        return (out, state.h, *[t for t in state.momentum[:3] if t is not None])
+        out, state = torch.func.functional_call(layer, dict(zip(names, params)), (x, to_layer_state(layer, s)))
+        return (out, *[t for k, t in parts_of(layer, state).items() if k != "step"])  # h, v, m, p
 
     leaves = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
     assert torch.autograd.gradcheck(f, (x, *leaves, *[st[k] for k in keys]), atol=1e-7, rtol=1e-6, fast_mode=True)

@@ -27,7 +27,7 @@ def test_learnable_hyper_parameters(host, kind, input_size):
     if host == "enrnn":
         torch.manual_seed(0)
         layer = mr.build_layer("enrnn", kind, input_size, 5, short_size=2, dtype=torch.float64, learn_epsilon=True,
-                               **kw)
+                               carry_momentum=True, **kw)
         with torch.no_grad():
             layer.weight_ih_l0.mul_(100.0)
             layer.modrelu_bias_l0.fill_(-0.05)

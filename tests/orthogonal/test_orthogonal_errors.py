@@ -7,7 +7,6 @@ import torch
 from torch.nn.utils.rnn import pack_sequence
 
 import momentumrnn.orthogonal as orth
-from momentumrnn import MomentumState, RNNState
 
 HOSTS = ["exprnn", "dtriv", "scornn", "scurnn"]
 
@@ -131,8 +130,9 @@ def test_complex_and_real_input_for_scurnn():
         cplx_in(torch.randn(5, 3, 2))
     with pytest.raises(TypeError, match="dtype"):
         cplx_in(torch.randn(5, 3, 2, dtype=torch.complex128))
-    out, st = cplx_in(torch.randn(5, 3, 2, dtype=torch.complex64))
-    assert out.shape == (5, 3, 8) and out.dtype == torch.float32 and st.h.dtype == torch.complex64
+    out, h = cplx_in(torch.randn(5, 3, 2, dtype=torch.complex64))
+    assert out.shape == (5, 3, 8) and out.dtype == torch.float32
+    assert isinstance(h, torch.Tensor) and h.shape == (1, 3, 4) and h.dtype == torch.complex64  # torch.nn's h_n
 
 
 def test_state_real_versus_complex():
@@ -143,10 +143,17 @@ def test_state_real_versus_complex():
     unitary = orth.MomentumScuRNN(2, 4)
     with pytest.raises(TypeError, match="h0 .*must be complex"):
         unitary(x, torch.zeros(1, 3, 4))
+    _, h = unitary(x)
+    unitary(x, h)  # torch.nn's state round-trips
+    unitary.carry_momentum = True
+    with pytest.raises(TypeError, match="h0 .*must be complex"):
+        unitary(x, torch.zeros(1, 3, 4))
     _, st = unitary(x)
-    bad_v = MomentumState(v=st.momentum.v.real.contiguous())
+    assert unitary.state_names == ("h", "v") and st[1].dtype == torch.complex64
     with pytest.raises(TypeError, match="momentum v must be complex"):
-        unitary(x, RNNState(st.h, bad_v))
+        unitary(x, (st[0], st[1].real.contiguous()))
+    with pytest.raises(TypeError, match="h0 .*must be complex"):
+        unitary(x, (st[0].real.contiguous(), st[1]))
     unitary(x, st)  # the layer's own state round-trips
 
 
@@ -165,18 +172,42 @@ def test_bad_input_and_state():
     x = torch.randn(5, 3, 2)
     with pytest.raises(ValueError, match=r"h0 \(state h\) has shape \(1, 3, 4\), expected \(2, 3, 4\)"):
         layer(x, torch.zeros(1, 3, 4))
-    with pytest.raises(ValueError, match="field 'step'"):
-        layer(x, RNNState(torch.zeros(2, 3, 4), MomentumState(step=torch.zeros(2, 3, dtype=torch.long))))
-    with pytest.raises(TypeError, match="bare MomentumState"):
-        layer(x, MomentumState())
-    with pytest.raises(TypeError, match="length 3"):
-        layer(x, (torch.zeros(2, 3, 4),) * 3)
-    sr = orth.SRDTRIV(2, 4, restart=3)
+    h, v, m = torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
+    # torch.nn.RNN's contract: a tensor h; a tuple only from a layer built with carry_momentum=True
+    with pytest.raises(TypeError, match=r"AdamDTRIV: hx must be a tensor h_0, got a tuple of length 3; a state with "
+                                        r"the momentum \('v', 'm'\) is taken only by a layer built with "
+                                        r"carry_momentum=True"):
+        layer(x, (h, v, m))
+    with pytest.raises(TypeError, match=r"AdamDTRIV: hx must be a tensor h_0, got a tuple of length 2$"):
+        layer(x, (h, v))
+    with pytest.raises(TypeError, match=r"AdamDTRIV: hx must be a tensor h_0, got a tuple of length 1$"):
+        layer(x, (h,))
+    with pytest.raises(TypeError, match=r"AdamDTRIV: hx must be a tensor h_0, got dict$"):
+        layer(x, {"h": h})
+    carrying = orth.AdamDTRIV(2, 4, num_layers=2, carry_momentum=True)
+    carrying(x, (h, v, m))
+    want = (r"AdamDTRIV: hx must be a tensor h_0 \(torch.nn's form; momentum from zero\) or a tuple \(h_0, v, m\) "
+            r"\(a previous call's state, momentum carried\), got ")
+    with pytest.raises(TypeError, match=want + "a tuple of length 4$"):  # a field Adam does not have
+        carrying(x, (h, v, m, torch.zeros(2, 3, dtype=torch.long)))
+    with pytest.raises(TypeError, match=want + "a tuple of length 2$"):  # a field left out
+        carrying(x, (h, v))
+    with pytest.raises(ValueError, match=r"momentum m has shape \(2, 3, 3\), expected \(2, 3, 4\)"):
+        carrying(x, (h, v, m[..., :3]))
+    with pytest.raises(TypeError, match="momentum v has dtype torch.float64 but the layer's parameters are"):
+        carrying(x, (h, v.double(), m))
+    with pytest.raises(TypeError, match="momentum m must be a torch.Tensor, got NoneType"):
+        carrying(x, (h, v, None))
+    sr = orth.SRDTRIV(2, 4, restart=3, carry_momentum=True)
+    assert sr.state_names == ("h", "v", "step")
+    h1, v1 = torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)
     with pytest.raises(ValueError, match=r"restart counter\) must be in \[0, 3\]"):
-        sr(x, RNNState(torch.zeros(1, 3, 4), MomentumState(v=torch.zeros(1, 3, 4),
-                                                             step=torch.full((1, 3), 4))))
-    with pytest.raises(TypeError, match="integer tensor"):
-        sr(x, RNNState(torch.zeros(1, 3, 4), MomentumState(step=torch.zeros(1, 3))))
+        sr(x, (h1, v1, torch.full((1, 3), 4)))
+    with pytest.raises(TypeError, match="momentum step must be an integer tensor"):
+        sr(x, (h1, v1, torch.zeros(1, 3)))
+    with pytest.raises(ValueError, match=r"momentum step has shape \(3,\), expected \(1, 3\)"):
+        sr(x, (h1, v1, torch.zeros(3, dtype=torch.long)))
+    sr(x, (h1, v1, torch.full((1, 3), 3)))  # the period itself is a valid counter
 
 
 def test_dropout_and_repr():

@@ -1,6 +1,7 @@
 """Every orthogonal layer (parametrization x scheme) against the literal reference, in float64:
-outputs, final states (momentum included) and gradients of the input, every parameter (skew
-parameters, scuRNN's theta, W_ih, modReLU biases) and the initial state; plus gradcheck."""
+outputs, final states (momentum included: layers built with ``carry_momentum=True``) and gradients
+of the input, every parameter (skew parameters, scuRNN's theta, W_ih, modReLU biases) and the
+initial state; plus gradcheck; and the default layers' torch.nn state (a tensor h)."""
 
 import itertools
 
@@ -9,8 +10,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn.orthogonal as orth
-from momentumrnn import MomentumState, RNNState
 from orthogonal_reference import reference_forward
+from states import check_state, momentum_of, parts_of, to_state
 
 HOSTS = ["exprnn", "dtriv", "scornn", "scurnn"]
 KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
@@ -29,7 +30,9 @@ HP = {
 
 def make(host, kind, input_size=3, hidden=5, seed=0, **kw):
     """A float64 layer with parameters away from their initial values: a non-trivial skew part
-    (and DTRIV base, scuRNN theta), modReLU biases large enough that some units are cut off."""
+    (and DTRIV base, scuRNN theta), modReLU biases large enough that some units are cut off. It
+    carries its momentum (``carry_momentum=True``) unless told otherwise."""
+    kw.setdefault("carry_momentum", True)
     if host == "scornn":
         kw.setdefault("num_negative", 2)
     torch.manual_seed(seed)
@@ -79,10 +82,13 @@ def random_state(layer, B, seed=1):
     return st
 
 
-def to_layer_state(st):
+def to_layer_state(layer, st):
+    """The state ``layer`` takes from a dict of ``random_state`` (every entry is used: a momentum
+    field needs a layer built with ``carry_momentum=True``)."""
     if st is None:
         return None
-    return RNNState(st["h"], MomentumState(v=st.get("v"), m=st.get("m"), p=st.get("p"), step=st.get("step")))
+    assert set(st) <= set(layer.state_names), (sorted(st), layer.state_names)
+    return to_state(layer, st)
 
 
 def _weighted(t, g):
@@ -93,7 +99,10 @@ def _weighted(t, g):
 
 
 def run_both(layer, x, lengths=None, st=None):
-    fields = [f for f in layer.scheme.state_fields if f != "step"]
+    """As tests/test_layers.py's: a carrying layer returns (and the loss includes) the momentum; a
+    default layer returns torch.nn's h (``st`` then holds ``h`` only: momentum from zero)."""
+    carried = layer.scheme.state_fields if layer.carry_momentum else ()
+    fields = [f for f in carried if f != "step"]
     inputs = [x] + list(layer.parameters()) + [v for v in (st or {}).values() if v.requires_grad]
 
     def loss_of(out, h, mom):
@@ -102,15 +111,15 @@ def run_both(layer, x, lengths=None, st=None):
 
     if lengths is not None:
         packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-        out_p, state = layer(packed, to_layer_state(st))
+        out_p, state = layer(packed, to_layer_state(layer, st))
         out, out_lengths = pad_packed_sequence(out_p, total_length=x.shape[0])
         assert out_lengths.tolist() == list(lengths)
     else:
-        out, state = layer(x, to_layer_state(st))
-    mom = state.momentum._asdict()
-    for f in ("v", "m", "p", "step"):
-        assert (mom[f] is not None) == (f in layer.scheme.state_fields), f
-    lib = (out, state.h, mom)
+        out, state = layer(x, to_layer_state(layer, st))
+    h = check_state(layer, state)["h"]
+    mom = momentum_of(layer, state)
+    assert tuple(mom) == carried, (tuple(mom), carried)
+    lib = (out, h, mom)
     lib_grads = torch.autograd.grad(loss_of(*lib), inputs, allow_unused=True)
     ref = reference_forward(layer, x, lengths, st)
     ref_grads = torch.autograd.grad(loss_of(*ref), inputs, allow_unused=True)
@@ -121,7 +130,8 @@ def assert_match(layer, lib, ref, lib_grads, ref_grads):
     names = ["x"] + [n for n, _ in layer.named_parameters()] + ["state"] * 10
     torch.testing.assert_close(lib[0], ref[0], **TOL, msg="output")
     torch.testing.assert_close(lib[1], ref[1], **TOL, msg="h_n")
-    for f in layer.scheme.state_fields:
+    assert tuple(lib[2]) == (layer.scheme.state_fields if layer.carry_momentum else ())
+    for f in lib[2]:
         torch.testing.assert_close(lib[2][f], ref[2][f].to(lib[2][f].dtype), **TOL, msg=f"momentum {f}")
     for name, a, b in zip(names, lib_grads, ref_grads):
         if b is None:
@@ -137,6 +147,23 @@ def test_single_layer_matches_reference(host, kind):
     layer = make(host, kind)
     x = torch.randn(9, 3, 3, dtype=torch.float64, requires_grad=True)
     assert_match(layer, *run_both(layer, x))
+    layer.carry_momentum = False  # the default: torch.nn.RNN's h, the same numbers
+    assert_match(layer, *run_both(layer, x))
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_default_layer_takes_and_returns_h(host, kind):
+    # torch.nn.RNN's contract: a tensor h in and out, the momentum from zero at every call
+    layer = make(host, kind, hidden=4, num_layers=2, bidirectional=True, carry_momentum=False)
+    assert layer.state_names == ("h",)
+    x = torch.randn(7, 4, 3, dtype=torch.float64, requires_grad=True)
+    st = {"h": random_state(layer, 4)["h"]}
+    assert_match(layer, *run_both(layer, x, [7, 3, 5, 1], st))
+    _, s1 = layer(x[:3].detach())
+    o2, s2 = layer(x[3:].detach(), s1)
+    ref = reference_forward(layer, x[3:].detach(), None, {"h": s1})
+    torch.testing.assert_close(o2, ref[0], **TOL)
+    torch.testing.assert_close(check_state(layer, s2)["h"], ref[1], **TOL)
 
 
 @pytest.mark.parametrize("host,kind", CASES)
@@ -170,11 +197,10 @@ def test_chunked_equals_one_call(host, kind):
         o, st = layer(chunk, st)
         outs.append(o)
     torch.testing.assert_close(torch.cat(outs), out_full, **TOL)
-    torch.testing.assert_close(st.h, st_full.h, **TOL)
-    for a, b in zip(st.momentum, st_full.momentum):
-        assert (a is None) == (b is None)
-        if a is not None:
-            torch.testing.assert_close(a, b, **TOL)
+    parts, parts_full = check_state(layer, st), check_state(layer, st_full)
+    assert list(parts) == list(parts_full) == list(layer.state_names)
+    for name in parts:  # h and every momentum field (the restart counter exactly)
+        torch.testing.assert_close(parts[name], parts_full[name], **TOL, msg=name)
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -184,13 +210,19 @@ def test_unbatched_and_batch_first(host):
     x = torch.randn(5, 3, dtype=torch.float64)
     out_u, st_u = layer(x)
     out_b, st_b = layer(x.unsqueeze(1))
-    assert out_u.shape == (5, F) and st_u.h.shape == (4, 5)
+    parts_u, parts_b = check_state(layer, st_u), check_state(layer, st_b)
+    assert out_u.shape == (5, F) and parts_u["h"].shape == (4, 5)
     torch.testing.assert_close(out_u, out_b.squeeze(1), rtol=0, atol=0)
-    for a, b in zip(st_u.momentum, st_b.momentum):
-        if a is not None:
-            torch.testing.assert_close(a, b.squeeze(1), rtol=0, atol=0)
-    out2, _ = layer(x, st_u)  # unbatched state round trip
+    assert list(parts_u) == list(parts_b) == ["h", "v", "m"]
+    for name in parts_u:
+        torch.testing.assert_close(parts_u[name], parts_b[name].squeeze(1), rtol=0, atol=0, msg=name)
+    out2, st2 = layer(x, st_u)  # unbatched state round trip
     assert out2.shape == (5, F)
+    check_state(layer, st2)
+    layer.carry_momentum = False  # the default layer: torch.nn's unbatched h, (L * D, H)
+    out_d, h_d = layer(x, parts_u["h"])
+    assert out_d.shape == (5, F) and check_state(layer, h_d)["h"].shape == (4, 5)
+    layer.carry_momentum = True
     layer.batch_first = True
     xb = torch.randn(2, 5, 3, dtype=torch.float64)
     out_f, _ = layer(xb)
@@ -212,9 +244,8 @@ def test_gradcheck(host, kind):
         keys = [k for k, v in st.items() if v.requires_grad]
         s = dict(st, **dict(zip(keys, ss)))
         out, state = torch.func.functional_call(layer, {n: a for (n, _), a in zip(layer.named_parameters(), ps)},
-                                                (x, to_layer_state(s)))
-        mom = [t for t in (state.momentum.v, state.momentum.m, state.momentum.p) if t is not None]
-        return (out, state.h, *mom)
+                                                (x, to_layer_state(layer, s)))
+        return (out, *[t for k, t in parts_of(layer, state).items() if k != "step"])  # h, v, m, p
 
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
     assert torch.autograd.gradcheck(f, (x, *leaves, *state_leaves), atol=1e-7, rtol=1e-6, fast_mode=True)
@@ -229,9 +260,10 @@ def test_heavy_ball_mu0_eps1_is_the_plain_layer(host):
     hb.load_state_dict(plain.state_dict())
     x = torch.randn(8, 3, 3, dtype=torch.float64, requires_grad=True)
     o1, s1 = plain(x)
-    o2, s2 = hb(x)
+    o2, s2 = hb(x)  # a default layer: torch.nn.RNN's h, as the plain layer's
+    assert isinstance(s1, torch.Tensor) and isinstance(s2, torch.Tensor)
     torch.testing.assert_close(o2, o1, rtol=0, atol=1e-14)
-    torch.testing.assert_close(s2.h, s1.h, rtol=0, atol=1e-14)
+    torch.testing.assert_close(s2, s1, rtol=0, atol=1e-14)
     g1 = torch.autograd.grad(o1.square().sum(), [x] + list(plain.parameters()))
     g2 = torch.autograd.grad(o2.square().sum(), [x] + list(hb.parameters()))
     for a, b in zip(g1, g2):

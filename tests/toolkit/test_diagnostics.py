@@ -21,7 +21,9 @@ from toolkit_helpers import TINY_ADDING
 
 
 def _reference_norms(model, task, x, y, cell):
-    """Literal loop: the cell, with the layer's weights, keeping every h_t as an autograd leaf-like node."""
+    """Literal loop: the cell (carrying its momentum from step to step, as the layer does within a
+    sequence), with the layer's weights, keeping every h_t as an autograd leaf-like node."""
+    assert cell.carry_momentum
     layer = model.recurrent
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
@@ -30,8 +32,9 @@ def _reference_norms(model, task, x, y, cell):
     state, hs = None, []
     for t in range(inp.shape[1]):
         state = cell(inp[:, t], state)
-        state.h.retain_grad()
-        hs.append(state.h)
+        h = state[0] if isinstance(state, tuple) else state  # (h, [c,] *momentum) or h
+        h.retain_grad()
+        hs.append(h)
     out = torch.stack(hs, dim=1)
     loss = task.per_sample_loss(model.head(task.head_input(out)), task.targets(x, y)).mean()
     loss.backward()
@@ -54,8 +57,9 @@ def test_hidden_gradient_norms_equal_a_literal_step_loop(name, kind):
     x, y = train.x[:3].double(), train.y[:3].double()
     got = hidden_gradient_norms(model, task, x, y)
     assert all(p.grad is None for p in model.parameters())  # the probe leaves training untouched
-    cell = cell_class(f"{name}Cell")(2, 5, dtype=torch.float64, **{k: v for k, v in cfg.items()
-                                                                  if k in ("mu", "epsilon", "restart")})
+    assert model.recurrent.carry_momentum is False  # (it carries the momentum only while it replays)
+    cell = cell_class(f"{name}Cell")(2, 5, dtype=torch.float64, carry_momentum=True,
+                                     **{k: v for k, v in cfg.items() if k in ("mu", "epsilon", "restart")})
     want = _reference_norms(model, task, x, y, cell)
     assert got.shape == (9,)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)

@@ -213,10 +213,18 @@ def test_model_shapes_tied_weights_and_carried_state(spec):
     assert full.shape == (3, 11, 30) and out["raw"].shape == (3, 11, 8) and len(state) == 3
     assert torch.allclose(torch.cat([a, b], 1), full, atol=1e-5, rtol=0)
     flat = lambda s: [t for t in _leaves(s)]  # noqa: E731
+    assert len(flat(state)) == len(flat(s2))
     assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(flat(state), flat(s2)))
-    if spec.get("name") not in ("LSTM", "RNN"):  # a momentum layer carries momentum state
-        mom = state[0][-1]
-        assert any(t is not None for t in mom)
+    for layer, s in zip(m.rnns, state):  # each layer's state: (h, [c,] *momentum fields), the momentum carried
+        assert layer.carry_momentum
+        names = (("h", "c") if layer.host == "lstm" else ("h",)) + tuple(layer.scheme.state_fields)
+        assert layer.state_names == names
+        if len(names) == 1:
+            assert isinstance(s, torch.Tensor)
+        else:
+            assert type(s) is tuple and len(s) == len(names) and all(isinstance(t, torch.Tensor) for t in s)
+        if spec.get("name") not in ("LSTM", "RNN"):  # a momentum layer carries momentum state
+            assert len(names) > (2 if layer.host == "lstm" else 1)
     # the state survives the checkpoint format (plain lists) and goes back into the layers
     plain = wordlm.state_to_plain(wordlm.map_state(s1, lambda t: t.clone()))
     back = wordlm.map_state(plain, lambda t: t)

@@ -41,7 +41,8 @@ def random_state(layer, B, fields, with_step=True, seed=1):
     LD = layer.num_layers * layer.num_directions
     H = layer.hidden_size
     GH = mr.GATES[layer.host] * H
-    st = {"h": torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5}
+    H_out = getattr(layer, "proj_size", 0) or H  # h's width (an LSTM's proj_size)
+    st = {"h": torch.randn(LD, B, H_out, generator=g, dtype=torch.float64) * 0.5}
     if layer.host == "lstm":
         st["c"] = torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5
     for f in fields:

@@ -98,9 +98,10 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     c0 = hidden0.get("c")
     common = dict(
         c0=(c0 if c0 is not None else x.new_zeros(B, H)) if host == "lstm" else None,
-        b_hn=b_hn, nonlinearity=layer.nonlinearity or "tanh", alpha=alpha, beta=beta_k, p0=p0, valid=seq.valid,
+        b_hn=b_hn, w_hr=p.w_hr, nonlinearity=layer.nonlinearity or "tanh", alpha=alpha, beta=beta_k, p0=p0,
+        valid=seq.valid,
     )
-    h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, H)
+    h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, p.w_hh.shape[1])
     learned = isinstance(mu, Tensor) or isinstance(eps, Tensor)
     mom = MomentumState()
     if not learned and (spec.lookahead or spec.normalized):

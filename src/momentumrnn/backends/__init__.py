@@ -45,8 +45,8 @@ from torch import Tensor
 
 from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwise
 
-__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select", "run",
-           "force", "compiling"]
+__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select",
+           "choose", "run", "force", "compiling"]
 
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
 _ALL = frozenset(DRIVES)
@@ -183,14 +183,21 @@ def _lookup(table: dict, family: str, drive: str, device_type: str) -> Optional[
     return table.get((family, drive, device_type)) or table.get((family, drive, "*"))
 
 
-def run(layer, params, x, seq, hidden0, mom0, hp):
-    """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
+def choose(layer, x: Tensor, mom0, hp) -> str:
+    """The name of the backend that runs one direction of ``layer`` on ``x`` (time-major) from
+    momentum state ``mom0`` with hyper-parameters ``hp``: the forced one (checked), or the table's
+    choice through :data:`FALLBACK`."""
     drive = drive_of(layer, mom0, hp)
     forced = layer.backend or _forced
     name = select(layer.family, drive, x.device.type, forced, compiling(), bool(getattr(layer, "proj_size", 0)))
     if forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
         name = FALLBACK[name][1]
-    return BACKENDS[name].run(layer, params, x, seq, hidden0, mom0, hp)
+    return name
+
+
+def run(layer, params, x, seq, hidden0, mom0, hp):
+    """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
+    return BACKENDS[choose(layer, x, mom0, hp)].run(layer, params, x, seq, hidden0, mom0, hp)
 
 
 @contextlib.contextmanager

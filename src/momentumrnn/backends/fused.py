@@ -21,7 +21,10 @@ Per-step pre-activation (``R_t = h_{t-1} W_hh^T``), with the drive's contributio
 * ``D_t`` is ``e_t`` (``drive="given"``: precomputed by the caller with autograd), or computed
   in the loop from ``u_t = W_ih x_t + b_ih``: Adam ``v_t / sqrt(m_t + eps) + b``,
   RMSProp ``epsilon u_t / sqrt(m_t + eps) + b``, Nesterov ``b - epsilon u_t``, where ``b`` is the
-  part of ``b_hh`` outside the reset gate.
+  part of ``b_hh`` outside the reset gate;
+* an LSTM with projections (``proj_size``): ``h_t = (o_t tanh(c_t)) W_hr^T``, one more GEMM per
+  step forward and backward (``R_t`` reads the projected ``h``); ``W_hr``'s gradient one GEMM per
+  block of 16 steps.
 
 Sequences of different lengths run to the longest one; the caller picks each sequence's final
 state at its own last step (``valid`` only keeps padded steps out of the weight gradients).

@@ -333,8 +333,10 @@ def test_fused_operator_gradgradcheck_with_projection(kind):
     assert torch.autograd.gradgradcheck(lambda *ts: fn(), tensors)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning",
+                            "ignore:`torch.jit:DeprecationWarning")
 @pytest.mark.parametrize("name", ["LSTM", "MomentumLSTM", "AdamLSTM", "NesterovLSTM"])
-def test_compile_and_export_match_eager(name):
+def test_compile_export_and_trace_match_eager(name):
     torch._dynamo.reset()
     torch.manual_seed(0)
     layer = mr.layer_class(name)(I, HID, proj_size=P, num_layers=2, bidirectional=True, dtype=torch.float64)
@@ -343,16 +345,19 @@ def test_compile_and_export_match_eager(name):
     def evaluate(fn, params):
         xx = x.clone().requires_grad_(True)
         out, state = fn(xx)
-        loss = (out * out.detach().cos()).sum() + state.h.sum() + state.c.sum()
-        return (out, state.h, state.c, *torch.autograd.grad(loss, [xx, *params]))
+        h, c = state[0], state[1]
+        loss = (out * out.detach().cos()).sum() + h.sum() + c.sum()
+        return (out, h, c, *torch.autograd.grad(loss, [xx, *params]))
 
     params = list(layer.parameters())
     ref = evaluate(layer, params)
     compiled = evaluate(torch.compile(layer, backend="aot_eager", fullgraph=True), params)
     # (other values than the example's: nothing data-dependent is baked in; the exported module
     # holds its own copies of the parameters)
-    exported = evaluate(torch.export.export(layer, (torch.randn(5, 2, I, dtype=torch.float64),)).module(), [])
-    for got in (compiled, exported):
+    example = torch.randn(5, 2, I, dtype=torch.float64)
+    exported = evaluate(torch.export.export(layer, (example,)).module(), [])
+    traced = evaluate(torch.jit.trace(layer, (example,), check_trace=False), params)
+    for got in (compiled, exported, traced):
         for a, b in zip(got, ref):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     torch._dynamo.reset()

@@ -8,6 +8,7 @@ the same constructor arguments in the same order (``nonlinearity`` fourth on the
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Optional
 
 import torch
@@ -70,8 +71,7 @@ _DOC = r"""{summary}.
     A drop-in replacement for ``torch.nn.{torch_name}`` (docs/equations.md).
 
     Args:
-        {torch_args}: as in ``torch.nn.{torch_name}``, in this order (the
-            ones below are keyword-only).{nonlinearity_doc}{proj_doc}
+{torch_args}{nonlinearity_doc}{proj_doc}
 {hp_doc}        learn_mu, learn_epsilon: make ``mu`` / ``epsilon`` learnable, one scalar per layer and
             direction, kept in range (``mu = sigmoid(mu_raw_l0)``, ``epsilon = softplus(...)``).
         init: ``"torch"`` (default, ``torch.nn``'s) or ``"authors"`` (orthogonal ``W_ih``, identity
@@ -88,8 +88,8 @@ _DOC = r"""{summary}.
     Outputs: ``output, state``
         * **output**: exactly as ``torch.nn.{torch_name}``: ``(L, N, D * H_out)`` (``H_out``:
           ``proj_size`` if it is > 0, else ``hidden_size``).
-        * **state**: ``{state_name}`` with ``h`` ``(D * num_layers, N, H_out)``{c_doc} and
-          ``momentum``, a :class:`MomentumState` whose ``{fields}`` are
+        * **state**: ``{state_name}`` with ``h`` ``(D * num_layers, N, H_out)``{c_doc}
+          and ``momentum``, a :class:`MomentumState` whose ``{fields}`` are
           ``(D * num_layers, N, {G} * hidden_size)``{step_doc}.
 
     Equivalent to this loop for one layer and direction (``u_t = W_ih x_t + b_ih``,
@@ -111,9 +111,9 @@ _TORCH_ARGS = {
             "bidirectional", "proj_size", "device", "dtype"),
 }
 _PROJ_DOC = {
-    "lstm": "\n        proj_size: if > 0, an LSTM with projections (LSTMP, as ``torch.nn.LSTM``): "
-            "``h_t = W_hr (o_t * tanh(c_t))``\n            of ``proj_size`` features, read by ``W_hh`` and the next "
-            "layer; the momentum (on the\n            ``4 * hidden_size`` input drive) is unchanged.",
+    "lstm": "\n        proj_size: if > 0, an LSTM with projections (LSTMP, as ``torch.nn.LSTM``):\n"
+            "            ``h_t = W_hr (o_t * tanh(c_t))`` of ``proj_size`` features, read by ``W_hh`` and the\n"
+            "            next layer; the momentum (on the ``4 * hidden_size`` input drive) is unchanged.",
     "gru": "\n        proj_size: 0 only (as ``torch.nn.GRU``).",
     "rnn": "\n        proj_size: 0 only (as ``torch.nn.RNN``).",
 }
@@ -188,13 +188,15 @@ class MomentumRNNBase(SequenceBase):
         return _DOC.format(
             summary=f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary}",
             torch_name=torch_name,
-            torch_args=", ".join(_TORCH_ARGS[cls.host]),
+            torch_args=textwrap.fill(", ".join(_TORCH_ARGS[cls.host]) + f": as in ``torch.nn.{torch_name}``, in this "
+                                     "order (the ones below are keyword-only).", 100, initial_indent=" " * 8,
+                                     subsequent_indent=" " * 12),
             nonlinearity_doc="\n        nonlinearity: ``'tanh'`` or ``'relu'``." if cls.host == "rnn" else "",
             proj_doc=_PROJ_DOC[cls.host],
             hp_doc=hp_doc,
             state_name="LSTMState(h, c, momentum)" if cls.host == "lstm" else "RNNState(h, momentum)",
             native_state="``(h_0, c_0)``" if cls.host == "lstm" else "``h_0``",
-            c_doc=", ``c`` ``(D * num_layers, N, hidden_size)``" if cls.host == "lstm" else "",
+            c_doc=",\n          ``c`` ``(D * num_layers, N, hidden_size)``" if cls.host == "lstm" else "",
             fields=", ".join(fields) or "(no fields)",
             G=GATES[cls.host],
             step_doc=" and the integer restart counter ``step`` ``(D * num_layers, N)``" if "step" in spec.fields else "",

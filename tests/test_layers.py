@@ -68,7 +68,7 @@ def to_layer_state(layer, st):
     return RNNState(st["h"], mom)
 
 
-def gradcheck_packed(layer, x, st, lengths=(5, 3)):
+def gradcheck_packed(layer, x, st, lengths=(5, 3), fast_mode=False):
     """``gradcheck`` of a layer on a packed batch with an initial state, through
     ``torch.func.functional_call``: inputs, the state tensors that need a gradient and every
     parameter; outputs, the padded output, ``h`` and the floating momentum fields."""
@@ -84,7 +84,8 @@ def gradcheck_packed(layer, x, st, lengths=(5, 3)):
         extra = [t for t in state.momentum if t is not None and t.is_floating_point()]
         return (pad_packed_sequence(out)[0], state.h, *extra)
 
-    return torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7)
+    return torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7,
+                                    fast_mode=fast_mode)
 
 
 def run_both(layer, x, lengths=None, st=None):

@@ -1,4 +1,5 @@
-"""A literal, step-by-step reference of docs/equations.md sections 2-3 (gated hosts).
+"""A literal, step-by-step reference of docs/equations.md sections 2-3 (gated hosts), the LSTM's
+projection (``proj_size``, LSTMP) included.
 
 Deliberately naive: one sequence at a time, one time step at a time, plain tensor ops, no shared
 code with the library except reading a layer's parameters and hyper-parameters. Every fast path
@@ -21,13 +22,15 @@ def _step_counter(k: int, restart: int) -> int:
 def reference_direction(layer, layer_idx, direction, seq, h, c, mom):
     """Run one layer and direction over ``seq`` (n, I) for ONE sequence, in the order of the equations.
 
-    ``mom`` is a dict with v, m, p (vectors) and k (int). Returns (outputs (n, H), h, c, mom).
+    ``mom`` is a dict with v, m, p (vectors) and k (int). Returns (outputs (n, H_out), h, c, mom);
+    ``H_out`` is ``proj_size`` for an LSTM with projections (``h = W_hr (o * tanh(c))``).
     """
     sfx = f"_l{layer_idx}" + ("_reverse" if direction == 1 else "")
     W_ih = getattr(layer, "weight_ih" + sfx)
     W_hh = getattr(layer, "weight_hh" + sfx)
     b_ih = getattr(layer, "bias_ih" + sfx) if layer.bias else torch.zeros_like(W_ih[:, 0])
     b_hh = getattr(layer, "bias_hh" + sfx) if layer.bias else torch.zeros_like(W_hh[:, 0])
+    W_hr = getattr(layer, "weight_hr" + sfx) if getattr(layer, "proj_size", 0) else None
     mu, eps = layer.hyper_parameters(layer_idx, direction)
     sch = layer.scheme
     kind, beta, F = sch.kind, sch.beta, sch.restart
@@ -74,6 +77,8 @@ def reference_direction(layer, layer_idx, direction, seq, h, c, mom):
             i, f, g, o = pre.chunk(4)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
+            if W_hr is not None:  # LSTM with projections: W_hh reads this projected h next step
+                h = W_hr @ h
         else:  # gru
             r_r, r_z, r_n = r.chunk(3)
             if kind == "nesterov":
@@ -99,24 +104,27 @@ def reference_direction(layer, layer_idx, direction, seq, h, c, mom):
 def reference_forward(layer, x, lengths=None, state=None):
     """Reference of a whole layer. ``x``: (T, B, I) time-major; ``lengths``: list of ints or None.
 
-    ``state``: None or dict with h, c (L*D, B, H) and v, m, p (L*D, B, GH), step (L*D, B).
-    Returns (output (T, B, D*H) zero-padded, h_n, c_n, momentum dict of (L*D, B, ...) tensors).
+    ``state``: None or dict with h (L*D, B, H_out), c (L*D, B, H) and v, m, p (L*D, B, GH), step (L*D, B).
+    Returns (output (T, B, D*H_out) zero-padded, h_n, c_n, momentum dict of (L*D, B, ...) tensors);
+    ``H_out`` is ``proj_size`` if it is > 0, else ``hidden_size``.
     """
     T, B, _ = x.shape
     H = layer.hidden_size
+    H_out = getattr(layer, "proj_size", 0) or H
     D = 2 if layer.bidirectional else 1
     L = layer.num_layers
     GH = layer.weight_hh_l0.shape[0]
     lengths = [T] * B if lengths is None else list(lengths)
     state = state or {}
-    zeros_h = x.new_zeros(H)
+    zeros_h = x.new_zeros(H_out)
+    zeros_c = x.new_zeros(H)
     zeros_g = x.new_zeros(GH)
 
     def init(name, idx, b, default):
         t = state.get(name)
         return default if t is None else t[idx, b]
 
-    out = x.new_zeros(T, B, D * H)
+    out = x.new_zeros(T, B, D * H_out)
     h_n = [[None] * B for _ in range(L * D)]
     c_n = [[None] * B for _ in range(L * D)]
     mom_n = [[None] * B for _ in range(L * D)]
@@ -134,7 +142,7 @@ def reference_forward(layer, x, lengths=None, state=None):
                     "k": int(state["step"][idx, b]) if state.get("step") is not None else 0,
                 }
                 o, h, c, mom = reference_direction(
-                    layer, li, di, seq, init("h", idx, b, zeros_h), init("c", idx, b, zeros_h), mom)
+                    layer, li, di, seq, init("h", idx, b, zeros_h), init("c", idx, b, zeros_c), mom)
                 dir_outs.append(o if di == 0 else o.flip(0))
                 h_n[idx][b], c_n[idx][b], mom_n[idx][b] = h, c, mom
             layer_in = torch.cat(dir_outs, 1)

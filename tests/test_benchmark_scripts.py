@@ -64,3 +64,11 @@ def test_speed_builds_every_scheme():
     for kind in speed.SCHEMES:
         layer = mr.build_layer("lstm", kind, 1, 4, **speed.HP[kind])
         assert speed.backend_of(layer) in mr.backends.BACKENDS
+
+
+def test_projection_reports_every_scheme():
+    out = _run("projection.py", "--shape", "4", "2", "2", "4", "2", "--rounds", "1", "--markdown")
+    for name in ("nn.LSTM(proj_size)", "LSTM", "MomentumLSTM", "AdamLSTM", "RMSPropLSTM", "RestartMomentumLSTM",
+                 "NesterovLSTM"):
+        assert f"| {name} |" in out, name
+    assert "| AdamLSTM | fused |" in out  # the table's capability fallback (no projection in compiled_loop)

@@ -45,7 +45,8 @@ def random_state(layer, B, fields, with_step=True, seed=1):
     LD = layer.num_layers * layer.num_directions
     H = layer.hidden_size
     GH = mr.GATES[layer.host] * H
-    st = {"h": torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5}
+    H_out = getattr(layer, "proj_size", 0) or H  # h's width (an LSTM's proj_size)
+    st = {"h": torch.randn(LD, B, H_out, generator=g, dtype=torch.float64) * 0.5}
     if layer.host == "lstm":
         st["c"] = torch.randn(LD, B, H, generator=g, dtype=torch.float64) * 0.5
     for f in fields:
@@ -76,7 +77,7 @@ def hidden_part(layer, st):
     return None if st is None else {k: v for k, v in st.items() if k in ("h", "c")}
 
 
-def gradcheck_packed(layer, x, st, lengths=(5, 3)):
+def gradcheck_packed(layer, x, st, lengths=(5, 3), fast_mode=False):
     """``gradcheck`` of a layer on a packed batch with an initial state, through
     ``torch.func.functional_call``: inputs, the state tensors that need a gradient and every
     parameter; outputs, the padded output and every floating tensor of the state (``h``, ``c``, the
@@ -92,7 +93,8 @@ def gradcheck_packed(layer, x, st, lengths=(5, 3)):
                                                 (packed, to_layer_state(layer, s)))
         return (pad_packed_sequence(out)[0], *[t for t in parts_of(layer, state).values() if t.is_floating_point()])
 
-    return torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7)
+    return torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7,
+                                    fast_mode=fast_mode)
 
 
 def run_both(layer, x, lengths=None, st=None):

@@ -38,6 +38,22 @@ def check_nonlinearity(host: str, nonlinearity) -> "str | None":
     return None
 
 
+def check_proj_size(host: str, proj_size, hidden_size: int) -> int:
+    """``torch.nn.LSTM``'s ``proj_size`` (0: no projection); other hosts take only 0. torch.nn's
+    messages, with the values given."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
+        raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__}")
+    if host != "lstm" and proj_size != 0:
+        raise ValueError(f"proj_size argument is only supported for LSTM, not RNN or GRU (got proj_size={proj_size} "
+                         f"on the {host.upper()} host; 0 means no projection)")
+    if proj_size < 0:
+        raise ValueError(f"proj_size should be a positive integer or zero to disable projections, got {proj_size}")
+    if proj_size >= hidden_size:
+        raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
+                         f"hidden_size={hidden_size}")
+    return int(proj_size)
+
+
 def check_tensor(name: str, value, dtype: torch.dtype, device: torch.device) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

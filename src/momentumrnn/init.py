@@ -13,6 +13,11 @@ def authors_init_(layer: nn.Module, forget_bias: float = 1.0) -> nn.Module:
     """``W_ih`` orthogonal (per gate block), ``W_hh`` identity blocks, all biases zero except both
     LSTM forget-gate biases, set to ``forget_bias`` (1.0; the authors used -4.0 for TIMIT).
 
+    An LSTM with projections (``proj_size = P > 0``; not in the paper): the ``(H, P)`` blocks of
+    ``W_hh`` and the projection ``W_hr`` ``(P, H)`` are rectangular identities
+    (``torch.nn.init.eye_``), so that ``W_hh`` reads unit ``j`` of ``o * tanh(c)`` back for
+    ``j < P``: the identity recurrence on the first ``P`` units.
+
     Works on momentum layers and cells and on ``torch.nn`` RNN/LSTM/GRU modules and cells."""
     H = layer.hidden_size
     for name, p in layer.named_parameters():
@@ -21,7 +26,9 @@ def authors_init_(layer: nn.Module, forget_bias: float = 1.0) -> nn.Module:
                 nn.init.orthogonal_(block)
         elif name.startswith("weight_hh"):
             for block in p.split(H, 0):
-                block.copy_(torch.eye(H, dtype=p.dtype, device=p.device))
+                nn.init.eye_(block)
+        elif name.startswith("weight_hr"):
+            nn.init.eye_(p)
         elif name.startswith("bias"):
             p.zero_()
             if isinstance(layer, (nn.LSTM, nn.LSTMCell)) or getattr(layer, "host", None) == "lstm":

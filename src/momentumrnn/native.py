@@ -27,10 +27,9 @@ def from_native(module: nn.Module, scheme: str = HEAVY_BALL.kind, **hyper_parame
     ``scheme`` defaults to heavy ball; with ``mu=0, epsilon=1`` (or the plain scheme) the result
     computes exactly what ``module`` computes."""
     host = _host_of(module)
-    if getattr(module, "proj_size", 0):
-        raise ValueError("LSTM with proj_size > 0 has no momentum counterpart")
     kw = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
-              dropout=module.dropout, bidirectional=module.bidirectional)
+              dropout=module.dropout, bidirectional=module.bidirectional,
+              proj_size=getattr(module, "proj_size", 0))  # (a GRU / RNN with one is refused, clearly)
     if host == "rnn":
         kw["nonlinearity"] = module.nonlinearity
     p = next(module.parameters())
@@ -55,6 +54,8 @@ def to_native(layer: MomentumRNNBase, strict: bool = True) -> nn.Module:
                          "would compute something else; pass strict=False to copy the weights anyway")
     kw = dict(num_layers=layer.num_layers, bias=layer.bias, batch_first=layer.batch_first,
               dropout=layer.dropout, bidirectional=layer.bidirectional)
+    if layer.host == "lstm":
+        kw["proj_size"] = layer.proj_size
     if layer.host == "rnn":
         kw["nonlinearity"] = layer.nonlinearity
     p = layer.weight_ih_l0

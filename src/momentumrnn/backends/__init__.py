@@ -27,9 +27,12 @@ Two situations replace the table's choice, both decided here:
   per-step cell operations. So the gated trivial and linear drives (and CUDA's normalized drive,
   whose ``precomputed_native`` ends in cuDNN's kernel) run on the fused operator, one opaque node
   in the graph (same results to rounding);
-* a backend whose capability probe fails for the input's device and dtype (e.g. a CPU whose
-  oneDNN has no bfloat16 RNN) is replaced by its :data:`FALLBACK` (probed once per host,
-  device type and dtype; see :func:`momentumrnn.backends.native.capable`).
+* a backend whose capability probe fails for the layer and input is replaced by its
+  :data:`FALLBACK`: a device and dtype its kernel lacks (e.g. a CPU whose oneDNN has no bfloat16
+  RNN; probed once per host, device type and dtype, see
+  :func:`momentumrnn.backends.native.capable`), or an LSTM with projections (``proj_size > 0``) on
+  a backend without them (:attr:`Backend.projections`: the C++ loop and the lookahead graph loop
+  have none; their Python twin ``fused`` runs the same equations with the projection).
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ from torch import Tensor
 
 from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwise
 
-__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select", "run",
-           "force", "compiling"]
+__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select",
+           "choose", "run", "force", "compiling"]
 
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
 _ALL = frozenset(DRIVES)
@@ -57,6 +60,8 @@ class Backend(NamedTuple):
     families: frozenset
     drives: frozenset
     summary: str
+    #: whether it runs an LSTM with projections (``proj_size > 0``, ``h_t = W_hr (o_t tanh(c_t))``)
+    projections: bool = True
 
 
 BACKENDS = {
@@ -67,12 +72,14 @@ BACKENDS = {
     "fused": Backend(fused.run, frozenset({"gated"}), _ALL,
                      "fused per-step recurrence with a hand-written backward"),
     "compiled_loop": Backend(compiled.run, frozenset({"gated"}), frozenset({"normalized", "lookahead"}),
-                             "the fused recurrence as a C++ loop built at first use (falls back to fused)"),
+                             "the fused recurrence as a C++ loop built at first use (falls back to fused)",
+                             projections=False),
     "precomputed_native": Backend(precomputed.run, frozenset({"gated"}), frozenset({"trivial", "linear", "normalized"}),
                                   "the drive for the whole sequence by the filters, then the torch.nn kernel "
                                   "with an identity input map"),
     "graph_loop": Backend(graph_loop.run, frozenset({"gated"}), frozenset({"lookahead"}),
-                          "the lookahead loop in few operations per step, captured into CUDA graphs on a GPU"),
+                          "the lookahead loop in few operations per step, captured into CUDA graphs on a GPU",
+                          projections=False),
     "modrelu": Backend(modrelu.run, frozenset({"modrelu"}), _ALL,
                        "modReLU recurrence with a hand-written backward, drive formed block-wise"),
     "stepwise": Backend(stepwise.run, frozenset({"gated", "modrelu"}), _ALL,
@@ -102,12 +109,24 @@ DISPATCH_COMPILING = {
     ("gated", "normalized", "cuda"): "fused",  # precomputed_native ends in cuDNN's kernel
 }
 
+
+def _no_projection(layer, x: Tensor) -> bool:
+    """The probe of the backends without projections (:attr:`Backend.projections` False)."""
+    return not getattr(layer, "proj_size", 0)
+
+
 #: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)
 FALLBACK = {
     "native": (native.capable, "fused"),
     "filtered_native": (native.capable, "fused"),
     "precomputed_native": (native.capable, "fused"),
+    # no projection in the C++ loop nor in the graph loop: the Python loop (fused) has it
+    "compiled_loop": (_no_projection, "fused"),
+    "graph_loop": (_no_projection, "fused"),
 }
+
+#: the backends that end in a native RNN kernel (which does not compile; see the module docstring)
+_NATIVE_KERNEL = frozenset({"native", "filtered_native", "precomputed_native"})
 
 _forced: Optional[str] = None
 
@@ -129,9 +148,11 @@ def drive_of(layer, mom0, hp) -> str:
 
 
 def select(family: str, drive: str, device_type: str, forced: Optional[str] = None,
-           under_compile: bool = False) -> str:
+           under_compile: bool = False, projection: bool = False) -> str:
     """The backend for a family, drive and device type (``forced`` if given, checked);
-    ``under_compile``: while torch.compile traces (:data:`DISPATCH_COMPILING`)."""
+    ``under_compile``: while torch.compile traces (:data:`DISPATCH_COMPILING`); ``projection``:
+    an LSTM with projections (checked for a forced backend; the table's choice goes through
+    :data:`FALLBACK` in :func:`run`)."""
     if forced is not None:
         if forced not in BACKENDS:
             raise ValueError(f"unknown backend {forced!r}; expected one of {', '.join(BACKENDS)}")
@@ -140,7 +161,11 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
             able = [n for n, c in BACKENDS.items() if family in c.families and drive in c.drives]
             raise ValueError(f"backend {forced!r} cannot run a {drive} drive on a {family} host; "
                              f"use one of {', '.join(able)}")
-        if under_compile and forced in FALLBACK:  # the backends that end in a native RNN kernel
+        if projection and not b.projections:
+            able = [n for n, c in BACKENDS.items() if family in c.families and drive in c.drives and c.projections]
+            raise ValueError(f"backend {forced!r} cannot run an LSTM with projections (proj_size > 0); "
+                             f"use one of {', '.join(able)}")
+        if under_compile and forced in _NATIVE_KERNEL:
             replacement = select(family, drive, device_type, None, under_compile=True)
             raise ValueError(f"backend {forced!r} cannot run under torch.compile: the native RNN kernels do not "
                              "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
@@ -158,14 +183,21 @@ def _lookup(table: dict, family: str, drive: str, device_type: str) -> Optional[
     return table.get((family, drive, device_type)) or table.get((family, drive, "*"))
 
 
-def run(layer, params, x, seq, hidden0, mom0, hp):
-    """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
+def choose(layer, x: Tensor, mom0, hp) -> str:
+    """The name of the backend that runs one direction of ``layer`` on ``x`` (time-major) from
+    momentum state ``mom0`` with hyper-parameters ``hp``: the forced one (checked), or the table's
+    choice through :data:`FALLBACK`."""
     drive = drive_of(layer, mom0, hp)
     forced = layer.backend or _forced
-    name = select(layer.family, drive, x.device.type, forced, compiling())
+    name = select(layer.family, drive, x.device.type, forced, compiling(), bool(getattr(layer, "proj_size", 0)))
     if forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
         name = FALLBACK[name][1]
-    return BACKENDS[name].run(layer, params, x, seq, hidden0, mom0, hp)
+    return name
+
+
+def run(layer, params, x, seq, hidden0, mom0, hp):
+    """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
+    return BACKENDS[choose(layer, x, mom0, hp)].run(layer, params, x, seq, hidden0, mom0, hp)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,10 @@ Per-step pre-activation (``R_t = h_{t-1} W_hh^T``), with the drive's contributio
 * ``D_t`` is ``e_t`` (``drive="given"``: precomputed by the caller with autograd), or computed
   in the loop from ``u_t = W_ih x_t + b_ih``: Adam ``v_t / sqrt(m_t + eps) + b``,
   RMSProp ``epsilon u_t / sqrt(m_t + eps) + b``, Nesterov ``b - epsilon u_t``, where ``b`` is the
-  part of ``b_hh`` outside the reset gate.
+  part of ``b_hh`` outside the reset gate;
+* an LSTM with projections (``proj_size``): ``h_t = (o_t tanh(c_t)) W_hr^T``, one more GEMM per
+  step forward and backward (``R_t`` reads the projected ``h``); ``W_hr``'s gradient one GEMM per
+  block of 16 steps.
 
 Sequences of different lengths run to the longest one; the caller picks each sequence's final
 state at its own last step (``valid`` only keeps padded steps out of the weight gradients).
@@ -98,9 +101,10 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     c0 = hidden0.get("c")
     common = dict(
         c0=(c0 if c0 is not None else x.new_zeros(B, H)) if host == "lstm" else None,
-        b_hn=b_hn, nonlinearity=layer.nonlinearity or "tanh", alpha=alpha, beta=beta_k, p0=p0, valid=seq.valid,
+        b_hn=b_hn, w_hr=p.w_hr, nonlinearity=layer.nonlinearity or "tanh", alpha=alpha, beta=beta_k, p0=p0,
+        valid=seq.valid,
     )
-    h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, H)
+    h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, p.w_hh.shape[1])
     learned = isinstance(mu, Tensor) or isinstance(eps, Tensor)
     mom = MomentumState()
     if not learned and (spec.lookahead or spec.normalized):

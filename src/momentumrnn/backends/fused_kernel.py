@@ -166,16 +166,17 @@ class FusedRecurrence:
     ctx of its own (saved tensors, the blocked drive and its block-start states)."""
 
     @staticmethod
-    def forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
+    def forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr,
                 alpha, beta, valid, last):
         ctx.set_materialize_grads(False)
         mode = spec.mode
         T, B = (e.shape[0], e.shape[1]) if mode == "given" else (x.shape[0], x.shape[1])
-        G, H = w_hh.shape
+        G, P = w_hh.shape  # P: the width of h (the LSTM's proj_size with a projection w_hr)
+        H = w_hr.shape[1] if w_hr is not None else P  # the cell's width
         ref = h0
         lookahead = alpha is not None
         wt = w_hh.t()
-        hs = ref.new_empty(T, B, H)
+        hs = ref.new_empty(T, B, P)
         acts = ref.new_empty(T, B, G) if host != "rnn" else None
         cs = ref.new_empty(T, B, H) if host == "lstm" else None
         rn = ref.new_empty(T, B, H) if host == "gru" else None
@@ -247,6 +248,8 @@ class FusedRecurrence:
             i_s, f_s, g_s, o_s = (y.unbind(0) for y in acts.split(H, 2))
             if_s = acts[:, :, :2 * H].unbind(0)
             c_steps = cs.unbind(0)
+            if w_hr is not None:
+                w_hr_t, y = w_hr.t(), ref.new_empty(B, H)
             for t in range(T):
                 at = a_all[t]
                 if lookahead:
@@ -259,7 +262,10 @@ class FusedRecurrence:
                 if_s[t].sigmoid_()
                 o_s[t].sigmoid_()
                 c = torch.mul(f_s[t], c, out=c_steps[t]).addcmul_(i_s[t], g_s[t])
-                h = torch.tanh(c, out=h_steps[t]).mul_(o_s[t])
+                if w_hr is None:
+                    h = torch.tanh(c, out=h_steps[t]).mul_(o_s[t])
+                else:  # the projection h = (o * tanh(c)) W_hr^T
+                    h = torch.mm(torch.tanh(c, out=y).mul_(o_s[t]), w_hr_t, out=h_steps[t])
         else:  # gru
             w_rz, w_n = wt[:, :2 * H], wt[:, 2 * H:]
             rz_s, n_s = (y.unbind(0) for y in acts.split([2 * H, H], 2))
@@ -292,19 +298,20 @@ class FusedRecurrence:
             m_last = st["m"] if last is None else st["m_last"]
             if spec.velocity:
                 v_last = st["v"] if last is None else st["v_last"]
-        ctx.save_for_backward(x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, alpha, beta, valid, last)
+        ctx.save_for_backward(x, w_ih, b_ih, h0, c0, v0, m0, w_hh, w_hr, hs, acts, cs, rn, alpha, beta, valid, last)
         return hs, cs, ps, v_last, m_last
 
     @staticmethod
     def backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last):
-        x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts, cs, rn, alpha, beta, valid, last = ctx.saved_tensors
+        x, w_ih, b_ih, h0, c0, v0, m0, w_hh, w_hr, hs, acts, cs, rn, alpha, beta, valid, last = ctx.saved_tensors
         host, lookahead, spec = ctx.host, ctx.lookahead, ctx.spec
         mode = spec.mode
-        T, B, H = hs.shape
+        T, B, P = hs.shape  # P: the width of h (proj_size with a projection)
+        H = w_hr.shape[1] if w_hr is not None else P
         G = w_hh.shape[0]
         one = hs.new_ones(())
         if d_hs is None:
-            d_hs = hs.new_zeros(T, B, H)
+            d_hs = hs.new_zeros(T, B, P)
         d_hs_steps = d_hs.unbind(0)
         d_cs_steps = d_cs.unbind(0) if d_cs is not None else None
         d_ps_steps = d_ps.unbind(0) if d_ps is not None else None
@@ -318,7 +325,7 @@ class FusedRecurrence:
 
         # The drive's backward runs after the loop: Nesterov's D = b - eps u gives du = -eps dp;
         # the Adam / RMSProp drive goes block-wise.
-        d_h0 = d_c0 = d_b_hn = None
+        d_h0 = d_c0 = d_b_hn = d_w_hr = None
         dh = None  # gradient reaching h_t from later steps
         if host == "rnn":
             tanh = ctx.nonlinearity == "tanh"
@@ -340,6 +347,13 @@ class FusedRecurrence:
             dg_o = dg[:, :, 3 * H:].unbind(0)
             f_s = acts[:, :, H:2 * H].unbind(0)
             dc = None
+            if w_hr is not None:
+                # with the projection h = y W_hr^T (y = o tanh(c)): dy = dh W_hr; the total dh of
+                # every step is kept for W_hr's gradient, one GEMM per block
+                dh_all = hs.new_empty(T, B, P)
+                dh_all_steps = dh_all.unbind(0)
+                dy_buf = hs.new_empty(B, H)
+                d_w_hr = w_hr.new_zeros(P, H)
             for t1 in range(T, 0, -K):
                 t0 = max(t1 - K, 0)
                 i, f, g, o = acts[t0:t1].split(H, 2)
@@ -353,15 +367,24 @@ class FusedRecurrence:
                 for t in range(t1 - 1, t0 - 1, -1):
                     j = t - t0
                     dh = d_hs_steps[t] if dh is None else dh.add_(d_hs_steps[t])
+                    dy = dh
+                    if w_hr is not None:
+                        dh_all_steps[t].copy_(dh)
+                        dy = torch.mm(dh, w_hr, out=dy_buf)
                     if d_cs_steps is not None:
                         dc = d_cs_steps[t].clone() if dc is None else dc.add_(d_cs_steps[t])
-                    dc = torch.mul(dh, k_c_s[j]) if dc is None else dc.addcmul_(dh, k_c_s[j])
-                    torch.mul(dh, k_o_s[j], out=dg_o[t])
+                    dc = torch.mul(dy, k_c_s[j]) if dc is None else dc.addcmul_(dy, k_c_s[j])
+                    torch.mul(dy, k_o_s[j], out=dg_o[t])
                     torch.mul(k_ifg_s[j], dc.unsqueeze(1), out=dg_ifg[t])
                     dc = dc.mul_(f_s[t])
                     if lookahead:
                         _lookahead_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, 0, G)
                     dh = torch.mm(dp_steps[t], w_hh)
+                if w_hr is not None:
+                    y = tc.mul_(o)
+                    if valid is not None:  # padded steps can hold anything: where, not a product with 0
+                        y = torch.where(valid[t0:t1], y, 0)
+                    d_w_hr.addmm_(dh_all[t0:t1].reshape(-1, P).t(), y.reshape(-1, H))
             d_h0, d_c0 = dh, dc
         else:  # gru
             r_s, z_s, n_s = (y.unbind(0) for y in acts.split(H, 2))
@@ -400,7 +423,7 @@ class FusedRecurrence:
             # Padded steps can hold anything (even inf with ReLU): where, not a product with 0.
             h_prev = torch.where(valid, h_prev, 0)
         grads_in = torch.cat([dp[:, :, :2 * H], drn], 2) if host == "gru" else dp
-        d_w_hh = grads_in.reshape(T * B, G).t().mm(h_prev.reshape(T * B, H))
+        d_w_hh = grads_in.reshape(T * B, G).t().mm(h_prev.reshape(T * B, P))
         d_p0 = dg[0] * (-b_steps[0]) if lookahead else None
         d_e = d_x = d_w_ih = d_b_ih = d_bias_e = d_v0 = d_m0 = None
         if mode == "given":
@@ -454,7 +477,7 @@ class FusedRecurrence:
                 if spec.velocity and v0 is not None:
                     d_v0 = dv_next * spec.mu
         return (None, None, None, d_e, d_x, d_w_ih, d_b_ih, d_bias_e, d_h0, d_c0, d_p0, d_v0, d_m0,
-                d_w_hh, d_b_hn, None, None, None, None)
+                d_w_hh, d_b_hn, d_w_hr, None, None, None, None)
 
 
 def _lookahead_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, lo, hi):

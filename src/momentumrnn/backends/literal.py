@@ -32,11 +32,11 @@ def _pick(seq: Tensor, last: Optional[Tensor]) -> Tensor:
 
 
 def fused_reference(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
-                    w_hh, b_hn, alpha, beta_k, valid, last):
+                    w_hh, b_hn, w_hr, alpha, beta_k, valid, last):
     """``(hs, cs, ps, v_last, m_last)`` of ``momentumrnn::fused_recurrence``."""
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
     mode = spec.mode
-    G, H = w_hh.shape
+    H = w_hh.shape[1]  # (the GRU's; an LSTM's projection changes only h's width)
     lookahead = alpha is not None
     v_last = m_last = None
     if mode == "given":
@@ -92,6 +92,8 @@ def fused_reference(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_i
                 i, f, gg, o = g.chunk(4, 1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
                 h = torch.sigmoid(o) * torch.tanh(c)
+                if w_hr is not None:
+                    h = h @ w_hr.t()
                 cs.append(c)
         hs.append(h)
         if lookahead:

@@ -23,25 +23,40 @@ from ..filters import cumulative_decay, linear_filter
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 
-__all__ = ["GatedParams", "native_call", "run_native", "run_filtered", "capable"]
+__all__ = ["GatedParams", "flat_weights", "native_call", "run_native", "run_filtered", "capable"]
 
 
 class GatedParams(NamedTuple):
-    """One layer and direction of a gated host (``torch.nn``'s names; biases may be None)."""
+    """One layer and direction of a gated host (``torch.nn``'s names; biases may be None;
+    ``w_hr``: the LSTM's projection ``(proj_size, hidden_size)``, None without one)."""
 
     w_ih: Tensor
     w_hh: Tensor
     b_ih: Optional[Tensor]
     b_hh: Optional[Tensor]
+    w_hr: Optional[Tensor] = None
+
+
+def flat_weights(p: GatedParams, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None) -> list:
+    """The weights of one direction in the native kernels' order, ``[w_ih, w_hh, (b_ih, b_hh), (w_hr)]``
+    (torch.nn's ``_flat_weights``), with ``w_ih`` / ``b_ih`` replaced where given."""
+    weights = [p.w_ih if w_ih is None else w_ih, p.w_hh]
+    if p.b_hh is not None:
+        weights += [p.b_ih if b_ih is None else b_ih, p.b_hh]
+    if p.w_hr is not None:
+        weights.append(p.w_hr)
+    return weights
 
 
 def native_call(layer, x: Tensor, lengths: Optional[Tensor], h0, c0, weights: list):
-    """One native single-layer, single-direction call; returns ``(out, h_T, c_T)``."""
-    has_biases = len(weights) == 4
+    """One native single-layer, single-direction call on :func:`flat_weights`; returns
+    ``(out, h_T, c_T)``. An LSTM with projections (a fifth / third weight ``w_hr``) is told by
+    the kernel from ``h0`` being narrower than ``c0`` (ATen's ``lstm``: ``has_projections``)."""
+    has_biases = len(weights) in (4, 5)
     T, B, _ = x.shape
     H = layer.hidden_size
     if h0 is None:
-        h0 = x.new_zeros(B, H)
+        h0 = x.new_zeros(B, weights[1].shape[1])  # the width of h: W_hh's columns
     if layer.host == "lstm":
         hx = (h0.unsqueeze(0), (c0 if c0 is not None else x.new_zeros(B, H)).unsqueeze(0))
         fn = _VF.lstm
@@ -105,8 +120,7 @@ def _finals(layer, hT, cT) -> dict:
 def run_native(layer, p: GatedParams, x, seq, hidden0, mom0, hp):
     """A trivial drive: the native kernel, and the momentum state of a plain cell (``v_t = u_t``,
     the restart counter running)."""
-    weights = [p.w_ih, p.w_hh] + ([p.b_ih, p.b_hh] if p.b_ih is not None else [])
-    out, hT, cT = native_call(layer, x, seq.lengths, hidden0["h"], hidden0.get("c"), weights)
+    out, hT, cT = native_call(layer, x, seq.lengths, hidden0["h"], hidden0.get("c"), flat_weights(p))
     fields = layer.scheme.state_fields
     v = step = None
     if "v" in fields:
@@ -144,7 +158,7 @@ def run_filtered(layer, p: GatedParams, x, seq, hidden0, mom0, hp):
             cols.append(pi * v0)
             w_in = torch.cat([w_in, torch.eye(GH, dtype=x.dtype, device=x.device)], 1)
     x_in = torch.cat(cols, 2) if len(cols) > 1 else cols[0]
-    weights = [w_in, p.w_hh] + ([torch.zeros_like(p.b_hh), p.b_hh] if p.b_hh is not None else [])
+    weights = flat_weights(p, w_in, torch.zeros_like(p.b_hh) if p.b_hh is not None else None)
     out, hT, cT = native_call(layer, x_in, seq.lengths, hidden0["h"], hidden0.get("c"), weights)
     v_T = at_last_step(x_in, seq.last) @ w_in.t()
     step = None

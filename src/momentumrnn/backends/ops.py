@@ -106,9 +106,9 @@ def call(function, op, args):
 
 # ================================================================ fused gated recurrence
 # tensor inputs, in order; the first _FUSED_GRADS of them get gradients
-_FUSED_TENSORS = ("e", "x", "w_ih", "b_ih", "bias_e", "h0", "c0", "p0", "v0", "m0", "w_hh", "b_hn",
+_FUSED_TENSORS = ("e", "x", "w_ih", "b_ih", "bias_e", "h0", "c0", "p0", "v0", "m0", "w_hh", "b_hn", "w_hr",
                   "alpha", "beta_k", "valid", "last")
-_FUSED_GRADS = 12
+_FUSED_GRADS = 13
 _T = Optional[Tensor]
 
 
@@ -116,7 +116,7 @@ _T = Optional[Tensor]
 @autocast_off
 def _fused_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
               e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
-              w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T
+              w_hh: Tensor, b_hn: _T, w_hr: _T, alpha: _T, beta_k: _T, valid: _T, last: _T
               ) -> Tuple[(Tensor,) * 9]:
     """``(hs, cs, ps, v_last, m_last, acts, rn, starts_v, starts_m)``; see :func:`fused_recurrence`.
     ``acts``, ``rn`` (GRU) and ``starts_v`` / ``starts_m`` ``(blocks, B, G)`` (Adam / RMSProp: the
@@ -124,25 +124,26 @@ def _fused_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float
     ctx = _Ctx()
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
     outs = FusedRecurrence.forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
-                                   w_hh, b_hn, alpha, beta_k, valid, last)
-    acts, rn = ctx.saved_tensors[9], ctx.saved_tensors[11]
+                                   w_hh, b_hn, w_hr, alpha, beta_k, valid, last)
+    acts, rn = ctx.saved_tensors[10], ctx.saved_tensors[12]
     starts_v, starts_m = getattr(ctx, "starts", (None, None))
     return tuple(_out(t, h0) for t in (*outs, acts, rn, starts_v, starts_m))
 
 
 @_fused_op.register_fake
-def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
+def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr,
       alpha, beta_k, valid, last):
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
     normalized = spec.mode == "normalized"
     T, B = (e.shape[0], e.shape[1]) if e is not None else (x.shape[0], x.shape[1])
-    G, H = w_hh.shape
+    G, P = w_hh.shape  # P: the width of h; H: the cell's (they differ with a projection w_hr)
+    H = w_hr.shape[1] if w_hr is not None else P
 
     def new(use, *shape):
         return h0.new_empty(shape if use else (0,))
 
     nb = -(-T // normalized_block_size(B, G, x.element_size())) if normalized else 0
-    return (new(True, T, B, H), new(host == "lstm", T, B, H), new(alpha is not None, T, B, G),
+    return (new(True, T, B, P), new(host == "lstm", T, B, H), new(alpha is not None, T, B, G),
             new(normalized and spec.velocity, B, G), new(normalized, B, G), new(host != "rnn", T, B, G),
             new(host == "gru", T, B, H), new(normalized and spec.velocity, nb, B, G), new(normalized, nb, B, G))
 
@@ -151,28 +152,28 @@ def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0,
 @autocast_off
 def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
                        e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
-                       w_hh: Tensor, b_hn: _T, alpha: _T, beta_k: _T, valid: _T, last: _T,
+                       w_hh: Tensor, b_hn: _T, w_hr: _T, alpha: _T, beta_k: _T, valid: _T, last: _T,
                        hs: Tensor, cs: Tensor, acts: Tensor, rn: Tensor, starts_v: Tensor, starts_m: Tensor,
                        d_hs: _T, d_cs: _T, d_ps: _T, d_v_last: _T, d_m_last: _T, needs: list[bool]
                        ) -> Tuple[(Tensor,) * _FUSED_GRADS]:
-    """The gradients of ``e .. b_hn`` (``needs``) from those of ``hs, cs, ps, v_last, m_last``."""
+    """The gradients of ``e .. w_hr`` (``needs``) from those of ``hs, cs, ps, v_last, m_last``."""
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
     ctx = _Ctx(host=host, nonlinearity=nonlinearity, lookahead=alpha is not None, spec=spec,
                has_b_ih=b_ih is not None, needs_input_grad=(False,) * 3 + tuple(needs))
-    ctx.saved_tensors = (x, w_ih, b_ih, h0, c0, v0, m0, w_hh, hs, acts if host != "rnn" else None,
+    ctx.saved_tensors = (x, w_ih, b_ih, h0, c0, v0, m0, w_hh, w_hr, hs, acts if host != "rnn" else None,
                          cs if host == "lstm" else None, rn if host == "gru" else None, alpha, beta_k, valid, last)
     if spec.mode == "normalized":
         ctx.blocked = _BlockedNormalizedDrive(spec, x, w_ih, b_ih, bias_e)
         ctx.starts = (starts_v if spec.velocity else None, starts_m)
     grads = FusedRecurrence.backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last)[3:3 + _FUSED_GRADS]
-    inputs = (e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn)
+    inputs = (e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr)
     return _grads_out(grads, inputs, needs)
 
 
 @_fused_backward_op.register_fake
-def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn,
+def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr,
       alpha, beta_k, valid, last, hs, cs, acts, rn, starts_v, starts_m, d_hs, d_cs, d_ps, d_v_last, d_m_last, needs):
-    return _grads_fake((e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn), needs)
+    return _grads_fake((e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr), needs)
 
 
 def _fused_setup(ctx, inputs, output):
@@ -227,6 +228,7 @@ def fused_recurrence(
     m0: Optional[Tensor] = None,
     c0: Optional[Tensor] = None,
     b_hn: Optional[Tensor] = None,
+    w_hr: Optional[Tensor] = None,
     nonlinearity: str = "tanh",
     alpha: Optional[Tensor] = None,
     beta: Optional[Tensor] = None,
@@ -242,11 +244,13 @@ def fused_recurrence(
     ``p`` sequence and the Adam / RMSProp final states ``v`` / ``m`` ``(B, G*H)`` at each sequence's
     last step ``last`` (``(B,)``, default ``T - 1``); ``None`` where unused.
     ``alpha``/``beta`` ``(T, B', 1)`` switch on the Nesterov combination with initial ``p0``.
+    ``w_hr`` ``(P, H)`` (LSTM): the projection ``h_t = (o_t tanh(c_t)) W_hr^T``; ``h`` is then
+    ``P`` wide (``h0``, ``hs``, ``w_hh`` ``(G, P)``) and ``c`` ``H`` wide.
     ``valid`` ``(T, B, 1)`` marks real (unpadded) steps.
     """
     spec = spec or DriveSpec("given")
     args = (host, nonlinearity, spec.kind, float(spec.mu), float(spec.epsilon), float(spec.beta),
-            e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, alpha, beta, valid, last)
+            e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr, alpha, beta, valid, last)
     hs, cs, ps, v, m = call(_FusedFunction, _fused_op, args)[:5]
     normalized = spec.mode == "normalized"
     return (hs, cs if host == "lstm" else None, ps if alpha is not None else None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .fused import sequence_drive
-from .native import native_call
+from .native import flat_weights, native_call
 
 __all__ = ["run"]
 
@@ -40,9 +40,7 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     flat = x.reshape(T * B, I)
     u = (torch.addmm(p.b_ih, flat, p.w_ih.t()) if p.b_ih is not None else flat @ p.w_ih.t()).view(T, B, GH)
     d, mom = sequence_drive(layer.scheme, u, mu, eps, mom0, seq.last)
-    weights = [_identity(GH, x), p.w_hh]
-    if p.b_hh is not None:
-        weights += [torch.zeros_like(p.b_hh), p.b_hh]
+    weights = flat_weights(p, _identity(GH, x), torch.zeros_like(p.b_hh) if p.b_hh is not None else None)
     out, hT, cT = native_call(layer, d, seq.lengths, hidden0["h"], hidden0.get("c"), weights)
     finals = {"h": hT, "c": cT} if layer.host == "lstm" else {"h": hT}
     return out, finals, mom

@@ -246,6 +246,7 @@ def jit_trace(RNN, lstm):
     x = inputs(batch_first=True)
     with warnings.catch_warnings():  # the tracer's notes on Python values: not this test's subject
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit.trace itself
         traced = torch.jit.trace(rnn, (x,), check_trace=False)
     return traced(x)
 

@@ -196,18 +196,17 @@ def test_learnable_hyper_parameters(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunked_equals_one_call(kind):
     layer = lstmp(kind, num_layers=2, bidirectional=False)
+    layer.carry_momentum = True
     x = torch.randn(11, 3, I, dtype=torch.float64)
     out_full, st_full = layer(x)
+    assert len(st_full) == len(layer.state_names) == 2 + len(layer.scheme.state_fields)
     outs, st = [], None
     for chunk in x.split([4, 1, 6]):
         o, st = layer(chunk, st)
         outs.append(o)
     torch.testing.assert_close(torch.cat(outs), out_full, **TOL)
-    torch.testing.assert_close(st.h, st_full.h, **TOL)
-    torch.testing.assert_close(st.c, st_full.c, **TOL)
-    for a, b in zip(st.momentum, st_full.momentum):
-        if a is not None:
-            torch.testing.assert_close(a, b, **TOL)
+    for name, a, b in zip(layer.state_names, st, st_full):
+        torch.testing.assert_close(a, b, **TOL, msg=name)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -25,6 +25,7 @@ after construction (e.g. weight dropout): such a layer refuses to pickle with th
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 from torch.nn.utils import parametrize
 
@@ -45,6 +46,13 @@ def _layout(layer) -> dict:
 class LayerType(type):
     """Metaclass of the layers: records the constructor's arguments and the parametrizations it
     registered, and rebuilds a layer from a pickle's payload (module docstring)."""
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        """The constructor's signature (``inspect``, ``help`` and IDEs would otherwise show this
+        metaclass's ``__call__(*args, **kwargs)``)."""
+        sig = inspect.signature(cls.__init__)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
 
     def __call__(cls, *args, **kwargs):
         if len(args) == 1 and not kwargs and isinstance(args[0], dict) and _REBUILD in args[0]:

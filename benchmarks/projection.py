@@ -24,6 +24,7 @@ from torch import nn
 
 import momentumrnn as mr
 from momentumrnn import backends
+from momentumrnn.schemes import MomentumState
 
 SCHEMES = ["none", "heavy_ball", "restart", "adam", "rmsprop", "nesterov"]
 HP = {  # the paper's sequential-MNIST settings (docs/equations.md, section 7)
@@ -47,7 +48,7 @@ def measure(T, N, I, H, P, rounds, clock, kinds=SCHEMES):
              "nn.LSTM (no projection)": ("native", fwd_bwd(nn.LSTM(I, H), x))}
     for kind in kinds:
         layer = mr.build_layer("lstm", kind, I, H, proj_size=P, **HP[kind])
-        name = backends.choose(layer, x, mr.MomentumState(), layer.hyper_parameters())
+        name = backends.choose(layer, x, MomentumState(), layer.hyper_parameters())
         cases[mr.registry.paper_name("lstm", kind)] = (name, fwd_bwd(layer, x))
     tick = time.process_time if clock == "cpu" else time.perf_counter
     with warnings.catch_warnings():

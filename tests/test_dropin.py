@@ -12,6 +12,8 @@ copied in, the same numbers.
 
 import copy
 import io
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -324,33 +326,45 @@ def test_cell_loop_as_torch_nn(name):
 
 
 # ----------------------------------------------------------------------------------- PyTorch's samples
-def _module_samples():
-    try:
-        from torch.testing._internal.common_modules import module_db
-    except ImportError as e:  # torch's test helpers need expecttest (a test extra)
-        pytest.skip(f"torch.testing._internal.common_modules does not import: {e}")
-    wanted = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru", nn.RNNCell: "rnn", nn.LSTMCell: "lstm",
-              nn.GRUCell: "gru"}
-    cases = []
-    for info in module_db:
-        if info.module_cls in wanted:
-            for sample in info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=True,
-                                                  training=True):
-                cases.append((info.module_cls, wanted[info.module_cls], sample))
-    return cases
+_DUMP_SAMPLES = """
+import sys, torch
+from torch import nn
+from torch.testing._internal.common_modules import module_db
+wanted = (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell)
+cases = [(info.module_cls.__name__, s.constructor_input.args, dict(s.constructor_input.kwargs), s.forward_input.args,
+          dict(s.forward_input.kwargs))
+         for info in module_db if info.module_cls in wanted
+         for s in info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=True, training=True)]
+torch.save(cases, sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def module_samples(tmp_path_factory):
+    """PyTorch's module test samples, read in a child process: importing torch's internal test
+    helpers freezes torch.backends' global flags for the rest of the process (common_utils calls
+    ``torch.backends.disable_global_flags()``), which breaks later code that sets them
+    (Lightning sets cudnn.benchmark)."""
+    path = tmp_path_factory.mktemp("module_db") / "samples.pt"
+    run = subprocess.run([sys.executable, "-c", _DUMP_SAMPLES, str(path)], capture_output=True, text=True)
+    if run.returncode and "No module named 'expecttest'" in run.stderr:  # torch's helpers need a test extra
+        pytest.skip("torch.testing._internal.common_modules needs expecttest (pip install -e '.[test]')")
+    assert run.returncode == 0, run.stderr[-2000:]
+    return torch.load(path, weights_only=False)
 
 
 @pytest.mark.parametrize("scheme", ["none", "heavy_ball"])
-def test_pytorch_module_samples(scheme):
+def test_pytorch_module_samples(scheme, module_samples):
     """PyTorch's own module test samples for nn.RNN / GRU / LSTM and the three cells
     (``module_db``: 87 constructor and input cases), through our plain layer and our heavy-ball
     layer at ``mu=0, epsilon=1`` with torch.nn's weights: torch.nn's outputs, structure and
     gradients."""
-    cases = _module_samples()
-    assert len(cases) >= 80
+    assert len(module_samples) >= 80
     hyper = TRIVIAL.get(scheme, {})
-    for native_cls, host, sample in cases:
-        args, kwargs = sample.constructor_input.args, dict(sample.constructor_input.kwargs)
+    hosts = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+    for native_name, args, kwargs, fwd_args, fwd_kwargs in module_samples:
+        native_cls = getattr(nn, native_name)
+        host = hosts[native_name.removesuffix("Cell")]
         torch.manual_seed(0)
         native = native_cls(*args, **kwargs).double()
         cell = native_cls.__name__.endswith("Cell")
@@ -358,12 +372,11 @@ def test_pytorch_module_samples(scheme):
             mr.layer_class(mr.registry.paper_name(host, scheme))
         layer = ours_cls(*args, **kwargs, **hyper).double()
         layer.load_state_dict(native.state_dict())
-        fwd = sample.forward_input
 
         def run(module):
             xs = pytree.tree_map(lambda t: t.detach().clone().requires_grad_(t.requires_grad)
-                                 if isinstance(t, torch.Tensor) else t, fwd.args)
-            out = module(*xs, **fwd.kwargs)
+                                 if isinstance(t, torch.Tensor) else t, fwd_args)
+            out = module(*xs, **fwd_kwargs)
             leaves = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
             grads = torch.autograd.grad(sum(t.sum() for t in leaves),
                                         [t for t in pytree.tree_leaves(xs) if isinstance(t, torch.Tensor)]

@@ -14,11 +14,13 @@ Where a save is exact. Lightning's loops resume from the loop counters saved in 
 A save in ``on_train_batch_end`` of a batch that an evaluation follows resumes *after* that
 evaluation without running it (Lightning's loop fast-forwards it): its metrics row and its reset of
 the epoch's running train sums are lost. Measured on Lightning 2.6.6 by saving at every hook of a
-run and resuming from each save (tests/toolkit/test_resume.py keeps the cases): every other save
-point (``on_train_batch_end`` of any other batch, an epoch's last included; ``on_validation_end``;
-``on_train_epoch_end``) resumes with the very next batch and gives the uninterrupted run's metrics
-and weights. So a step- or time-triggered save on a batch that an evaluation follows is deferred to
-the end of that evaluation.
+tiny run (5 batches per epoch, evaluations after batches 2 and 4, and after batch 5 with one per
+epoch) and resuming from each save: every other save point (``on_train_batch_end`` of any other
+batch, an epoch's last included; ``on_validation_end``; ``on_train_epoch_end``) resumes with the
+very next batch and gives the uninterrupted run's metrics and weights. So a step- or time-triggered
+save on a batch that an evaluation follows is deferred to the end of that evaluation
+(tests/toolkit/test_resume.py resumes from every save such a run makes, and fails without the
+deferral).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from .checkpointing import validation_follows
 from .errors import ToolkitError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -150,7 +151,6 @@ class StopOnSignal(Checkpoint):
         self.watch: Optional[WorkerWatch] = None
         self._parent = os.getppid()
         self._pending = False  # stop at the end of the evaluation that follows this batch
-        self._previous: dict = {}
 
     def bind(self, last, writers: list) -> None:
         self.last, self.writers = last, list(writers)
@@ -169,7 +169,6 @@ class StopOnSignal(Checkpoint):
         if threading.current_thread() is not threading.main_thread():
             return
         for s in STOP_SIGNALS:
-            self._previous[s] = signal.getsignal(s)
             signal.signal(s, self._handler)
         connector = getattr(trainer, "_signal_connector", None)
         if getattr(connector, "received_sigterm", False):  # arrived while the run was being set up
@@ -177,10 +176,11 @@ class StopOnSignal(Checkpoint):
             self._handler(signal.SIGTERM, None)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
+        # Lightning's teardown restores the handlers of before the fit; should it not have, the defaults
         if threading.current_thread() is threading.main_thread():
-            for s, h in self._previous.items():
-                signal.signal(s, h if h is not None else signal.SIG_DFL)
-        self._previous = {}
+            for s in STOP_SIGNALS:
+                if signal.getsignal(s) == self._handler:
+                    signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
 
     def finish(self) -> None:
         if self.watch is not None:
@@ -197,8 +197,8 @@ class StopOnSignal(Checkpoint):
         return int(trainer.strategy.reduce(flag, reduce_op="max").item())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        from .checkpointing import validation_follows
-
+        if self._pending:  # the evaluation Lightning announced did not run (never seen): stop now
+            self._stop(trainer)
         if self.agreed:
             return
         self.agreed = self._agree(trainer)

@@ -39,7 +39,7 @@ def validation_follows(trainer) -> bool:
     loop = trainer.fit_loop.epoch_loop
     try:
         return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
-    except AttributeError:  # another Lightning: assume it may, the save then waits for the evaluation
+    except (AttributeError, TypeError):  # another Lightning: assume it may (the save waits for it)
         return True
 
 
@@ -63,6 +63,7 @@ class LastCheckpoint(ModelCheckpoint):
                          every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps,
                          train_time_interval=train_time_interval, save_on_train_epoch_end=False)
         self._in_batch_end = False
+        self._deferred = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
@@ -79,9 +80,15 @@ class LastCheckpoint(ModelCheckpoint):
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
         if self._in_batch_end and validation_follows(trainer):
-            self._defer_save_until_validation = True  # ModelCheckpoint saves in on_validation_end
+            self._deferred = True  # saved in on_validation_end
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._deferred and not trainer.sanity_checking:
+            self._deferred = False
+            self.save_now(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # an epoch without an evaluation at its end (several per epoch) is saved here; a cut by
@@ -98,7 +105,6 @@ class LastCheckpoint(ModelCheckpoint):
         callback already did; returns whether it wrote."""
         if self._should_skip_saving_checkpoint(trainer):
             return False
-        self._defer_save_until_validation = False
         super()._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
         return True
 

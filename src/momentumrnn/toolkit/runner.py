@@ -351,7 +351,7 @@ def _interrupted(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop:
     else:  # Lightning's own answer to a signal outside the training loop: nothing new saved
         signum = signal.SIGTERM if isinstance(e, SIGTERMException) else signal.SIGINT
         step = _last_step(prep, stop)
-        what = (f"{signal_name(signum)} at step {trainer.global_step}, outside a training step: the last "
+        what = (f"{signal_name(signum)} at step {trainer.global_step}, before a checkpoint of it: the last "
                 f"checkpoint is {'at step %d' % step if step is not None else 'not written yet'}")
     if recorder is None:
         return SystemExit(128 + signum)

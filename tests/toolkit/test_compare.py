@@ -91,3 +91,17 @@ def test_compare_jobs_runs_side_by_side_with_the_same_results(cli, tmp_path):
         a = yaml.safe_load((tmp_path / "par" / label / "seed3" / "config.yaml").read_text())
         b = yaml.safe_load((tmp_path / "seq" / label / "seed3" / "config.yaml").read_text())
         assert a == b  # the child re-resolved the run's config to the very same settings
+
+
+def test_a_run_made_when_lr_orth_went_to_every_model_still_resumes(cli, tmp_path):
+    """Comparisons used to give a shared optim.lr_orth to every model; such a run of a model without
+    orthogonal parameters resumes under the scoped setting (null), one with them does not."""
+    lstm, dtriv = tmp_path / "lstm", tmp_path / "dtriv"
+    for model, out in (("LSTM", lstm), ("DTRIV", dtriv)):
+        code, _, err = cli(["train", *TINY_ADDING, "--model", model, "--lr-orth", "1e-4", "--epochs", "1", "--out", out])
+        assert code == 0, err
+    code, out, err = cli(["train", *TINY_ADDING, "--model", "LSTM", "--out", lstm, "--resume"])
+    assert code == 0 and "resuming from step 4" in out, err
+    assert yaml.safe_load((lstm / "config.yaml").read_text())["optim"]["lr_orth"] is None
+    code, _, err = cli(["train", *TINY_ADDING, "--model", "DTRIV", "--out", dtriv, "--resume"])
+    assert code == 2 and "ran with optim.lr_orth=0.0001 but this command asks for None" in err

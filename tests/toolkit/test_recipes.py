@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -68,8 +69,7 @@ def _data_overrides(task: str, tmp_path) -> list:
     raise AssertionError(f"no test data for task {task!r}: add it to test_recipes.py")
 
 
-@pytest.mark.parametrize("name", recipe_names())
-def test_recipe_runs_a_few_batches_of_every_model(name, tmp_path):
+def _shrunk(name: str, tmp_path) -> dict:
     recipe = load_recipe(name)
     full = resolve(recipe, [], command="compare")
     assert full["models"] and full["seeds"]
@@ -79,12 +79,25 @@ def test_recipe_runs_a_few_batches_of_every_model(name, tmp_path):
             model.update(short_size=2, num_negative=min(model.get("num_negative", 1), 1))
     assert [m.get("label") or m.get("name") for m in cfg["models"]] == \
         [m.get("label") or m.get("name") for m in full["models"]]
+    return cfg
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_recipe_runs_a_few_batches_of_every_model(name, tmp_path, capsys):
+    """... and warns about none of its own settings (each applies to the models that use it)."""
+    cfg = _shrunk(name, tmp_path)
     out = tmp_path / "out"
-    compare_runs(cfg, out, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_runs(cfg, out, progress=False)
+    printed = capsys.readouterr()
+    assert "note:" not in printed.out + printed.err
+    assert not [str(w.message) for w in caught if "unused" in str(w.message) or "ignored" in str(w.message)]
     summaries = [json.loads(p.read_text()) for p in sorted(out.rglob("summary.json"))]
     assert len(summaries) == len(cfg["models"])
     for s in summaries:
         assert s["status"] == "completed", s["label"]
+        assert s["notes"] == [], (s["label"], s["notes"])
         value = (s.get("final") or {}).get(s["metric"])
         assert value is not None and np.isfinite(value), s["label"]
     assert (out / "report.md").is_file()
@@ -95,3 +108,23 @@ def test_table_recipes_use_seeds_0_to_4():
     assert len(tables) >= 10
     for n in tables:
         assert resolve(load_recipe(n), [], command="compare")["seeds"] == [0, 1, 2, 3, 4], n
+
+
+def test_a_shared_setting_goes_only_to_the_models_that_use_it(tmp_path, capsys):
+    """copy-small's lr_orth (orthogonal parameters) reaches DTRIV and ENRNN runs only: the LSTM runs'
+    configs hold null and warn about nothing; nothing is trained (job list)."""
+    cfg = _shrunk("copy-small", tmp_path)
+    out, jobs = tmp_path / "cmp", tmp_path / "jobs.txt"
+    compare_runs(cfg, out, job_list=jobs)
+    lines = [ln for ln in jobs.read_text().splitlines() if ln and not ln.startswith("#")]
+    lr_orth = {}
+    for line in lines:
+        label = next(a for a in line.split() if a.startswith("model.name="))
+        lr_orth[label.split("=", 1)[1]] = next(a for a in line.split() if a.startswith("optim.lr_orth="))
+    assert lr_orth == {"LSTM": "optim.lr_orth=null", "MomentumLSTM": "optim.lr_orth=null",
+                       "DTRIV": "optim.lr_orth=0.0003", "MomentumDTRIV": "optim.lr_orth=0.0003",
+                       "ENRNN": "optim.lr_orth=0.0003", "MomentumENRNN": "optim.lr_orth=0.0003"}
+    assert "note:" not in capsys.readouterr().out
+    only_lstm = dict(cfg, models=[m for m in cfg["models"] if m["name"] == "LSTM"])  # nothing uses it
+    compare_runs(only_lstm, tmp_path / "lstm", job_list=tmp_path / "jobs2.txt")
+    assert "note: optim.lr_orth is set but none of the models has orthogonal parameters" in capsys.readouterr().out

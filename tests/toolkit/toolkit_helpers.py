@@ -53,3 +53,54 @@ def tree_digest(root: Path) -> dict[str, str]:
         if p.is_file():
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+# A process of the CLI that signals itself (or is killed) when its rank starts a given optimizer step:
+# MRNN_TEST_SIGNAL="RANK:STEP:SIGNAL" (e.g. "0:9:SIGKILL"; RANK is the local rank, 0 without DDP).
+# A sitecustomize module, so that DDP workers started by Lightning install it too.
+SIGNAL_HOOK = '''
+import os
+if os.environ.get("MRNN_TEST_SIGNAL"):
+    import signal
+    from momentumrnn.toolkit import module as _module
+    _rank, _step, _sig = os.environ["MRNN_TEST_SIGNAL"].split(":")
+    _train_step = _module.RunModule.training_step
+    def training_step(self, batch, batch_idx):
+        if self.global_step == int(_step) and os.environ.get("LOCAL_RANK", "0") == _rank:
+            os.kill(os.getpid(), getattr(signal, _sig))
+        return _train_step(self, batch, batch_idx)
+    _module.RunModule.training_step = training_step
+'''
+
+
+def signal_env(tmp_path: Path, spec: str, **extra: str) -> dict:
+    """The environment of a CLI process that signals itself as ``spec`` says (see SIGNAL_HOOK)."""
+    hook = tmp_path / "signal-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SIGNAL_HOOK)
+    env = cli_env()
+    env["PYTHONPATH"] = f"{hook}{os.pathsep}{env['PYTHONPATH']}"
+    env["MRNN_TEST_SIGNAL"] = spec
+    env.update(extra)
+    return env
+
+
+def run_signalled(args: list[str], tmp_path: Path, spec: str, timeout: float = 240, **extra: str):
+    """``python -m momentumrnn ARGS`` that signals itself at a step: the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "momentumrnn", *args], cwd=tmp_path,
+                          env=signal_env(tmp_path, spec, **extra), capture_output=True, text=True, timeout=timeout)
+
+
+def ckpt_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, weights_only=True)["global_step"])
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Two checkpoints hold the same step and bit-identical weights."""
+    import torch
+
+    x, y = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return x["global_step"] == y["global_step"] and x["state_dict"].keys() == y["state_dict"].keys() and all(
+        torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])

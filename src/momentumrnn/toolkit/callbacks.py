@@ -68,7 +68,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 tmp.unlink()
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
-        return load_checkpoint_file(Path(path), map_location=map_location or "cpu")
+        ckpt = load_checkpoint_file(Path(path), map_location=map_location or "cpu")
+        relocate_callback_states(ckpt, Path(path).parent)
+        return ckpt
+
+
+_CKPT_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def relocate_callback_states(ckpt: dict, ckpt_dir: Path) -> None:
+    """A run directory that was moved or copied: point the checkpoint callbacks' saved paths at the
+    directory the checkpoint is loaded from (in place). Lightning otherwise warns that the dirpath
+    changed and drops the best score, so the next evaluation would replace best.ckpt even if worse."""
+    here = os.path.realpath(ckpt_dir)
+    for state in (ckpt.get("callbacks") or {}).values():
+        old = state.get("dirpath") if isinstance(state, dict) else None
+        if not isinstance(old, str) or old == here:
+            continue
+        move = lambda p: os.path.join(here, os.path.basename(p)) if isinstance(p, str) and p else p  # noqa: E731
+        state["dirpath"] = here
+        for k in _CKPT_PATH_KEYS:
+            if k in state:
+                state[k] = move(state[k])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
 
 
 class Recorder:

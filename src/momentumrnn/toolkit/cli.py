@@ -45,6 +45,7 @@ FLAGS = {
     "limit_eval_batches": "train.limit_eval_batches",
     "evals_per_epoch": "train.evals_per_epoch",
     "checkpoint_every": "train.checkpoint_every_steps",
+    "checkpoint_minutes": "train.checkpoint_every_minutes",
     "target": "report.target",
 }
 
@@ -90,6 +91,8 @@ def _add_run_options(p: argparse.ArgumentParser, compare: bool) -> None:
     g.add_argument("--limit-eval-batches", metavar="N", help="batches per evaluation (quick runs)")
     g.add_argument("--evals-per-epoch", metavar="N")
     g.add_argument("--checkpoint-every", metavar="N", help="also checkpoint every N steps")
+    g.add_argument("--checkpoint-minutes", metavar="X", help="also checkpoint every X minutes of training "
+                   "(default 10; null: off)")
     if compare:
         g.add_argument("--target", metavar="X", help="convergence target of the report")
         g.add_argument("--jobs", type=int, default=1, metavar="N",
@@ -386,7 +389,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ToolkitError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"{getattr(e, 'prefix', 'error')}: {' '.join(str(e).split())}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] in ("lightning", "yaml", "matplotlib", "tqdm", "tensorboard"):

@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +27,9 @@ from tqdm import tqdm
 from . import runfiles
 from .config import config_changes, dump_yaml, flatten, run_config
 from .errors import ToolkitError
-from .options import model_label
+from .interrupts import STOP_SIGNALS, RunInterrupted, signal_name, slurm_restarted
+from .models import split_parameters
+from .options import ORTH_OPTIM_KEYS, model_label
 from .report import make_report
 from .runner import (COMPARE_FILE, RunFailed, _nonempty, check_new_dir, is_writer, say, slug, train_run)
 from .tasks import build_task
@@ -57,6 +60,18 @@ def plan_runs(cfg: dict, out_dir: Path) -> list[tuple[dict, Path]]:
             for model in cfg["models"] for seed in cfg["seeds"]]
 
 
+def scope_settings(rc: dict, model) -> list[str]:
+    """A comparison's ``optim`` section is shared by its models: the settings of orthogonal
+    parameters (``lr_orth``, ``orth_name``) go only to the models that have such parameters; the
+    others' run config holds null (so their runs do not warn that the setting is unused). Returns
+    the keys that apply to ``model``."""
+    if split_parameters(model)[0]:
+        return [k for k in ORTH_OPTIM_KEYS if rc["optim"].get(k) is not None]
+    for k in ORTH_OPTIM_KEYS:
+        rc["optim"][k] = None
+    return []
+
+
 def write_job_list(plan: list[tuple[dict, Path]], path: Path) -> None:
     """The job list: one ``momentumrnn train`` command a line (a ``#`` header says how to use it)."""
     lines = ["# momentumrnn job list: one self-contained `momentumrnn train` command per line, for any",
@@ -78,6 +93,8 @@ def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: b
     """
     out_dir = Path(out_dir).absolute()
     writer = is_writer()
+    if not resume and not overwrite and slurm_restarted() and (out_dir / COMPARE_FILE).exists():
+        resume = True  # SLURM requeued the job: the same command continues its comparison
     if jobs < 1:
         raise ToolkitError(f"--jobs must be >= 1, got {jobs}")
     if jobs > 1 and cfg["train"]["devices"] * cfg["train"]["num_nodes"] > 1:
@@ -98,10 +115,14 @@ def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: b
             raise ToolkitError(f"--resume: {out_dir} was started with a different {which}; repeat the "
                                "original settings or choose another --out")
     plan = plan_runs(cfg, out_dir)
-    # validate every model before training any
+    # validate every model before training any; shared settings go to the models that use them
     task = build_task(cfg["task"])
+    used: set[str] = set()
     for rc, _ in plan:
-        task.build_model(rc["model"])
+        used.update(scope_settings(rc, task.build_model(rc["model"])))
+    for k in ORTH_OPTIM_KEYS:
+        if cfg["optim"].get(k) is not None and k not in used:
+            say(f"note: optim.{k} is set but none of the models has orthogonal parameters; it is unused")
     if writer:
         if replace:
             shutil.rmtree(out_dir)
@@ -127,8 +148,12 @@ def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: b
         _run_parallel(todo, n, jobs, out_dir)
     else:
         for i, rc, d, run_resume in todo:
-            train_run(rc, d, resume=run_resume, overwrite=False, label=model_label(rc["model"]),
-                      progress=progress, prefix=f"[{i + 1}/{n}] ")
+            try:
+                train_run(rc, d, resume=run_resume, overwrite=False, label=model_label(rc["model"]),
+                          progress=progress, prefix=f"[{i + 1}/{n}] ")
+            except RunInterrupted as e:
+                raise RunInterrupted(f"{e.what} ({model_label(rc['model'])} seed {rc['train']['seed']})",
+                                     "continue the comparison with the same command and --resume", e.signum) from None
     if not writer:
         return ""
     return make_report([out_dir], out_dir=out_dir, target=target)
@@ -189,9 +214,21 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
         t.start()
         running[proc] = (label, t)
 
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:  # the jobs save their checkpoints and stop; none starts
+        if not received:
+            received.append(int(signum))
+        for proc in list(running):
+            with contextlib.suppress(OSError):
+                proc.send_signal(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     try:
         while queue or running:
-            while queue and len(running) < jobs:
+            while queue and len(running) < jobs and not received:
                 start(*queue.pop(0))
             time.sleep(0.1)
             for proc in [p for p in running if p.poll() is not None]:
@@ -207,7 +244,12 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
                 proc.wait(timeout=30)
         raise
     finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
         shutil.rmtree(recipes, ignore_errors=True)
+    if received:
+        raise RunInterrupted(f"{signal_name(received[0])}: the running jobs saved their checkpoints",
+                             "continue the comparison with the same command and --resume", received[0])
     if failed:
         raise RunFailed(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their output above, fix the "
                         f"cause and continue with --resume")

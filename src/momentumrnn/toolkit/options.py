@@ -25,7 +25,8 @@ MODEL_TOOLKIT_KEYS = ("name", "host", "scheme", "hidden_size", "label", "init_fo
 # keys a resumed run may change (everything else must match the saved config)
 RESUMABLE_CHANGES = {
     "train.epochs", "train.max_steps", "train.devices", "train.num_nodes", "train.accelerator",
-    "train.progress", "train.checkpoint_every_steps", "train.threads",
+    "train.progress", "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.threads",
+    "train.requeue",
 }
 
 
@@ -170,6 +171,10 @@ OPTIM_SCHEMA: dict[str, Opt] = {
                         "of all evaluations before the last N", lo=1),
 }
 
+# optim settings that only the orthogonal parameters use: in a comparison they go to the models that
+# have such parameters (a shared recipe's other models hold null; see compare.scope_settings)
+ORTH_OPTIM_KEYS = ("lr_orth", "orth_name")
+
 TRAIN_SCHEMA: dict[str, Opt] = {
     "epochs": Opt("int", 10, "number of epochs", lo=1),
     "batch_size": Opt("int", 128, "global batch size (split over devices)", lo=1),
@@ -188,7 +193,12 @@ TRAIN_SCHEMA: dict[str, Opt] = {
     "limit_eval_batches": Opt("int", None, "batches per evaluation (null: all)", lo=1, nullable=True),
     "evals_per_epoch": Opt("int", 1, "evaluations on the test set per epoch", lo=1),
     "checkpoint_every_steps": Opt("int", None, "also save last.ckpt every N optimizer steps "
-                                  "(null: at each evaluation only)", lo=1, nullable=True),
+                                  "(null: at each evaluation and epoch end only)", lo=1, nullable=True),
+    "checkpoint_every_minutes": Opt("float", 10.0, "also save last.ckpt every X minutes of training, so "
+                                    "that a kill loses at most that (null: at each evaluation and epoch end "
+                                    "only)", lo=0, lo_open=True, nullable=True),
+    "requeue": Opt("bool", True, "under SLURM: on SIGUSR1 (sbatch --signal=USR1@SECONDS) save, then requeue "
+                   "the job (scontrol requeue); the requeued job resumes the run"),
     "threads": Opt("int", None, "CPU threads per process (null: torch's default; 1 is fastest for small "
                    "models on a busy machine)", lo=1, nullable=True),
     "log_every_steps": Opt("int", 10, "TensorBoard training-loss interval in steps", lo=1),

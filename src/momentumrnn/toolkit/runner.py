@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -24,17 +25,20 @@ from typing import Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import capability, runfiles
 from .callbacks import AtomicCheckpointIO, ProgressBar, Recorder, load_checkpoint_file
+from .checkpointing import LastCheckpoint, checkpoint_callbacks
+from .interrupts import (RunInterrupted, StopOnSignal, StopRequested, describe_exit, on_slurm, requeue_slurm_job,
+                         signal_name, slurm_environment, slurm_restarted)
 from .config import config_changes, dump_yaml, flatten, load_run_config
 from .errors import ToolkitError
-from .models import check_optim, count_parameters
+from .models import check_optim, count_parameters, split_parameters
 from .module import RunModule
-from .options import model_label
+from .options import ORTH_OPTIM_KEYS, model_label
 from .probe import make_probe_callback
 from .tasks import build_task
 
@@ -134,19 +138,17 @@ class PreparedRun:
         self.replace = False
         self.ckpt_path: Optional[Path] = None
         self.ckpt_step = 0
+        orth_only: list[str] = []
         if self.writer:
             self.replace = check_new_dir(self.run_dir, resume=resume, overwrite=overwrite)
         if resume:
             saved = load_run_config(self.run_dir)
             changes = config_changes(saved, cfg)
-            if changes:
-                a, b = flatten(saved), flatten(cfg)
-                k = changes[0]
-                more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
-                raise ToolkitError(
-                    f"--resume: {self.run_dir} ran with {k}={a.get(k)!r} but this command asks for "
-                    f"{b.get(k)!r}{more}; repeat the original settings or start a new run with another --out"
-                )
+            # a comparison now gives lr_orth / orth_name only to models with orthogonal parameters:
+            # runs it started before may hold them; that is checked once the model is built
+            orth_only = [k for k in changes if k.partition(".")[2] in ORTH_OPTIM_KEYS and k.startswith("optim.")]
+            if len(changes) > len(orth_only):
+                raise _changed(self.run_dir, saved, cfg, changes)
             last = self.run_dir / runfiles.CKPT_DIR / runfiles.LAST
             if last.exists():
                 ckpt = load_checkpoint_file(last)
@@ -174,6 +176,8 @@ class PreparedRun:
                 diff = sorted(set(want) ^ set(ckpt_shapes)) or sorted(k for k in want if want[k] != ckpt_shapes[k])
                 raise ToolkitError(f"checkpoint {self.ckpt_path} does not fit the model ({diff[0]} differs); it "
                                    "was made by another model or library version: start again with --overwrite")
+        if orth_only and split_parameters(self.model)[0]:
+            raise _changed(self.run_dir, saved, cfg, orth_only)
         self.optim_note = check_optim(cfg["optim"], self.model)
 
     def write_start(self) -> None:
@@ -190,6 +194,14 @@ class PreparedRun:
             remove_stale_temporaries(self.run_dir)
             cols = Recorder.columns_for(self.task)
             runfiles.truncate_metrics(self.run_dir, self.ckpt_step, cols)
+
+
+def _changed(run_dir: Path, saved: dict, cfg: dict, changes: list[str]) -> ToolkitError:
+    a, b = flatten(saved), flatten(cfg)
+    k = changes[0]
+    more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+    return ToolkitError(f"--resume: {run_dir} ran with {k}={a.get(k)!r} but this command asks for {b.get(k)!r}{more}; "
+                        "repeat the original settings or start a new run with another --out")
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
@@ -223,23 +235,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_trainer(prep: PreparedRun, module, *, progress: bool):
+def make_trainer(prep: PreparedRun, module, *, progress: bool, stop: Optional[StopOnSignal] = None):
     t = prep.cfg["train"]
-    ckdir = prep.run_dir / runfiles.CKPT_DIR
-    callbacks = [
-        ModelCheckpoint(dirpath=ckdir, filename="best", monitor=module.monitor, mode=prep.task.mode,
-                        save_top_k=1, save_last=True, enable_version_counter=False,
-                        auto_insert_metric_name=False),
-    ]
-    if t["checkpoint_every_steps"]:
-        callbacks.append(ModelCheckpoint(dirpath=ckdir, filename="last", monitor=None, save_top_k=1,
-                                         every_n_train_steps=t["checkpoint_every_steps"],
-                                         enable_version_counter=False, auto_insert_metric_name=False))
+    callbacks = checkpoint_callbacks(prep.run_dir, t, module.monitor, prep.task.mode)
+    if stop is not None:
+        stop.bind(callbacks[1], [cb for cb in callbacks if isinstance(cb, LastCheckpoint)])
     if t.get("grad_norm_steps") and prep.writer:
         callbacks.append(make_probe_callback(prep.run_dir, t["grad_norm_steps"], t["grad_norm_batch"]))
     show = progress and prep.writer and sys.stderr.isatty()
     if show:
         callbacks.append(ProgressBar(refresh_rate=1 if sys.stderr.isatty() else 10, leave=False))
+    if stop is not None:
+        callbacks.append(stop)  # a Checkpoint: Lightning calls it after the ModelCheckpoints
     logger_kwargs = {"purge_step": prep.ckpt_step} if prep.resume and prep.ckpt_step else {}
     logger = TensorBoardLogger(save_dir=str(prep.run_dir), name="tb", version="", default_hp_metric=False,
                                **logger_kwargs)
@@ -270,7 +277,7 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool):
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO()] + [env for env in (slurm_environment(),) if env is not None],
         default_root_dir=str(prep.run_dir),
         log_every_n_steps=1,
     )
@@ -278,7 +285,12 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool):
 
 def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
               label: Optional[str] = None, progress: Optional[bool] = None, prefix: str = "") -> dict:
-    """Train one model on one task; returns the run's summary (also in ``run_dir/summary.json``)."""
+    """Train one model on one task; returns the run's summary (also in ``run_dir/summary.json``).
+
+    A signal (SIGTERM, SIGINT, SIGUSR1) stops it after saving the current step: RunInterrupted
+    (exit code 128 + signal) on rank 0, SystemExit with that code on the other ranks."""
+    if not resume and not overwrite and slurm_restarted() and _looks_like_run(Path(run_dir)):
+        resume = True  # SLURM requeued the job: the same command continues its run
     prep = PreparedRun(cfg, run_dir, resume=resume, overwrite=overwrite, label=label)
     prep.write_start()
     recorder = None
@@ -290,7 +302,9 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
             recorder.note(prep.optim_note)
     module = RunModule(cfg, prep.task, prep.model, prep.train_split, prep.test_split, recorder=recorder)
     progress = cfg["train"]["progress"] if progress is None else progress
-    trainer = make_trainer(prep, module, progress=progress)
+    stop = StopOnSignal(requeue=requeue_slurm_job if cfg["train"]["requeue"] and on_slurm() else None,
+                        dead_line=lambda rank, code: _dead_line(prep, trainer, stop, rank, code))
+    trainer = make_trainer(prep, module, progress=progress, stop=stop)
     what = (f"{prefix}{prep.label} on {cfg['task']['name']} (seed {cfg['train']['seed']}): "
             f"{len(prep.train_split)} train / {len(prep.test_split)} test examples "
             f"({prep.task.steps_per_epoch(len(prep.train_split), cfg['train']['batch_size'])} steps per epoch), "
@@ -309,21 +323,15 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
             if not trainer.interrupted and module.last_eval_step < trainer.global_step:
                 # stopped by max_steps between two evaluations: evaluate the final weights too
                 trainer.validate(module, verbose=False)
-    except SystemExit:  # Lightning's answer to Ctrl-C
-        if recorder is not None:
-            recorder.write_summary("interrupted")
-            print(f"interrupted: continue with the same command and --resume (--out {prep.run_dir})",
-                  file=sys.stderr, flush=True)
-        raise
+    except SystemExit as e:  # a signal (StopRequested), or Lightning's answer to one before training began
+        raise _interrupted(prep, recorder, trainer, stop, e) from None
     except Exception as e:
         world = cfg["train"]["devices"] * cfg["train"]["num_nodes"]
         if world > 1 and _peer_died(e):
-            if recorder is not None:
-                recorder.write_summary("interrupted")
-            raise RunFailed(f"a DDP worker process died (the others lost it: {_first_line(e)}); training "
-                            f"stopped at step {trainer.global_step}. Continue from the last checkpoint with: "
-                            f"{resume_command(prep.run_dir)}") from None
+            raise _dead_peer(prep, recorder, trainer, stop) from None
         raise
+    finally:
+        stop.finish()
     status = "interrupted" if trainer.interrupted else "completed"
     if recorder is None:
         return {"status": status}
@@ -332,6 +340,54 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
         recorder.plot()
     say(f"  {describe(summary)}  [{time.time() - started:.0f} s] -> {prep.run_dir}")
     return summary
+
+
+def _interrupted(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop: StopOnSignal,
+                 e: SystemExit) -> BaseException:
+    """The exception that ends a run stopped by a signal: the resume line on rank 0."""
+    if isinstance(e, StopRequested):
+        signum = e.signum
+        what = f"{signal_name(signum)} at step {e.step}: saved {prep.run_dir / runfiles.CKPT_DIR / runfiles.LAST}"
+    else:  # Lightning's own answer to a signal outside the training loop: nothing new saved
+        signum = signal.SIGTERM if isinstance(e, SIGTERMException) else signal.SIGINT
+        step = _last_step(prep, stop)
+        what = (f"{signal_name(signum)} at step {trainer.global_step}, before a checkpoint of it: the last "
+                f"checkpoint is {'at step %d' % step if step is not None else 'not written yet'}")
+    if recorder is None:
+        return SystemExit(128 + signum)
+    recorder.write_summary("interrupted")
+    how = f"continue with: {resume_command(prep.run_dir)}"
+    if isinstance(e, StopRequested) and e.requeued:
+        how = f"{e.requeued} (or {how})"
+    return RunInterrupted(what, how, signum)
+
+
+def _last_step(prep: PreparedRun, stop: StopOnSignal) -> Optional[int]:
+    steps = [w.saved_step for w in stop.writers if w.saved_step] + ([prep.ckpt_step] if prep.ckpt_path else [])
+    return max(steps) if steps else None
+
+
+def _dead_line(prep: PreparedRun, trainer, stop: StopOnSignal, rank: Optional[int], code: Optional[int]) -> str:
+    who = (f"DDP rank {rank} died ({describe_exit(code)})" if rank is not None else
+           "DDP rank 0 died" if not prep.writer else
+           "another DDP process died (its launcher, e.g. torchrun or srun, names it)")
+    step = _last_step(prep, stop)
+    since = f"the last checkpoint (step {step})" if step is not None else "the beginning (no checkpoint yet)"
+    return (f"{who} at step {trainer.global_step}; training stopped. Continue from {since} with: "
+            f"{resume_command(prep.run_dir)}")
+
+
+def _dead_peer(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop: StopOnSignal) -> BaseException:
+    """A collective failed because another process died: one line, by one process."""
+    if recorder is None:  # a worker: it speaks only when rank 0 (its launcher) is gone
+        if stop.orphaned():
+            print(f"error: {_dead_line(prep, trainer, stop, None, None)}", file=sys.stderr, flush=True)
+        return SystemExit(1)
+    recorder.write_summary("interrupted")
+    dead = stop.watch.death() if stop.watch is not None else None
+    if stop.watch is not None and not stop.watch.claim_report():
+        return SystemExit(1)  # the watch has printed it already
+    return RunFailed(_dead_line(prep, trainer, stop, *(dead or (None, None))))
 
 
 _PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "gloo", "nccl",
@@ -344,12 +400,6 @@ def _peer_died(e: BaseException) -> bool:
     text = str(e).lower()
     return (dist_errors and isinstance(e, dist_errors)) or (isinstance(e, RuntimeError)
                                                              and any(w in text for w in _PEER_LOST))
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = lines[-1] if lines else type(e).__name__
-    return text[:160]
 
 
 def resume_command(run_dir: Path) -> str:

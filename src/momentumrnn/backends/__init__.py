@@ -29,7 +29,7 @@ Two situations replace the table's choice, both decided here:
   in the graph (same results to rounding);
 * a backend whose capability probe fails for the input's device and dtype (e.g. a CPU whose
   oneDNN has no bfloat16 RNN) is replaced by its :data:`FALLBACK` (probed once per host,
-  device type and dtype; see :func:`momentumrnn.backends.native.capable`).
+  device type and dtype; see :func:`!momentumrnn.backends.native.capable`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwis
 __all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select", "run",
            "force", "compiling"]
 
+#: the drive shapes of the scheme table, the second key of DISPATCH
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
 _ALL = frozenset(DRIVES)
 
@@ -59,6 +60,7 @@ class Backend(NamedTuple):
     summary: str
 
 
+#: backend name -> Backend (what it runs: host families and drives)
 BACKENDS = {
     "native": Backend(native.run_native, frozenset({"gated"}), frozenset({"trivial"}),
                       "the torch.nn kernel itself (oneDNN / cuDNN)"),

@@ -65,8 +65,8 @@ _DOC = r"""{summary}.
     A drop-in replacement for ``torch.nn.{torch_name}`` (docs/equations.md).
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
-        dtype: as in ``torch.nn.{torch_name}``.{nonlinearity_doc}
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype:
+            as in ``torch.nn.{torch_name}``.{nonlinearity_doc}
 {hp_doc}        learn_mu, learn_epsilon: make ``mu`` / ``epsilon`` learnable, one scalar per layer and
             direction, kept in range (``mu = sigmoid(mu_raw_l0)``, ``epsilon = softplus(...)``).
         init: ``"torch"`` (default, ``torch.nn``'s) or ``"authors"`` (orthogonal ``W_ih``, identity

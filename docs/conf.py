@@ -21,9 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # document this checkout's sources, whatever is installed
 
-import momentumrnn  # noqa: E402
 from sphinx.ext import napoleon  # noqa: E402
 from sphinx.util.docutils import SphinxDirective  # noqa: E402
+
+import momentumrnn  # noqa: E402
 
 project = "momentumrnn"
 author = "the momentumrnn developers"
@@ -76,17 +77,29 @@ nitpick_ignore_regex = [
 
 # ---------------------------------------------------------------- every public name is documented
 #: The public API: every name of these modules' ``__all__`` ...
-PUBLIC_MODULES = ["momentumrnn", "momentumrnn.backends", "momentumrnn.orthogonal", "momentumrnn.toolkit",
-                  "momentumrnn.toolkit.tasks"]
+PUBLIC_MODULES = [
+    "momentumrnn",
+    "momentumrnn.backends",
+    "momentumrnn.orthogonal",
+    "momentumrnn.toolkit",
+    "momentumrnn.toolkit.tasks",
+]
 #: ... and the toolkit's Python API (docs/toolkit.md, "Python"), whose modules have no ``__all__``.
 PUBLIC_NAMES = [
-    "momentumrnn.toolkit.config.load_recipe", "momentumrnn.toolkit.config.resolve",
-    "momentumrnn.toolkit.config.recipe_names", "momentumrnn.toolkit.config.load_run_config",
-    "momentumrnn.toolkit.runner.train_run", "momentumrnn.toolkit.compare.compare_runs",
-    "momentumrnn.toolkit.compare.write_job_list", "momentumrnn.toolkit.report.make_report",
-    "momentumrnn.toolkit.grads.run_grads", "momentumrnn.toolkit.sweep.run_sweep",
-    "momentumrnn.toolkit.probe.hidden_gradient_norms", "momentumrnn.toolkit.probe.load_grad_norms",
-    "momentumrnn.toolkit.runfiles.read_metrics", "momentumrnn.backends._build.status",
+    "momentumrnn.toolkit.config.load_recipe",
+    "momentumrnn.toolkit.config.resolve",
+    "momentumrnn.toolkit.config.recipe_names",
+    "momentumrnn.toolkit.config.load_run_config",
+    "momentumrnn.toolkit.runner.train_run",
+    "momentumrnn.toolkit.compare.compare_runs",
+    "momentumrnn.toolkit.compare.write_job_list",
+    "momentumrnn.toolkit.report.make_report",
+    "momentumrnn.toolkit.grads.run_grads",
+    "momentumrnn.toolkit.sweep.run_sweep",
+    "momentumrnn.toolkit.probe.hidden_gradient_norms",
+    "momentumrnn.toolkit.probe.load_grad_norms",
+    "momentumrnn.toolkit.runfiles.read_metrics",
+    "momentumrnn.backends._build.status",
 ]
 
 
@@ -150,7 +163,7 @@ def source_comment_of_reexports(app, what, name, obj, options, lines) -> None:
             continue
         try:
             comment = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", attr))
-        except Exception:  # noqa: BLE001 - a module without source: try the next
+        except Exception:  # a module without source: try the next
             continue
         if comment:
             lines[:] = [ln for ln in comment if ln]

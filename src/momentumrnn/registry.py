@@ -35,6 +35,7 @@ LAYER_NAMES: dict = {}
 LAYER_ALIASES: dict = {}
 #: cell name -> (host, scheme kind)
 CELL_NAMES: dict = {}
+#: cell alias -> canonical cell name
 CELL_ALIASES: dict = {}
 _LAYERS: dict = {}  # (host, kind) -> class
 _CELLS: dict = {}
@@ -96,7 +97,7 @@ def register_cell(cls) -> None:
 def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs):
     """Build a layer from a host (one of :data:`HOSTS`: ``"rnn"``, ``"lstm"``, ``"gru"``,
     ``"exprnn"``, ``"dtriv"``, ``"scornn"``, ``"scurnn"``, ``"enrnn"``) and a scheme (a kind of
-    :data:`momentumrnn.schemes.SCHEMES` or an alias); ``kwargs`` are the class's constructor
+    :data:`~momentumrnn.SCHEMES` or an alias); ``kwargs`` are the class's constructor
     arguments (``torch.nn``'s, the hyper-parameters, host options)."""
     if not isinstance(host, str) or host.lower() not in HOSTS:
         raise ValueError(f"unknown host {host!r}; expected one of {', '.join(HOSTS)}")

@@ -273,6 +273,7 @@ SCHEMES = {row.kind: row for row in _ROWS}
 NONE, HEAVY_BALL, ADAM, RMSPROP, RESTART, NESTEROV = _ROWS
 #: the scheme without momentum (generic layers built without a scheme)
 PLAIN = "none"
+#: every scheme kind, in the table's order
 SCHEME_KINDS = tuple(SCHEMES)
 _ALIASES = {alias: row.kind for row in _ROWS for alias in row.aliases}
 

@@ -30,7 +30,7 @@ Two situations replace the table's choice, both decided here:
 * a backend whose capability probe fails for the layer and input is replaced by its
   :data:`FALLBACK`: a device and dtype its kernel lacks (e.g. a CPU whose oneDNN has no bfloat16
   RNN; probed once per host, device type and dtype, see
-  :func:`momentumrnn.backends.native.capable`), or an LSTM with projections (``proj_size > 0``) on
+  :func:`!momentumrnn.backends.native.capable`), or an LSTM with projections (``proj_size > 0``) on
   a backend without them (:attr:`Backend.projections`: the C++ loop and the lookahead graph loop
   have none; their Python twin ``fused`` runs the same equations with the projection).
 """
@@ -48,6 +48,7 @@ from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwis
 __all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select",
            "choose", "run", "force", "compiling"]
 
+#: the drive shapes of the scheme table, the second key of DISPATCH
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
 _ALL = frozenset(DRIVES)
 
@@ -64,6 +65,7 @@ class Backend(NamedTuple):
     projections: bool = True
 
 
+#: backend name -> Backend (what it runs: host families and drives)
 BACKENDS = {
     "native": Backend(native.run_native, frozenset({"gated"}), frozenset({"trivial"}),
                       "the torch.nn kernel itself (oneDNN / cuDNN)"),

@@ -11,7 +11,7 @@ directory each get a build that runs on them.
 
 If there is no compiler, the build fails, the platform is not supported (Windows) or
 ``MOMENTUMRNN_NO_EXTENSION=1`` is set, :func:`load` returns ``None`` and the backends fall back to
-the Python loop (:mod:`momentumrnn.backends.fused`): the same results, slower. A failure is
+the Python loop (:mod:`!momentumrnn.backends.fused`): the same results, slower. A failure is
 reported once, as a warning that says why; the opt-out is silent. :func:`status` says which.
 """
 

@@ -347,7 +347,7 @@ def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor,
             of the complex ``B``.
         bias: modReLU bias, ``(N,)``, or ``(N/2,)`` with ``paired``.
         paired: complex units stored as ``[real parts, imaginary parts]`` (``N = 2H``).
-        factors: a :class:`DriveFactors` drive, formed block by block in the loop (no
+        factors: a :class:`.DriveFactors` drive, formed block by block in the loop (no
             ``(T, B, N)`` drive nor drive gradient is materialized).
     """
     if d is not None:

@@ -200,7 +200,7 @@ class EigenvalueNormalizedRNN(ModReLUBase):
     ``A2`` 2x2-block skew (``+tan(s/2)``, ``s ~ U(0, pi/2)``) and ``D2`` entries ``U(-1, 1)``
     repeated within each block; ``W3`` Glorot-uniform; ``W_ih ~ U(-0.01, 0.01)``; modReLU bias 0.
 
-    Inputs / outputs: as :class:`~momentumrnn.orthogonal.OrthogonalRNN` (real state).
+    Inputs / outputs: as :class:`~momentumrnn.OrthogonalRNN` (real state).
     """
 
     host = "enrnn"

@@ -70,6 +70,7 @@ def torus_init_(A: Tensor, generator: Optional[torch.Generator] = None, *, low: 
     raise ValueError(f"torus_init_: map must be 'expm' or 'cayley', got {map!r}")
 
 
+#: initializer name (a layer's ``init``) -> initializer of the skew parameter
 INITIALIZERS = {"cayley": cayley_init_, "henaff": henaff_init_, "torus": torus_init_}
 
 

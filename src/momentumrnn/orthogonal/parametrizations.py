@@ -321,7 +321,7 @@ class DynamicExpm(Expm):
     """``B = base @ expm(A)`` with dynamic trivialization (DTRIV): every ``K`` optimizer steps the
     base becomes the current ``B`` and ``P`` is reset to 0 (same ``B``, new chart); ``K = inf``
     keeps the base chosen at initialization. Call :meth:`optimizer_step` after every optimizer
-    step (the layers' ``on_optimizer_step`` and :class:`~momentumrnn.orthogonal.DynamicTrivialization`
+    step (the layers' ``on_optimizer_step`` and :class:`~momentumrnn.DynamicTrivialization`
     do)."""
 
     name = "dtriv"
@@ -466,6 +466,7 @@ class ComplexView(nn.Module):
         return torch.view_as_real(W).clone()
 
 
+#: parametrization name -> its class
 PARAMETRIZATIONS = {
     "expm": Expm,
     "dtriv": DynamicExpm,

@@ -46,7 +46,7 @@ def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torc
     """``||dL/dh_t||`` (Frobenius norm over the batch and the hidden units of the top layer), for
     ``t = 1..T``, of the task's mean loss on the batch ``(x, y)`` (raw, as the loader gives it).
 
-    ``model`` is a :class:`~momentumrnn.toolkit.models.SequenceModel` (a recurrent layer and a
+    ``model`` is a :class:`!SequenceModel` (a recurrent layer and a
     head); unidirectional layers only (a backward direction's state at ``t`` is not ``h_t``).
     By default the probe runs on a float64 copy of the model: over hundreds of steps a vanishing
     gradient leaves float32's range (an untrained LSTM's ``dL/dh_1`` on 784 pixels is exactly 0

@@ -31,7 +31,7 @@ def check_grid(name: str, values: list) -> list[float]:
 def run_sweep(cfg: dict, out: Path, base: dict, mus: list[float], eps: list[float], *, value: str = "final",
               baseline: bool = False, resume: bool = False, overwrite: bool = False, jobs: int = 1,
               job_list: Optional[Path] = None) -> Optional[str]:
-    """Train (or list the jobs of) the sweep ``cfg`` (its ``models``: :func:`sweep_models` of ``base``,
+    """Train (or list the jobs of) the sweep ``cfg`` (its ``models``: :func:`!sweep_models` of ``base``,
     plus a baseline model last when ``baseline``), then draw and tabulate the grid into ``out``.
     Returns the Markdown table (None on a worker process or for a job list)."""
     note = compare_runs(cfg, out, resume=resume, overwrite=overwrite, target=cfg["report"]["target"], jobs=jobs,

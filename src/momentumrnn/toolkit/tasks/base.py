@@ -37,6 +37,7 @@ from ..loaders import BatchLoader, Split
 from ..models import build_model
 from ..options import Opt, suggest
 
+#: task name -> Task subclass (filled by :func:`register`)
 TASKS: dict[str, type["Task"]] = {}
 
 

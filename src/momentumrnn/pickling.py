@@ -43,16 +43,22 @@ def _layout(layer) -> dict:
     return {name: tuple(type(p).__qualname__ for p in plist) for name, plist in layer.parametrizations.items()}
 
 
+class _ConstructorSignature:
+    """A class's ``__signature__``: its constructor's (``inspect``, ``help``, IDEs and the API
+    reference would otherwise show the metaclass's ``__call__(*args, **kwargs)``)."""
+
+    def __get__(self, cls, metaclass=None):
+        if cls is None:  # the metaclass itself
+            return None
+        sig = inspect.signature(cls.__init__)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
 class LayerType(type):
     """Metaclass of the layers: records the constructor's arguments and the parametrizations it
     registered, and rebuilds a layer from a pickle's payload (module docstring)."""
 
-    @property
-    def __signature__(cls) -> inspect.Signature:
-        """The constructor's signature (``inspect``, ``help`` and IDEs would otherwise show this
-        metaclass's ``__call__(*args, **kwargs)``)."""
-        sig = inspect.signature(cls.__init__)
-        return sig.replace(parameters=list(sig.parameters.values())[1:])
+    __signature__ = _ConstructorSignature()
 
     def __call__(cls, *args, **kwargs):
         if len(args) == 1 and not kwargs and isinstance(args[0], dict) and _REBUILD in args[0]:

@@ -371,7 +371,7 @@ class Scheme:
 
     def step(self, u: Tensor, state: MomentumState, mu=None, epsilon=None) -> tuple:
         """One literal step from the input drive ``u`` ``(B, W)`` (what the cells run):
-        returns ``(StepDrive, advance)`` where ``advance()`` gives the new :class:`MomentumState`
+        returns ``(StepDrive, advance)`` where ``advance()`` gives the new :class:`~momentumrnn.schemes.MomentumState`
         once the cell has combined the drive. ``state`` fields may be ``None`` (zeros);
         ``mu`` / ``epsilon`` override the configured values (learnable hyper-parameters)."""
         spec = self.spec

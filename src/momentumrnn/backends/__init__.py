@@ -40,10 +40,11 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwise
+from .. import exporting
+from . import compiled, fused, graph_loop, modrelu, native, precomputed, scan, stepwise
 
-__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select", "run",
-           "force", "compiling"]
+__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "DISPATCH_ONNX", "ONNX_EXPORTABLE", "FALLBACK",
+           "DRIVES", "drive_of", "select", "run", "force", "compiling"]
 
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
 _ALL = frozenset(DRIVES)
@@ -77,6 +78,9 @@ BACKENDS = {
                        "modReLU recurrence with a hand-written backward, drive formed block-wise"),
     "stepwise": Backend(stepwise.run, frozenset({"gated", "modrelu"}), _ALL,
                         "the literal one-step update in a Python loop, differentiated by autograd"),
+    "scan": Backend(scan.run, frozenset({"gated", "modrelu"}), _ALL,
+                    "the literal one-step update as the body of torch's scan operator (one traced step, "
+                    "a symbolic number of steps: an ONNX Scan)"),
 }
 
 #: (host family, drive, device type) -> backend name; device ``"*"`` matches any device
@@ -102,11 +106,20 @@ DISPATCH_COMPILING = {
     ("gated", "normalized", "cuda"): "fused",  # precomputed_native ends in cuDNN's kernel
 }
 
+#: replaces DISPATCH while torch.onnx.export traces (every family and drive, every device); see
+#: the module docstring
+DISPATCH_ONNX = {(family, drive, "*"): "scan" for family in ("gated", "modrelu") for drive in DRIVES}
+
+#: the backends whose operations torch's ONNX exporter translates (the others run custom operators,
+#: or, for filtered_native, a product over blocks of steps that it does not translate)
+ONNX_EXPORTABLE = frozenset({"scan", "stepwise", "native"})
+
 #: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)
 FALLBACK = {
     "native": (native.capable, "fused"),
     "filtered_native": (native.capable, "fused"),
     "precomputed_native": (native.capable, "fused"),
+    "scan": (scan.available, "stepwise"),
 }
 
 _forced: Optional[str] = None
@@ -129,9 +142,10 @@ def drive_of(layer, mom0, hp) -> str:
 
 
 def select(family: str, drive: str, device_type: str, forced: Optional[str] = None,
-           under_compile: bool = False) -> str:
+           under_compile: bool = False, onnx_export: bool = False) -> str:
     """The backend for a family, drive and device type (``forced`` if given, checked);
-    ``under_compile``: while torch.compile traces (:data:`DISPATCH_COMPILING`)."""
+    ``under_compile``: while torch.compile traces (:data:`DISPATCH_COMPILING`); ``onnx_export``:
+    while torch.onnx.export traces (:data:`DISPATCH_ONNX`)."""
     if forced is not None:
         if forced not in BACKENDS:
             raise ValueError(f"unknown backend {forced!r}; expected one of {', '.join(BACKENDS)}")
@@ -146,7 +160,13 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
                              "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
                              "dynamo does not graph-break around it); leave the choice to the table "
                              f"({replacement!r} under torch.compile) or run this layer eagerly")
+        if onnx_export and forced not in ONNX_EXPORTABLE:
+            raise ValueError(f"backend {forced!r} cannot run under torch.onnx.export: its kernel has no ONNX "
+                             "translation; leave the choice to the table ('scan' under torch.onnx.export) or force "
+                             f"one of {', '.join(sorted(ONNX_EXPORTABLE))}")
         return forced
+    if onnx_export:
+        return _lookup(DISPATCH_ONNX, family, drive, device_type)
     if under_compile:
         replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type)
         if replacement is not None:
@@ -162,7 +182,7 @@ def run(layer, params, x, seq, hidden0, mom0, hp):
     """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
     drive = drive_of(layer, mom0, hp)
     forced = layer.backend or _forced
-    name = select(layer.family, drive, x.device.type, forced, compiling())
+    name = select(layer.family, drive, x.device.type, forced, compiling(), exporting.onnx_exporting())
     if forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
         name = FALLBACK[name][1]
     return BACKENDS[name].run(layer, params, x, seq, hidden0, mom0, hp)

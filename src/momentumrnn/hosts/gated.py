@@ -218,6 +218,10 @@ class MomentumRNNBase(SequenceBase):
     def _literal_step(self, p: GatedParams, x, hidden, mom, hp):
         return gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
 
+    def _real_step(self, p: GatedParams):
+        """The literal step on the internal form of the state (the same: gated states are real)."""
+        return lambda x, hidden, mom, hp: gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, exporting
 from ..backends.modrelu import ModReLUParams
 from ..orthogonal.modrelu import modrelu
+from ..schemes import pair_square
 from ..sequence import SequenceBase
 from ..state import Slot
 
-__all__ = ["ModReLUBase", "modrelu_step"]
+__all__ = ["ModReLUBase", "modrelu_step", "real_modrelu_step"]
 
 
 def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> tuple:
@@ -37,6 +38,44 @@ def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> 
     h = modrelu(drive.combine(h @ B), p.bias)
     out = torch.cat([h.real, h.imag], -1) if p.paired else h
     return out, {"h": h}, advance()
+
+
+def _modrelu_pairs(z: Tensor, bias: Tensor) -> Tensor:
+    """:func:`~momentumrnn.orthogonal.modrelu.modrelu_pairs` with the modulus as
+    ``sqrt(re^2 + im^2)``: torch.export decomposes ``torch.hypot`` into ``prims.hypot``, which has
+    no autograd formula (the ONNX export differentiates its graphs when decomposing them)."""
+    H = bias.shape[-1]
+    re, im = z[..., :H], z[..., H:]
+    r = torch.sqrt(re * re + im * im)
+    scale = torch.where(r > 0, torch.relu(r + bias) / torch.where(r > 0, r, 1), 0)
+    return z * torch.cat([scale, scale], -1)
+
+
+def real_modrelu_step(p: ModReLUParams, scheme):
+    """:func:`modrelu_step` on the internal real form: complex units as ``[Re, Im]`` pairs of reals
+    (``h B`` one real matrix product with ``[[Re B, Im B], [-Im B, Re B]]``, the scheme's second
+    moment on the modulus, :func:`~momentumrnn.schemes.pair_square`). Returns the step
+    ``(x, hidden, mom, hp) -> (output, {"h": h}, momentum)`` (internal forms; ``m`` ``(B, H)``)."""
+    if not p.paired:
+        def step(x, hidden, mom, hp):
+            drive, advance = scheme.step(x @ p.w_in.t(), mom, *hp)
+            h = modrelu(drive.combine(hidden["h"] @ p.W), p.bias)
+            return h, {"h": h}, advance()
+        return step
+    Wr, Wi = p.W[0], p.W[1]
+    Bm = torch.cat([torch.cat([Wr, Wi], 1), torch.cat([-Wi, Wr], 1)], 0)
+    H = p.bias.shape[0]
+
+    def step(x, hidden, mom, hp):
+        if mom.m is not None:  # the pair layout of the second moment: equal halves
+            mom = mom._replace(m=torch.cat([mom.m, mom.m], -1))
+        drive, advance = scheme.step(x @ p.w_in.t(), mom, *hp, square=pair_square)
+        h = _modrelu_pairs(drive.combine(hidden["h"] @ Bm), p.bias)
+        new = advance()
+        if new.m is not None:
+            new = new._replace(m=new.m[..., :H].contiguous())
+        return h, {"h": h}, new
+    return step
 
 
 class ModReLUBase(SequenceBase):
@@ -105,11 +144,31 @@ class ModReLUBase(SequenceBase):
 
     def _recurrent_weight(self, sfx: str) -> Tensor:
         """``B`` (evaluated once per forward); for unitary hosts its real and imaginary parts
-        ``(2, H, H)``."""
-        B = getattr(self, "weight_hh" + sfx)
-        if not self.unitary:
-            return B
-        return torch.stack([B.real, B.imag])
+        ``(2, H, H)``. Under ``torch.onnx.export``, a constant computed from the parameters
+        (:func:`momentumrnn.exporting.fold`: ONNX has no matrix exponential, solve or eigenvalues)."""
+        plist = self.parametrizations["weight_hh" + sfx]
+        if exporting.onnx_exporting():
+            return exporting.fold(self._name, plist, self._export_sources.get(sfx), self._real_parts)
+        self._export_sources[sfx] = exporting.sources(plist)
+        return self._real_parts(getattr(self, "weight_hh" + sfx))
+
+    def _real_parts(self, B: Tensor) -> Tensor:
+        return torch.stack([B.real, B.imag]) if self.unitary else B
+
+    # the real tensors B is computed from, for the ONNX export (exporting.sources): recorded at
+    # construction, by every eager forward and by .to() / .double() (which replace buffers)
+    def _record_export_sources(self) -> None:
+        self._export_sources = {sfx: exporting.sources(self.parametrizations["weight_hh" + sfx])
+                                for sfx in self._suffixes}
+
+    def _build(self, *args) -> None:
+        super()._build(*args)
+        self._record_export_sources()
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._record_export_sources()
+        return out
 
     def _direction(self, layer: int, direction: int) -> ModReLUParams:
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
@@ -118,6 +177,9 @@ class ModReLUBase(SequenceBase):
 
     def _literal_step(self, p: ModReLUParams, x, hidden, mom, hp):
         return modrelu_step(p, x, hidden, mom, self.scheme, hp)
+
+    def _real_step(self, p: ModReLUParams):
+        return real_modrelu_step(p, self.scheme)
 
     def _repr_common(self) -> str:
         s = f", num_layers={self.num_layers}" if self.num_layers != 1 else ""

@@ -1,0 +1,73 @@
+"""What changes while ``torch.onnx.export`` (torch's default, torch.export-based exporter) traces
+a layer.
+
+* :func:`onnx_exporting` says when: the dispatch table then picks the ``scan`` backend
+  (``backends.DISPATCH_ONNX``).
+* :func:`fold`: the modReLU hosts' recurrent matrix ``B`` is a function of the parameters only
+  (a matrix exponential, a Cayley transform, ENRNN's spectral normalisation), computed through
+  operations ONNX does not have (``linalg.solve``, ``linalg.eig``, the ``expm_map`` operator). At
+  inference it is a constant, so the export folds it: ``B`` is computed from the real parameter
+  values, eagerly, and enters the traced graph as a tensor constant (an initializer of the ONNX
+  model, ``*.lifted_tensor_*``), in place of its parameters.
+
+While torch.export traces, a module's parameters and buffers are swapped for fake tensors (no
+values). :func:`sources` records the real tensors a parametrization reads, whenever the layer runs
+eagerly (construction, every forward, ``.to()``); :func:`fold` evaluates with them, after checking
+that each fake tensor of the trace was made from exactly the recorded tensor (the fake-tensor
+mode's memo): a parameter replaced since (``load_state_dict(assign=True)``, a new ``Parameter``
+assigned) is refused with an error, never folded from stale values.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["onnx_exporting", "sources", "fold"]
+
+
+def onnx_exporting() -> bool:
+    """Whether ``torch.onnx.export`` (the torch.export-based exporter, torch's default) is tracing.
+    (The TorchScript exporter, ``dynamo=False``, traces with jit.trace: not this.)"""
+    # torch.compiler first: cheap, and torch.onnx is imported only when it may answer yes
+    return torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export()
+
+
+def sources(module: nn.Module) -> dict:
+    """The tensors (parameters and buffers, by name) that ``module`` computes from."""
+    return dict(module.named_parameters()) | dict(module.named_buffers())
+
+
+def _is_source(current: Tensor, source) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if not isinstance(source, Tensor):
+        return False
+    if isinstance(current, FakeTensor):
+        # the fake-tensor mode memoizes the fake it made of each real tensor
+        return current.fake_mode.from_tensor(source) is current
+    return current is source
+
+
+def fold(owner: str, module: nn.Module, recorded: dict, then: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+    """``then(module())`` evaluated eagerly with ``module``'s parameters and buffers set to their
+    real values ``recorded`` (from :func:`sources`): a plain tensor, which the trace records as a
+    constant. Raises a ``RuntimeError`` when the trace's tensors are not the recorded ones."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    current = sources(module)
+    recorded = recorded or {}
+    with _disable_current_modes(), torch._C.DisableTorchFunction():
+        stale = sorted(name for name, t in current.items() if not _is_source(t, recorded.get(name)))
+        if stale:
+            raise RuntimeError(
+                f"{owner}: cannot fold the recurrent matrix into the exported graph: {', '.join(stale)} "
+                "changed since the layer last ran (a parameter or buffer replaced, e.g. by "
+                "load_state_dict(assign=True)); run the model once (any forward call) before torch.onnx.export")
+        with torch.no_grad():
+            value = then(torch.func.functional_call(module, {name: recorded[name] for name in current}, ()))
+    # a copy made in the trace: the constant becomes a traced tensor (torch's scan operator takes
+    # only traced tensors as inputs)
+    return value.clone()

@@ -31,8 +31,19 @@ __all__ = ["onnx_exporting", "sources", "fold"]
 def onnx_exporting() -> bool:
     """Whether ``torch.onnx.export`` (the torch.export-based exporter, torch's default) is tracing.
     (The TorchScript exporter, ``dynamo=False``, traces with jit.trace: not this.)"""
-    # torch.compiler first: cheap, and torch.onnx is imported only when it may answer yes
-    return torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export()
+    # torch.compiler first: cheap, False under torch.compile, and torch.onnx is asked only when it
+    # may answer yes
+    return torch.compiler.is_exporting() and _in_onnx_export()
+
+
+@torch.compiler.disable
+def _in_onnx_export() -> bool:
+    # Dynamo folds torch.onnx.is_in_onnx_export() to False (torch/_dynamo/variables/torch.py), so
+    # this runs outside it: when the ONNX exporter falls back to torch.export's strict mode (after
+    # its usual non-strict capture failed, e.g. on a stale parameter below), the graph breaks here
+    # and that capture fails too, and the user sees the first error; traced by dynamo, the layer
+    # would run the custom kernels that ONNX cannot translate, and the user would see that instead.
+    return torch.onnx.is_in_onnx_export()
 
 
 def sources(module: nn.Module) -> dict:

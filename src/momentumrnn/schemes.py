@@ -119,9 +119,8 @@ def pair_square(u: Tensor) -> Tensor:
     """``|u|^2`` of complex units stored as ``[Re, Im]`` pairs along the last dimension (``2H``
     reals), on both halves: ``[|u|^2, |u|^2]`` (a second moment ``m`` in this layout has equal
     halves, the complex unit's ``m`` in each)."""
-    sq = u * u
-    H = u.shape[-1] // 2
-    s = sq[..., :H] + sq[..., H:]
+    re, im = u.chunk(2, -1)
+    s = re * re + im * im
     return torch.cat([s, s], -1)
 
 

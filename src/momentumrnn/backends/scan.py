@@ -21,6 +21,7 @@ outputs, states and gradients against the literal references in float64).
 from __future__ import annotations
 
 import contextlib
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,12 +31,27 @@ from .. import exporting
 from ..lengths import at_last_step
 from ..schemes import MomentumState, next_steps
 
-__all__ = ["run", "available"]
+__all__ = ["run", "available", "RealStep"]
 
 try:  # torch >= 2.6 (the ONNX exporter translates it from torch 2.8 on)
     from torch._higher_order_ops.scan import scan as _scan
 except ImportError:  # pragma: no cover - older torch: the capability fallback runs stepwise
     _scan = None
+
+
+def _same(mom: MomentumState) -> MomentumState:
+    return mom
+
+
+class RealStep(NamedTuple):
+    """A host's literal step on the internal real form (``layer._real_step(p)``):
+    ``step(x_t, hidden, mom, hp) -> (output_t, hidden, mom)`` on the carried layout of the
+    momentum, ``enter`` / ``leave`` from / to the internal form (e.g. scuRNN carries its second
+    moment in the pair layout, both halves equal)."""
+
+    step: Callable
+    enter: Callable = _same
+    leave: Callable = _same
 
 
 def available(layer=None, x=None) -> bool:
@@ -48,7 +64,7 @@ def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
         raise RuntimeError(f"the scan backend needs torch's scan operator (torch >= 2.6), this is torch "
                            f"{torch.__version__}; use layer.backend = 'stepwise'")
     T, B, _ = x.shape
-    step = layer._real_step(p)
+    real = layer._real_step(p)
     hidden_slots, mom_slots = layer._slots()
     scheme = layer.scheme
     # the carry holds floating tensors only (scan's autograd differentiates every carry): what
@@ -59,6 +75,8 @@ def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
               for name, t in hidden0.items()}
     mom = {f: getattr(mom0, f) if getattr(mom0, f) is not None else x.new_zeros(B, mom_slots[f].internal_width)
            for f in carried}
+    entered = real.enter(MomentumState(**mom))
+    mom = {f: getattr(entered, f) for f in carried}
     xs = {"x": x}
     if seq.valid is not None:
         xs["valid"] = seq.valid
@@ -74,7 +92,7 @@ def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
     def body(carry, xs_t):
         hidden, mom = carry
         state = MomentumState(**mom, step=xs_t.get("k_prev"))
-        out_t, new_hidden, new_mom = step(xs_t["x"], hidden, state, hp)
+        out_t, new_hidden, new_mom = real.step(xs_t["x"], hidden, state, hp)
         new_mom = {f: getattr(new_mom, f) for f in carried}
         new_hidden = {name: new_hidden[name] for name in hidden}
         if "valid" in xs_t:  # past a sequence's end: keep its state, output 0
@@ -89,6 +107,7 @@ def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
     # forward-backward graph of scan's body (half the export's time: 12 s -> 5 s for an AdamLSTM)
     with torch.no_grad() if exporting.onnx_exporting() else contextlib.nullcontext():
         (hidden_T, mom_T), out = _scan(body, (hidden, mom), xs)
+    mom_T = real.leave(MomentumState(**mom_T))
     if k is not None:
-        mom_T["step"] = at_last_step(k, seq.last)
-    return out, hidden_T, MomentumState(**mom_T)
+        mom_T = mom_T._replace(step=at_last_step(k, seq.last))
+    return out, hidden_T, mom_T

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .. import _checks, registry
 from ..backends.native import GatedParams
+from ..backends.scan import RealStep
 from ..schemes import HYPER_PARAMETERS, SchemeSpec
 from ..sequence import SequenceBase
 from ..state import Slot
@@ -218,9 +219,10 @@ class MomentumRNNBase(SequenceBase):
     def _literal_step(self, p: GatedParams, x, hidden, mom, hp):
         return gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
 
-    def _real_step(self, p: GatedParams):
+    def _real_step(self, p: GatedParams) -> RealStep:
         """The literal step on the internal form of the state (the same: gated states are real)."""
-        return lambda x, hidden, mom, hp: gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
+        return RealStep(lambda x, hidden, mom, hp: gated_step(self.host, self.nonlinearity, p, x, hidden, mom,
+                                                              self.scheme, hp))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .. import _checks, exporting
 from ..backends.modrelu import ModReLUParams
+from ..backends.scan import RealStep
 from ..orthogonal.modrelu import modrelu
 from ..schemes import pair_square
 from ..sequence import SequenceBase
@@ -43,39 +44,41 @@ def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> 
 def _modrelu_pairs(z: Tensor, bias: Tensor) -> Tensor:
     """:func:`~momentumrnn.orthogonal.modrelu.modrelu_pairs` with the modulus as
     ``sqrt(re^2 + im^2)``: torch.export decomposes ``torch.hypot`` into ``prims.hypot``, which has
-    no autograd formula (the ONNX export differentiates its graphs when decomposing them)."""
-    H = bias.shape[-1]
-    re, im = z[..., :H], z[..., H:]
+    no autograd formula (the ONNX export differentiates its graphs when decomposing them). The
+    halves by ``chunk``: slices ``z[..., H:]`` inside scan's body fail the exporter's decomposition
+    with a dynamic batch (a ``SymInt`` among the body's outputs, torch 2.13)."""
+    re, im = z.chunk(2, -1)
     r = torch.sqrt(re * re + im * im)
     scale = torch.where(r > 0, torch.relu(r + bias) / torch.where(r > 0, r, 1), 0)
     return z * torch.cat([scale, scale], -1)
 
 
-def real_modrelu_step(p: ModReLUParams, scheme):
+def real_modrelu_step(p: ModReLUParams, scheme) -> RealStep:
     """:func:`modrelu_step` on the internal real form: complex units as ``[Re, Im]`` pairs of reals
     (``h B`` one real matrix product with ``[[Re B, Im B], [-Im B, Re B]]``, the scheme's second
-    moment on the modulus, :func:`~momentumrnn.schemes.pair_square`). Returns the step
-    ``(x, hidden, mom, hp) -> (output, {"h": h}, momentum)`` (internal forms; ``m`` ``(B, H)``)."""
+    moment on the modulus, :func:`~momentumrnn.schemes.pair_square`, carried in that layout: both
+    halves equal)."""
     if not p.paired:
         def step(x, hidden, mom, hp):
             drive, advance = scheme.step(x @ p.w_in.t(), mom, *hp)
             h = modrelu(drive.combine(hidden["h"] @ p.W), p.bias)
             return h, {"h": h}, advance()
-        return step
+        return RealStep(step)
     Wr, Wi = p.W[0], p.W[1]
     Bm = torch.cat([torch.cat([Wr, Wi], 1), torch.cat([-Wi, Wr], 1)], 0)
-    H = p.bias.shape[0]
 
     def step(x, hidden, mom, hp):
-        if mom.m is not None:  # the pair layout of the second moment: equal halves
-            mom = mom._replace(m=torch.cat([mom.m, mom.m], -1))
         drive, advance = scheme.step(x @ p.w_in.t(), mom, *hp, square=pair_square)
         h = _modrelu_pairs(drive.combine(hidden["h"] @ Bm), p.bias)
-        new = advance()
-        if new.m is not None:
-            new = new._replace(m=new.m[..., :H].contiguous())
-        return h, {"h": h}, new
-    return step
+        return h, {"h": h}, advance()
+
+    def enter(mom):
+        return mom if mom.m is None else mom._replace(m=torch.cat([mom.m, mom.m], -1))
+
+    def leave(mom):
+        return mom if mom.m is None else mom._replace(m=mom.m.chunk(2, -1)[0])
+
+    return RealStep(step, enter, leave)
 
 
 class ModReLUBase(SequenceBase):

@@ -120,11 +120,11 @@ def test_errors(cli, run, tmp_path, monkeypatch, case):
 
 def test_language_model(cli, tmp_path):
     """The PTB task's word model: token ids in, logits over the vocabulary out."""
-    from test_language import TINY, _write_corpus
+    from test_language import BASE, _write_corpus
 
     d = _write_corpus(tmp_path / "ptb")
     run_dir = tmp_path / "lm"
-    code, _, err = cli(["train", *TINY, "--model", "NesterovGRU", "--set", f"task.data_dir={d}", "--max-steps", "2",
+    code, _, err = cli(["train", *BASE, "--model", "NesterovGRU", "--set", f"task.data_dir={d}", "--max-steps", "2",
                         "--epochs", "1", "--out", run_dir])
     assert code == 0, err
     code, stdout, err = cli(["export", run_dir, "--onnx", tmp_path / "lm.onnx"])

@@ -20,7 +20,6 @@ outputs, states and gradients against the literal references in float64).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, NamedTuple
 
 import torch
@@ -54,6 +53,12 @@ class RealStep(NamedTuple):
     leave: Callable = _same
 
 
+def _detached(values):
+    """A tuple / NamedTuple with its tensors detached."""
+    out = [v.detach() if isinstance(v, Tensor) else v for v in values]
+    return type(values)(*out) if hasattr(values, "_fields") else type(values)(out)
+
+
 def available(layer=None, x=None) -> bool:
     """Whether this torch has the ``scan`` operator (the capability probe of the dispatch table)."""
     return _scan is not None
@@ -63,6 +68,15 @@ def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
     if _scan is None:
         raise RuntimeError(f"the scan backend needs torch's scan operator (torch >= 2.6), this is torch "
                            f"{torch.__version__}; use layer.backend = 'stepwise'")
+    if exporting.onnx_exporting():
+        # An ONNX graph is for inference: everything entering scan is detached, so that neither the
+        # capture nor the exporter's decompositions (which replay the graph with the parameters'
+        # requires_grad, not the grad mode) trace scan's autograd: half the export's time (12 s
+        # -> 5 s for an AdamLSTM here), and its forward-backward partition fails with a dynamic
+        # batch in torch 2.13 (a SymInt among the saved values)
+        p, x, hp = _detached(p), x.detach(), _detached(hp)
+        hidden0 = {k: None if t is None else t.detach() for k, t in hidden0.items()}
+        mom0 = _detached(mom0)
     T, B, _ = x.shape
     real = layer._real_step(p)
     hidden_slots, mom_slots = layer._slots()
@@ -103,10 +117,7 @@ def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
         # scan's outputs may not alias its carry (out_t is h for every host)
         return (new_hidden, new_mom), out_t.clone()
 
-    # An ONNX graph is for inference: traced without autograd, torch.export skips the joint
-    # forward-backward graph of scan's body (half the export's time: 12 s -> 5 s for an AdamLSTM)
-    with torch.no_grad() if exporting.onnx_exporting() else contextlib.nullcontext():
-        (hidden_T, mom_T), out = _scan(body, (hidden, mom), xs)
+    (hidden_T, mom_T), out = _scan(body, (hidden, mom), xs)
     mom_T = real.leave(MomentumState(**mom_T))
     if k is not None:
         mom_T = mom_T._replace(step=at_last_step(k, seq.last))

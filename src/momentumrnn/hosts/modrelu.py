@@ -44,9 +44,8 @@ def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> 
 def _modrelu_pairs(z: Tensor, bias: Tensor) -> Tensor:
     """:func:`~momentumrnn.orthogonal.modrelu.modrelu_pairs` with the modulus as
     ``sqrt(re^2 + im^2)``: torch.export decomposes ``torch.hypot`` into ``prims.hypot``, which has
-    no autograd formula (the ONNX export differentiates its graphs when decomposing them). The
-    halves by ``chunk``: slices ``z[..., H:]`` inside scan's body fail the exporter's decomposition
-    with a dynamic batch (a ``SymInt`` among the body's outputs, torch 2.13)."""
+    no autograd formula (which torch.export's training graphs need when a parameter requires
+    grad)."""
     re, im = z.chunk(2, -1)
     r = torch.sqrt(re * re + im * im)
     scale = torch.where(r > 0, torch.relu(r + bias) / torch.where(r > 0, r, 1), 0)

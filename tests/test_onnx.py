@@ -3,8 +3,9 @@ models, run in onnxruntime against eager mode (float32): within 1e-5 at the expo
 at other sequence lengths (dynamic ``T``) within 1e-5 of the output's scale. The recurrent matrix
 of the modReLU hosts is folded into the graph from the current parameter values.
 
-Exports take seconds each (torch.export traces every layer, the exporter translates the graph), so
-the layers of a host are exported together, as the branches of one model."""
+An export takes about a second of CPU per layer here plus a fixed second or two (torch.export traces
+every layer, the exporter builds its registry and translates the graph), so the layers of a host
+are exported together, as the branches of one model."""
 
 import copy
 import itertools

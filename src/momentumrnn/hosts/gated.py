@@ -221,8 +221,8 @@ class MomentumRNNBase(SequenceBase):
 
     def _real_step(self, p: GatedParams) -> RealStep:
         """The literal step on the internal form of the state (the same: gated states are real)."""
-        return RealStep(lambda x, hidden, mom, hp: gated_step(self.host, self.nonlinearity, p, x, hidden, mom,
-                                                              self.scheme, hp))
+        return RealStep(lambda q, x, hidden, mom, hp: gated_step(self.host, self.nonlinearity, GatedParams(*q), x,
+                                                                 hidden, mom, self.scheme, hp), tuple(p))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -58,17 +58,19 @@ def real_modrelu_step(p: ModReLUParams, scheme) -> RealStep:
     moment on the modulus, :func:`~momentumrnn.schemes.pair_square`, carried in that layout: both
     halves equal)."""
     if not p.paired:
-        def step(x, hidden, mom, hp):
-            drive, advance = scheme.step(x @ p.w_in.t(), mom, *hp)
-            h = modrelu(drive.combine(hidden["h"] @ p.W), p.bias)
+        def step(q, x, hidden, mom, hp):
+            w_in, W, bias = q
+            drive, advance = scheme.step(x @ w_in.t(), mom, *hp)
+            h = modrelu(drive.combine(hidden["h"] @ W), bias)
             return h, {"h": h}, advance()
-        return RealStep(step)
+        return RealStep(step, (p.w_in, p.W, p.bias))
     Wr, Wi = p.W[0], p.W[1]
     Bm = torch.cat([torch.cat([Wr, Wi], 1), torch.cat([-Wi, Wr], 1)], 0)
 
-    def step(x, hidden, mom, hp):
-        drive, advance = scheme.step(x @ p.w_in.t(), mom, *hp, square=pair_square)
-        h = _modrelu_pairs(drive.combine(hidden["h"] @ Bm), p.bias)
+    def step(q, x, hidden, mom, hp):
+        w_in, Bm, bias = q
+        drive, advance = scheme.step(x @ w_in.t(), mom, *hp, square=pair_square)
+        h = _modrelu_pairs(drive.combine(hidden["h"] @ Bm), bias)
         return h, {"h": h}, advance()
 
     def enter(mom):
@@ -77,7 +79,7 @@ def real_modrelu_step(p: ModReLUParams, scheme) -> RealStep:
     def leave(mom):
         return mom if mom.m is None else mom._replace(m=mom.m.chunk(2, -1)[0])
 
-    return RealStep(step, enter, leave)
+    return RealStep(step, (p.w_in, Bm, p.bias), enter, leave)
 
 
 class ModReLUBase(SequenceBase):

@@ -206,3 +206,15 @@ def test_cells(tmp_path):
     model = CellLoop(cells).eval()
     x = torch.randn(T0, B0, 3)
     check(export(model, x, tmp_path / "m.onnx"), model, x, [f"{type(c).__name__} h" for c in cells])
+
+
+def test_other_traces_leave_the_recorded_parameters_alone(tmp_path):
+    # torch.export / torch.compile trace the layer with fake or symbolic tensors: an ONNX export
+    # after them (no eager call in between) still folds B from the real parameters
+    layer = mr.AdamDTRIV(3, 4)
+    model = Group([Branch(layer)]).eval()
+    x = torch.randn(T0, B0, 3)
+    torch.compile(model, backend="eager", fullgraph=True)(x)
+    torch.export.export(model, (x,))
+    _modify_in_place(layer)
+    check(export(model, x, tmp_path / "m.onnx"), model, x, output_names(model.branches))

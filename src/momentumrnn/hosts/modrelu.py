@@ -153,7 +153,8 @@ class ModReLUBase(SequenceBase):
         plist = self.parametrizations["weight_hh" + sfx]
         if exporting.onnx_exporting():
             return exporting.fold(self._name, plist, self._export_sources.get(sfx), self._real_parts)
-        self._export_sources[sfx] = exporting.sources(plist)
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):  # real tensors only (no fakes)
+            self._export_sources[sfx] = exporting.sources(plist)
         return self._real_parts(getattr(self, "weight_hh" + sfx))
 
     def _real_parts(self, B: Tensor) -> Tensor:

@@ -2,7 +2,8 @@
 torch.nn's (ONNX's own LSTM / GRU operator), and against eager torch, side by side in one run.
 
     python benchmarks/onnx_speed.py                 # LSTM host, T=100, B=32, I=32, H=128
-    python benchmarks/onnx_speed.py --host gru --T 784 --B 1 --I 1 --H 128 --threads 1
+    python benchmarks/onnx_speed.py --T 784 --B 1 --I 1 --H 128      # one long sequence
+    python benchmarks/onnx_speed.py --host dtriv --H 170
 
 Prints a Markdown table: milliseconds per forward call (median of ``--repeat`` rounds of
 ``--calls`` calls, the models interleaved), one onnxruntime / torch thread each by default.
@@ -48,7 +49,8 @@ def _session(model: nn.Module, x: torch.Tensor, path: str, threads: int):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", choices=("lstm", "gru", "rnn"), default="lstm")
+    p.add_argument("--host", choices=tuple(mr.HOSTS), default="lstm",
+                   help="a host of momentumrnn (torch.nn.RNN stands beside the modReLU hosts)")
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--B", type=int, default=32)
     p.add_argument("--I", type=int, default=32)
@@ -61,7 +63,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     x = torch.randn(a.T, a.B, a.I)
-    native = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[a.host](a.I, a.H).eval()
+    native = {"lstm": nn.LSTM, "gru": nn.GRU}.get(a.host, nn.RNN)(a.I, a.H).eval()
     models = {f"torch.nn.{type(native).__name__}": native}
     for kind in a.schemes:
         layer = mr.build_layer(a.host, kind, a.I, a.H).eval()

@@ -64,3 +64,12 @@ def test_speed_builds_every_scheme():
     for kind in speed.SCHEMES:
         layer = mr.build_layer("lstm", kind, 1, 4, **speed.HP[kind])
         assert speed.backend_of(layer) in mr.backends.BACKENDS
+
+
+def test_onnx_speed_runs_every_model():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = _run("onnx_speed.py", "--host", "gru", "--T", "3", "--B", "2", "--I", "2", "--H", "4", "--calls", "1",
+               "--repeat", "1", "--schemes", "none", "adam")
+    for name in ("torch.nn.GRU", "GRU", "AdamGRU"):
+        assert f"| {name} |" in out, name

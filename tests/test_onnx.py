@@ -218,3 +218,14 @@ def test_other_traces_leave_the_recorded_parameters_alone(tmp_path):
     torch.export.export(model, (x,))
     _modify_in_place(layer)
     check(export(model, x, tmp_path / "m.onnx"), model, x, output_names(model.branches))
+
+
+def test_plain_layer_forced_native_exports_the_onnx_operator(tmp_path):
+    # torch.nn's way for the plain cells: ONNX's own LSTM operator (the sequence length fixed)
+    layer = mr.LSTM(3, 4, num_layers=2)
+    layer.backend = "native"
+    model = Group([Branch(layer)]).eval()
+    x = torch.randn(T0, B0, 3)
+    path = tmp_path / "m.onnx"
+    check(export(model, x, path), model, x, output_names(model.branches))
+    assert "LSTM" in {n.op_type for n in onnx.load(str(path)).graph.node}

@@ -15,7 +15,7 @@ A backend can be forced per layer (``layer.backend = "stepwise"``) or for a bloc
 (``with momentumrnn.backends.force("fused"): ...``), e.g. to test every path against the
 reference; forcing one that cannot run a layer raises a ``ValueError`` that says which can.
 
-Two situations replace the table's choice, both decided here:
+Three situations replace the table's choice, all decided here:
 
 * while torch.compile traces a layer (dynamo; not torch.export, not torch.jit.trace),
   :data:`DISPATCH_COMPILING` overrides :data:`DISPATCH`: the native RNN kernels do not compile.
@@ -27,6 +27,15 @@ Two situations replace the table's choice, both decided here:
   per-step cell operations. So the gated trivial and linear drives (and CUDA's normalized drive,
   whose ``precomputed_native`` ends in cuDNN's kernel) run on the fused operator, one opaque node
   in the graph (same results to rounding);
+* while ``torch.onnx.export`` traces (the torch.export-based exporter, torch's default;
+  :func:`momentumrnn.exporting.onnx_exporting`), :data:`DISPATCH_ONNX` replaces :data:`DISPATCH`:
+  every family and drive runs on ``scan``, the literal step as the body of torch's scan operator.
+  The exporter translates it into one ONNX ``Scan`` of standard operations, so the exported model
+  keeps a dynamic sequence length, where the hand-written kernels are custom operators without an
+  ONNX translation and the native kernels fix the length (``torch.nn.LSTM``'s export does; the
+  plain layers forced to ``native`` export as it does: ONNX's own ``LSTM`` / ``GRU`` / ``RNN``
+  operator, faster on long sequences of little work per step, docs/benchmarks.md). A forced
+  backend outside :data:`ONNX_EXPORTABLE` raises a ``ValueError`` there;
 * a backend whose capability probe fails for the input's device and dtype (e.g. a CPU whose
   oneDNN has no bfloat16 RNN) is replaced by its :data:`FALLBACK` (probed once per host,
   device type and dtype; see :func:`momentumrnn.backends.native.capable`).
@@ -110,8 +119,9 @@ DISPATCH_COMPILING = {
 #: the module docstring
 DISPATCH_ONNX = {(family, drive, "*"): "scan" for family in ("gated", "modrelu") for drive in DRIVES}
 
-#: the backends whose operations torch's ONNX exporter translates (the others run custom operators,
-#: or, for filtered_native, a product over blocks of steps that it does not translate)
+#: the backends whose operations torch's ONNX exporter translates (native: ONNX's LSTM / GRU / RNN
+#: operator, the length fixed; the others run custom operators, or, for filtered_native, a product
+#: over blocks of steps that the exporter does not translate)
 ONNX_EXPORTABLE = frozenset({"scan", "stepwise", "native"})
 
 #: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)

@@ -229,3 +229,15 @@ def test_plain_layer_forced_native_exports_the_onnx_operator(tmp_path):
     path = tmp_path / "m.onnx"
     check(export(model, x, path), model, x, output_names(model.branches))
     assert "LSTM" in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_strict_torch_export_is_not_refused(tmp_path):
+    # only torch.onnx.export's fallback to a strict capture is refused, never torch.export's own
+    layer = mr.MomentumDTRIV(3, 4)
+    model = Group([Branch(layer)]).eval()
+    x = torch.randn(T0, B0, 3)
+    export(model, x, tmp_path / "m.onnx")
+    program = torch.export.export(model, (x,), strict=True)
+    with torch.no_grad():
+        for a, b in zip(program.module()(x), model(x)):
+            torch.testing.assert_close(a, b)

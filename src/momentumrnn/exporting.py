@@ -28,22 +28,41 @@ from torch import Tensor, nn
 __all__ = ["onnx_exporting", "sources", "fold"]
 
 
+#: torch's ONNX exporter's own flags module (private), looked up at the first export outside dynamo:
+#: importing torch.onnx with the package would double ``import momentumrnn``'s time (90 -> 200 ms)
+_onnx_flags = None
+
+
 def onnx_exporting() -> bool:
     """Whether ``torch.onnx.export`` (the torch.export-based exporter, torch's default) is tracing.
     (The TorchScript exporter, ``dynamo=False``, traces with jit.trace: not this.)"""
+    global _onnx_flags
     # torch.compiler first: cheap, False under torch.compile, and torch.onnx is asked only when it
     # may answer yes
-    return torch.compiler.is_exporting() and _in_onnx_export()
-
-
-@torch.compiler.disable
-def _in_onnx_export() -> bool:
-    # Dynamo folds torch.onnx.is_in_onnx_export() to False (torch/_dynamo/variables/torch.py), so
-    # this runs outside it: when the ONNX exporter falls back to torch.export's strict mode (after
-    # its usual non-strict capture failed, e.g. on a stale parameter below), the graph breaks here
-    # and that capture fails too, and the user sees the first error; traced by dynamo, the layer
-    # would run the custom kernels that ONNX cannot translate, and the user would see that instead.
+    if not torch.compiler.is_exporting():
+        return False
+    if torch.compiler.is_dynamo_compiling():
+        _refuse_strict_capture()
+        return False
+    if _onnx_flags is None:
+        try:
+            from torch.onnx._internal.exporter import _flags as _onnx_flags
+        except ImportError:  # pragma: no cover - another torch: its strict fallback may trace the kernels
+            _onnx_flags = False
     return torch.onnx.is_in_onnx_export()
+
+
+def _refuse_strict_capture() -> None:
+    # torch.onnx.export captures the model with torch.export's non-strict mode first (where
+    # onnx_exporting looked the flags up), and falls back to its strict mode (dynamo) when that
+    # fails, e.g. on a stale parameter below. Dynamo folds torch.onnx.is_in_onnx_export() to False
+    # (torch/_dynamo/variables/torch.py): the layers would then trace their custom kernels, which
+    # ONNX cannot translate, and the user would see that error instead of the first one. So the
+    # strict capture fails here too; dynamo reads the exporter's flag as it is (a plain
+    # torch.export.export(..., strict=True) is not affected).
+    if _onnx_flags and getattr(_onnx_flags, "_is_onnx_exporting", False):
+        raise RuntimeError("momentumrnn layers export to ONNX through torch.export's non-strict capture; "
+                           "see the error of that capture")
 
 
 def sources(module: nn.Module, prefix: str = "", out: dict = None) -> dict:

@@ -371,7 +371,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_run
+    from .export import CHECK_TOLERANCE, export_run
 
     r = export_run(Path(args.run_dir), Path(args.onnx), checkpoint=args.checkpoint, overwrite=args.overwrite)
     at = f", step {r.step}" if r.step is not None else ""
@@ -385,6 +385,9 @@ def cmd_export(args) -> int:
         for shape, diff, scale in r.check:
             print(f"  onnxruntime vs torch at (batch, time) = {shape}: max |difference| {diff:.1e} "
                   f"(max |output| {scale:.3g})")
+            if not diff <= CHECK_TOLERANCE * max(1.0, scale):
+                print(f"warning: onnxruntime and torch differ by more than float32 rounding at {shape}; "
+                      "please report it with the run's config.yaml", file=sys.stderr)
     return 0
 
 

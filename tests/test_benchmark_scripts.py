@@ -72,3 +72,12 @@ def test_projection_reports_every_scheme():
                  "NesterovLSTM"):
         assert f"| {name} |" in out, name
     assert "| AdamLSTM | fused |" in out  # the table's capability fallback (no projection in compiled_loop)
+
+
+def test_onnx_speed_runs_every_model():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = _run("onnx_speed.py", "--host", "gru", "--T", "3", "--B", "2", "--I", "2", "--H", "4", "--calls", "1",
+               "--repeat", "1", "--schemes", "none", "adam")
+    for name in ("torch.nn.GRU", "GRU", "AdamGRU"):
+        assert f"| {name} |" in out, name

@@ -39,7 +39,7 @@ from torch import Tensor
 
 __all__ = [
     "Scheme", "SchemeSpec", "HyperParameter", "MomentumState", "SCHEMES", "SCHEME_KINDS", "PLAIN", "ADAM_EPS",
-    "canonical_kind", "restart_mu", "next_steps", "StepDrive",
+    "canonical_kind", "restart_mu", "next_steps", "StepDrive", "pair_square",
 ]
 
 #: ``eps`` inside ``sqrt(m_t + eps)`` in the Adam / RMSProp drives (the authors' value).
@@ -115,6 +115,15 @@ def _square(u: Tensor) -> Tensor:
     return (u * u.conj()).real if u.is_complex() else u * u
 
 
+def pair_square(u: Tensor) -> Tensor:
+    """``|u|^2`` of complex units stored as ``[Re, Im]`` pairs along the last dimension (``2H``
+    reals), on both halves: ``[|u|^2, |u|^2]`` (a second moment ``m`` in this layout has equal
+    halves, the complex unit's ``m`` in each)."""
+    re, im = u.chunk(2, -1)
+    s = re * re + im * im
+    return torch.cat([s, s], -1)
+
+
 class StepDrive:
     """The drive of one step, as the cell consumes it: ``combine(r, part)`` is the total
     pre-activation of the gate units ``part`` (a slice) given their recurrent part ``r``.
@@ -149,33 +158,34 @@ class _LookaheadDrive(StepDrive):
 
 
 # The literal one-step updates (u: (B, W) input drive; s: the previous MomentumState with zeros
-# for fields that start at zero; hp: the hyper-parameter values, mu_k the scheduled momentum).
-def _step_none(u, s, hp, mu_k):
+# for fields that start at zero; hp: the hyper-parameter values, mu_k the scheduled momentum;
+# square: |u|^2 of each entry of u, see Scheme.step).
+def _step_none(u, s, hp, mu_k, square):
     return StepDrive(u, {})
 
 
-def _step_heavy_ball(u, s, hp, mu_k):
+def _step_heavy_ball(u, s, hp, mu_k, square):
     v = hp["mu"] * s.v + hp["epsilon"] * u
     return StepDrive(v, {"v": v})
 
 
-def _step_adam(u, s, hp, mu_k):
+def _step_adam(u, s, hp, mu_k, square):
     v = hp["mu"] * s.v + hp["epsilon"] * u
-    m = hp["beta"] * s.m + (1 - hp["beta"]) * _square(u)
+    m = hp["beta"] * s.m + (1 - hp["beta"]) * square(u)
     return StepDrive(v / torch.sqrt(m + ADAM_EPS), {"v": v, "m": m})
 
 
-def _step_rmsprop(u, s, hp, mu_k):
-    m = hp["beta"] * s.m + (1 - hp["beta"]) * _square(u)
+def _step_rmsprop(u, s, hp, mu_k, square):
+    m = hp["beta"] * s.m + (1 - hp["beta"]) * square(u)
     return StepDrive(hp["epsilon"] * u / torch.sqrt(m + ADAM_EPS), {"m": m})
 
 
-def _step_restart(u, s, hp, mu_k):
+def _step_restart(u, s, hp, mu_k, square):
     v = mu_k * s.v + hp["epsilon"] * u
     return StepDrive(v, {"v": v})
 
 
-def _step_nesterov(u, s, hp, mu_k):
+def _step_nesterov(u, s, hp, mu_k, square):
     return _LookaheadDrive(u, s.p, hp["epsilon"], mu_k, {})
 
 
@@ -191,7 +201,7 @@ class SchemeSpec:
     defaults: dict
     #: fields of the momentum state
     fields: tuple
-    #: the literal one-step update ``step(u, state, hp, mu_k) -> StepDrive``
+    #: the literal one-step update ``step(u, state, hp, mu_k, square) -> StepDrive``
     step: Callable
     #: ``None`` (no velocity), ``"constant"`` (coefficient ``mu``) or ``"scheduled"`` (``mu_k``)
     velocity: Optional[str]
@@ -369,11 +379,14 @@ class Scheme:
         k = next_steps(step0, T, self.restart)
         return restart_mu(k, dtype).unsqueeze(2), k
 
-    def step(self, u: Tensor, state: MomentumState, mu=None, epsilon=None) -> tuple:
+    def step(self, u: Tensor, state: MomentumState, mu=None, epsilon=None, square=_square) -> tuple:
         """One literal step from the input drive ``u`` ``(B, W)`` (what the cells run):
         returns ``(StepDrive, advance)`` where ``advance()`` gives the new :class:`~momentumrnn.schemes.MomentumState`
         once the cell has combined the drive. ``state`` fields may be ``None`` (zeros);
-        ``mu`` / ``epsilon`` override the configured values (learnable hyper-parameters)."""
+        ``mu`` / ``epsilon`` override the configured values (learnable hyper-parameters).
+        ``square(u)``: the squared modulus of each entry's unit (default ``|u|^2`` element-wise,
+        real or complex ``u``); a real ``u`` holding complex units as ``[Re, Im]`` pairs passes
+        :func:`pair_square`, and ``m`` in the same pair layout."""
         spec = self.spec
         hp = dict(self.hyper_parameters)
         if mu is not None and "mu" in hp:
@@ -394,7 +407,7 @@ class Scheme:
             if self.restart > 0:
                 k = torch.where(k > self.restart, torch.ones_like(k), k)
             mu_k = restart_mu(k, u.real.dtype).unsqueeze(-1)
-        drive = spec.step(u, full, hp, mu_k)
+        drive = spec.step(u, full, hp, mu_k, square)
 
         def advance() -> MomentumState:
             new = drive.new_state()

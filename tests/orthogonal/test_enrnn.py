@@ -223,3 +223,15 @@ def test_stepwise_backend(kind):
     layer.backend = "stepwise"
     x = torch.randn(7, 4, 3, dtype=torch.float64, requires_grad=True)
     assert_match(layer, *run_both(layer, x, [7, 3, 5, 1], random_state(layer, 4)))
+
+
+
+@pytest.mark.parametrize("kind,latched", [(k, True) for k in KINDS] + [("adam", False)])
+def test_scan_backend(kind, latched):
+    # what torch.onnx.export runs, on a packed batch with a carried state (stacked and
+    # bidirectional for RMSProp)
+    deep = kind == "rmsprop"
+    layer = make(kind, hidden=6, short=2, latched=latched, num_layers=2 if deep else 1, bidirectional=deep)
+    layer.backend = "scan"
+    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [5, 2, 4], random_state(layer, 3)))

@@ -55,3 +55,23 @@ def test_learnable_repr():
     assert "learn_mu=True" in repr(layer) and isinstance(layer.hyper_parameters()[0], torch.Tensor)
     with pytest.raises(ValueError, match="learn_mu needs a scheme with a constant mu"):
         mr.RestartMomentumDTRIV(1, 4, learn_mu=True)
+
+
+
+@pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
+def test_scan_backend(host, kind):
+    # what torch.onnx.export runs: complex units as [Re, Im] pairs, Adam / RMSProp's second moment
+    # on their modulus; a packed batch with a carried state (masking, momentum, restart counter)
+    layer = make(host, kind)
+    layer.backend = "scan"
+    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x, [5, 2, 4], random_state(layer, 3)))
+
+
+@pytest.mark.parametrize("host,kind", [("scurnn", "adam"), ("dtriv", "nesterov")])
+def test_scan_backend_stacked_bidirectional(host, kind):
+    layer = make(host, kind, num_layers=2, bidirectional=True, complex_input=host == "scurnn")
+    layer.backend = "scan"
+    x = torch.randn(6, 3, 3, dtype=torch.complex128 if host == "scurnn" else torch.float64, requires_grad=True)
+    lengths = None if host == "scurnn" else [6, 2, 4]  # (torch packs no complex tensor with autograd)
+    assert_match(layer, *run_both(layer, x, lengths, random_state(layer, 3)))

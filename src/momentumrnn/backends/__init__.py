@@ -15,7 +15,7 @@ A backend can be forced per layer (``layer.backend = "stepwise"``) or for a bloc
 (``with momentumrnn.backends.force("fused"): ...``), e.g. to test every path against the
 reference; forcing one that cannot run a layer raises a ``ValueError`` that says which can.
 
-Two situations replace the table's choice, both decided here:
+Three situations replace the table's choice, all decided here:
 
 * while torch.compile traces a layer (dynamo; not torch.export, not torch.jit.trace),
   :data:`DISPATCH_COMPILING` overrides :data:`DISPATCH`: the native RNN kernels do not compile.
@@ -27,6 +27,15 @@ Two situations replace the table's choice, both decided here:
   per-step cell operations. So the gated trivial and linear drives (and CUDA's normalized drive,
   whose ``precomputed_native`` ends in cuDNN's kernel) run on the fused operator, one opaque node
   in the graph (same results to rounding);
+* while ``torch.onnx.export`` traces (the torch.export-based exporter, torch's default;
+  :func:`momentumrnn.exporting.onnx_exporting`), :data:`DISPATCH_ONNX` replaces :data:`DISPATCH`:
+  every family and drive runs on ``scan``, the literal step as the body of torch's scan operator.
+  The exporter translates it into one ONNX ``Scan`` of standard operations, so the exported model
+  keeps a dynamic sequence length, where the hand-written kernels are custom operators without an
+  ONNX translation and the native kernels fix the length (``torch.nn.LSTM``'s export does; the
+  plain layers forced to ``native`` export as it does: ONNX's own ``LSTM`` / ``GRU`` / ``RNN``
+  operator, faster on long sequences of little work per step, docs/benchmarks.md). A forced
+  backend outside :data:`ONNX_EXPORTABLE` raises a ``ValueError`` there;
 * a backend whose capability probe fails for the layer and input is replaced by its
   :data:`FALLBACK`: a device and dtype its kernel lacks (e.g. a CPU whose oneDNN has no bfloat16
   RNN; probed once per host, device type and dtype, see
@@ -43,10 +52,11 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import compiled, fused, graph_loop, modrelu, native, precomputed, stepwise
+from .. import exporting
+from . import compiled, fused, graph_loop, modrelu, native, precomputed, scan, stepwise
 
-__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "FALLBACK", "DRIVES", "drive_of", "select",
-           "choose", "run", "force", "compiling"]
+__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "DISPATCH_ONNX", "ONNX_EXPORTABLE", "FALLBACK",
+           "DRIVES", "drive_of", "select", "choose", "run", "force", "compiling"]
 
 #: the drive shapes of the scheme table, the second key of DISPATCH
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
@@ -86,6 +96,9 @@ BACKENDS = {
                        "modReLU recurrence with a hand-written backward, drive formed block-wise"),
     "stepwise": Backend(stepwise.run, frozenset({"gated", "modrelu"}), _ALL,
                         "the literal one-step update in a Python loop, differentiated by autograd"),
+    "scan": Backend(scan.run, frozenset({"gated", "modrelu"}), _ALL,
+                    "the literal one-step update as the body of torch's scan operator (one traced step, "
+                    "a symbolic number of steps: an ONNX Scan)"),
 }
 
 #: (host family, drive, device type) -> backend name; device ``"*"`` matches any device
@@ -117,6 +130,15 @@ def _no_projection(layer, x: Tensor) -> bool:
     return not getattr(layer, "proj_size", 0)
 
 
+#: replaces DISPATCH while torch.onnx.export traces (every family and drive, every device); see
+#: the module docstring
+DISPATCH_ONNX = {(family, drive, "*"): "scan" for family in ("gated", "modrelu") for drive in DRIVES}
+
+#: the backends whose operations torch's ONNX exporter translates (native: ONNX's LSTM / GRU / RNN
+#: operator, the length fixed; the others run custom operators, or, for filtered_native, a product
+#: over blocks of steps that the exporter does not translate)
+ONNX_EXPORTABLE = frozenset({"scan", "stepwise", "native"})
+
 #: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)
 FALLBACK = {
     "native": (native.capable, "fused"),
@@ -125,6 +147,7 @@ FALLBACK = {
     # no projection in the C++ loop nor in the graph loop: the Python loop (fused) has it
     "compiled_loop": (_no_projection, "fused"),
     "graph_loop": (_no_projection, "fused"),
+    "scan": (scan.available, "stepwise"),
 }
 
 #: the backends that end in a native RNN kernel (which does not compile; see the module docstring)
@@ -150,11 +173,12 @@ def drive_of(layer, mom0, hp) -> str:
 
 
 def select(family: str, drive: str, device_type: str, forced: Optional[str] = None,
-           under_compile: bool = False, projection: bool = False) -> str:
+           under_compile: bool = False, projection: bool = False, onnx_export: bool = False) -> str:
     """The backend for a family, drive and device type (``forced`` if given, checked);
     ``under_compile``: while torch.compile traces (:data:`DISPATCH_COMPILING`); ``projection``:
     an LSTM with projections (checked for a forced backend; the table's choice goes through
-    :data:`FALLBACK` in :func:`run`)."""
+    :data:`FALLBACK` in :func:`run`); ``onnx_export``: while torch.onnx.export traces
+    (:data:`DISPATCH_ONNX`)."""
     if forced is not None:
         if forced not in BACKENDS:
             raise ValueError(f"unknown backend {forced!r}; expected one of {', '.join(BACKENDS)}")
@@ -173,7 +197,13 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
                              "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
                              "dynamo does not graph-break around it); leave the choice to the table "
                              f"({replacement!r} under torch.compile) or run this layer eagerly")
+        if onnx_export and forced not in ONNX_EXPORTABLE:
+            raise ValueError(f"backend {forced!r} cannot run under torch.onnx.export: its kernel has no ONNX "
+                             "translation; leave the choice to the table ('scan' under torch.onnx.export) or force "
+                             f"one of {', '.join(sorted(ONNX_EXPORTABLE))}")
         return forced
+    if onnx_export:
+        return _lookup(DISPATCH_ONNX, family, drive, device_type)
     if under_compile:
         replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type)
         if replacement is not None:
@@ -191,7 +221,8 @@ def choose(layer, x: Tensor, mom0, hp) -> str:
     choice through :data:`FALLBACK`."""
     drive = drive_of(layer, mom0, hp)
     forced = layer.backend or _forced
-    name = select(layer.family, drive, x.device.type, forced, compiling(), bool(getattr(layer, "proj_size", 0)))
+    name = select(layer.family, drive, x.device.type, forced, compiling(), bool(getattr(layer, "proj_size", 0)),
+                  exporting.onnx_exporting())
     if forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
         name = FALLBACK[name][1]
     return name

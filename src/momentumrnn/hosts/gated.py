@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .. import _checks, registry
 from ..backends.native import GatedParams
+from ..backends.scan import RealStep
 from ..schemes import HYPER_PARAMETERS, SchemeSpec
 from ..sequence import SequenceBase
 from ..state import Slot, state_names
@@ -271,6 +272,11 @@ class MomentumRNNBase(SequenceBase):
 
     def _literal_step(self, p: GatedParams, x, hidden, mom, hp):
         return gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
+
+    def _real_step(self, p: GatedParams) -> RealStep:
+        """The literal step on the internal form of the state (the same: gated states are real)."""
+        return RealStep(lambda q, x, hidden, mom, hp: gated_step(self.host, self.nonlinearity, GatedParams(*q), x,
+                                                                 hidden, mom, self.scheme, hp), tuple(p))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -12,13 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, exporting
 from ..backends.modrelu import ModReLUParams
+from ..backends.scan import RealStep
 from ..orthogonal.modrelu import modrelu
+from ..schemes import pair_square
 from ..sequence import SequenceBase
 from ..state import Slot
 
-__all__ = ["ModReLUBase", "modrelu_step"]
+__all__ = ["ModReLUBase", "modrelu_step", "real_modrelu_step"]
 
 
 def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> tuple:
@@ -37,6 +39,47 @@ def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> 
     h = modrelu(drive.combine(h @ B), p.bias)
     out = torch.cat([h.real, h.imag], -1) if p.paired else h
     return out, {"h": h}, advance()
+
+
+def _modrelu_pairs(z: Tensor, bias: Tensor) -> Tensor:
+    """:func:`~momentumrnn.orthogonal.modrelu.modrelu_pairs` with the modulus as
+    ``sqrt(re^2 + im^2)``: torch.export decomposes ``torch.hypot`` into ``prims.hypot``, which has
+    no autograd formula (which torch.export's training graphs need when a parameter requires
+    grad)."""
+    re, im = z.chunk(2, -1)
+    r = torch.sqrt(re * re + im * im)
+    scale = torch.where(r > 0, torch.relu(r + bias) / torch.where(r > 0, r, 1), 0)
+    return z * torch.cat([scale, scale], -1)
+
+
+def real_modrelu_step(p: ModReLUParams, scheme) -> RealStep:
+    """:func:`modrelu_step` on the internal real form: complex units as ``[Re, Im]`` pairs of reals
+    (``h B`` one real matrix product with ``[[Re B, Im B], [-Im B, Re B]]``, the scheme's second
+    moment on the modulus, :func:`~momentumrnn.schemes.pair_square`, carried in that layout: both
+    halves equal)."""
+    if not p.paired:
+        def step(q, x, hidden, mom, hp):
+            w_in, W, bias = q
+            drive, advance = scheme.step(x @ w_in.t(), mom, *hp)
+            h = modrelu(drive.combine(hidden["h"] @ W), bias)
+            return h, {"h": h}, advance()
+        return RealStep(step, (p.w_in, p.W, p.bias))
+    Wr, Wi = p.W[0], p.W[1]
+    Bm = torch.cat([torch.cat([Wr, Wi], 1), torch.cat([-Wi, Wr], 1)], 0)
+
+    def step(q, x, hidden, mom, hp):
+        w_in, Bm, bias = q
+        drive, advance = scheme.step(x @ w_in.t(), mom, *hp, square=pair_square)
+        h = _modrelu_pairs(drive.combine(hidden["h"] @ Bm), bias)
+        return h, {"h": h}, advance()
+
+    def enter(mom):
+        return mom if mom.m is None else mom._replace(m=torch.cat([mom.m, mom.m], -1))
+
+    def leave(mom):
+        return mom if mom.m is None else mom._replace(m=mom.m.chunk(2, -1)[0])
+
+    return RealStep(step, (p.w_in, Bm, p.bias), enter, leave)
 
 
 class ModReLUBase(SequenceBase):
@@ -105,11 +148,34 @@ class ModReLUBase(SequenceBase):
 
     def _recurrent_weight(self, sfx: str) -> Tensor:
         """``B`` (evaluated once per forward); for unitary hosts its real and imaginary parts
-        ``(2, H, H)``."""
-        B = getattr(self, "weight_hh" + sfx)
-        if not self.unitary:
-            return B
-        return torch.stack([B.real, B.imag])
+        ``(2, H, H)``. Under ``torch.onnx.export``, a constant computed from the parameters
+        (:func:`momentumrnn.exporting.fold`: ONNX has no matrix exponential, solve or eigenvalues)."""
+        plist = self.parametrizations["weight_hh" + sfx]
+        if exporting.onnx_exporting():
+            return exporting.fold(self._name, plist, self._export_sources.get(sfx), self._real_parts)
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):  # real tensors only (no fakes)
+            self._export_sources[sfx] = exporting.sources(plist)
+        return self._real_parts(getattr(self, "weight_hh" + sfx))
+
+    def _real_parts(self, B: Tensor) -> Tensor:
+        return torch.stack([B.real, B.imag]) if self.unitary else B
+
+    # the real tensors B is computed from, for the ONNX export (exporting.sources): recorded at
+    # construction, by every eager forward, by .to() / .double() (which replace buffers) and by
+    # load_state_dict (assign=True replaces parameters: what an unpickled layer went through)
+    def _record_export_sources(self) -> None:
+        self._export_sources = {sfx: exporting.sources(self.parametrizations["weight_hh" + sfx])
+                                for sfx in self._suffixes}
+
+    def _build(self, *args) -> None:
+        super()._build(*args)
+        self._record_export_sources()
+        self.register_load_state_dict_post_hook(_sources_after_load)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._record_export_sources()
+        return out
 
     def _direction(self, layer: int, direction: int) -> ModReLUParams:
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
@@ -119,6 +185,13 @@ class ModReLUBase(SequenceBase):
     def _literal_step(self, p: ModReLUParams, x, hidden, mom, hp):
         return modrelu_step(p, x, hidden, mom, self.scheme, hp)
 
+    def _real_step(self, p: ModReLUParams):
+        return real_modrelu_step(p, self.scheme)
+
     def _repr_common(self) -> str:
         s = f", num_layers={self.num_layers}" if self.num_layers != 1 else ""
         return s + self._repr_layout() + f", scheme={self.scheme}" + self._repr_learned()
+
+
+def _sources_after_load(layer: ModReLUBase, incompatible_keys) -> None:
+    layer._record_export_sources()

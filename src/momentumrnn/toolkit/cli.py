@@ -1,5 +1,5 @@
 """``momentumrnn`` command line: parses the arguments and calls the toolkit (train, compare,
-report, grads, sweep, demo, list, make-fixture).
+report, grads, sweep, demo, export, list, make-fixture).
 
 The training stack (Lightning, via :mod:`.runner`, :mod:`.compare`, :mod:`.grads`,
 :mod:`.sweep`) is imported by the commands that train, so that ``report`` and ``list`` start
@@ -58,6 +58,7 @@ EPILOG = """examples:
   momentumrnn report runs/cmp
   momentumrnn grads smnist-small --models LSTM MomentumLSTM --out runs/grads
   momentumrnn sweep smnist-small --model MomentumLSTM --mu 0 0.3 0.6 --epsilon 0.3 0.6 1 --out runs/sweep
+  momentumrnn export runs/mlstm --onnx mlstm.onnx
   momentumrnn list models
 """
 
@@ -176,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--value", choices=("final", "best"), default="final", help="which metric value per run "
                    "(default: final)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("export", help="a trained run's model as an ONNX file (dynamic batch and length)",
+                       description="Rebuild the model of a run directory, load a checkpoint and export it with "
+                                   "torch.onnx.export to FILE (written atomically); checked with onnxruntime "
+                                   "when installed. Needs: pip install 'momentumrnn[onnx]'.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (config.yaml, checkpoints/)")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write")
+    p.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="which weights: best (the best evaluation; the default, else last) or last")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("make-fixture", help="write a small synthetic TIMIT (LDC layout + the authors' tensors)",
                        description="Write a small synthetic TIMIT corpus (speech-like signals, TIMIT's LDC "
@@ -358,6 +370,27 @@ def cmd_sweep(args) -> int:
         print()
         print(md.rstrip())
         print(f"\nheatmap: {out / 'sweep.png'}  table: {out / 'sweep.md'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import CHECK_TOLERANCE, export_run
+
+    r = export_run(Path(args.run_dir), Path(args.onnx), checkpoint=args.checkpoint, overwrite=args.overwrite)
+    at = f", step {r.step}" if r.step is not None else ""
+    print(f"wrote {r.path} (weights of {r.checkpoint}{at})")
+    for kind, specs in (("input", r.inputs), ("output", r.outputs)):
+        for name, dtype, dims in specs:
+            print(f"  {kind:6s} {name}: {dtype} [{', '.join(map(str, dims))}]")
+    if r.check is None:
+        print("  not checked: onnxruntime is not installed")
+    else:
+        for shape, diff, scale in r.check:
+            print(f"  onnxruntime vs torch at (batch, time) = {shape}: max |difference| {diff:.1e} "
+                  f"(max |output| {scale:.3g})")
+            if not diff <= CHECK_TOLERANCE * max(1.0, scale):
+                print(f"warning: onnxruntime and torch differ by more than float32 rounding at {shape}; "
+                      "please report it with the run's config.yaml", file=sys.stderr)
     return 0
 
 

@@ -152,6 +152,11 @@ class Task:
         """Raw batch -> float model input ``(B, T, input_size)`` (or what the model reads)."""
         return x.float()
 
+    def example_input(self, batch: int, steps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """A random model input of ``batch`` sequences of ``steps`` steps, as :meth:`inputs` makes
+        them (``momentumrnn export`` traces and checks the model with it)."""
+        return torch.randn(batch, steps, self.input_size, generator=generator)
+
     def targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Raw batch -> what :meth:`per_sample_loss` compares the prediction with (e.g. the next
         frames of ``x`` for next-frame prediction); ``y`` by default."""

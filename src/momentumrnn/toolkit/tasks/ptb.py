@@ -125,6 +125,10 @@ class PennTreebank(Task):
     def build_model(self, model_cfg: dict) -> nn.Module:
         return build_word_lm(model_cfg, len(self._corpus()["vocab"]))
 
+    def example_input(self, batch: int, steps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Token ids ``(batch, steps)`` of the vocabulary."""
+        return torch.randint(0, len(self._corpus()["vocab"]), (batch, steps), generator=generator)
+
     # -- loaders -----------------------------------------------------------------------------
     def _stream(self, split: Split, columns: int, what: str) -> torch.Tensor:
         stream = batchify(split.x, columns)

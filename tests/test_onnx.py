@@ -40,9 +40,7 @@ class Branch(nn.Module):
     def forward(self, x):
         out, state = self.layer(x)
         last = out[:, -1] if self.batch_first else out[-1]
-        h = state[0]
-        extra = (state[1],) if self.layer.host == "lstm" else ()
-        return (self.head(last), h, *extra)
+        return (self.head(last), *(state if isinstance(state, tuple) else (state,)))
 
 
 class Group(nn.Module):
@@ -201,7 +199,7 @@ class CellLoop(nn.Module):
             state = None
             for t in range(x.shape[0]):
                 state = cell(x[t], state)
-            outs.append(state[0])
+            outs.append(state[0] if isinstance(state, tuple) else state)
         return tuple(outs)
 
 

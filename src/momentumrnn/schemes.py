@@ -386,7 +386,7 @@ class Scheme:
         ``mu`` / ``epsilon`` override the configured values (learnable hyper-parameters).
         ``square(u)``: the squared modulus of each entry's unit (default ``|u|^2`` element-wise,
         real or complex ``u``); a real ``u`` holding complex units as ``[Re, Im]`` pairs passes
-        :func:`pair_square`, and ``m`` in the same pair layout."""
+        :func:`!pair_square`, and ``m`` in the same pair layout."""
         spec = self.spec
         hp = dict(self.hyper_parameters)
         if mu is not None and "mu" in hp:

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
-from . import capability, runfiles
+from . import allocator, capability, runfiles
 from .callbacks import AtomicCheckpointIO, ProgressBar, Recorder, load_checkpoint_file
 from .config import config_changes, dump_yaml, flatten, load_run_config
 from .errors import ToolkitError
@@ -301,6 +301,7 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
         say(f"{what}\n  no checkpoint yet in {prep.run_dir}; starting it from the beginning")
     else:
         say(what)
+    say(f"  memory: {allocator.describe()}")
     started = time.time()
     try:
         with warnings.catch_warnings():

@@ -287,3 +287,29 @@ def test_instruction_set_from_the_running_cpu_is_in_the_flags_and_the_cache_key(
                                                        default=len(flags))
         keys[cap] = _build._cache_key("c++", "g++ 12")
     assert len(set(keys.values())) == 3
+
+
+def _float_range(lo: float, hi: float, stride: int) -> torch.Tensor:
+    """Every ``stride``-th float32 from ``lo`` to ``hi`` (positive), by bit pattern."""
+    a, b = (torch.tensor([v], dtype=torch.float32).view(torch.int32).item() for v in (lo, hi))
+    return torch.arange(a, b, stride, dtype=torch.int64).to(torch.int32).view(torch.float32)
+
+
+def test_float32_tanh_within_one_unit_in_the_last_place():
+    """The loop's float tanh (an odd polynomial below 0.75, a compensated (1 - z) / (1 + z) above it)
+    is within one unit in the last place of tanh, as ATen's (Sleef's) is; float64 runs Sleef's."""
+    tanh = _build.load().tanh
+    x = torch.cat([_float_range(1e-45, 3.4e38, 2003), _float_range(0.5, 1.5, 13)])
+    x = torch.cat([x, -x])
+    exact = torch.tanh(x.double())
+    e32 = exact.float().abs()
+    ulp = (torch.nextafter(e32, torch.tensor(float("inf"))) - e32).double()
+    err = ((tanh(x).double() - exact).abs() / ulp).max().item()
+    fma = _build.status()["capability"] in ("AVX2", "AVX512")  # without FMA the compensation is inexact
+    assert err <= (1.0 if fma else 2.0), err
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-45, -3e-39, 20.0, -9.5])
+    got = tanh(special)
+    torch.testing.assert_close(got, torch.tanh(special), rtol=0, atol=0, equal_nan=True)
+    assert torch.signbit(got[1]) and not torch.signbit(got[0])
+    xd = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    torch.testing.assert_close(tanh(xd), torch.tanh(xd), rtol=2e-16, atol=0)

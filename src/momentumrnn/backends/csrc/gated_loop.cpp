@@ -162,6 +162,13 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
               const int64_t j0 = ps.j0(p), w = ps.width(p), N = ps.ng * w;
               blocked_gemm(B, N, H, H, N, N, false, hprev, wfp + p * H * sw, S);
               for (int64_t b = 0; b < B; ++b) {
+                if (b + 1 < B) {  // the next row's drive inputs and states, and its gate outputs
+                  const int64_t nx = (b + 1) * G;
+                  prefetch_units(Up + j * B * G + nx, ps.ng, H, j0, w, false);
+                  prefetch_units(Mp ? Mp + nx : Pp + nx, ps.ng, H, j0, w, true);
+                  prefetch_units(Vp ? Vp + nx : nullptr, ps.ng, H, j0, w, true);
+                  prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, true);
+                }
                 const int64_t row = t * B + b;
                 T* hrow = hsp + row * H;
                 T* arow = ap ? ap + row * G : nullptr;
@@ -352,6 +359,14 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
               const int64_t j0 = ps.j0(p), w = ps.width(p);
               if (A) recurrent(A, p);
               for (int64_t b = 0; b < B; ++b) {
+                if (b + 1 < B) {  // the next row's saved gates, drive inputs and states, and its outputs
+                  const int64_t nx = (j * B + b + 1) * G;
+                  prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(Up + nx, ps.ng, H, j0, w, true);
+                  prefetch_units(Mbp ? Mbp + nx : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(Vbp ? Vbp + nx : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(dRp + ((off + j) * B + b + 1) * G, ps.ng, H, j0, w, true);
+                }
                 T* dRrow = dRp + ((off + j) * B + b) * G;
                 T* urow = Up + (j * B + b) * G;
                 T* dDrow = dDp ? dDp + ((off + j) * B + b) * G : nullptr;
@@ -430,9 +445,28 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   return {d_x, d_w_ih, d_b_ih, d_bias_e, d_w_hh, d_b_hn, dH, d_c0, d_v0, d_m0, d_p0};
 }
 
+// The loop's tanh, element by element (for the accuracy test of the float version).
+Tensor loop_tanh(const Tensor& x_) {
+  Tensor x = x_.contiguous(), y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "loop_tanh", [&] {
+    using V = Vectorized<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const int64_t n = x.numel();
+    at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i += V::size()) {
+        const int64_t k = std::min<int64_t>(V::size(), i1 - i);
+        Vec<scalar_t>::tanh(V::loadu(xp + i, k)).store(yp + i, k);
+      }
+    });
+  });
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(momentumrnn_ext, m) {
+  m.def("tanh(Tensor x) -> Tensor");
   m.def("forward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
         "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? p0, Tensor? alpha, "
         "Tensor? beta_k, Tensor? last, float mu, float eps, float beta, int K, bool keep_u) -> Tensor[]");
@@ -447,4 +481,5 @@ TORCH_LIBRARY(momentumrnn_ext, m) {
 TORCH_LIBRARY_IMPL(momentumrnn_ext, CPU, m) {
   m.impl("forward", &forward);
   m.impl("backward", &backward);
+  m.impl("tanh", &loop_tanh);
 }

@@ -313,3 +313,31 @@ def test_float32_tanh_within_one_unit_in_the_last_place():
     assert torch.signbit(got[1]) and not torch.signbit(got[0])
     xd = torch.linspace(-6, 6, 1001, dtype=torch.float64)
     torch.testing.assert_close(tanh(xd), torch.tanh(xd), rtol=2e-16, atol=0)
+
+
+def test_eager_calls_skip_the_custom_operator_layer(monkeypatch):
+    """In eager mode the kernel body runs directly (ops.invoke); traced, the registered operator."""
+    from momentumrnn.backends import ops
+
+    counted = []
+    body = ops._BODIES[loop_ops.gated_loop]
+    monkeypatch.setitem(ops._BODIES, loop_ops.gated_loop, lambda *a: counted.append(1) or body(*a))
+    layer = mr.build_layer("lstm", "adam", 3, 4)
+    layer.backend = "compiled_loop"
+    x = torch.randn(5, 2, 3)
+    expected = layer(x)[0]
+    assert counted == [1]
+
+    class OutputOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, t):
+            return self.layer(t)[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(OutputOnly(), (x,), check_trace=False)
+    assert counted == [1]
+    torch.testing.assert_close(traced(x), expected, rtol=0, atol=0)

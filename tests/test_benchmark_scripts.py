@@ -81,3 +81,30 @@ def test_onnx_speed_runs_every_model():
                "--repeat", "1", "--schemes", "none", "adam")
     for name in ("torch.nn.GRU", "GRU", "AdamGRU"):
         assert f"| {name} |" in out, name
+
+
+def test_small_times_whole_training_steps_of_every_scheme():
+    out = _run("small.py", "--shapes", "6x3x4,5x2x3", "--steps", "1", "--rounds", "1", "--threads", "1",
+               "--markdown")
+    import small
+    import speed
+
+    for scheme in speed.SCHEMES:
+        for shape in ("| 6 | 3 | 4 |", "| 5 | 2 | 3 |"):
+            assert f"{shape} {scheme} |" in out, (shape, scheme)
+        assert f"| {scheme} |" in out  # the fixed cost per call
+    assert "| torch.nn |" in out
+    # one step updates the weights (the optimizer ran) for every scheme
+    x, y = torch.randn(4, 2, 1), torch.tensor([1, 7])
+    for scheme in ["torch.nn", *speed.SCHEMES]:
+        model = small.build("lstm", scheme, 1, 3)
+        before = [p.detach().clone() for p in model.parameters()]
+        small.trainer(model, x, y)()
+        assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters())), scheme
+
+
+def test_versus_reports_both_trees():
+    src = os.path.join(BENCH, "..", "src")
+    out = _run("versus.py", "--base", src, "--shapes", "ptb", "--schemes", "nesterov", "--rounds", "1",
+               "--repeat", "1", "--markdown", "--system-allocator")
+    assert "| ptb | nesterov |" in out and "after / before" in out

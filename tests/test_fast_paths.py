@@ -6,11 +6,13 @@ fallback to the Python loop, and the operator's registrations (``torch.library.o
 
 (Every other test of the suite runs the compiled loop too where the dispatch table picks it.)"""
 
+import copy
 import itertools
 import warnings
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
 from momentumrnn.backends import _build, compiled, loop_ops
@@ -151,6 +153,47 @@ def test_larger_sizes_threads_and_float32(host, kind, calls):
     assert calls[0] == 2
 
 
+def _float32_against_float64(layer, x, lengths, threads):
+    """Output and gradients of ``layer`` in float32 against the same layer in float64 (both on the
+    compiled loop: float32 runs oneDNN's brgemm per panel of hidden units, float64 ATen's mm)."""
+    def run(lay, xx):
+        xx = xx.detach().requires_grad_()
+        out, _ = pad_packed_sequence(lay(pack_padded_sequence(xx, lengths, enforce_sorted=False))[0],
+                                     total_length=xx.shape[0])
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        return (out, *torch.autograd.grad((out * weights.to(out.dtype)).sum(), [xx, *lay.parameters()]))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layer.backend = "compiled_loop"
+        expected = run(layer, x)
+        layer32 = copy.deepcopy(layer).float()
+        got = run(layer32, x.float())
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(got, expected):  # float32 rounding, amplified where RMSProp's m is near 0: ~2e-4 of the
+        # largest value (the same with the literal step loop in float32); a misplaced panel or chunk: O(1)
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=2e-3 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("host,kind", CASES)
+def test_float32_panels_threads_padding_and_gemm_depth_chunks(host, kind, calls):
+    # hidden 300: several panels of units and a narrower last one, split over two threads; the
+    # backward's GEMM depth (gates x 300) in two chunks; sequences of every length
+    layer = make(host, kind, input_size=5, hidden=300)
+    x = torch.randn(7, 6, 5, dtype=torch.float64)
+    _float32_against_float64(layer, x, [7, 2, 5, 7, 1, 4], threads=2)
+    assert calls[0] == 2
+
+
+def test_float32_forward_gemm_depth_chunks(calls):
+    # hidden 1030: the forward's GEMM depth (H) in two chunks as well
+    layer = make("lstm", "adam", input_size=2, hidden=1030)
+    _float32_against_float64(layer, torch.randn(3, 2, 2, dtype=torch.float64), [3, 2], threads=1)
+    assert calls[0] == 2
+
+
 @pytest.mark.parametrize("kind", ["adam", "rmsprop"])
 def test_states_are_flushed_below_the_normal_range(kind, calls):
     tiny = torch.finfo(torch.float32).tiny
@@ -232,3 +275,73 @@ def test_operator_registration(host, mode):
             host, mode, True, 0.5, 0.7, 0.3, 2, host == 2)
     torch.library.opcheck(loop_ops.gated_loop, args,
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_instruction_set_from_the_running_cpu_is_in_the_flags_and_the_cache_key(monkeypatch):
+    """The build's vector instructions follow the capability torch detects on the CPU the process
+    runs on, over the x86-64 baseline (a compiler's own default -march cannot add others), and each
+    capability gets its own cached library (machines sharing a cache each get one that runs)."""
+    keys = {}
+    for cap in ("AVX512", "AVX2", "DEFAULT"):
+        monkeypatch.setattr(_build, "_capability", lambda cap=cap: cap)
+        flags = _build._flags("c++20")
+        assert ("-mavx512f" in flags) == (cap == "AVX512") and ("-mavx2" in flags) == (cap != "DEFAULT")
+        if _build.platform.machine().lower() in ("x86_64", "amd64"):
+            assert flags.index("-march=x86-64") < min([flags.index(f) for f in flags if f.startswith("-mavx")],
+                                                       default=len(flags))
+        keys[cap] = _build._cache_key("c++", "g++ 12")
+    assert len(set(keys.values())) == 3
+
+
+def _float_range(lo: float, hi: float, stride: int) -> torch.Tensor:
+    """Every ``stride``-th float32 from ``lo`` to ``hi`` (positive), by bit pattern."""
+    a, b = (torch.tensor([v], dtype=torch.float32).view(torch.int32).item() for v in (lo, hi))
+    return torch.arange(a, b, stride, dtype=torch.int64).to(torch.int32).view(torch.float32)
+
+
+def test_float32_tanh_within_one_unit_in_the_last_place():
+    """The loop's float tanh (an odd polynomial below 0.75, a compensated (1 - z) / (1 + z) above it)
+    is within one unit in the last place of tanh, as ATen's (Sleef's) is; float64 runs Sleef's."""
+    tanh = _build.load().tanh
+    x = torch.cat([_float_range(1e-45, 3.4e38, 2003), _float_range(0.5, 1.5, 13)])
+    x = torch.cat([x, -x])
+    exact = torch.tanh(x.double())
+    e32 = exact.float().abs()
+    ulp = (torch.nextafter(e32, torch.tensor(float("inf"))) - e32).double()
+    err = ((tanh(x).double() - exact).abs() / ulp).max().item()
+    fma = _build.status()["capability"] in ("AVX2", "AVX512")  # without FMA the compensation is inexact
+    assert err <= (1.0 if fma else 2.0), err
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-45, -3e-39, 20.0, -9.5])
+    got = tanh(special)
+    torch.testing.assert_close(got, torch.tanh(special), rtol=0, atol=0, equal_nan=True)
+    assert torch.signbit(got[1]) and not torch.signbit(got[0])
+    xd = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    torch.testing.assert_close(tanh(xd), torch.tanh(xd), rtol=2e-16, atol=0)
+
+
+def test_eager_calls_skip_the_custom_operator_layer(monkeypatch):
+    """In eager mode the kernel body runs directly (ops.invoke); traced, the registered operator."""
+    from momentumrnn.backends import ops
+
+    counted = []
+    body = ops._BODIES[loop_ops.gated_loop]
+    monkeypatch.setitem(ops._BODIES, loop_ops.gated_loop, lambda *a: counted.append(1) or body(*a))
+    layer = mr.build_layer("lstm", "adam", 3, 4)
+    layer.backend = "compiled_loop"
+    x = torch.randn(5, 2, 3)
+    expected = layer(x)[0]
+    assert counted == [1]
+
+    class OutputOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, t):
+            return self.layer(t)[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(OutputOnly(), (x,), check_trace=False)
+    assert counted == [1]
+    torch.testing.assert_close(traced(x), expected, rtol=0, atol=0)

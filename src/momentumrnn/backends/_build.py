@@ -2,12 +2,14 @@
 
 No extra install step: the source ships with the package and is compiled by the system's C++
 compiler against the installed torch (its headers and libraries; no ninja, no pybind11), once per
-(source, torch version, compiler, CPU capability), into a cache directory:
+(sources, torch version, compiler, flags, CPU capability), into a cache directory:
 ``$MOMENTUMRNN_EXTENSIONS_DIR``, else ``$TORCH_EXTENSIONS_DIR/momentumrnn``, else
 ``~/.cache/torch_extensions/momentumrnn``. The vector instruction set is the one torch itself
-detected on this CPU (``torch.backends.cpu.get_cpu_capability()``: AVX512, AVX2, or none), never an
-assumption about the build machine, and it is part of the cache key, so machines sharing a home
-directory each get a build that runs on them.
+detected on the CPU the process runs on (``torch.backends.cpu.get_cpu_capability()``: AVX512, AVX2,
+or none; torch's own kernels are chosen the same way), on top of the x86-64 baseline, never an
+assumption about the build machine; it is part of the cache key, so machines sharing a home
+directory each get a build that runs on them. The recurrent GEMM's micro-kernel is not compiled
+here at all: oneDNN generates it at run time for the CPU at hand (``csrc/panels.h``).
 
 If there is no compiler, the build fails, the platform is not supported (Windows) or
 ``MOMENTUMRNN_NO_EXTENSION=1`` is set, :func:`load` returns ``None`` and the backends fall back to
@@ -34,6 +36,8 @@ import torch
 __all__ = ["load", "status", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "gated_loop.cpp"
+#: every file of the C++ source (the .cpp and the headers it includes): all of them are in the cache key
+SOURCES = tuple(sorted(SOURCE.parent.glob("*.[ch]*")))
 _NAMESPACE = "momentumrnn_ext"
 
 _lock = threading.Lock()
@@ -73,20 +77,39 @@ def _cache_dir() -> Path:
     return Path(base) / "momentumrnn"
 
 
-def _command(cxx: str, std: str, out: Path) -> list:
-    from torch.utils import cpp_extension
-
+def _flags(std: str) -> list:
+    """The compiler flags: the instruction set from the capability torch detected on this CPU, on top
+    of the x86-64 baseline (so that a compiler configured with another default ``-march``, e.g. the
+    build machine's, cannot put other instructions in)."""
     flags = ["-O3", f"-std={std}", "-fPIC", "-shared", "-w", "-DNDEBUG", "-ffp-contract=off",
              "-fvisibility=hidden", "-fvisibility-inlines-hidden",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags += ["-march=x86-64", "-mtune=generic"]
     flags += _CAPABILITY_FLAGS.get(_capability(), [])
     if sys.platform == "darwin":
         flags += ["-undefined", "dynamic_lookup"]
     else:
-        flags += ["-fopenmp"]  # ATen's parallel_for runs serially without it
+        flags += ["-fopenmp"]  # the loop's thread team, and ATen's parallel_for, run serially without it
+    return flags
+
+
+def _command(cxx: str, std: str, out: Path) -> list:
+    from torch.utils import cpp_extension
+
     inc = [f"-I{p}" for p in cpp_extension.include_paths()]
     libs = [f"-L{p}" for p in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
-    return [cxx, *flags, *inc, str(SOURCE), *libs, "-o", str(out)]
+    return [cxx, *_flags(std), *inc, str(SOURCE), *libs, "-o", str(out)]
+
+
+def _cache_key(cxx: str, version: str) -> str:
+    """What the built library depends on: the sources, torch, the compiler, its flags (the
+    instruction set among them), the platform."""
+    return hashlib.sha256(b"\0".join([
+        *(p.read_bytes() for p in SOURCES), torch.__version__.encode(), cxx.encode(), version.encode(),
+        _capability().encode(), " ".join(_flags("c++20") + _flags("c++17")).encode(), sys.platform.encode(),
+        platform.machine().encode(),
+    ])).hexdigest()[:16]
 
 
 def _build() -> tuple:
@@ -102,10 +125,7 @@ def _build() -> tuple:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"the C++ compiler {cxx} does not run ({e})"
-    key = hashlib.sha256(b"\0".join([
-        SOURCE.read_bytes(), torch.__version__.encode(), cxx.encode(), version.encode(),
-        _capability().encode(), sys.platform.encode(), platform.machine().encode(),
-    ])).hexdigest()[:16]
+    key = _cache_key(cxx, version)
     cache = _cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from . import fused
-from .loop_ops import HOST_CODES, LOOKAHEAD, autocast_off, call, literal_loop
+from .loop_ops import HOST_CODES, LOOKAHEAD, literal_loop
+from .ops import call, invoke, kernel_op
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 
@@ -256,8 +257,7 @@ def clear_graphs() -> None:
 
 
 # ---------------------------------------------------------------------------- operators
-@torch.library.custom_op("momentumrnn::lookahead_loop", mutates_args=(), device_types=("cpu", "cuda"))
-@autocast_off
+@kernel_op("momentumrnn::lookahead_loop", device_types=("cpu", "cuda"))
 def lookahead_loop(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                    b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], p0: Tensor, alpha: Tensor,
                    beta_k: Tensor, last: Optional[Tensor], host: int, eps: float
@@ -277,8 +277,7 @@ def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, p0, alpha, beta_k, last, host, 
             x.new_empty(T, B, H) if host == 3 else x.new_empty(0))
 
 
-@torch.library.custom_op("momentumrnn::lookahead_loop_backward", mutates_args=(), device_types=("cpu", "cuda"))
-@autocast_off
+@kernel_op("momentumrnn::lookahead_loop_backward", device_types=("cpu", "cuda"))
 def lookahead_loop_backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                             b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], alpha: Tensor,
                             beta_k: Tensor, last: Optional[Tensor], hs: Tensor, cs: Tensor, gates: Tensor,
@@ -329,7 +328,7 @@ def _backward_rule(ctx, d_hs, d_cs, d_p_last, *unused):
                                   allow_unused=True, create_graph=True) if pairs and wrt else []
         by_name = dict(zip(wrt, got))
         return (*(by_name.get(k) for k in _INPUTS), None, None)
-    grads = lookahead_loop_backward(
+    grads = invoke(lookahead_loop_backward,
         named["x"], named["w_ih"], named["b_ih"], named["bias_e"], named["w_hh"], named["b_hn"], named["h0"],
         named["c0"], named["alpha"], named["beta_k"], named["last"], hs, cs, gates, tc, rn, d_hs, d_cs, d_p_last,
         ctx.host, ctx.eps, needs["x"])
@@ -344,7 +343,7 @@ torch.library.register_autograd("momentumrnn::lookahead_loop", _backward_rule, s
 class _LookaheadFunction(torch.autograd.Function):
     @staticmethod
     def forward(*args):
-        return lookahead_loop(*args)
+        return invoke(lookahead_loop, *args)
 
     setup_context = staticmethod(_setup_context)
     backward = staticmethod(_backward_rule)

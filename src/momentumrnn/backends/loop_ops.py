@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _build
-from .ops import autocast_off, call
+from .ops import autocast_off, call, invoke, kernel_op
 from ..schemes import ADAM_EPS as _ADAM_EPS
 
 __all__ = ["gated_loop", "gated_loop_backward", "call_gated_loop", "literal_loop", "block_steps", "autocast_off",
@@ -58,8 +58,7 @@ def _ops():
     return ops
 
 
-@torch.library.custom_op("momentumrnn::gated_loop", mutates_args=(), device_types="cpu")
-@autocast_off
+@kernel_op("momentumrnn::gated_loop", device_types="cpu")
 def gated_loop(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], v0: Optional[Tensor],
                m0: Optional[Tensor], p0: Optional[Tensor], alpha: Optional[Tensor], beta_k: Optional[Tensor],
@@ -91,8 +90,7 @@ def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, v0, m0, p0, alpha, beta_k, last
             x.new_empty(T, B, G) if norm and keep_u else x.new_empty(0))
 
 
-@torch.library.custom_op("momentumrnn::gated_loop_backward", mutates_args=(), device_types="cpu")
-@autocast_off
+@kernel_op("momentumrnn::gated_loop_backward", device_types="cpu")
 def gated_loop_backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor,
                         b_hn: Optional[Tensor], h0: Tensor, c0: Optional[Tensor], alpha: Optional[Tensor],
                         beta_k: Optional[Tensor], last: Optional[Tensor], hs: Tensor, cs: Tensor, acts: Tensor,
@@ -150,7 +148,7 @@ def _backward(ctx, d_hs, d_cs, d_acts, d_rn, d_ck_v, d_ck_m, d_v_last, d_m_last,
     if torch.is_grad_enabled():  # create_graph=True: differentiate the literal loop instead
         return _double_backward(named, cfg, needs, (d_hs, d_cs, d_v_last, d_m_last, d_p_last))
     empty = lambda g: None if g is None or g.numel() == 0 else g  # noqa: E731
-    grads = gated_loop_backward(
+    grads = invoke(gated_loop_backward,
         named["x"], named["w_ih"], named["b_ih"], named["bias_e"], named["w_hh"], named["b_hn"], named["h0"],
         named["c0"], named["alpha"], named["beta_k"], named["last"], hs, cs, acts, rn, ck_v, ck_m, u_all,
         empty(d_hs), empty(d_cs), empty(d_v_last), empty(d_m_last), empty(d_p_last),
@@ -170,7 +168,7 @@ torch.library.register_autograd("momentumrnn::gated_loop", _backward, setup_cont
 class _GatedLoopFunction(torch.autograd.Function):
     @staticmethod
     def forward(*args):
-        return gated_loop(*args)
+        return invoke(gated_loop, *args)
 
     setup_context = staticmethod(_setup_context)
     backward = staticmethod(_backward)

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from . import capability, runfiles
+from . import allocator, capability, runfiles
 from .callbacks import AtomicCheckpointIO, ProgressBar, Recorder, load_checkpoint_file
 from .checkpointing import LastCheckpoint, checkpoint_callbacks
 from .interrupts import (RunInterrupted, StopOnSignal, StopRequested, describe_exit, on_slurm, requeue_slurm_job,
@@ -315,6 +315,7 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
         say(f"{what}\n  no checkpoint yet in {prep.run_dir}; starting it from the beginning")
     else:
         say(what)
+    say(f"  memory: {allocator.describe()}")
     started = time.time()
     try:
         with warnings.catch_warnings():

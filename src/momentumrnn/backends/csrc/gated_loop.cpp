@@ -1,229 +1,37 @@
 // The gated recurrences (RNN / LSTM / GRU) whose drive is formed inside the time loop on CPU:
-// normalized drives (Adam, RMSProp) and the lookahead drive (Nesterov). Per time step: one GEMM
-// (h_{t-1} W_hh^T) and ONE fused, vectorized element-wise pass (drive, momentum states, gates,
-// cell); the backward the same in reverse. Input GEMMs and weight-gradient GEMMs run on blocks of
-// K steps. Built at first use by momentumrnn/backends/_build.py (flags chosen from the CPU
-// capability torch itself detected); called from the operator momentumrnn::gated_loop
-// (backends/loop_ops.py). The equations: docs/equations.md; the Python version of the same
-// loop: backends/fused.py.
+// normalized drives (Adam, RMSProp) and the lookahead drive (Nesterov). Built at first use by
+// momentumrnn/backends/_build.py (flags chosen from the CPU capability torch itself detected on
+// the machine it runs on); called from the operator momentumrnn::gated_loop (backends/loop_ops.py).
+// The element-wise step: loop_math.h; the equations: docs/equations.md; the Python version of the
+// same loop: backends/fused.py.
+//
+// One time step, forward: the recurrent GEMM h_{t-1} W_hh^T per panel of hidden units (panels.h)
+// and, right after each panel's GEMM, the element-wise pass of its units (loop_math.h). Threads own
+// panels: one barrier per step. The backward is the same in reverse (dH_t[:, units] =
+// dR_{t+1} W_hh[:, units], then the adjoint of those units).
+// Input GEMMs and weight-gradient GEMMs run on blocks of K steps (large GEMMs: MKL).
 //
 // Padded steps (t > last[b]) are skipped: outputs, gates and cell states there are written as 0
 // and no state or gradient is touched, so nothing non-finite can leak from padding.
-// Subnormal floats: the Adam / RMSProp states v and m are flushed to 0 below the smallest normal
-// number at every step (docs/equations.md, section 8).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <cstring>
-#include <limits>
 #include <optional>
 #include <tuple>
 #include <vector>
 
+#include "loop_math.h"
+#include "panels.h"
+
 namespace {
 
 using at::Tensor;
-using at::vec::Vectorized;
+using namespace momentumrnn_loop;
 using OptTensor = std::optional<Tensor>;
-
-constexpr int64_t RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3;
-constexpr int64_t NORMALIZED = 0, LOOKAHEAD = 1;
-constexpr double ADAM_EPS = 1e-16;
-
-template <typename T>
-struct Vec {
-  using V = Vectorized<T>;
-  static V sigmoid(const V& x) { return (V(T(1)) + x.neg().exp()).reciprocal(); }
-  static V flush(const V& x) {
-    return V::blendv(x, V(T(0)), x.abs() < V(std::numeric_limits<T>::min()));
-  }
-  static V load(const T* p, int64_t n) { return V::loadu(p, n); }
-  static V load_or_zero(const T* p, int64_t n) { return p ? V::loadu(p, n) : V(T(0)); }
-};
-
-// Everything one call needs; raw pointers into contiguous tensors (nullptr: absent).
-template <typename T>
-struct Loop {
-  using V = Vectorized<T>;
-  int64_t host, mode;
-  bool velocity;
-  int64_t T_, B, I, H, G, K;
-  T mu, eps, beta;
-  const int64_t* last = nullptr;  // (B,) or nullptr (every sequence full length)
-  const T* alpha = nullptr;       // (T, B') lookahead coefficients, B' in {1, B}
-  const T* beta_k = nullptr;
-  int64_t ab_stride = 0;           // B: per sequence, 1: shared
-  const T* bias_e = nullptr;      // (G,)
-  const T* b_hn = nullptr;        // (H,) GRU
-
-  bool padded(int64_t t, int64_t b) const { return last != nullptr && t > last[b]; }
-  bool is_last(int64_t t, int64_t b) const { return last != nullptr ? t == last[b] : t == T_ - 1; }
-  T a_at(int64_t t, int64_t b) const { return alpha[t * ab_stride + (ab_stride > 1 ? b : 0)]; }
-  T b_at(int64_t t, int64_t b) const {
-    return t < T_ ? beta_k[t * ab_stride + (ab_stride > 1 ? b : 0)] : T(0);
-  }
-
-  // ---- forward: the momentum states of one chunk (normalized drives), shared by the forward and
-  // the backward's recomputation so that both give bit-identical states.
-  inline void advance(const T* u, T* m, T* v, int64_t n, V& uu, V& mm, V& vv) const {
-    uu = V::loadu(u, n);
-    mm = Vec<T>::flush(V(beta) * V::loadu(m, n) + V(T(1) - beta) * (uu * uu));
-    mm.store(m, n);
-    if (velocity) {
-      vv = Vec<T>::flush(V(mu) * V::loadu(v, n) + V(eps) * uu);
-      vv.store(v, n);
-    }
-  }
-
-  // The total pre-activation of gate elements [o, o + n) from ``base`` (the recurrent part:
-  // R = h W_hh^T, or r * (R_n + b_hn) for the GRU candidate). u, m, v, P: this row's pointers.
-  struct Row {
-    const T* u;
-    T* m;
-    T* v;
-    T* P;
-    T a, bb;
-  };
-  inline V pre(const Row& r, int64_t o, int64_t n, const V& base) const {
-    V bias = V::loadu(bias_e + o, n);
-    if (mode == NORMALIZED) {
-      V uu, mm, vv;
-      advance(r.u + o, r.m + o, r.v + o, n, uu, mm, vv);
-      V num = velocity ? vv : V(eps) * uu;
-      return base + num / (mm + V(T(ADAM_EPS))).sqrt() + bias;
-    }
-    V p = base + bias - V(eps) * V::loadu(r.u + o, n);
-    V pp = V::loadu(r.P + o, n);
-    p.store(r.P + o, n);
-    return V(r.a) * p - V(r.bb) * pp;
-  }
-
-  // One row (batch element) of one forward step. a: (G) the GEMM result R on entry, the gate
-  // activations on exit (RNN: the output row itself); hp/cp: previous h/c; h/c/rn: outputs.
-  void fwd_row(const Row& r, T* a, const T* hp, const T* cp, T* h, T* c, T* rn) const {
-    constexpr int64_t W = V::size();
-    for (int64_t j = 0; j < H; j += W) {
-      const int64_t n = std::min<int64_t>(W, H - j);
-      if (host == LSTM) {
-        V gi = Vec<T>::sigmoid(pre(r, j, n, V::loadu(a + j, n)));
-        V gf = Vec<T>::sigmoid(pre(r, H + j, n, V::loadu(a + H + j, n)));
-        V gg = pre(r, 2 * H + j, n, V::loadu(a + 2 * H + j, n)).tanh();
-        V go = Vec<T>::sigmoid(pre(r, 3 * H + j, n, V::loadu(a + 3 * H + j, n)));
-        gi.store(a + j, n);
-        gf.store(a + H + j, n);
-        gg.store(a + 2 * H + j, n);
-        go.store(a + 3 * H + j, n);
-        V cc = gf * V::loadu(cp + j, n) + gi * gg;
-        cc.store(c + j, n);
-        (go * cc.tanh()).store(h + j, n);
-      } else if (host == GRU) {
-        V gr = Vec<T>::sigmoid(pre(r, j, n, V::loadu(a + j, n)));
-        V gz = Vec<T>::sigmoid(pre(r, H + j, n, V::loadu(a + H + j, n)));
-        V rnv = V::loadu(a + 2 * H + j, n) + V::loadu(b_hn + j, n);
-        rnv.store(rn + j, n);
-        V gn = pre(r, 2 * H + j, n, gr * rnv).tanh();
-        gr.store(a + j, n);
-        gz.store(a + H + j, n);
-        gn.store(a + 2 * H + j, n);
-        (gn + gz * (V::loadu(hp + j, n) - gn)).store(h + j, n);
-      } else {
-        V g = pre(r, j, n, V::loadu(a + j, n));
-        g = host == RNN_TANH ? g.tanh() : V::blendv(g, V(T(0)), g < V(T(0)));  // NaN stays NaN
-        g.store(a + j, n);
-      }
-    }
-  }
-
-  // ---- backward: the drive's adjoint for gate elements [o, o + n), given the gradient ``dg`` of
-  // their total pre-activation; returns the gradient of ``base``. Normalized: writes du over u
-  // (in place) and carries Av = mu gv, Am = beta gm; lookahead: carries DG = dg_{t+1}.
-  struct BRow {
-    T* u;              // u on entry, du on exit (normalized)
-    const T* m;        // m_t, v_t (normalized)
-    const T* v;
-    T* Av;
-    T* Am;
-    T* DG;             // dg_{t+1} on entry, dg_t on exit (lookahead)
-    T* dD;             // gradient of the drive, when kept apart from dR (GRU)
-    const T* dvl;      // gradients of the returned final states (nullptr: none / not this step)
-    const T* dml;
-    const T* dpl;
-    T a, bnext;
-  };
-  inline V adj(const BRow& r, int64_t o, int64_t n, const V& dg) const {
-    if (mode == NORMALIZED) {
-      V uu = V::loadu(r.u + o, n);
-      V inv = (V::loadu(r.m + o, n) + V(T(ADAM_EPS))).sqrt().reciprocal();
-      V gm = V::loadu(r.Am + o, n) + Vec<T>::load_or_zero(r.dml ? r.dml + o : nullptr, n);
-      V du;
-      if (velocity) {
-        V gv = V::loadu(r.Av + o, n) + Vec<T>::load_or_zero(r.dvl ? r.dvl + o : nullptr, n) + dg * inv;
-        gm = gm - V(T(0.5)) * dg * V::loadu(r.v + o, n) * inv * inv * inv;
-        du = V(eps) * gv + V(T(2) * (T(1) - beta)) * uu * gm;
-        (V(mu) * gv).store(r.Av + o, n);
-      } else {
-        gm = gm - V(T(0.5) * eps) * dg * uu * inv * inv * inv;
-        du = V(eps) * dg * inv + V(T(2) * (T(1) - beta)) * uu * gm;
-      }
-      (V(beta) * gm).store(r.Am + o, n);
-      du.store(r.u + o, n);
-      if (r.dD) dg.store(r.dD + o, n);
-      return dg;
-    }
-    V dgn = V::loadu(r.DG + o, n);
-    dg.store(r.DG + o, n);
-    V dp = V(r.a) * dg - V(r.bnext) * dgn + Vec<T>::load_or_zero(r.dpl ? r.dpl + o : nullptr, n);
-    if (r.dD) dp.store(r.dD + o, n);
-    return dp;
-  }
-
-  // One row of one backward step. dH: gradient reaching h_t from later steps on entry; for the GRU
-  // its direct part dh * z on exit (the GEMM adds dR W_hh). dR: gradient of R (and of R_n + b_hn).
-  void bwd_row(const BRow& r, const T* a, const T* hrow, const T* hp, const T* c, const T* cp, const T* rn,
-               const T* dhs, const T* dcs, T* dH, T* dC, T* dR) const {
-    constexpr int64_t W = V::size();
-    for (int64_t j = 0; j < H; j += W) {
-      const int64_t n = std::min<int64_t>(W, H - j);
-      V dh = V::loadu(dH + j, n) + Vec<T>::load_or_zero(dhs ? dhs + j : nullptr, n);
-      V one(T(1));
-      if (host == LSTM) {
-        V gi = V::loadu(a + j, n), gf = V::loadu(a + H + j, n);
-        V gg = V::loadu(a + 2 * H + j, n), go = V::loadu(a + 3 * H + j, n);
-        V tc = V::loadu(c + j, n).tanh();
-        V dc = V::loadu(dC + j, n) + Vec<T>::load_or_zero(dcs ? dcs + j : nullptr, n) + dh * go * (one - tc * tc);
-        V dgo = dh * tc * go * (one - go);
-        V dgi = dc * gg * gi * (one - gi);
-        V dgf = dc * V::loadu(cp + j, n) * gf * (one - gf);
-        V dgg = dc * gi * (one - gg * gg);
-        (dc * gf).store(dC + j, n);
-        adj(r, j, n, dgi).store(dR + j, n);
-        adj(r, H + j, n, dgf).store(dR + H + j, n);
-        adj(r, 2 * H + j, n, dgg).store(dR + 2 * H + j, n);
-        adj(r, 3 * H + j, n, dgo).store(dR + 3 * H + j, n);
-      } else if (host == GRU) {
-        V gr = V::loadu(a + j, n), gz = V::loadu(a + H + j, n), gn = V::loadu(a + 2 * H + j, n);
-        V dgz = dh * (V::loadu(hp + j, n) - gn) * gz * (one - gz);
-        V dgn = dh * (one - gz) * (one - gn * gn);
-        V dbn = adj(r, 2 * H + j, n, dgn);
-        V dgr = dbn * V::loadu(rn + j, n) * gr * (one - gr);
-        (dbn * gr).store(dR + 2 * H + j, n);
-        adj(r, j, n, dgr).store(dR + j, n);
-        adj(r, H + j, n, dgz).store(dR + H + j, n);
-        (dh * gz).store(dH + j, n);
-      } else {
-        V h = V::loadu(hrow + j, n);
-        V dg = host == RNN_TANH ? dh * (one - h * h) : V::blendv(dh, V(T(0)), h <= V(T(0)));
-        adj(r, j, n, dg).store(dR + j, n);
-      }
-    }
-  }
-};
-
-int64_t gates_of(int64_t host) { return host == LSTM ? 4 : host == GRU ? 3 : 1; }
 
 Tensor contig(const OptTensor& t) { return t.has_value() && t->defined() ? t->contiguous() : Tensor(); }
 
@@ -246,6 +54,17 @@ Loop<T> make_loop(int64_t host, int64_t mode, bool velocity, int64_t T_, int64_t
   L.bias_e = ptr<T>(bias_e);
   L.b_hn = ptr<T>(b_hn);
   return L;
+}
+
+// the panel's columns of a (., G) row: gate q of units [j0, j0 + nb) at q H + j0
+template <typename T>
+void zero_units(T* row, int64_t ng, int64_t H, int64_t j0, int64_t nb) {
+  if (row) for (int64_t q = 0; q < ng; ++q) std::memset(row + q * H + j0, 0, nb * sizeof(T));
+}
+
+template <typename T>
+void copy_units(T* dst, const T* src, int64_t ng, int64_t H, int64_t j0, int64_t nb) {
+  for (int64_t q = 0; q < ng; ++q) std::memcpy(dst + q * H + j0, src + q * H + j0, nb * sizeof(T));
 }
 
 int64_t grain_rows(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
@@ -304,16 +123,24 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     using T = scalar_t;
     const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
                                    bias_e, b_hn);
+    const Panels ps = panels_for<T>(host, H, false);
+    const Tensor wf = pack_forward<T>(w_hh, ps);
+    const T* wfp = wf.const_data_ptr<T>();
+    const int64_t nth = team_size(ps, B, G), sw = ps.ng * ps.nbu;
+    Tensor scratch = at::empty({nth * B * sw}, opt);  // each thread's panel result (B, ng nb)
+    T* Sp = scratch.mutable_data_ptr<T>();
     T* Mp = mptr<T>(m);
     T* Vp = mptr<T>(v);
     T* Pp = mptr<T>(P);
+    T* mlp = mptr<T>(m_last);
+    T* vlp = mptr<T>(v_last);
+    T* plp = mptr<T>(p_last);
     T* hsp = hs.mutable_data_ptr<T>();
     T* csp = mptr<T>(cs);
     T* ap = mptr<T>(acts);
     T* rnp = mptr<T>(rn);
     const T* h0p = h0.const_data_ptr<T>();
     const T* c0p = ptr<T>(c_zero);
-    Tensor wt = w_hh.t();
     for (int64_t blk = 0; blk < nb; ++blk) {
       const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
       if (norm) {
@@ -322,45 +149,62 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
       }
       Tensor Ub = keep_u ? u_all.narrow(0, t0, k).view({k * B, G}) : U;
       input_gemm(Ub, x, w_ih, b_ih, t0, k);
-      T* Up = Ub.mutable_data_ptr<T>();
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t t = t0 + j;
-        Tensor hprev = t == 0 ? h0 : hs[t - 1];
-        Tensor R = host == LSTM || host == GRU ? acts[t] : hs[t];
-        at::cpu::mm_out(R, hprev, wt);
-        at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
-            T* hrow = hsp + (t * B + b) * H;
-            T* arow = ap ? ap + (t * B + b) * G : hrow;
-            T* crow = csp ? csp + (t * B + b) * H : nullptr;
-            T* rnrow = rnp ? rnp + (t * B + b) * H : nullptr;
-            if (L.padded(t, b)) {
-              std::memset(hrow, 0, H * sizeof(T));
-              if (ap) std::memset(arow, 0, G * sizeof(T));
-              if (crow) std::memset(crow, 0, H * sizeof(T));
-              if (rnrow) std::memset(rnrow, 0, H * sizeof(T));
-              continue;
-            }
-            const T* hp = t == 0 ? h0p + b * H : hsp + ((t - 1) * B + b) * H;
-            const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + ((t - 1) * B + b) * H) : nullptr;
-            typename Loop<T>::Row r{Up + (j * B + b) * G, Mp ? Mp + b * G : nullptr, Vp ? Vp + b * G : nullptr,
-                                    Pp ? Pp + b * G : nullptr, T(0), T(0)};
-            if (!norm) {
-              r.a = L.a_at(t, b);
-              r.bb = L.b_at(t, b);
-            }
-            L.fwd_row(r, arow, hp, cp, hrow, crow, rnrow);
-            if (L.last != nullptr && t == L.last[b]) {
-              if (norm) {
-                std::memcpy(m_last.mutable_data_ptr<T>() + b * G, Mp + b * G, G * sizeof(T));
-                if (velocity) std::memcpy(v_last.mutable_data_ptr<T>() + b * G, Vp + b * G, G * sizeof(T));
-              } else {
-                std::memcpy(p_last.mutable_data_ptr<T>() + b * G, Pp + b * G, G * sizeof(T));
+      const T* Up = Ub.const_data_ptr<T>();
+      TeamError err;
+      run_team(nth, [&](int64_t tid, int64_t nt) {
+        const int64_t p0 = ps.np * tid / nt, p1 = ps.np * (tid + 1) / nt;
+        T* S = Sp + tid * B * sw;
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t t = t0 + j;
+          err.guard([&] {
+            const T* hprev = t == 0 ? h0p : hsp + (t - 1) * B * H;
+            for (int64_t p = p0; p < p1; ++p) {
+              const int64_t j0 = ps.j0(p), w = ps.width(p), N = ps.ng * w;
+              blocked_gemm(B, N, H, H, N, N, false, hprev, wfp + p * H * sw, S);
+              for (int64_t b = 0; b < B; ++b) {
+                if (b + 1 < B) {  // the next row's drive inputs and states, and its gate outputs
+                  const int64_t nx = (b + 1) * G;
+                  prefetch_units(Up + j * B * G + nx, ps.ng, H, j0, w, false);
+                  prefetch_units(Mp ? Mp + nx : Pp + nx, ps.ng, H, j0, w, true);
+                  prefetch_units(Vp ? Vp + nx : nullptr, ps.ng, H, j0, w, true);
+                  prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, true);
+                }
+                const int64_t row = t * B + b;
+                T* hrow = hsp + row * H;
+                T* arow = ap ? ap + row * G : nullptr;
+                T* crow = csp ? csp + row * H : nullptr;
+                T* rnrow = rnp ? rnp + row * H : nullptr;
+                if (L.padded(t, b)) {
+                  std::memset(hrow + j0, 0, w * sizeof(T));
+                  zero_units(arow, ps.ng, H, j0, w);
+                  if (crow) std::memset(crow + j0, 0, w * sizeof(T));
+                  if (rnrow) std::memset(rnrow + j0, 0, w * sizeof(T));
+                  continue;
+                }
+                const T* hp = t == 0 ? h0p + b * H : hsp + (row - B) * H;
+                const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + (row - B) * H) : nullptr;
+                typename Loop<T>::Row r{Up + (j * B + b) * G, Mp ? Mp + b * G : nullptr, Vp ? Vp + b * G : nullptr,
+                                        Pp ? Pp + b * G : nullptr, T(0), T(0)};
+                if (!norm) {
+                  r.a = L.a_at(t, b);
+                  r.bb = L.b_at(t, b);
+                }
+                L.fwd_row(r, S + b * N, w, j0, j0 + w, arow, hp, cp, hrow, crow, rnrow);
+                if (L.last != nullptr && t == L.last[b]) {
+                  if (norm) {
+                    copy_units(mlp + b * G, Mp + b * G, ps.ng, H, j0, w);
+                    if (velocity) copy_units(vlp + b * G, Vp + b * G, ps.ng, H, j0, w);
+                  } else {
+                    copy_units(plp + b * G, Pp + b * G, ps.ng, H, j0, w);
+                  }
+                }
               }
             }
-          }
-        });
-      }
+          });
+          team_barrier(nt);
+        }
+      });
+      err.rethrow();
     }
   });
   if (!last.defined()) {
@@ -405,6 +249,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   const int64_t KW = K * std::max<int64_t>(1, ((rows + B - 1) / std::max<int64_t>(B, 1) + K - 1) / K);
   const int64_t KWc = std::min(KW, nb * K);
   Tensor dR = at::empty({KWc, B, G}, opt);                              // gradient of R
+  Tensor dRn = at::empty({B, G}, opt);      // dR of the step after a group of KW (its slot is reused)
   Tensor dDb = host == GRU ? at::empty({KWc, B, G}, opt) : Tensor();    // of the drive (GRU)
   Tensor Ms = norm ? at::empty({B, G}, opt) : Tensor();                 // recomputation states
   Tensor Vs = norm && velocity ? at::empty({B, G}, opt) : Tensor();
@@ -426,6 +271,11 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     using V = Vectorized<T>;
     const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
                                    bias_e, b_hn);
+    const Panels ps = panels_for<T>(host, H, true);
+    const Tensor wb = pack_backward<T>(w_hh, ps);
+    const T* wbp = wb.const_data_ptr<T>();
+    const int64_t nth = team_size(ps, B, G);
+    const bool gru = host == GRU;
     T* Up = U.mutable_data_ptr<T>();
     T* Mbp = mptr<T>(Mb);
     T* Vbp = mptr<T>(Vb);
@@ -437,6 +287,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     T* dHp = dH.mutable_data_ptr<T>();
     T* dCp = mptr<T>(dC);
     T* dRp = dR.mutable_data_ptr<T>();
+    T* dRnp = dRn.mutable_data_ptr<T>();
     T* dDp = mptr<T>(dDb);
     const T* hsp = hs.const_data_ptr<T>();
     const T* csp = ptr<T>(cs);
@@ -450,9 +301,25 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     const T* dmlp = ptr<T>(d_m_last);
     const T* dplp = ptr<T>(d_p_last);
     Tensor U2 = U.view({Kc * B, G});
+    // dH[:, units of panel p] (+)= A W_hh[:, units] (the GRU keeps its direct part dh z there)
+    auto recurrent = [&](const T* A, int64_t p) {
+      const int64_t w = ps.width(p);
+      blocked_gemm(B, w, G, G, w, H, gru, A, wbp + p * G * ps.nbu, dHp + ps.j0(p));
+    };
     for (int64_t blk = nb - 1; blk >= 0; --blk) {
       const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
       const int64_t s0 = (t0 / KW) * KW, off = t0 - s0;  // this block's place in the dR buffer
+      // dR of the step after this block: in the buffer, or (first step of the next group, whose slot
+      // 0 this group overwrites) saved apart
+      const T* dR_after = nullptr;
+      if (t0 + k < T_) {
+        if (off + k < KW) {
+          dR_after = dRp + (off + k) * B * G;
+        } else {
+          std::memcpy(dRnp, dRp, B * G * sizeof(T));
+          dR_after = dRnp;
+        }
+      }
       if (norm && u_all.numel() > 0) {  // the lookahead backward does not read u
         U2.narrow(0, 0, k * B).copy_(u_all.narrow(0, t0, k).view({k * B, G}));
       } else if (norm) {
@@ -480,50 +347,70 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
           }
         });
       }
-      for (int64_t j = k - 1; j >= 0; --j) {
-        const int64_t t = t0 + j;
-        at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
-            T* dRrow = dRp + ((off + j) * B + b) * G;
-            T* urow = Up + (j * B + b) * G;
-            T* dDrow = dDp ? dDp + ((off + j) * B + b) * G : nullptr;
-            if (L.padded(t, b)) {  // nothing flows through padding
-              std::memset(dRrow, 0, G * sizeof(T));
-              std::memset(urow, 0, G * sizeof(T));
-              if (dDrow) std::memset(dDrow, 0, G * sizeof(T));
-              continue;
+      TeamError err;
+      run_team(nth, [&](int64_t tid, int64_t nt) {
+        const int64_t p0 = ps.np * tid / nt, p1 = ps.np * (tid + 1) / nt;
+        for (int64_t j = k - 1; j >= 0; --j) {
+          const int64_t t = t0 + j;
+          err.guard([&] {
+            // dH_t = dR_{t+1} W_hh (+ dh_{t+1} z_{t+1}); at the last step it is 0 (+ nothing)
+            const T* A = t + 1 < T_ ? (j == k - 1 ? dR_after : dRp + (off + j + 1) * B * G) : nullptr;
+            for (int64_t p = p0; p < p1; ++p) {
+              const int64_t j0 = ps.j0(p), w = ps.width(p);
+              if (A) recurrent(A, p);
+              for (int64_t b = 0; b < B; ++b) {
+                if (b + 1 < B) {  // the next row's saved gates, drive inputs and states, and its outputs
+                  const int64_t nx = (j * B + b + 1) * G;
+                  prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(Up + nx, ps.ng, H, j0, w, true);
+                  prefetch_units(Mbp ? Mbp + nx : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(Vbp ? Vbp + nx : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(dRp + ((off + j) * B + b + 1) * G, ps.ng, H, j0, w, true);
+                }
+                T* dRrow = dRp + ((off + j) * B + b) * G;
+                T* urow = Up + (j * B + b) * G;
+                T* dDrow = dDp ? dDp + ((off + j) * B + b) * G : nullptr;
+                if (L.padded(t, b)) {  // nothing flows through padding
+                  zero_units(dRrow, ps.ng, H, j0, w);
+                  zero_units(urow, ps.ng, H, j0, w);
+                  zero_units(dDrow, ps.ng, H, j0, w);
+                  continue;
+                }
+                const bool at_last = L.is_last(t, b);
+                typename Loop<T>::BRow r{urow,
+                                         Mbp ? Mbp + (j * B + b) * G : nullptr,
+                                         Vbp ? Vbp + (j * B + b) * G : nullptr,
+                                         Avp ? Avp + b * G : nullptr,
+                                         Amp ? Amp + b * G : nullptr,
+                                         DGp ? DGp + b * G : nullptr,
+                                         dDrow,
+                                         at_last && dvlp ? dvlp + b * G : nullptr,
+                                         at_last && dmlp ? dmlp + b * G : nullptr,
+                                         at_last && dplp ? dplp + b * G : nullptr,
+                                         T(0), T(0)};
+                if (!norm) {
+                  r.a = L.a_at(t, b);
+                  r.bnext = L.b_at(t + 1, b);
+                }
+                const int64_t row = t * B + b;
+                const T* hp = t == 0 ? h0p + b * H : hsp + (row - B) * H;
+                const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + (row - B) * H) : nullptr;
+                L.bwd_row(r, j0, j0 + w, ap ? ap + row * G : nullptr, hsp + row * H, hp,
+                          csp ? csp + row * H : nullptr, cp, rnp ? rnp + row * H : nullptr,
+                          dhsp ? dhsp + row * H : nullptr, dcsp ? dcsp + row * H : nullptr, dHp + b * H,
+                          dCp ? dCp + b * H : nullptr, dRrow);
+              }
             }
-            const bool at_last = L.is_last(t, b);
-            typename Loop<T>::BRow r{urow,
-                                     Mbp ? Mbp + (j * B + b) * G : nullptr,
-                                     Vbp ? Vbp + (j * B + b) * G : nullptr,
-                                     Avp ? Avp + b * G : nullptr,
-                                     Amp ? Amp + b * G : nullptr,
-                                     DGp ? DGp + b * G : nullptr,
-                                     dDrow,
-                                     at_last && dvlp ? dvlp + b * G : nullptr,
-                                     at_last && dmlp ? dmlp + b * G : nullptr,
-                                     at_last && dplp ? dplp + b * G : nullptr,
-                                     T(0), T(0)};
-            if (!norm) {
-              r.a = L.a_at(t, b);
-              r.bnext = L.b_at(t + 1, b);
-            }
-            const int64_t row = t * B + b;
-            const T* hp = t == 0 ? h0p + b * H : hsp + ((t - 1) * B + b) * H;
-            const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + ((t - 1) * B + b) * H) : nullptr;
-            L.bwd_row(r, ap ? ap + row * G : nullptr, hsp + row * H, hp, csp ? csp + row * H : nullptr, cp,
-                      rnp ? rnp + row * H : nullptr, dhsp ? dhsp + row * H : nullptr,
-                      dcsp ? dcsp + row * H : nullptr, dHp + b * H, dCp ? dCp + b * H : nullptr, dRrow);
-          }
-        });
-        Tensor dRt = dR[off + j];
-        if (host == GRU) {
-          at::cpu::addmm_out(dH, dH, dRt, w_hh);  // dh z + [dp_rz, d(R_n)] W_hh
-        } else {
-          at::cpu::mm_out(dH, dRt, w_hh);
+          });
+          team_barrier(nt);
         }
-      }
+        if (blk == 0) {  // the gradient of h0: dR_0 W_hh (+ dh_0 z_0)
+          err.guard([&] {
+            for (int64_t p = p0; p < p1; ++p) recurrent(dRp, p);
+          });
+        }
+      });
+      err.rethrow();
       // ---- the block's input and weight gradients
       Tensor dRb = dR.narrow(0, off, k).view({k * B, G});
       Tensor dDsrc = host == GRU ? dDb.narrow(0, off, k).view({k * B, G}) : dRb;
@@ -558,9 +445,28 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   return {d_x, d_w_ih, d_b_ih, d_bias_e, d_w_hh, d_b_hn, dH, d_c0, d_v0, d_m0, d_p0};
 }
 
+// The loop's tanh, element by element (for the accuracy test of the float version).
+Tensor loop_tanh(const Tensor& x_) {
+  Tensor x = x_.contiguous(), y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "loop_tanh", [&] {
+    using V = Vectorized<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const int64_t n = x.numel();
+    at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i += V::size()) {
+        const int64_t k = std::min<int64_t>(V::size(), i1 - i);
+        Vec<scalar_t>::tanh(V::loadu(xp + i, k)).store(yp + i, k);
+      }
+    });
+  });
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(momentumrnn_ext, m) {
+  m.def("tanh(Tensor x) -> Tensor");
   m.def("forward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
         "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? p0, Tensor? alpha, "
         "Tensor? beta_k, Tensor? last, float mu, float eps, float beta, int K, bool keep_u) -> Tensor[]");
@@ -575,4 +481,5 @@ TORCH_LIBRARY(momentumrnn_ext, m) {
 TORCH_LIBRARY_IMPL(momentumrnn_ext, CPU, m) {
   m.impl("forward", &forward);
   m.impl("backward", &backward);
+  m.impl("tanh", &loop_tanh);
 }

@@ -47,15 +47,23 @@ def test_kept_by_default_opt_out_and_user_settings_respected():
     assert "default settings" in _python("from momentumrnn.toolkit import allocator as a; print(a.describe())")
 
 
+# A training step's workspaces in steady state (after three warm-up steps). Not one tensor freed and
+# allocated again: torch asks for 64-byte aligned memory (posix_memalign), and a freed block of
+# exactly the requested size is too small for an aligned request of that size, so a lone block is
+# not reused until it merges with a neighbour; a real step's mix of sizes reuses them.
 _FAULTS = """
 import resource, torch
 from momentumrnn.toolkit.allocator import keep_freed_memory
 keep_freed_memory()
+torch.set_num_threads(1)
+torch.manual_seed(0)
+m = torch.nn.LSTM(1, 64)
+x = torch.randn(400, 32, 1)
 def step():
-    t = torch.empty(32 * 2 ** 20)  # 128 MB, far above glibc's default mmap threshold
-    t.fill_(1.0)
-    del t
-step()
+    out, _ = m(x)
+    out.sum().backward()
+for _ in range(3):
+    step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(3):
     step()
@@ -67,8 +75,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_freed_blocks_are_reused_without_page_faults():
     kept = int(_python(_FAULTS).split()[-1])
     returned = int(_python(_FAULTS, MOMENTUMRNN_ALLOCATOR="system").split()[-1])
-    assert returned > 3 * 30000  # 3 x 32768 pages of 4 KiB mapped and zeroed again
-    assert kept < returned / 20, (kept, returned)
+    assert returned > 10000  # 22,218 here: the workspaces mapped and zeroed again at every step
+    assert kept < returned / 20, (kept, returned)  # 0-3 here
 
 
 @pytest.mark.subprocess

@@ -59,6 +59,7 @@ def test_cells():
     classes, aliases = _declared(os.path.join(SRC, "cells.py"))
     assert classes - {"MomentumCellBase"} == set(expected)
     assert aliases == mr.CELL_ALIASES
+    assert mr.cells.__all__[4:] == [*mr.CELL_NAMES, *mr.CELL_ALIASES]  # listed there for type checkers
     with pytest.raises(ValueError, match="unknown cell 'LSTMCel'"):
         mr.cell_class("LSTMCel")
 

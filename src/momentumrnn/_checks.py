@@ -4,12 +4,16 @@ saying what was given and what is expected."""
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from .schemes import MomentumState, Scheme
 
-def check_size(name: str, value) -> int:
+
+def check_size(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
     if value <= 0:
@@ -17,7 +21,7 @@ def check_size(name: str, value) -> int:
     return int(value)
 
 
-def check_dropout(dropout) -> float:
+def check_dropout(dropout: float) -> float:
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number):
         raise TypeError(f"dropout should be a number in range [0, 1], got {dropout!r}")
     if not 0 <= dropout <= 1:
@@ -26,7 +30,7 @@ def check_dropout(dropout) -> float:
     return float(dropout)
 
 
-def check_nonlinearity(host: str, nonlinearity) -> "str | None":
+def check_nonlinearity(host: str, nonlinearity: Optional[str]) -> Optional[str]:
     """``torch.nn.RNN``'s ``nonlinearity`` (``tanh`` by default, or ``relu``); other hosts take none."""
     if host == "rnn":
         nonlinearity = "tanh" if nonlinearity is None else nonlinearity
@@ -38,7 +42,7 @@ def check_nonlinearity(host: str, nonlinearity) -> "str | None":
     return None
 
 
-def check_proj_size(host: str, proj_size, hidden_size: int) -> int:
+def check_proj_size(host: str, proj_size: int, hidden_size: int) -> int:
     """``torch.nn.LSTM``'s ``proj_size`` (0: no projection); other hosts take only 0. torch.nn's
     messages, with the values given."""
     if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
@@ -54,7 +58,7 @@ def check_proj_size(host: str, proj_size, hidden_size: int) -> int:
     return int(proj_size)
 
 
-def check_tensor(name: str, value, dtype: torch.dtype, device: torch.device) -> Tensor:
+def check_tensor(name: str, value: object, dtype: torch.dtype, device: torch.device) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dtype != dtype:
@@ -65,7 +69,7 @@ def check_tensor(name: str, value, dtype: torch.dtype, device: torch.device) -> 
     return value
 
 
-def check_precision(owner: str, scheme, dtype: torch.dtype) -> None:
+def check_precision(owner: str, scheme: Scheme, dtype: torch.dtype) -> None:
     """A normalized drive (``/ sqrt(m_t + 1e-16)``) cannot run in float16: the ``1e-16`` is 0
     there and ``1 / sqrt(m_t)`` overflows for small inputs (infinite gradients)."""
     if dtype == torch.float16 and scheme.spec.normalized:
@@ -80,7 +84,8 @@ def check_shape(name: str, value: Tensor, expected: tuple) -> None:
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(expected)}")
 
 
-def set_recurrent_args(module, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional) -> None:
+def set_recurrent_args(module: Any, input_size: int, hidden_size: int, num_layers: int, batch_first: bool,
+                       dropout: float, bidirectional: bool) -> None:
     """Check and set the ``torch.nn.RNNBase`` constructor arguments every layer shares (with
     torch.nn's warning for dropout on a single layer)."""
     module.input_size = check_size("input_size", input_size)
@@ -96,7 +101,8 @@ def set_recurrent_args(module, input_size, hidden_size, num_layers, batch_first,
                       f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
 
 
-def check_momentum_state(momentum, scheme, lead: tuple, batch_dim, device: torch.device):
+def check_momentum_state(momentum: object, scheme: Scheme, lead: tuple, batch_dim: Optional[int],
+                         device: torch.device) -> MomentumState:
     """A user's momentum state checked against ``scheme``: a ``MomentumState(v, m, p, step)`` with
     only the scheme's fields, ``step`` an integer tensor of shape ``lead`` within the restart
     period. Returns the MomentumState with ``step`` made ``long`` and given a batch dimension at

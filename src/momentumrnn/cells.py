@@ -15,7 +15,7 @@ interchange (index the layer dimension away or add it).
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,10 @@ from .backends.native import GatedParams
 from .hosts.gated import GATES, gated_step
 from .pickling import PicklableLayer
 from .schemes import ADAM, HEAVY_BALL, NESTEROV, NONE, RESTART, RMSPROP, MomentumState, Scheme, SchemeSpec
-from .state import Slot, autocast_inputs, pack_state, parse_state, state_names
+from .state import Slot, State, StateInput, autocast_inputs, pack_state, parse_state, state_names
+
+if TYPE_CHECKING:
+    from torch.types import Device
 
 __all__ = ["MomentumCellBase", "CELL_NAMES", "CELL_ALIASES", "cell_class"]
 
@@ -61,7 +64,11 @@ class MomentumCellBase(PicklableLayer, nn.Module):
     host: ClassVar[str] = ""
     scheme_kind: ClassVar[Optional[str]] = None
 
-    def __init_subclass__(cls, host: Optional[str] = None, scheme: Optional[SchemeSpec] = None, **kwargs):
+    bias_ih: Optional[Tensor]
+    bias_hh: Optional[Tensor]
+
+    def __init_subclass__(cls, host: Optional[str] = None, scheme: Optional[SchemeSpec] = None,
+                          **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if host is not None and scheme is not None:
             cls.host, cls.scheme_kind = host, scheme.kind
@@ -69,9 +76,10 @@ class MomentumCellBase(PicklableLayer, nn.Module):
                 cls.__doc__ = _cell_doc(host, scheme)
             registry.register_cell(cls)
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *args, nonlinearity: Optional[str] = None,
-                 device=None, dtype=None, mu=None, epsilon=None, beta=None, restart=None,
-                 carry_momentum: bool = False):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *args: Any,
+                 nonlinearity: Optional[str] = None, device: Device = None, dtype: Optional[torch.dtype] = None,
+                 mu: Optional[float] = None, epsilon: Optional[float] = None, beta: Optional[float] = None,
+                 restart: Optional[int] = None, carry_momentum: bool = False) -> None:
         super().__init__()
         if self.host not in GATES:
             raise TypeError(f"{type(self).__name__} has no host; use a paper-named cell (MomentumLSTMCell, ...)")
@@ -80,7 +88,7 @@ class MomentumCellBase(PicklableLayer, nn.Module):
         if len(args) > len(names):
             raise TypeError(f"{self._name}() takes at most {3 + len(names)} positional arguments (input_size, "
                             f"hidden_size, bias, {', '.join(names)}), got {3 + len(args)}")
-        given = {"nonlinearity": nonlinearity, "device": device, "dtype": dtype}
+        given: dict[str, Any] = {"nonlinearity": nonlinearity, "device": device, "dtype": dtype}
         for name, value in zip(names, args):
             if given[name] is not None:
                 raise TypeError(f"{self._name}() got multiple values for argument {name!r}")
@@ -93,7 +101,8 @@ class MomentumCellBase(PicklableLayer, nn.Module):
         self.hidden_size = _checks.check_size("hidden_size", hidden_size)
         self.bias = bool(bias)
         self.nonlinearity = _checks.check_nonlinearity(self.host, nonlinearity)
-        self.scheme = Scheme.create(self.scheme_kind, mu=mu, epsilon=epsilon, beta=beta, restart=restart)
+        # (the kind is set with the host: checked above)
+        self.scheme = Scheme.create(cast(str, self.scheme_kind), mu=mu, epsilon=epsilon, beta=beta, restart=restart)
         G = GATES[self.host] * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(G, hidden_size, **factory))
@@ -106,11 +115,11 @@ class MomentumCellBase(PicklableLayer, nn.Module):
         self.reset_parameters()
 
     @property
-    def state_names(self) -> tuple:
+    def state_names(self) -> tuple[str, ...]:
         """Names of the state's tensors in order (as a layer's ``state_names``)."""
         return state_names(self._hidden_slots(), self.scheme.state_fields, self.carry_momentum)
 
-    def _hidden_slots(self) -> dict:
+    def _hidden_slots(self) -> dict[str, Slot]:
         H = self.hidden_size
         return {"h": Slot(H), "c": Slot(H)} if self.host == "lstm" else {"h": Slot(H)}
 
@@ -128,7 +137,7 @@ class MomentumCellBase(PicklableLayer, nn.Module):
         s += "".join(f", {k}={v}" for k, v in self.scheme.hyper_parameters.items())
         return s + (", carry_momentum=True" if self.carry_momentum else "")
 
-    def forward(self, input: Tensor, hx=None):
+    def forward(self, input: Tensor, hx: Optional[StateInput] = None) -> State:
         """One step: ``input`` ``(B, input_size)`` or ``(input_size,)``; returns the new state
         (``torch.nn``'s ``(h, c)`` / ``h``, or the carried state with ``carry_momentum``).
         Under ``torch.autocast``: as the layers (computes in the parameters' dtype)."""
@@ -139,7 +148,7 @@ class MomentumCellBase(PicklableLayer, nn.Module):
                 return self._step(autocast_inputs(input, device_type, dtype), autocast_inputs(hx, device_type, dtype))
         return self._step(input, hx)
 
-    def _step(self, input: Tensor, state):
+    def _step(self, input: Tensor, state: object) -> State:
         p = self.weight_ih
         _checks.check_precision(self._name, self.scheme, p.dtype)
         _checks.check_tensor("input", input, p.dtype, p.device)
@@ -152,11 +161,11 @@ class MomentumCellBase(PicklableLayer, nn.Module):
         x = input if batched else input.unsqueeze(0)
         GH = self.weight_hh.shape[0]
         mom_slots = {f: Slot(GH) for f in ("v", "m", "p") if f in self.scheme.state_fields}
-        hidden, mom = parse_state(self._name, state, self._hidden_slots(), mom_slots, self.scheme,
-                                  self.carry_momentum, (x.shape[0],) if batched else (), None if batched else 0,
-                                  p.dtype, p.device)
+        hidden0, mom = parse_state(self._name, state, self._hidden_slots(), mom_slots, self.scheme,
+                                   self.carry_momentum, (x.shape[0],) if batched else (), None if batched else 0,
+                                   p.dtype, p.device)
         params = GatedParams(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        _, hidden, momentum = gated_step(self.host, self.nonlinearity, params, x, hidden, mom, self.scheme,
+        _, hidden, momentum = gated_step(self.host, self.nonlinearity, params, x, hidden0, mom, self.scheme,
                                          (self.scheme.mu, self.scheme.epsilon))
         if not batched:
             hidden = {k: v.squeeze(0) for k, v in hidden.items()}
@@ -192,4 +201,10 @@ SRRNNCell = NesterovRNNCell
 SRLSTMCell = NesterovLSTMCell
 SRGRUCell = NesterovGRUCell
 
-__all__ += [name for name in CELL_NAMES] + list(CELL_ALIASES)
+# (listed, not computed from CELL_NAMES: type checkers read the names ``import *`` exports here)
+__all__ += [
+    "RNNCell", "MomentumRNNCell", "AdamRNNCell", "RMSPropRNNCell", "RestartMomentumRNNCell", "NesterovRNNCell",
+    "LSTMCell", "MomentumLSTMCell", "AdamLSTMCell", "RMSPropLSTMCell", "RestartMomentumLSTMCell", "NesterovLSTMCell",
+    "GRUCell", "MomentumGRUCell", "AdamGRUCell", "RMSPropGRUCell", "RestartMomentumGRUCell", "NesterovGRUCell",
+    "SRRNNCell", "SRLSTMCell", "SRGRUCell",
+]

@@ -10,6 +10,8 @@ does the reverse for plain layers. One module at a time: :func:`~momentumrnn.fro
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from torch import nn
 
 from .hosts.gated import MomentumRNNBase
@@ -20,7 +22,7 @@ __all__ = ["convert", "revert"]
 _NATIVE = (nn.RNN, nn.LSTM, nn.GRU)
 
 
-def _replace(module: nn.Module, swap, path: str = "") -> nn.Module:
+def _replace(module: nn.Module, swap: Callable[[nn.Module, str], nn.Module], path: str = "") -> nn.Module:
     new = swap(module, path or "the model")
     if new is not module:
         return new
@@ -40,7 +42,7 @@ def _keep_flags(old: nn.Module, new: nn.Module) -> nn.Module:
     return new.train(old.training)
 
 
-def convert(model: nn.Module, scheme: str, **hyper_parameters) -> nn.Module:
+def convert(model: nn.Module, scheme: str, **hyper_parameters: Any) -> nn.Module:
     """Replace every ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` in ``model`` by the momentum layer of
     ``scheme`` with the same configuration, device, dtype, weights, training mode and frozen
     parameters; return ``model`` (modified in place), or the new layer when ``model`` itself is one.
@@ -61,7 +63,7 @@ def convert(model: nn.Module, scheme: str, **hyper_parameters) -> nn.Module:
 
         model = momentumrnn.convert(model, "heavy_ball", mu=0.6, epsilon=0.6)
     """
-    def swap(module, where):
+    def swap(module: nn.Module, where: str) -> nn.Module:
         if not isinstance(module, _NATIVE):
             return module
         if type(module) not in _NATIVE:
@@ -82,7 +84,7 @@ def revert(model: nn.Module, strict: bool = True) -> nn.Module:
     ``mu = 0, epsilon = 1``) by the ``torch.nn`` module with its configuration and weights.
     ``strict=False`` also replaces layers with momentum (the result then computes something else:
     e.g. to initialise a plain model). Returns ``model`` (modified in place) or the new module."""
-    def swap(module, where):
+    def swap(module: nn.Module, where: str) -> nn.Module:
         if not isinstance(module, MomentumRNNBase):
             return module
         try:

@@ -21,7 +21,7 @@ from stale values.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,7 @@ def _refuse_strict_capture() -> None:
                            "see the error of that capture")
 
 
-def sources(module: nn.Module, prefix: str = "", out: dict = None) -> dict:
+def sources(module: nn.Module, prefix: str = "", out: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
     """The tensors (parameters and buffers, by name, as ``named_parameters`` / ``named_buffers``
     name them) that ``module`` computes from. Read from the modules' dictionaries directly: a
     layer records them at every eager forward, where ``named_parameters`` cost 45 us a direction
@@ -82,7 +82,7 @@ def sources(module: nn.Module, prefix: str = "", out: dict = None) -> dict:
     return out
 
 
-def _is_source(current: Tensor, source) -> bool:
+def _is_source(current: Tensor, source: object) -> bool:
     from torch._subclasses.fake_tensor import FakeTensor
 
     if not isinstance(source, Tensor):
@@ -93,7 +93,8 @@ def _is_source(current: Tensor, source) -> bool:
     return current is source
 
 
-def fold(owner: str, module: nn.Module, recorded: dict, then: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+def fold(owner: str, module: nn.Module, recorded: Optional[dict[str, Tensor]],
+         then: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
     """``then(module())`` evaluated eagerly with ``module``'s parameters and buffers set to their
     real values ``recorded`` (from :func:`sources`): a plain tensor, which the trace records as a
     constant. Raises a ``RuntimeError`` when the trace's tensors are not the recorded ones."""

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Iterator, Protocol, TypeVar
+
 import torch
 from torch import nn
 
 __all__ = ["authors_init_"]
 
 
+
+class _Recurrent(Protocol):
+    """A recurrent layer or cell: this package's or torch.nn's."""
+
+    hidden_size: int
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]: ...
+
+
+_Layer = TypeVar("_Layer", bound=_Recurrent)
+
+
 @torch.no_grad()
-def authors_init_(layer: nn.Module, forget_bias: float = 1.0) -> nn.Module:
+def authors_init_(layer: _Layer, forget_bias: float = 1.0) -> _Layer:
     """``W_ih`` orthogonal (per gate block), ``W_hh`` identity blocks, all biases zero except both
     LSTM forget-gate biases, set to ``forget_bias`` (1.0; the authors used -4.0 for TIMIT).
 

@@ -3,6 +3,8 @@ this is a state-dict copy plus checks)."""
 
 from __future__ import annotations
 
+from typing import Any, Callable, cast
+
 from torch import nn
 
 from .hosts.gated import MomentumRNNBase
@@ -11,7 +13,7 @@ from .schemes import HEAVY_BALL
 
 __all__ = ["to_native", "from_native"]
 
-_NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+_NATIVE: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 def _host_of(module: nn.Module) -> str:
@@ -21,12 +23,13 @@ def _host_of(module: nn.Module) -> str:
     raise TypeError(f"expected torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
 
 
-def from_native(module: nn.Module, scheme: str = HEAVY_BALL.kind, **hyper_parameters) -> MomentumRNNBase:
+def from_native(module: nn.RNNBase, scheme: str = HEAVY_BALL.kind, **hyper_parameters: Any) -> MomentumRNNBase:
     """A momentum layer with ``module``'s configuration and a copy of its weights.
 
     ``scheme`` defaults to heavy ball; with ``mu=0, epsilon=1`` (or the plain scheme) the result
     computes exactly what ``module`` computes."""
     host = _host_of(module)
+    kw: dict[str, Any]
     kw = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
               dropout=module.dropout, bidirectional=module.bidirectional,
               proj_size=getattr(module, "proj_size", 0))  # (a GRU / RNN with one is refused, clearly)
@@ -36,10 +39,10 @@ def from_native(module: nn.Module, scheme: str = HEAVY_BALL.kind, **hyper_parame
     layer = build_layer(host, scheme, module.input_size, module.hidden_size, device=p.device, dtype=p.dtype,
                         **kw, **hyper_parameters)
     layer.load_state_dict(module.state_dict())
-    return layer
+    return cast(MomentumRNNBase, layer)  # (a layer of a gated host)
 
 
-def to_native(layer: MomentumRNNBase, strict: bool = True) -> nn.Module:
+def to_native(layer: MomentumRNNBase, strict: bool = True) -> nn.RNNBase:
     """The ``torch.nn`` module with ``layer``'s configuration and a copy of its weights.
 
     The result computes what ``layer`` computes only when its momentum is trivial (no momentum,
@@ -52,6 +55,7 @@ def to_native(layer: MomentumRNNBase, strict: bool = True) -> nn.Module:
     if strict and not trivial:
         raise ValueError(f"{type(layer).__name__} with {sch} is not a plain {layer.host.upper()}: the native module "
                          "would compute something else; pass strict=False to copy the weights anyway")
+    kw: dict[str, Any]
     kw = dict(num_layers=layer.num_layers, bias=layer.bias, batch_first=layer.batch_first,
               dropout=layer.dropout, bidirectional=layer.bidirectional)
     if layer.host == "lstm":

@@ -26,31 +26,40 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import TYPE_CHECKING, Any, Mapping, Optional, cast
 
 from torch.nn.utils import parametrize
 
 from .schemes import Scheme
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    _Module = nn.Module  # the mixin's host class, for the checker
+else:
+    _Module = object
 
 __all__ = ["LayerType", "PicklableLayer"]
 
 _REBUILD = "_momentumrnn_rebuild"
 
 
-def _layout(layer) -> dict:
+def _layout(layer: nn.Module) -> dict[str, tuple[str, ...]]:
     """``{tensor name: parametrization classes}`` of a module (``{}``: not parametrized)."""
     if not parametrize.is_parametrized(layer):
         return {}
-    return {name: tuple(type(p).__qualname__ for p in plist) for name, plist in layer.parametrizations.items()}
+    plists = cast("Mapping[str, parametrize.ParametrizationList]", layer.parametrizations)
+    return {name: tuple(type(p).__qualname__ for p in plist) for name, plist in plists.items()}
 
 
 class _ConstructorSignature:
     """A class's ``__signature__``: its constructor's (``inspect``, ``help``, IDEs and the API
     reference would otherwise show the metaclass's ``__call__(*args, **kwargs)``)."""
 
-    def __get__(self, cls, metaclass=None):
+    def __get__(self, cls: Optional[LayerType], metaclass: Optional[type] = None) -> Optional[inspect.Signature]:
         if cls is None:  # the metaclass itself
             return None
-        sig = inspect.signature(cls.__init__)
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]  # (the constructor of that very class)
         return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
@@ -60,7 +69,7 @@ class LayerType(type):
 
     __signature__ = _ConstructorSignature()
 
-    def __call__(cls, *args, **kwargs):
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if len(args) == 1 and not kwargs and isinstance(args[0], dict) and _REBUILD in args[0]:
             payload = args[0]
             layer = cls(*payload["args"], **payload["kwargs"])
@@ -74,13 +83,13 @@ class LayerType(type):
         return layer
 
 
-class PicklableLayer(metaclass=LayerType):
+class PicklableLayer(_Module, metaclass=LayerType):
     """Mixin of :class:`~momentumrnn.sequence.SequenceBase` (module docstring)."""
 
     #: attributes that may change after construction and are restored on a rebuild (unless None)
     _rebuild_attributes: tuple = ("carry_momentum", "backend")
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: Any) -> Any:
         if not parametrize.is_parametrized(self):
             return super().__reduce_ex__(protocol)
         name = type(self).__name__
@@ -99,14 +108,14 @@ class PicklableLayer(metaclass=LayerType):
                    "attributes": attributes, "training": self.training}
         return cls, (payload,)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["scheme"] = dataclasses.asdict(state["scheme"])  # primitives: no global to allow-list
         for key in ("_init_args", "_own_parametrizations"):  # needed by parametrized layers only
             state.pop(key, None)
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
         state = dict(state)
         if isinstance(state.get("scheme"), dict):
             state["scheme"] = Scheme(**state["scheme"])

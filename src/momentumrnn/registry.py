@@ -10,9 +10,13 @@ paper's own names as documented aliases (``SRLSTM`` = ``NesterovLSTM``, the auth
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from .schemes import SCHEMES, canonical_kind
+
+if TYPE_CHECKING:  # (the layer and cell classes sit above this module)
+    from .cells import MomentumCellBase
+    from .sequence import SequenceBase
 
 __all__ = [
     "HostInfo", "HOSTS", "LAYER_NAMES", "LAYER_ALIASES", "CELL_NAMES", "CELL_ALIASES", "register_host",
@@ -37,9 +41,9 @@ LAYER_ALIASES: dict = {}
 CELL_NAMES: dict = {}
 #: cell alias -> canonical cell name
 CELL_ALIASES: dict = {}
-_LAYERS: dict = {}  # (host, kind) -> class
-_CELLS: dict = {}
-_BY_NAME: dict = {}
+_LAYERS: dict[tuple[str, str], type[SequenceBase]] = {}  # (host, kind) -> class
+_CELLS: dict[str, type[MomentumCellBase]] = {}
+_BY_NAME: dict[str, type[SequenceBase]] = {}
 
 
 def register_host(name: str, title: str, family: str, summary: str) -> None:
@@ -48,7 +52,7 @@ def register_host(name: str, title: str, family: str, summary: str) -> None:
     HOSTS[name] = HostInfo(name, title, family, summary)
 
 
-def hosts() -> tuple:
+def hosts() -> tuple[str, ...]:
     return tuple(HOSTS)
 
 
@@ -58,16 +62,16 @@ def paper_name(host: str, kind: str) -> str:
     return SCHEMES[kind].prefix + HOSTS[host].title
 
 
-def _aliases(host: str, kind: str) -> list:
+def _aliases(host: str, kind: str) -> list[str]:
     alias = SCHEMES[kind].paper_alias
     if alias is not None and alias[1] == HOSTS[host].family:
         return [alias[0] + HOSTS[host].title]
     return []
 
 
-def register_layer(cls) -> None:
+def register_layer(cls: type[SequenceBase]) -> None:
     """Record a paper-named layer class (called when the class is defined)."""
-    host, kind = cls.host, cls.scheme_kind
+    host, kind = cls.host, cast(str, cls.scheme_kind)  # (set: a paper-named class)
     if host not in HOSTS:
         raise ValueError(f"layer {cls.__name__}: host {host!r} is not registered")
     name = paper_name(host, kind)
@@ -81,9 +85,9 @@ def register_layer(cls) -> None:
         _BY_NAME[alias] = cls
 
 
-def register_cell(cls) -> None:
+def register_cell(cls: type[MomentumCellBase]) -> None:
     """Record a paper-named cell class (called when the class is defined)."""
-    host, kind = cls.host, cls.scheme_kind
+    host, kind = cls.host, cast(str, cls.scheme_kind)  # (set: a paper-named class)
     name = paper_name(host, kind) + "Cell"
     if cls.__name__ != name:
         raise ValueError(f"cell class {cls.__name__} of host {host!r} and scheme {kind!r} must be named {name}")
@@ -94,7 +98,7 @@ def register_cell(cls) -> None:
         _CELLS[alias + "Cell"] = cls
 
 
-def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs):
+def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs: Any) -> SequenceBase:
     """Build a layer from a host (one of :data:`HOSTS`: ``"rnn"``, ``"lstm"``, ``"gru"``,
     ``"exprnn"``, ``"dtriv"``, ``"scornn"``, ``"scurnn"``, ``"enrnn"``) and a scheme (a kind of
     :data:`~momentumrnn.SCHEMES` or an alias); ``kwargs`` are the class's constructor
@@ -107,7 +111,7 @@ def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwa
     return _LAYERS[key](input_size, hidden_size, **kwargs)
 
 
-def layer_class(name: str) -> type:
+def layer_class(name: str) -> type[SequenceBase]:
     """The layer class of a paper name or alias: ``"MomentumLSTM"``, ``"AdamGRU"``, ``"SRLSTM"``,
     ``"LSTM"``, ``"MomentumDTRIV"``, ``"SRDTRIV"``, ``"ENRNN"``, ..."""
     if not isinstance(name, str) or name not in _BY_NAME:
@@ -116,7 +120,7 @@ def layer_class(name: str) -> type:
     return _BY_NAME[name]
 
 
-def cell_class(name: str) -> type:
+def cell_class(name: str) -> type[MomentumCellBase]:
     """The cell class of a name (``"MomentumLSTMCell"``, ``"SRLSTMCell"``, ...)."""
     if not isinstance(name, str) or name not in _CELLS:
         raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(CELL_NAMES)}")

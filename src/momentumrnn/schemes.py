@@ -32,10 +32,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch.types import Device
 
 __all__ = [
     "Scheme", "SchemeSpec", "HyperParameter", "MomentumState", "SCHEMES", "SCHEME_KINDS", "PLAIN", "ADAM_EPS",
@@ -58,7 +61,7 @@ class MomentumState(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- hyper-parameters
-def _real(name: str, value) -> float:
+def _real(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
@@ -67,21 +70,21 @@ def _real(name: str, value) -> float:
     return value
 
 
-def _unit_interval(name: str, value) -> float:
+def _unit_interval(name: str, value: float) -> float:
     value = _real(name, value)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
     return value
 
 
-def _positive(name: str, value) -> float:
+def _positive(name: str, value: float) -> float:
     value = _real(name, value)
     if value <= 0.0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
 
 
-def _period(name: str, value) -> int:
+def _period(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a non-negative int (0 = never restart), got {value!r}")
     if value < 0:
@@ -129,7 +132,7 @@ class StepDrive:
     pre-activation of the gate units ``part`` (a slice) given their recurrent part ``r``.
     Input-only schemes give ``d[part] + r``; a lookahead scheme (Nesterov) forms it from ``r``."""
 
-    def __init__(self, d: Tensor, state: dict):
+    def __init__(self, d: Tensor, state: dict) -> None:
         self.d, self.state = d, state
 
     def combine(self, r: Tensor, part: slice = slice(None)) -> Tensor:
@@ -143,10 +146,10 @@ class _LookaheadDrive(StepDrive):
     """Nesterov: ``p = r - epsilon u``, ``g = p + mu_k (p - p_prev)``; the new ``p`` collects the
     parts in the order the cell asks for them."""
 
-    def __init__(self, u: Tensor, p_prev: Tensor, epsilon, mu_k: Tensor, state: dict):
+    def __init__(self, u: Tensor, p_prev: Tensor, epsilon: Union[float, Tensor], mu_k: Tensor, state: dict) -> None:
         super().__init__(u, state)
         self.p_prev, self.epsilon, self.mu_k = p_prev, epsilon, mu_k
-        self.parts = []
+        self.parts: list[Tensor] = []
 
     def combine(self, r: Tensor, part: slice = slice(None)) -> Tensor:
         p = r - self.epsilon * self.d[..., part]
@@ -157,35 +160,46 @@ class _LookaheadDrive(StepDrive):
         return dict(self.state, p=torch.cat(self.parts, -1) if len(self.parts) > 1 else self.parts[0])
 
 
+_Square = Callable[[Tensor], Tensor]
+
+
 # The literal one-step updates (u: (B, W) input drive; s: the previous MomentumState with zeros
 # for fields that start at zero; hp: the hyper-parameter values, mu_k the scheduled momentum;
 # square: |u|^2 of each entry of u, see Scheme.step).
-def _step_none(u, s, hp, mu_k, square):
+def _step_none(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
+               square: _Square) -> StepDrive:
     return StepDrive(u, {})
 
 
-def _step_heavy_ball(u, s, hp, mu_k, square):
+def _step_heavy_ball(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
+                     square: _Square) -> StepDrive:
     v = hp["mu"] * s.v + hp["epsilon"] * u
     return StepDrive(v, {"v": v})
 
 
-def _step_adam(u, s, hp, mu_k, square):
+def _step_adam(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
+               square: _Square) -> StepDrive:
     v = hp["mu"] * s.v + hp["epsilon"] * u
     m = hp["beta"] * s.m + (1 - hp["beta"]) * square(u)
     return StepDrive(v / torch.sqrt(m + ADAM_EPS), {"v": v, "m": m})
 
 
-def _step_rmsprop(u, s, hp, mu_k, square):
+def _step_rmsprop(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
+                  square: _Square) -> StepDrive:
     m = hp["beta"] * s.m + (1 - hp["beta"]) * square(u)
     return StepDrive(hp["epsilon"] * u / torch.sqrt(m + ADAM_EPS), {"m": m})
 
 
-def _step_restart(u, s, hp, mu_k, square):
+def _step_restart(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
+                  square: _Square) -> StepDrive:
+    assert mu_k is not None and s.v is not None  # (a scheduled scheme; s filled with zeros)
     v = mu_k * s.v + hp["epsilon"] * u
     return StepDrive(v, {"v": v})
 
 
-def _step_nesterov(u, s, hp, mu_k, square):
+def _step_nesterov(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
+                   square: _Square) -> StepDrive:
+    assert mu_k is not None and s.p is not None  # (a scheduled scheme; s filled with zeros)
     return _LookaheadDrive(u, s.p, hp["epsilon"], mu_k, {})
 
 
@@ -222,7 +236,7 @@ class SchemeSpec:
     paper_alias: Optional[tuple] = None
     hyper_parameters: tuple = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "hyper_parameters", tuple(self.defaults))
 
     @property
@@ -311,13 +325,14 @@ class Scheme:
     beta: float = 0.0
     restart: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "kind", canonical_kind(self.kind))
         for name, hp in HYPER_PARAMETERS.items():
             object.__setattr__(self, name, hp.check(name, getattr(self, name)))
 
     @classmethod
-    def create(cls, kind: str, mu=None, epsilon=None, beta=None, restart=None) -> "Scheme":
+    def create(cls, kind: str, mu: Optional[float] = None, epsilon: Optional[float] = None,
+               beta: Optional[float] = None, restart: Optional[int] = None) -> "Scheme":
         """Build a scheme, filling the hyper-parameters it uses with the paper's defaults and
         rejecting ones it does not use (e.g. ``mu`` for RMSProp)."""
         spec = SCHEMES[canonical_kind(kind)]
@@ -326,8 +341,8 @@ class Scheme:
             if value is not None and name not in spec.defaults:
                 raise ValueError(f"scheme {spec.kind!r} has no hyper-parameter {name!r}; "
                                  f"it takes {', '.join(spec.defaults) or 'none'}")
-        values = {name: given[name] if given[name] is not None else default
-                  for name, default in spec.defaults.items()}
+        values: dict[str, Any] = {name: given[name] if given[name] is not None else default
+                                  for name, default in spec.defaults.items()}
         return cls(spec.kind, **values)
 
     @property
@@ -361,7 +376,8 @@ class Scheme:
         """Whether these values make the scheme the plain cell exactly."""
         return bool(self.spec.trivial(self.hyper_parameters))
 
-    def velocity_coefficient(self, mu, T: int, step0: Optional[Tensor], dtype, device):
+    def velocity_coefficient(self, mu: Union[float, Tensor], T: int, step0: Optional[Tensor], dtype: torch.dtype,
+                             device: Device) -> tuple[Tensor, Optional[Tensor]]:
         """The velocity's per-step coefficient: ``(coeff, k)`` with ``coeff`` a 0-d tensor
         (``mu``; a learnable ``mu`` tensor as is; 0 without a velocity) or ``(T, B', 1)``
         (``mu_k``), and ``k`` the restart counters ``(T, B')`` (``None`` without a schedule)."""
@@ -372,14 +388,16 @@ class Scheme:
             mu = 0.0
         return (mu if isinstance(mu, Tensor) else torch.tensor(mu, dtype=dtype, device=device)), None
 
-    def schedule(self, T: int, step0: Optional[Tensor], dtype, device):
+    def schedule(self, T: int, step0: Optional[Tensor], dtype: torch.dtype, device: Device) -> tuple[Tensor, Tensor]:
         """``(mu_k (T, B', 1), k (T, B'))`` of the next ``T`` steps after counters ``step0``."""
         if step0 is None:
             step0 = torch.zeros(1, dtype=torch.long, device=device)
         k = next_steps(step0, T, self.restart)
         return restart_mu(k, dtype).unsqueeze(2), k
 
-    def step(self, u: Tensor, state: MomentumState, mu=None, epsilon=None, square=_square) -> tuple:
+    def step(self, u: Tensor, state: MomentumState, mu: Union[float, Tensor, None] = None,
+             epsilon: Union[float, Tensor, None] = None, square: Callable[[Tensor], Tensor] = _square,
+             ) -> tuple[StepDrive, Callable[[], MomentumState]]:
         """One literal step from the input drive ``u`` ``(B, W)`` (what the cells run):
         returns ``(StepDrive, advance)`` where ``advance()`` gives the new :class:`~momentumrnn.schemes.MomentumState`
         once the cell has combined the drive. ``state`` fields may be ``None`` (zeros);
@@ -417,7 +435,7 @@ class Scheme:
 
         return drive, advance
 
-    def __str__(self):
+    def __str__(self) -> str:
         hp = ", ".join(f"{k}={v}" for k, v in self.hyper_parameters.items())
         return f"{self.kind}({hp})"
 

@@ -15,7 +15,7 @@ per-direction parameters (``_direction``), which the backend chosen by
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union, overload
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,12 @@ from . import _checks, backends, registry
 from .schemes import PLAIN, SCHEMES, MomentumState, Scheme, SchemeSpec, canonical_kind
 from .lengths import SeqInfo, reverse_within
 from .pickling import PicklableLayer
-from .state import autocast_inputs, pack_state, parse_state, state_names, to_external
+from .state import Slot, State, StateInput, autocast_inputs, pack_state, parse_state, state_names, to_external
+
+if TYPE_CHECKING:
+    from torch.types import Device
+
+    from ._typing import Factory, Hidden, HyperParameters, StepResult
 
 __all__ = ["SequenceBase"]
 
@@ -39,14 +44,31 @@ class SequenceBase(PicklableLayer, nn.Module):
     """Base of every layer. Subclasses set ``host`` (the registry name) and ``family`` (which
     backends run it); the paper-named classes fix the scheme with ``class X(Base, scheme=...)``."""
 
-    host: ClassVar[str] = ""
+    #: (not a ClassVar: a generic class such as OrthogonalRNN sets its instances' host)
+    host: str = ""
     family: ClassVar[str] = ""
     #: the scheme fixed by a paper-named class (``None``: chosen with ``scheme=``)
     scheme_kind: ClassVar[Optional[str]] = None
     #: the class of the host that takes ``scheme=`` (for messages)
     _generic: ClassVar[str] = "build_layer"
 
-    def __init_subclass__(cls, host: Optional[str] = None, scheme=None, **kwargs):
+    # set by _setup (torch.nn.RNNBase's attributes), _build and _register_learnable
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    bias: bool
+    scheme: Scheme
+    carry_momentum: bool
+    learn_mu: bool
+    learn_epsilon: bool
+    _name: str
+    _suffixes: list[str]
+
+    def __init_subclass__(cls, host: Optional[str] = None, scheme: Union[str, SchemeSpec, None] = None,
+                          **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if host is not None:
             cls.host = host
@@ -62,8 +84,9 @@ class SequenceBase(PicklableLayer, nn.Module):
         return f"{spec.summary} on the {cls.host} host."
 
     # ------------------------------------------------------------------ construction
-    def _setup(self, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-               mu, epsilon, beta, restart, carry_momentum=False) -> None:
+    def _setup(self, input_size: int, hidden_size: int, num_layers: int, batch_first: bool, dropout: float,
+               bidirectional: bool, scheme: Optional[str], mu: Optional[float], epsilon: Optional[float],
+               beta: Optional[float], restart: Optional[int], carry_momentum: bool = False) -> None:
         """The ``torch.nn`` arguments and the scheme; call first in a host's ``__init__``."""
         self._name = type(self).__name__
         #: whether the state carries the momentum: ``(h, [c,] *momentum fields)`` instead of
@@ -83,10 +106,10 @@ class SequenceBase(PicklableLayer, nn.Module):
         #: :func:`momentumrnn.backends.run`
         self.backend: Optional[str] = None
 
-    def _build(self, learn_mu: bool, learn_epsilon: bool, device, dtype) -> None:
+    def _build(self, learn_mu: bool, learn_epsilon: bool, device: Device, dtype: Optional[torch.dtype]) -> None:
         """Register the parameters of every layer and direction, the learnable hyper-parameters,
         and initialise them; call last in a host's ``__init__``."""
-        factory = {"device": device, "dtype": dtype}
+        factory: Factory = {"device": device, "dtype": dtype}
         D = self.num_directions
         self._suffixes = []
         for layer in range(self.num_layers):
@@ -98,7 +121,7 @@ class SequenceBase(PicklableLayer, nn.Module):
         self._register_learnable(learn_mu, learn_epsilon, factory)
         self.reset_parameters()
 
-    def _register_learnable(self, learn_mu, learn_epsilon, factory) -> None:
+    def _register_learnable(self, learn_mu: bool, learn_epsilon: bool, factory: Factory) -> None:
         # One scalar per layer and direction, kept in range: mu = sigmoid(raw) in (0, 1),
         # epsilon = softplus(raw) > 0.
         spec = self.scheme.spec
@@ -118,26 +141,34 @@ class SequenceBase(PicklableLayer, nn.Module):
                 self.register_parameter("epsilon_raw" + sfx, nn.Parameter(raw))
 
     # ------------------------------------------------------------------ host interface
-    def _register_direction(self, sfx: str, in_features: int, factory: dict) -> None:
+    def _register_direction(self, sfx: str, in_features: int, factory: Factory) -> None:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
         raise NotImplementedError
 
     def _out_features(self) -> int:
         """Output features of one direction."""
         return self.hidden_size
 
-    def _slots(self):
+    def _slots(self) -> tuple[dict[str, Slot], dict[str, Slot]]:
         """``({name: Slot} of h (and c), {name: Slot} of the momentum fields v, m, p)``."""
         raise NotImplementedError
 
-    def _direction(self, layer: int, direction: int):
+    def _direction(self, layer: int, direction: int) -> tuple:
         """The parameters of one layer and direction, in the form the host's backends take."""
+        raise NotImplementedError
+
+    def _literal_step(self, p: Any, x: Tensor, hidden: Hidden, mom: MomentumState, hp: HyperParameters) -> StepResult:
+        """The host's literal one-step update (the stepwise backend's and the cells'), from the
+        parameters ``p`` of :meth:`_direction`."""
         raise NotImplementedError
 
     def _reference(self) -> Tensor:
         """A parameter whose (real) dtype and device the layer computes in."""
         raise NotImplementedError
 
-    def _check_data(self, name: str, data) -> None:
+    def _check_data(self, name: str, data: object) -> None:
         p = self._reference()
         _checks.check_tensor(name, data, p.dtype, p.device)
 
@@ -155,12 +186,12 @@ class SequenceBase(PicklableLayer, nn.Module):
         return self._out_features() * self.num_directions
 
     @property
-    def state_names(self) -> tuple:
+    def state_names(self) -> tuple[str, ...]:
         """Names of the state's tensors in order: ``("h", "c")`` / ``("h",)`` as ``torch.nn``,
         followed by the momentum fields (e.g. ``("v", "m")``) when ``carry_momentum`` is set."""
         return state_names(self._slots()[0], self.scheme.state_fields, self.carry_momentum)
 
-    def hyper_parameters(self, layer: int = 0, direction: int = 0):
+    def hyper_parameters(self, layer: int = 0, direction: int = 0) -> HyperParameters:
         """``(mu, epsilon)`` of one layer and direction: floats, or 0-d tensors when learnable."""
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
         mu = torch.sigmoid(getattr(self, "mu_raw" + sfx)) if self.learn_mu else self.scheme.mu
@@ -170,7 +201,7 @@ class SequenceBase(PicklableLayer, nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, for API compatibility with ``torch.nn.RNNBase``."""
 
-    def orthogonal_parameters(self) -> list:
+    def orthogonal_parameters(self) -> list[Tensor]:
         """Parameters to train with the orthogonal learning rate (``lr_orth``): none here."""
         return []
 
@@ -187,7 +218,8 @@ class SequenceBase(PicklableLayer, nn.Module):
                 + (", carry_momentum=True" if self.carry_momentum else ""))
 
     # ------------------------------------------------------------------ forward
-    def _parse_state(self, state, batch: int, batched: bool):
+    def _parse_state(self, state: object, batch: int, batched: bool,
+                     ) -> tuple[dict[str, Optional[Tensor]], MomentumState]:
         hidden, momentum = self._slots()
         LD = self.num_layers * self.num_directions
         lead = (LD, batch) if batched else (LD,)
@@ -196,7 +228,13 @@ class SequenceBase(PicklableLayer, nn.Module):
         return parse_state(self._name, state, hidden, momentum, self.scheme, self.carry_momentum, lead,
                            None if batched else 1, p.dtype, p.device)
 
-    def forward(self, input, hx=None):
+    @overload
+    def forward(self, input: Tensor, hx: Optional[StateInput] = None) -> tuple[Tensor, State]: ...
+    @overload
+    def forward(self, input: PackedSequence, hx: Optional[StateInput] = None) -> tuple[PackedSequence, State]: ...
+
+    def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[StateInput] = None,
+                ) -> tuple[Union[Tensor, PackedSequence], State]:
         """Run the layer: ``output, h_n = layer(input, hx)`` as ``torch.nn`` (see the class
         docstring for shapes). Without ``carry_momentum`` the momentum starts at zero at every
         call; with it, ``hx`` and the returned state carry it.
@@ -212,10 +250,10 @@ class SequenceBase(PicklableLayer, nn.Module):
                                      autocast_inputs(hx, device_type, dtype))
         return self._forward(input, hx)
 
-    def _forward(self, input, state):
+    def _forward(self, input: Union[Tensor, PackedSequence], state: object,
+                 ) -> tuple[Union[Tensor, PackedSequence], State]:
         _checks.check_precision(self._name, self.scheme, self._reference().dtype)
-        packed = isinstance(input, PackedSequence)
-        if packed:
+        if isinstance(input, PackedSequence):
             self._check_data("input (PackedSequence.data)", input.data)
             if input.data.dim() != 2 or input.data.shape[-1] != self.input_size:
                 raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
@@ -250,8 +288,8 @@ class SequenceBase(PicklableLayer, nn.Module):
         D = self.num_directions
         # the final momentum is returned only when carried (its stacking is not free)
         fields = self.scheme.state_fields if self.carry_momentum else ()
-        finals = {name: [] for name in hidden0}
-        moms = {name: [] for name in fields}
+        finals: dict[str, list[Tensor]] = {name: [] for name in hidden0}
+        moms: dict[str, list[Tensor]] = {name: [] for name in fields}
         layer_input = x
         for layer in range(self.num_layers):
             outs = []
@@ -271,20 +309,22 @@ class SequenceBase(PicklableLayer, nn.Module):
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, True)
         output = layer_input
+        result: Union[Tensor, PackedSequence]
 
         hidden_slots, mom_slots = self._slots()
         hidden = {name: to_external(torch.stack(v), hidden_slots[name]) for name, v in finals.items()}
         momentum = {name: torch.stack(v) if name == "step" else to_external(torch.stack(v), mom_slots[name])
                     for name, v in moms.items()}
-        if packed:
+        if isinstance(input, PackedSequence):
+            assert lengths is not None  # (from the packed input)
             sorted_out = output.index_select(1, input.sorted_indices) if input.sorted_indices is not None else output
             sorted_len = lengths[input.sorted_indices] if input.sorted_indices is not None else lengths
             data = pack_padded_sequence(sorted_out, sorted_len.cpu(), enforce_sorted=True).data
-            output = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
+            result = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
         elif not batched:
-            output = output.squeeze(1)
+            result = output.squeeze(1)
             hidden = {name: t.squeeze(1) for name, t in hidden.items()}
             momentum = {name: t.squeeze(1) for name, t in momentum.items()}
-        elif self.batch_first:
-            output = output.transpose(0, 1)
-        return output, pack_state(hidden, MomentumState(**momentum), fields, self.carry_momentum)
+        else:
+            result = output.transpose(0, 1) if self.batch_first else output
+        return result, pack_state(hidden, MomentumState(**momentum), fields, self.carry_momentum)

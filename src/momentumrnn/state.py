@@ -23,16 +23,21 @@ fields ``None``); :func:`pack_state` turns the backends' results back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence, Union, overload
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _checks
-from .schemes import MomentumState
+from .schemes import MomentumState, Scheme
 
 __all__ = ["Slot", "state_names", "parse_state", "pack_state", "to_external", "autocast_inputs"]
+
+#: a state as a layer or cell returns it: ``h``, ``(h, c)`` or the flat ``(h, [c,] *fields)``
+State = Union[Tensor, tuple[Tensor, ...]]
+#: a state as a layer or cell takes it (``hx``): as returned, or any sequence of its tensors
+StateInput = Union[Tensor, Sequence[Tensor]]
 
 
 @dataclass(frozen=True)
@@ -52,19 +57,19 @@ _MESSAGE_NAMES = {"h": "h0 (state h)", "c": "c0 (state c)", "v": "momentum v", "
                   "p": "momentum p", "step": "momentum step"}
 
 
-def state_names(hidden: dict, fields: tuple, carry: bool) -> tuple:
+def state_names(hidden: Mapping[str, object], fields: tuple, carry: bool) -> tuple[str, ...]:
     """The names of a state's tensors in order: ``("h", "c")`` (LSTM host) or ``("h",)``, then the
     scheme's momentum ``fields`` when the momentum is carried."""
     return tuple(hidden) + (tuple(fields) if carry else ())
 
 
-def _describe(names: tuple) -> str:
+def _describe(names: tuple[str, ...]) -> str:
     if len(names) == 1:
         return "a tensor h_0"
     return "a tuple (" + ", ".join(f"{n}_0" if n in ("h", "c") else n for n in names) + ")"
 
 
-def _split(owner: str, state, hidden: dict, fields: tuple, carry: bool) -> dict:
+def _split(owner: str, state: object, hidden: Mapping[str, Slot], fields: tuple, carry: bool) -> dict[str, Any]:
     """``{name: value}`` of a user's state (see the module docstring for the accepted forms)."""
     native = tuple(hidden)
     full = state_names(hidden, fields, carry)
@@ -86,7 +91,8 @@ def _split(owner: str, state, hidden: dict, fields: tuple, carry: bool) -> dict:
     raise TypeError(f"{owner}: hx must be {want}, got {type(state).__name__}")
 
 
-def _take(name: str, value, slot: Slot, lead: tuple, batch_dim: Optional[int], dtype, device):
+def _take(name: str, value: object, slot: Slot, lead: tuple, batch_dim: Optional[int], dtype: torch.dtype,
+          device: torch.device) -> Tensor:
     """Check one tensor of the state; return it with a batch dimension, complex as pairs."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -103,8 +109,9 @@ def _take(name: str, value, slot: Slot, lead: tuple, batch_dim: Optional[int], d
     return value
 
 
-def parse_state(owner: str, state, hidden: dict, momentum: dict, scheme, carry: bool, lead: tuple,
-                batch_dim: Optional[int], dtype: torch.dtype, device: torch.device):
+def parse_state(owner: str, state: object, hidden: Mapping[str, Slot], momentum: Mapping[str, Slot], scheme: Scheme,
+                carry: bool, lead: tuple, batch_dim: Optional[int], dtype: torch.dtype, device: torch.device,
+                ) -> tuple[dict[str, Optional[Tensor]], MomentumState]:
     """Split and check a user's state.
 
     Args:
@@ -127,6 +134,7 @@ def parse_state(owner: str, state, hidden: dict, momentum: dict, scheme, carry: 
         return {name: None for name in hidden}, MomentumState()
     fields = scheme.state_fields
     values = _split(owner, state, hidden, fields, carry)
+    out: dict[str, Optional[Tensor]]
     out = {name: _take(_MESSAGE_NAMES[name], values[name], slot, lead, batch_dim, dtype, device)
            for name, slot in hidden.items()}
     if not any(f in values for f in fields):
@@ -140,7 +148,7 @@ def parse_state(owner: str, state, hidden: dict, momentum: dict, scheme, carry: 
     return out, MomentumState(v=taken.get("v"), m=taken.get("m"), p=taken.get("p"), step=mom.step)
 
 
-def pack_state(hidden: dict, momentum: Optional[MomentumState], fields: tuple, carry: bool):
+def pack_state(hidden: Mapping[str, Tensor], momentum: Optional[MomentumState], fields: tuple, carry: bool) -> State:
     """The state a layer or cell returns: ``torch.nn``'s ``(h, c)`` / ``h``, or with ``carry``
     the flat tuple ``(h, [c,] *fields)`` (``momentum`` holds every field as a tensor then)."""
     if carry and fields:
@@ -150,6 +158,12 @@ def pack_state(hidden: dict, momentum: Optional[MomentumState], fields: tuple, c
     return hidden["h"]
 
 
+@overload
+def to_external(value: Tensor, slot: Slot) -> Tensor: ...
+@overload
+def to_external(value: None, slot: Slot) -> None: ...
+
+
 def to_external(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
     """The inverse of the internal form of one tensor: pairs ``[Re, Im]`` back to complex."""
     if value is None or not slot.complex:
@@ -157,7 +171,7 @@ def to_external(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
     return torch.complex(value[..., :slot.width], value[..., slot.width:])
 
 
-def autocast_inputs(value, device_type: str, dtype: torch.dtype):
+def autocast_inputs(value: Any, device_type: str, dtype: torch.dtype) -> Any:
     """Under autocast, a layer or cell computes in its parameters' ``dtype`` (autocast's float32
     policy for numerically sensitive operations: a state carried over many steps, and the
     ``sqrt(m + 1e-16)`` of Adam / RMSProp); tensors in the autocast dtype (the output of an

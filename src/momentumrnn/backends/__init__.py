@@ -47,13 +47,18 @@ Three situations replace the table's choice, all decided here:
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional, cast
 
 import torch
 from torch import Tensor
 
 from .. import exporting
 from . import compiled, fused, graph_loop, modrelu, native, precomputed, scan, stepwise
+
+if TYPE_CHECKING:
+    from .._typing import Hidden, HyperParameters, Layer, StepResult
+    from ..lengths import SeqInfo
+    from ..schemes import MomentumState
 
 __all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "DISPATCH_ONNX", "ONNX_EXPORTABLE", "FALLBACK",
            "DRIVES", "drive_of", "select", "choose", "run", "force", "compiling"]
@@ -125,7 +130,7 @@ DISPATCH_COMPILING = {
 }
 
 
-def _no_projection(layer, x: Tensor) -> bool:
+def _no_projection(layer: Layer, x: Tensor) -> bool:
     """The probe of the backends without projections (:attr:`Backend.projections` False)."""
     return not getattr(layer, "proj_size", 0)
 
@@ -161,7 +166,7 @@ def compiling() -> bool:
     return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
 
 
-def drive_of(layer, mom0, hp) -> str:
+def drive_of(layer: Layer, mom0: MomentumState, hp: HyperParameters) -> str:
     """The drive class of a layer's scheme for one call (see the module docstring)."""
     spec = layer.scheme.spec
     learned = any(isinstance(v, Tensor) for v in hp)
@@ -202,20 +207,21 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
                              "translation; leave the choice to the table ('scan' under torch.onnx.export) or force "
                              f"one of {', '.join(sorted(ONNX_EXPORTABLE))}")
         return forced
+    # (DISPATCH and DISPATCH_ONNX have an entry for every family and drive)
     if onnx_export:
-        return _lookup(DISPATCH_ONNX, family, drive, device_type)
+        return cast(str, _lookup(DISPATCH_ONNX, family, drive, device_type))
     if under_compile:
-        replacement = _lookup(DISPATCH_COMPILING, family, drive, device_type)
-        if replacement is not None:
-            return replacement
-    return _lookup(DISPATCH, family, drive, device_type)
+        override = _lookup(DISPATCH_COMPILING, family, drive, device_type)
+        if override is not None:
+            return override
+    return cast(str, _lookup(DISPATCH, family, drive, device_type))
 
 
 def _lookup(table: dict, family: str, drive: str, device_type: str) -> Optional[str]:
     return table.get((family, drive, device_type)) or table.get((family, drive, "*"))
 
 
-def choose(layer, x: Tensor, mom0, hp) -> str:
+def choose(layer: Layer, x: Tensor, mom0: MomentumState, hp: HyperParameters) -> str:
     """The name of the backend that runs one direction of ``layer`` on ``x`` (time-major) from
     momentum state ``mom0`` with hyper-parameters ``hp``: the forced one (checked), or the table's
     choice through :data:`FALLBACK`."""
@@ -228,13 +234,14 @@ def choose(layer, x: Tensor, mom0, hp) -> str:
     return name
 
 
-def run(layer, params, x, seq, hidden0, mom0, hp):
+def run(layer: Layer, params: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
     return BACKENDS[choose(layer, x, mom0, hp)].run(layer, params, x, seq, hidden0, mom0, hp)
 
 
 @contextlib.contextmanager
-def force(name: Optional[str]):
+def force(name: Optional[str]) -> Iterator[None]:
     """Run every layer with backend ``name`` inside the block (``None``: the table's choice);
     a layer's own ``layer.backend`` still wins."""
     global _forced

@@ -11,6 +11,8 @@ learnable ``mu`` / ``epsilon`` (the drive then needs autograd), or an empty batc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,11 @@ from .loop_ops import HOST_CODES, LOOKAHEAD, NORMALIZED, block_steps, call_gated
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 
+if TYPE_CHECKING:
+    from .._typing import GatedLayer, Hidden, HyperParameters, StepResult
+    from ..lengths import SeqInfo
+    from .native import GatedParams
+
 __all__ = ["run", "applies"]
 
 #: from this many input features on, the normalized loop keeps u = W_ih x + b_ih for the backward
@@ -26,11 +33,11 @@ __all__ = ["run", "applies"]
 _KEEP_U_INPUTS = 16
 
 
-def _same_dtype(layer, x: Tensor) -> bool:
+def _same_dtype(layer: GatedLayer, x: Tensor) -> bool:
     return all(t.dtype == x.dtype for t in layer.parameters() if t.is_floating_point())
 
 
-def applies(layer, x: Tensor, hp) -> bool:
+def applies(layer: GatedLayer, x: Tensor, hp: HyperParameters) -> bool:
     """Whether the compiled loop runs this direction (else: the Python loop)."""
     spec = layer.scheme.spec
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.shape[1] > 0
@@ -39,7 +46,8 @@ def applies(layer, x: Tensor, hp) -> bool:
             and _build.load() is not None)
 
 
-def run(layer, p, x, seq, hidden0, mom0, hp):
+def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     if not applies(layer, x, hp):
         return fused.run(layer, p, x, seq, hidden0, mom0, hp)
     mu, eps = hp
@@ -68,6 +76,7 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
     if host == "lstm":
         finals["c"] = at_last_step(cs, seq.last)
     if mode == LOOKAHEAD:
+        assert k is not None  # (the lookahead schedule above)
         mom = MomentumState(p=p_T, step=at_last_step(k.expand(T, B), seq.last))
     else:
         mom = MomentumState(v=v_T if velocity else None, m=m_T)

@@ -24,7 +24,7 @@ of ``|u_j|^2 = Re(u_j)^2 + Im(u_j)^2`` (``H`` entries), which is ``u_j^2`` for r
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -69,7 +69,7 @@ def _filtered_projection(x: Tensor, w: Tensor, coeff: Tensor, y0: Optional[Tenso
     return linear_filter(_project(x, w), coeff, y0)
 
 
-def _quadratic(x: Tensor, w: Tensor, pairs: bool):
+def _quadratic(x: Tensor, w: Tensor, pairs: bool) -> tuple[Tensor, Tensor]:
     """``(q, k)`` with ``|u_j|^2 = q k_j^T``: quadratic features ``x_a x_b`` and their weights."""
     T, B, I = x.shape
     N = w.shape[0]
@@ -114,7 +114,8 @@ def _last_of_decay(p: Tensor, B: int, last: Optional[Tensor]) -> Tensor:
     return _at_last_step(p.expand(p.shape[0], B, 1), last)
 
 
-def scheme_drive(scheme: Scheme, x: Tensor, w: Tensor, mu, epsilon, mom0: MomentumState,
+def scheme_drive(scheme: Scheme, x: Tensor, w: Tensor, mu: Union[float, Tensor], epsilon: Union[float, Tensor],
+                 mom0: MomentumState,
                  last: Optional[Tensor], pairs: bool = False) -> Drive:
     """The drive of ``x`` ``(T, B, I)`` under ``scheme`` with input weight ``w`` ``(N, I)``
     (``u = x w^T``), and the momentum state at each sequence's last step.

@@ -37,7 +37,7 @@ This module is the backend: it prepares the drive and the states and calls the o
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
@@ -48,10 +48,17 @@ from ..schemes import ADAM_EPS, MomentumState
 from .fused_kernel import DriveSpec
 from .ops import fused_recurrence
 
+if TYPE_CHECKING:
+    from .._typing import GatedLayer, Hidden, HyperParameters, HyperValue, StepResult
+    from ..lengths import SeqInfo
+    from ..schemes import Scheme
+    from .native import GatedParams
+
 __all__ = ["fused_recurrence", "DriveSpec", "sequence_drive", "run"]
 
 
-def sequence_drive(scheme, u: Tensor, mu, eps, mom0: MomentumState, last: Optional[Tensor]):
+def sequence_drive(scheme: Scheme, u: Tensor, mu: HyperValue, eps: HyperValue, mom0: MomentumState,
+                   last: Optional[Tensor]) -> tuple[Tensor, MomentumState]:
     """The drive of an input-only scheme for a whole sequence with autograd (learnable ``mu`` /
     ``epsilon``, or a drive the loop does not form): ``(d, MomentumState at the last steps)``.
     ``u`` ``(T, B, W)``; the state's fields from the scheme table's declared shape."""
@@ -72,7 +79,7 @@ def sequence_drive(scheme, u: Tensor, mu, eps, mom0: MomentumState, last: Option
     return d, MomentumState(v=pick(v), m=pick(m), step=None if k is None else pick(k.expand(T, B)))
 
 
-def split_hh_bias(p, host: str, H: int, like: Tensor):
+def split_hh_bias(p: GatedParams, host: str, H: int, like: Tensor) -> tuple[Tensor, Optional[Tensor]]:
     """``(bias_e, b_hn)``: the part of ``b_hh`` added to the pre-activation directly, and the GRU's
     candidate bias (kept inside ``r * (W_hn h + b_hn)``; ``None`` for other hosts)."""
     if p.b_hh is not None:
@@ -84,7 +91,8 @@ def split_hh_bias(p, host: str, H: int, like: Tensor):
     return bias_e, b_hn
 
 
-def run(layer, p, x, seq, hidden0, mom0, hp):
+def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     """A gated host's direction on the fused loop (any drive)."""
     mu, eps = hp
     T, B, I = x.shape
@@ -99,15 +107,14 @@ def run(layer, p, x, seq, hidden0, mom0, hp):
         alpha = 1 + beta_k
         p0 = mom0.p if mom0.p is not None else x.new_zeros(B, GH)
     c0 = hidden0.get("c")
-    common = dict(
+    common: dict[str, Any] = dict(
         c0=(c0 if c0 is not None else x.new_zeros(B, H)) if host == "lstm" else None,
         b_hn=b_hn, w_hr=p.w_hr, nonlinearity=layer.nonlinearity or "tanh", alpha=alpha, beta=beta_k, p0=p0,
         valid=seq.valid,
     )
     h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, p.w_hh.shape[1])
-    learned = isinstance(mu, Tensor) or isinstance(eps, Tensor)
     mom = MomentumState()
-    if not learned and (spec.lookahead or spec.normalized):
+    if not isinstance(mu, Tensor) and not isinstance(eps, Tensor) and (spec.lookahead or spec.normalized):
         # The drive is computed inside the loop (no (T, B, G*H) temporaries).
         drive = DriveSpec(scheme.kind, mu=mu, epsilon=eps, beta=scheme.beta)
         hs, cs, ps, v_T, m_T = fused_recurrence(

@@ -8,7 +8,7 @@ for torch.compile / torch.export, and an exact double backward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -177,12 +177,13 @@ class FusedRecurrence:
         lookahead = alpha is not None
         wt = w_hh.t()
         hs = ref.new_empty(T, B, P)
-        acts = ref.new_empty(T, B, G) if host != "rnn" else None
-        cs = ref.new_empty(T, B, H) if host == "lstm" else None
-        rn = ref.new_empty(T, B, H) if host == "gru" else None
-        ps = ref.new_empty(T, B, G) if lookahead else None
+        # (buffers of some hosts / modes only, None otherwise: typed Any, the checker cannot follow which)
+        acts: Any = ref.new_empty(T, B, G) if host != "rnn" else None
+        cs: Any = ref.new_empty(T, B, H) if host == "lstm" else None
+        rn: Any = ref.new_empty(T, B, H) if host == "gru" else None
+        ps: Any = ref.new_empty(T, B, G) if lookahead else None
         h_steps = hs.unbind(0)
-        p_steps = ps.unbind(0) if lookahead else None
+        p_steps: Any = ps.unbind(0) if lookahead else None
         if lookahead:
             a_steps, b_steps = alpha.unbind(0), beta.unbind(0)
 
@@ -210,7 +211,7 @@ class FusedRecurrence:
             # The states entering each block, for the backward: one buffer per state, into which
             # the flushed carries are written directly (v: Adam only).
             nb = len(x_blocks)
-            starts_v = ref.new_empty(nb, B, G) if spec.velocity else None
+            starts_v: Any = ref.new_empty(nb, B, G) if spec.velocity else None
             starts_m = ref.new_empty(nb, B, G)
             starts_m[0] = st["m"]
             if starts_v is not None:
@@ -325,6 +326,7 @@ class FusedRecurrence:
 
         # The drive's backward runs after the loop: Nesterov's D = b - eps u gives du = -eps dp;
         # the Adam / RMSProp drive goes block-wise.
+        d_w_hr: Any  # (with a projection only)
         d_h0 = d_c0 = d_b_hn = d_w_hr = None
         dh = None  # gradient reaching h_t from later steps
         if host == "rnn":
@@ -425,6 +427,7 @@ class FusedRecurrence:
         grads_in = torch.cat([dp[:, :, :2 * H], drn], 2) if host == "gru" else dp
         d_w_hh = grads_in.reshape(T * B, G).t().mm(h_prev.reshape(T * B, P))
         d_p0 = dg[0] * (-b_steps[0]) if lookahead else None
+        d_x: Any  # (when the input needs a gradient only)
         d_e = d_x = d_w_ih = d_b_ih = d_bias_e = d_v0 = d_m0 = None
         if mode == "given":
             d_e = dp
@@ -480,7 +483,8 @@ class FusedRecurrence:
                 d_w_hh, d_b_hn, d_w_hr, None, None, None, None)
 
 
-def _lookahead_dp(t, T, dg, dp, a_steps, b_steps, d_ps_steps, lo, hi):
+def _lookahead_dp(t: int, T: int, dg: Tensor, dp: Tensor, a_steps: Sequence[Tensor], b_steps: Sequence[Tensor],
+                  d_ps_steps: Optional[Sequence[Tensor]], lo: int, hi: int) -> None:
     """``dp_t = alpha_t dg_t - beta_{t+1} dg_{t+1} (+ the incoming gradient of p_t)`` on ``lo:hi``
     (the lookahead combination ``g_t = alpha_t p_t - beta_t p_{t-1}``)."""
     out = torch.mul(dg[t, :, lo:hi], a_steps[t], out=dp[t, :, lo:hi])

@@ -8,7 +8,7 @@ epsilon u_t``, ``g_t = p_t + mu_k (p_t - p_{t-1})``, ``h_t = modReLU(g_t)``) run
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from torch import Tensor
 import torch
@@ -17,6 +17,10 @@ from ..lengths import at_last_step
 from ..schemes import MomentumState
 from .drives import scheme_drive
 from .ops import modrelu_lookahead, modrelu_recurrence
+
+if TYPE_CHECKING:
+    from .._typing import Hidden, HyperParameters, Layer, StepResult
+    from ..lengths import SeqInfo
 
 __all__ = ["ModReLUParams", "run"]
 
@@ -33,7 +37,8 @@ class ModReLUParams(NamedTuple):
     paired: bool
 
 
-def run(layer, p: ModReLUParams, x, seq, hidden0, mom0, hp):
+def run(layer: Layer, p: ModReLUParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     mu, eps = hp
     T, B, _ = x.shape
     N = p.w_in.shape[0]

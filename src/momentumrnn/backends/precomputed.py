@@ -13,14 +13,22 @@ table's choice for Adam and RMSProp (one cuDNN call per layer and direction).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .fused import sequence_drive
 from .native import flat_weights, native_call
 
+if TYPE_CHECKING:
+    from .._typing import GatedLayer, Hidden, HyperParameters, StepResult
+    from ..lengths import SeqInfo
+    from ..schemes import MomentumState
+    from .native import GatedParams
+
 __all__ = ["run"]
 
-_EYE: dict = {}
+_EYE: dict[tuple, torch.Tensor] = {}
 
 
 def _identity(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -33,7 +41,8 @@ def _identity(n: int, like: torch.Tensor) -> torch.Tensor:
     return eye
 
 
-def run(layer, p, x, seq, hidden0, mom0, hp):
+def run(layer: GatedLayer, p: GatedParams, x: torch.Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     mu, eps = hp
     T, B, I = x.shape
     GH = p.w_ih.shape[0]

@@ -27,7 +27,7 @@ sequence's last step.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -37,12 +37,22 @@ from .. import exporting
 from ..lengths import at_last_step
 from ..schemes import MomentumState, next_steps
 
+if TYPE_CHECKING:
+    from .._typing import Hidden, HyperParameters, Layer, StepResult
+    from ..lengths import SeqInfo
+
+    class _ScanLayer(Layer, Protocol):
+        def _real_step(self, p: Any) -> RealStep: ...
+
 __all__ = ["run", "available", "RealStep"]
 
 try:
     from torch._higher_order_ops.scan import scan_op as _scan_op
 except ImportError:  # pragma: no cover - a torch without the operator: the capability fallback runs stepwise
-    _scan_op = None
+    _scan_op = None  # type: ignore[assignment]  # (the module's name for the missing operator)
+
+
+_T = TypeVar("_T", bound=tuple)
 
 
 def _same(mom: MomentumState) -> MomentumState:
@@ -62,23 +72,23 @@ class RealStep(NamedTuple):
     leave: Callable = _same
 
 
-def available(layer=None, x=None) -> bool:
+def available(layer: object = None, x: object = None) -> bool:
     """Whether this torch has the ``scan`` operator (the capability probe of the dispatch table)."""
     return _scan_op is not None
 
 
-def _detached(values):
+def _detached(values: _T) -> _T:
     """A tuple / NamedTuple with its tensors detached."""
     out = [v.detach() if isinstance(v, Tensor) else v for v in values]
     return type(values)(*out) if hasattr(values, "_fields") else type(values)(out)
 
 
-def _split(values: tuple):
+def _split(values: tuple) -> tuple[list[Tensor], Callable[[Sequence[Tensor]], tuple]]:
     """``(tensors, rebuild)``: the tensors among ``values``, and ``rebuild(tensors)`` -> the values
     with those tensors replaced (the operator's extra inputs are tensors only)."""
     where = [i for i, v in enumerate(values) if isinstance(v, Tensor)]
 
-    def rebuild(tensors):
+    def rebuild(tensors: Sequence[Tensor]) -> tuple:
         out = list(values)
         for i, t in zip(where, tensors):
             out[i] = t
@@ -87,7 +97,8 @@ def _split(values: tuple):
     return [values[i] for i in where], rebuild
 
 
-def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
+def run(layer: _ScanLayer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     if _scan_op is None:
         raise RuntimeError(f"the scan backend needs torch's scan operator, which torch {torch.__version__} lacks; "
                            "use layer.backend = 'stepwise'")
@@ -133,7 +144,7 @@ def run(layer, p, x: Tensor, seq, hidden0, mom0, hp):
     hps, rebuild_hp = _split(tuple(hp))
     n_init, n_xs, n_params = len(init), len(xs_leaves), len(params)
 
-    def body(*args):
+    def body(*args: Tensor) -> list[Tensor]:
         hidden, mom = pytree.tree_unflatten(list(args[:n_init]), init_spec)
         xs_t = pytree.tree_unflatten(list(args[n_init:n_init + n_xs]), xs_spec)
         q = rebuild_params(args[n_init + n_xs:n_init + n_xs + n_params])

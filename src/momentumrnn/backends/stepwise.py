@@ -8,30 +8,45 @@ take exactly the same steps.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional, overload
+
 import torch
+from torch import Tensor
 
 from ..lengths import at_last_step
 from ..schemes import MomentumState
-from ..state import to_external
+from ..state import Slot, to_external
+
+if TYPE_CHECKING:
+    from .._typing import Hidden, HyperParameters, Layer, StepResult
+    from ..lengths import SeqInfo
 
 __all__ = ["run", "internal"]
 
 
-def internal(value, slot):
+@overload
+def internal(value: Tensor, slot: Slot) -> Tensor: ...
+@overload
+def internal(value: None, slot: Slot) -> None: ...
+
+
+def internal(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
     """A state tensor in the internal form (complex as ``[Re, Im]`` pairs)."""
     if value is None or not slot.complex:
         return value
     return torch.cat([value.real, value.imag], -1)
 
 
-def run(layer, p, x, seq, hidden0, mom0, hp):
+def run(layer: Layer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     hidden_slots, mom_slots = layer._slots()
-    hidden = {name: to_external(t, hidden_slots[name]) for name, t in hidden0.items()}
+    hidden: Hidden = {name: to_external(t, hidden_slots[name]) for name, t in hidden0.items()}
     mom = MomentumState(*(t if name == "step" else to_external(t, mom_slots[name])
                           for name, t in zip(MomentumState._fields, mom0)))
-    outs, seqs = [], {name: [] for name in hidden}
+    outs: list[Tensor] = []
+    seqs: dict[str, list[Tensor]] = {name: [] for name in hidden}
     fields = layer.scheme.state_fields
-    mom_seqs = {name: [] for name in fields}
+    mom_seqs: dict[str, list[Tensor]] = {name: [] for name in fields}
     for x_t in x.unbind(0):
         out_t, hidden, mom = layer._literal_step(p, x_t, hidden, mom, hp)
         outs.append(out_t)

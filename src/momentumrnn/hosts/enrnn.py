@@ -29,7 +29,7 @@ after every optimizer step (the latch; the toolkit does).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,13 +40,18 @@ from ..orthogonal.parametrizations import ScaledCayley, register
 from ..schemes import SchemeSpec
 from .modrelu import ModReLUBase
 
+if TYPE_CHECKING:
+    from torch.types import Device
+
+    from .._typing import Factory
+
 __all__ = ["EigenvalueNormalizedRNN", "ENRNNMatrix", "SpectralRadius", "spectral_radius"]
 
 registry.register_host("enrnn", "ENRNN", "modrelu",
                        "ENRNN: B = [[W1, 0], [W3, W2 / rho(W2)]], Helfrich & Ye 2020")
 
 
-def _top_eigen(M: Tensor):
+def _top_eigen(M: Tensor) -> tuple[Tensor, Tensor]:
     """``(rho, grad)``: the spectral radius of ``M`` and its gradient, in float64."""
     Md = M.detach().to(torch.float64)
     lam, X = torch.linalg.eig(Md)
@@ -67,16 +72,16 @@ def _spectral_radius_op(M: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @_spectral_radius_op.register_fake
-def _(M):
+def _(M: Tensor) -> tuple[Tensor, Tensor]:
     return M.new_empty(()), M.new_empty(M.shape)
 
 
-def _radius_setup(ctx, inputs, output):
+def _radius_setup(ctx: Any, inputs: tuple[Tensor], output: tuple[Tensor, Tensor]) -> None:
     ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(inputs[0], output[1])
 
 
-def _radius_backward(ctx, g, _):
+def _radius_backward(ctx: Any, g: Optional[Tensor], _: Optional[Tensor]) -> Optional[Tensor]:
     M, grad = ctx.saved_tensors
     if g is None:
         return None
@@ -102,7 +107,7 @@ class SpectralRadius(torch.autograd.Function):
     as the authors' formula does. Runs as the custom operator ``momentumrnn::spectral_radius``."""
 
     @staticmethod
-    def forward(M: Tensor):
+    def forward(M: Tensor) -> tuple[Tensor, Tensor]:
         return _spectral_radius_op(M)
 
     setup_context = staticmethod(_radius_setup)
@@ -118,8 +123,10 @@ class ENRNNMatrix(nn.Module):
     """``B`` of ENRNN from its originals ``(P1, W2[, W3])`` (a parametrization with several
     originals; see the module docstring)."""
 
+    normalized: Tensor
+
     def __init__(self, long_size: int, short_size: int, num_negative: int, coupled: bool = True,
-                 device=None, dtype=None):
+                 device: Device = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         self.n1, self.n2, self.coupled = int(long_size), int(short_size), bool(coupled)
         self.cayley = ScaledCayley(self.n1, num_negative, device=device, dtype=dtype)
@@ -143,7 +150,7 @@ class ENRNNMatrix(nn.Module):
             self._latched = bool(self.normalized)
         return self._latched
 
-    def _load_from_state_dict(self, *args, **kwargs):
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._latched = bool(self.normalized)
 
@@ -157,7 +164,7 @@ class ENRNNMatrix(nn.Module):
         low = torch.cat([W3 if W3 is not None else W1.new_zeros(self.n2, self.n1), self.short_matrix(W2)], 1)
         return torch.cat([top, low], 0)
 
-    def right_inverse(self, B: Tensor):
+    def right_inverse(self, B: Tensor) -> tuple[Tensor, ...]:
         if self._registered:
             raise NotImplementedError(
                 "ENRNN's recurrent matrix cannot be assigned; set its originals instead "
@@ -206,6 +213,11 @@ class EigenvalueNormalizedRNN(ModReLUBase):
     host = "enrnn"
     _generic = "EigenvalueNormalizedRNN"
 
+    short_size: int
+    long_size: int
+    num_negative: int
+    coupled: bool
+
     def __init__(
         self,
         input_size: int,
@@ -215,8 +227,8 @@ class EigenvalueNormalizedRNN(ModReLUBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: Optional[torch.dtype] = None,
         *,
         short_size: Optional[int] = None,
         num_negative: Optional[int] = None,
@@ -229,7 +241,7 @@ class EigenvalueNormalizedRNN(ModReLUBase):
         learn_mu: bool = False,
         learn_epsilon: bool = False,
         carry_momentum: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
                     mu, epsilon, beta, restart, carry_momentum)
@@ -258,9 +270,9 @@ class EigenvalueNormalizedRNN(ModReLUBase):
     def _class_doc(cls, spec: SchemeSpec) -> str:
         return (f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary} on ENRNN.\n\n    Same arguments as "
                 ":class:`EigenvalueNormalizedRNN` without ``scheme``.\n"
-                + EigenvalueNormalizedRNN.__doc__.split("\n", 1)[1])
+                + cast(str, EigenvalueNormalizedRNN.__doc__).split("\n", 1)[1])
 
-    def _register_direction(self, sfx: str, in_features: int, factory: dict) -> None:
+    def _register_direction(self, sfx: str, in_features: int, factory: Factory) -> None:
         H = self.hidden_size
         self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(H, in_features, **factory)))
         self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.zeros(H, H, **factory)))
@@ -269,7 +281,7 @@ class EigenvalueNormalizedRNN(ModReLUBase):
         self.register_parameter("modrelu_bias" + sfx, nn.Parameter(torch.empty(H, **factory)))
 
     def _matrix(self, sfx: str) -> ENRNNMatrix:
-        return self.parametrizations["weight_hh" + sfx][0]
+        return cast(ENRNNMatrix, self.parametrizations["weight_hh" + sfx][0])
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -283,31 +295,31 @@ class EigenvalueNormalizedRNN(ModReLUBase):
             matrix.normalized.fill_(False)
             matrix._latched = False
             A1 = _rotation_skew_(torch.zeros(n1, n1, dtype=torch.float64))
-            plist.original0.copy_(A1.triu(1))
+            cast(Tensor, plist.original0).copy_(A1.triu(1))
             A2 = _rotation_skew_(torch.zeros(n2, n2, dtype=torch.float64))
             d = torch.rand((n2 + 1) // 2, dtype=torch.float64) * 2 - 1  # one scale per 2x2 block
             D2 = d.repeat_interleave(2)[:n2]
             eye = torch.eye(n2, dtype=torch.float64)
-            plist.original1.copy_(torch.linalg.solve(eye + A2, eye - A2) * D2)
+            cast(Tensor, plist.original1).copy_(torch.linalg.solve(eye + A2, eye - A2) * D2)
             if self.coupled:
                 bound = math.sqrt(6.0 / (n1 + n2))
-                plist.original2.uniform_(-bound, bound)
+                cast(Tensor, plist.original2).uniform_(-bound, bound)
 
-    def orthogonal_parameters(self) -> list:
+    def orthogonal_parameters(self) -> list[Tensor]:
         """The skew parameters of ``W1`` (the authors train them with their own learning rate);
         ``W2`` and ``W3`` take the general one."""
-        return [self.parametrizations["weight_hh" + sfx].original0 for sfx in self._suffixes]
+        return [cast(Tensor, self.parametrizations["weight_hh" + sfx].original0) for sfx in self._suffixes]
 
     def on_optimizer_step(self) -> None:
         """Call after every optimizer step: switches on the eigenvalue normalization of ``W2``
         once its spectral radius exceeds 1 (then for good)."""
         for sfx in self._suffixes:
-            self._matrix(sfx).update_latch(self.parametrizations["weight_hh" + sfx].original1)
+            self._matrix(sfx).update_latch(cast(Tensor, self.parametrizations["weight_hh" + sfx].original1))
 
     def short_term_matrix(self, layer: int = 0, direction: int = 0) -> Tensor:
         """``W2bar`` of one layer and direction (its spectral radius is at most 1)."""
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        return self._matrix(sfx).short_matrix(self.parametrizations["weight_hh" + sfx].original1)
+        return self._matrix(sfx).short_matrix(cast(Tensor, self.parametrizations["weight_hh" + sfx].original1))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, short_size={self.short_size}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,14 @@ from torch import Tensor, nn
 from .. import _checks, registry
 from ..backends.native import GatedParams
 from ..backends.scan import RealStep
-from ..schemes import HYPER_PARAMETERS, SchemeSpec
+from ..schemes import HYPER_PARAMETERS, MomentumState, Scheme, SchemeSpec
 from ..sequence import SequenceBase
 from ..state import Slot, state_names
+
+if TYPE_CHECKING:
+    from torch.types import Device
+
+    from .._typing import Factory, Hidden, HyperParameters, StepResult
 
 __all__ = ["GATES", "MomentumRNNBase", "gated_step"]
 
@@ -32,8 +37,8 @@ registry.register_host("lstm", "LSTM", "gated", "torch.nn.LSTM cell")
 registry.register_host("gru", "GRU", "gated", "torch.nn.GRU cell")
 
 
-def gated_step(host: str, nonlinearity: Optional[str], p: GatedParams, x: Tensor, hidden: dict, mom,
-               scheme, hp) -> tuple:
+def gated_step(host: str, nonlinearity: Optional[str], p: GatedParams, x: Tensor, hidden: Hidden, mom: MomentumState,
+               scheme: Scheme, hp: HyperParameters) -> StepResult:
     """The literal step of a gated cell with its scheme: ``(h, {"h": h[, "c": c]}, momentum)``.
     ``x`` ``(B, I)``; ``hidden`` values may be ``None`` (zeros). An LSTM with projections
     (``p.w_hr``) outputs ``h = W_hr (o * tanh(c))``, and ``W_hh`` reads that projected ``h``."""
@@ -132,6 +137,10 @@ class MomentumRNNBase(SequenceBase):
     family = "gated"
     _generic = "build_layer"
 
+    proj_size: int
+    nonlinearity: Optional[str]
+    weight_ih_l0: Tensor
+
     def __init__(
         self,
         input_size: int,
@@ -142,8 +151,8 @@ class MomentumRNNBase(SequenceBase):
         dropout: float = 0.0,
         bidirectional: bool = False,
         proj_size: int = 0,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: Optional[torch.dtype] = None,
         *,
         mu: Optional[float] = None,
         epsilon: Optional[float] = None,
@@ -156,7 +165,7 @@ class MomentumRNNBase(SequenceBase):
         forget_bias: float = 1.0,
         scheme: Optional[str] = None,
         carry_momentum: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         if self.host not in GATES:
             raise TypeError(f"{type(self).__name__} has no gated host; use a paper-named class (MomentumLSTM, ...) "
@@ -171,13 +180,14 @@ class MomentumRNNBase(SequenceBase):
                              f"initialisation), got {init!r}")
         self.init = init
         self.forget_bias = float(forget_bias)
-        self._flat_weights_names = []
+        self._flat_weights_names: list[str] = []
         self._build(learn_mu, learn_epsilon, device, dtype)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.host == "rnn" and "__init__" not in cls.__dict__:
-            cls.__init__ = _rnn_init  # torch.nn.RNN's positional order: nonlinearity fourth
+            # torch.nn.RNN's positional order: nonlinearity fourth (a checker sees the base's signature)
+            cls.__init__ = _rnn_init  # type: ignore[method-assign, assignment]
 
     @classmethod
     def _class_doc(cls, spec: SchemeSpec) -> str:
@@ -212,12 +222,12 @@ class MomentumRNNBase(SequenceBase):
         )
 
     # ------------------------------------------------------------------ parameters
-    def _register_direction(self, sfx: str, in_features: int, factory: dict) -> None:
+    def _register_direction(self, sfx: str, in_features: int, factory: Factory) -> None:
         G, H = GATES[self.host], self.hidden_size
         P = self._out_features()
         # torch.nn's order (its _flat_weights_names): w_ih, w_hh, [b_ih, b_hh], [w_hr]
         names = [f"weight_ih{sfx}", f"weight_hh{sfx}"]
-        shapes = [(G * H, in_features), (G * H, P)]
+        shapes: list[tuple[int, ...]] = [(G * H, in_features), (G * H, P)]
         if self.bias:
             names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
             shapes += [(G * H,), (G * H,)]
@@ -241,7 +251,7 @@ class MomentumRNNBase(SequenceBase):
             nn.init.uniform_(getattr(self, name), -stdv, stdv)
 
     @property
-    def all_weights(self):
+    def all_weights(self) -> list[list[nn.Parameter]]:
         n = (4 if self.bias else 2) + (1 if self.proj_size else 0)
         return [[getattr(self, name) for name in self._flat_weights_names[i:i + n]]
                 for i in range(0, len(self._flat_weights_names), n)]
@@ -253,7 +263,7 @@ class MomentumRNNBase(SequenceBase):
                            getattr(self, "bias_hh" + sfx) if self.bias else None,
                            getattr(self, "weight_hr" + sfx) if self.proj_size else None)
 
-    def _weights(self, layer: int, direction: int):
+    def _weights(self, layer: int, direction: int) -> tuple[Optional[Tensor], ...]:
         """``(w_ih, w_hh, b_ih, b_hh, w_hr)`` of one layer and direction (``None`` where absent)."""
         return tuple(self._direction(layer, direction))
 
@@ -261,7 +271,7 @@ class MomentumRNNBase(SequenceBase):
         """The width of ``h``: ``proj_size`` with projections, else ``hidden_size``."""
         return self.proj_size or self.hidden_size
 
-    def _slots(self):
+    def _slots(self) -> tuple[dict[str, Slot], dict[str, Slot]]:
         H, GH = self.hidden_size, GATES[self.host] * self.hidden_size
         h = Slot(self._out_features())
         hidden = {"h": h, "c": Slot(H)} if self.host == "lstm" else {"h": h}
@@ -270,7 +280,8 @@ class MomentumRNNBase(SequenceBase):
     def _reference(self) -> Tensor:
         return self.weight_ih_l0
 
-    def _literal_step(self, p: GatedParams, x, hidden, mom, hp):
+    def _literal_step(self, p: GatedParams, x: Tensor, hidden: Hidden, mom: MomentumState,
+                      hp: HyperParameters) -> StepResult:
         return gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
 
     def _real_step(self, p: GatedParams) -> RealStep:
@@ -295,9 +306,10 @@ class MomentumRNNBase(SequenceBase):
 
 
 
-def _rnn_init(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-              bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-              proj_size: int = 0, device=None, dtype=None, **kwargs):
+def _rnn_init(self: MomentumRNNBase, input_size: int, hidden_size: int, num_layers: int = 1,
+              nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+              bidirectional: bool = False, proj_size: int = 0, device: Device = None,
+              dtype: Optional[torch.dtype] = None, **kwargs: Any) -> None:
     """The constructor of the RNN host's layers: ``torch.nn.RNN``'s arguments in its positional order
     (``nonlinearity`` fourth), then the keyword-only arguments of :class:`MomentumRNNBase`."""
     MomentumRNNBase.__init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,

@@ -9,6 +9,8 @@ the modReLU backends take, and the literal one-step update.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+
 import torch
 from torch import Tensor
 
@@ -16,14 +18,21 @@ from .. import _checks, exporting
 from ..backends.modrelu import ModReLUParams
 from ..backends.scan import RealStep
 from ..orthogonal.modrelu import modrelu
-from ..schemes import pair_square
+from ..schemes import MomentumState, Scheme, pair_square
 from ..sequence import SequenceBase
 from ..state import Slot
+
+if TYPE_CHECKING:
+    from torch.nn.utils.parametrize import ParametrizationList
+    from torch.types import Device
+
+    from .._typing import Hidden, HyperParameters, StepResult
 
 __all__ = ["ModReLUBase", "modrelu_step", "real_modrelu_step"]
 
 
-def modrelu_step(p: ModReLUParams, x: Tensor, hidden: dict, mom, scheme, hp) -> tuple:
+def modrelu_step(p: ModReLUParams, x: Tensor, hidden: Hidden, mom: MomentumState, scheme: Scheme,
+                 hp: HyperParameters) -> StepResult:
     """The literal step ``h = modReLU(combine(h B, d))`` of a modReLU host with its scheme, on
     complex numbers for unitary hosts: ``(output [Re h, Im h] or h, {"h": h}, momentum)``."""
     if p.paired:
@@ -52,13 +61,14 @@ def _modrelu_pairs(z: Tensor, bias: Tensor) -> Tensor:
     return z * torch.cat([scale, scale], -1)
 
 
-def real_modrelu_step(p: ModReLUParams, scheme) -> RealStep:
+def real_modrelu_step(p: ModReLUParams, scheme: Scheme) -> RealStep:
     """:func:`modrelu_step` on the internal real form: complex units as ``[Re, Im]`` pairs of reals
     (``h B`` one real matrix product with ``[[Re B, Im B], [-Im B, Re B]]``, the scheme's second
     moment on the modulus, :func:`~momentumrnn.schemes.pair_square`, carried in that layout: both
     halves equal)."""
     if not p.paired:
-        def step(q, x, hidden, mom, hp):
+        def step(q: tuple[Tensor, ...], x: Tensor, hidden: Mapping[str, Tensor], mom: MomentumState,
+                 hp: HyperParameters) -> StepResult:
             w_in, W, bias = q
             drive, advance = scheme.step(x @ w_in.t(), mom, *hp)
             h = modrelu(drive.combine(hidden["h"] @ W), bias)
@@ -67,19 +77,20 @@ def real_modrelu_step(p: ModReLUParams, scheme) -> RealStep:
     Wr, Wi = p.W[0], p.W[1]
     Bm = torch.cat([torch.cat([Wr, Wi], 1), torch.cat([-Wi, Wr], 1)], 0)
 
-    def step(q, x, hidden, mom, hp):
+    def pair_step(q: tuple[Tensor, ...], x: Tensor, hidden: Mapping[str, Tensor], mom: MomentumState,
+                  hp: HyperParameters) -> StepResult:
         w_in, Bm, bias = q
         drive, advance = scheme.step(x @ w_in.t(), mom, *hp, square=pair_square)
         h = _modrelu_pairs(drive.combine(hidden["h"] @ Bm), bias)
         return h, {"h": h}, advance()
 
-    def enter(mom):
+    def enter(mom: MomentumState) -> MomentumState:
         return mom if mom.m is None else mom._replace(m=torch.cat([mom.m, mom.m], -1))
 
-    def leave(mom):
+    def leave(mom: MomentumState) -> MomentumState:
         return mom if mom.m is None else mom._replace(m=mom.m.chunk(2, -1)[0])
 
-    return RealStep(step, (p.w_in, Bm, p.bias), enter, leave)
+    return RealStep(pair_step, (p.w_in, Bm, p.bias), enter, leave)
 
 
 class ModReLUBase(SequenceBase):
@@ -89,7 +100,12 @@ class ModReLUBase(SequenceBase):
     unitary = False
     complex_input = False
 
-    def _setup_modrelu(self, bias, dtype, complex_input: bool) -> None:
+    #: set by torch.nn.utils.parametrize (a ModuleDict of ParametrizationLists)
+    parametrizations: Mapping[str, ParametrizationList]
+    modrelu_bias_l0: Tensor
+    _export_sources: dict[str, dict[str, Tensor]]
+
+    def _setup_modrelu(self, bias: bool, dtype: Optional[torch.dtype], complex_input: bool) -> None:
         if bias:
             raise ValueError("modReLU hosts have no input bias (W_ih x_t enters the momentum as is); the "
                              "modReLU bias is always learned. Pass bias=False or leave it out")
@@ -104,14 +120,14 @@ class ModReLUBase(SequenceBase):
     def _out_features(self) -> int:
         return 2 * self.hidden_size if self.unitary else self.hidden_size
 
-    def _slots(self):
+    def _slots(self) -> tuple[dict[str, Slot], dict[str, Slot]]:
         H, c = self.hidden_size, self.unitary
         return {"h": Slot(H, c)}, {"v": Slot(H, c), "m": Slot(H), "p": Slot(H, c)}
 
     def _reference(self) -> Tensor:
         return self.modrelu_bias_l0
 
-    def _check_data(self, name: str, data) -> None:
+    def _check_data(self, name: str, data: object) -> None:
         if not isinstance(data, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(data).__name__}")
         ref = self._reference()
@@ -167,12 +183,12 @@ class ModReLUBase(SequenceBase):
         self._export_sources = {sfx: exporting.sources(self.parametrizations["weight_hh" + sfx])
                                 for sfx in self._suffixes}
 
-    def _build(self, *args) -> None:
-        super()._build(*args)
+    def _build(self, learn_mu: bool, learn_epsilon: bool, device: Device, dtype: Optional[torch.dtype]) -> None:
+        super()._build(learn_mu, learn_epsilon, device, dtype)
         self._record_export_sources()
         self.register_load_state_dict_post_hook(_sources_after_load)
 
-    def _apply(self, fn, *args, **kwargs):
+    def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> ModReLUBase:
         out = super()._apply(fn, *args, **kwargs)
         self._record_export_sources()
         return out
@@ -182,10 +198,11 @@ class ModReLUBase(SequenceBase):
         return ModReLUParams(self._input_weight(layer, sfx), self._recurrent_weight(sfx),
                              getattr(self, "modrelu_bias" + sfx), self.unitary)
 
-    def _literal_step(self, p: ModReLUParams, x, hidden, mom, hp):
+    def _literal_step(self, p: ModReLUParams, x: Tensor, hidden: Hidden, mom: MomentumState,
+                      hp: HyperParameters) -> StepResult:
         return modrelu_step(p, x, hidden, mom, self.scheme, hp)
 
-    def _real_step(self, p: ModReLUParams):
+    def _real_step(self, p: ModReLUParams) -> RealStep:
         return real_modrelu_step(p, self.scheme)
 
     def _repr_common(self) -> str:
@@ -193,5 +210,5 @@ class ModReLUBase(SequenceBase):
         return s + self._repr_layout() + f", scheme={self.scheme}" + self._repr_learned()
 
 
-def _sources_after_load(layer: ModReLUBase, incompatible_keys) -> None:
+def _sources_after_load(layer: ModReLUBase, incompatible_keys: Any) -> None:
     layer._record_export_sources()

@@ -11,10 +11,10 @@ a complex input).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional, Union, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .. import registry
 from ..orthogonal.initializers import get_initializer, torus_init_
@@ -22,6 +22,7 @@ from ..orthogonal.parametrizations import (
     ComplexView,
     DynamicExpm,
     OrthogonalParametrization,
+    UnitaryScaledCayley,
     canonical_parametrization,
     check_K,
     make_parametrization,
@@ -29,6 +30,11 @@ from ..orthogonal.parametrizations import (
 )
 from ..schemes import SchemeSpec
 from .modrelu import ModReLUBase
+
+if TYPE_CHECKING:
+    from torch.types import Device
+
+    from .._typing import Factory
 
 __all__ = ["OrthogonalRNN", "HOSTS"]
 
@@ -103,8 +109,8 @@ class OrthogonalRNN(ModReLUBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: Optional[torch.dtype] = None,
         *,
         parametrization: Optional[str] = None,
         scheme: Optional[str] = None,
@@ -114,12 +120,12 @@ class OrthogonalRNN(ModReLUBase):
         restart: Optional[int] = None,
         learn_mu: bool = False,
         learn_epsilon: bool = False,
-        K=None,
+        K: Union[int, float, str, None] = None,
         num_negative: Optional[int] = None,
-        init="cayley",
+        init: Union[str, Callable[[Tensor], Tensor]] = "cayley",
         complex_input: bool = False,
         carry_momentum: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         cls_name = type(self).__name__
         fixed = type(self).host
@@ -154,9 +160,9 @@ class OrthogonalRNN(ModReLUBase):
     def _class_doc(cls, spec: SchemeSpec) -> str:
         summary = f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary} on {registry.HOSTS[cls.host].summary}"
         return (f"{summary}.\n\n    Same arguments as :class:`OrthogonalRNN` without ``parametrization`` and "
-                f"``scheme``.\n" + OrthogonalRNN.__doc__.split("\n", 1)[1])
+                f"``scheme``.\n" + cast(str, OrthogonalRNN.__doc__).split("\n", 1)[1])
 
-    def _register_direction(self, sfx: str, in_features: int, factory: dict) -> None:
+    def _register_direction(self, sfx: str, in_features: int, factory: Factory) -> None:
         H = self.hidden_size
         if self.unitary:
             self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(H, in_features, 2, **factory)))
@@ -170,23 +176,23 @@ class OrthogonalRNN(ModReLUBase):
 
     # ------------------------------------------------------------------ parameters
     @property
-    def K(self):
+    def K(self) -> Union[int, float, None]:
         """DTRIV: optimizer steps between base changes (int or ``math.inf``); None for the other
         hosts. Assignable."""
         if self.parametrization != "dtriv":
             return None
-        return self._parametrization("_l0").K
+        return cast(DynamicExpm, self._parametrization("_l0")).K
 
     @K.setter
-    def K(self, value):
+    def K(self, value: Union[int, float, str]) -> None:
         if self.parametrization != "dtriv":
             raise ValueError(f"K (dynamic trivialization) applies to the DTRIV host only, not {self.parametrization!r}")
         value = check_K(value)
         for sfx in self._suffixes:
-            self._parametrization(sfx).K = value
+            cast(DynamicExpm, self._parametrization(sfx)).K = value
 
     def _parametrization(self, sfx: str) -> OrthogonalParametrization:
-        return self.parametrizations["weight_hh" + sfx][0]
+        return cast(OrthogonalParametrization, self.parametrizations["weight_hh" + sfx][0])
 
     def reset_parameters(self) -> None:
         """The authors' initialization: ``W_ih`` Kaiming-normal (ReLU gain; complex: each part with
@@ -214,12 +220,12 @@ class OrthogonalRNN(ModReLUBase):
                     raise ValueError("the skew initializer must fill the matrix with a skew-symmetric one")
                 param.init_from_skew_(P, S.to(P.dtype))
                 if self.unitary:
-                    param.theta.uniform_(0.0, 2 * math.pi)
+                    cast(UnitaryScaledCayley, param).theta.uniform_(0.0, 2 * math.pi)
 
-    def orthogonal_parameters(self) -> list:
+    def orthogonal_parameters(self) -> list[Tensor]:
         """The parameters of the orthogonal / unitary maps (skew parameters, scuRNN's ``theta``):
         train them with their own learning rate (``lr_orth``)."""
-        params = []
+        params: list[Tensor] = []
         for sfx in self._suffixes:
             params.extend(self.parametrizations["weight_hh" + sfx].parameters())
         return params

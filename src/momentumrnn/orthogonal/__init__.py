@@ -9,7 +9,7 @@ too (``from momentumrnn.orthogonal import MomentumDTRIV``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .initializers import INITIALIZERS, cayley_init_, henaff_init_, torus_init_
 from .modrelu import modrelu
@@ -28,6 +28,7 @@ from ..schemes import SCHEME_KINDS
 if TYPE_CHECKING:  # the host classes, imported lazily below (the core imports this package)
     from ..hosts.orthogonal import HOSTS, OrthogonalRNN  # noqa: F401
     from ..layers import *  # noqa: F401,F403
+    from ..sequence import SequenceBase
 
 #: every scheme runs on the orthogonal hosts
 ORTHOGONAL_SCHEMES = SCHEME_KINDS
@@ -56,7 +57,7 @@ def _aliases() -> dict:
     return {alias: name for alias, name in LAYER_ALIASES.items() if name in names}
 
 
-def layer_class(name: str) -> type:
+def layer_class(name: str) -> type[SequenceBase]:
     """The class of a paper name of an orthogonal host (``"MomentumDTRIV"``, ``"SRDTRIV"``,
     ``"AdamExpRNN"``, ``"ScuRNN"``, ...)."""
     from ..registry import layer_class as core_layer_class
@@ -67,7 +68,7 @@ def layer_class(name: str) -> type:
     return core_layer_class(name)
 
 
-def build_orthogonal_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs):
+def build_orthogonal_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs: Any) -> SequenceBase:
     """Build an orthogonal layer from a host (``"exprnn"``, ``"dtriv"``, ``"scornn"``,
     ``"scurnn"``) and a scheme (any of ``momentumrnn.SCHEME_KINDS``)."""
     from ..registry import build_layer
@@ -78,7 +79,7 @@ def build_orthogonal_layer(host: str, scheme: str, input_size: int, hidden_size:
     return build_layer(host.lower(), scheme, input_size, hidden_size, **kwargs)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "OrthogonalRNN":
         from ..hosts.orthogonal import OrthogonalRNN
 
@@ -97,7 +98,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | set(_layer_names()) | set(_aliases()))
 
 

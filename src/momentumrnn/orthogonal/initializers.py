@@ -16,7 +16,7 @@ They take the tensor to fill and an optional ``generator``, and return it.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -38,7 +38,7 @@ def block_diagonal_skew_(A: Tensor, values: Tensor) -> Tensor:
     return A
 
 
-def _uniform(n: int, low: float, high: float, like: Tensor, generator) -> Tensor:
+def _uniform(n: int, low: float, high: float, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     return (low + (high - low) * u).to(like.device)
 
@@ -74,7 +74,7 @@ def torus_init_(A: Tensor, generator: Optional[torch.Generator] = None, *, low: 
 INITIALIZERS = {"cayley": cayley_init_, "henaff": henaff_init_, "torus": torus_init_}
 
 
-def get_initializer(init) -> Callable:
+def get_initializer(init: Union[str, Callable[[Tensor], Tensor]]) -> Callable[..., Tensor]:
     """An initializer by name (``"cayley"``, ``"henaff"``, ``"torus"``) or a callable ``f(A)``."""
     if callable(init):
         return init

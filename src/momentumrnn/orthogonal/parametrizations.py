@@ -31,10 +31,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch.types import Device
+
+    from ..hosts.enrnn import ENRNNMatrix
 
 __all__ = [
     "PARAMETRIZATIONS",
@@ -69,7 +74,7 @@ _ALIASES = {
 }
 
 
-def canonical_parametrization(name) -> str:
+def canonical_parametrization(name: str) -> str:
     """The canonical name of a parametrization (``expm``, ``dtriv``, ``scaled_cayley``,
     ``unitary_scaled_cayley``); host names (``exprnn``, ``scornn``, ``scurnn``) are accepted."""
     if not isinstance(name, str):
@@ -81,7 +86,7 @@ def canonical_parametrization(name) -> str:
     return _ALIASES[key]
 
 
-def check_K(K):
+def check_K(K: Union[int, float, str]) -> Union[int, float]:
     """``K`` of the dynamic trivialization: a positive int, or ``inf`` (``math.inf``, ``"inf"``,
     ``"infty"``). Returns an int or ``math.inf``."""
     if isinstance(K, str) and K.lower() in ("inf", "infty", "infinity"):
@@ -109,7 +114,7 @@ def skew_hermitian(P: Tensor) -> Tensor:
     return torch.complex(skew(P), L + L.tril(-1).mT)
 
 
-def _eye_like(P: Tensor, dtype=None) -> Tensor:
+def _eye_like(P: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     return torch.eye(P.shape[-1], dtype=dtype or P.dtype, device=P.device)
 
 
@@ -162,7 +167,7 @@ def _expm_op(A: Tensor, base: Optional[Tensor]) -> Tensor:
 
 
 @_expm_op.register_fake
-def _(A, base):
+def _(A: Tensor, base: Optional[Tensor]) -> Tensor:
     return A.new_empty(A.shape)
 
 
@@ -185,15 +190,15 @@ def _expm_backward_op(A: Tensor, base: Optional[Tensor], G: Tensor) -> Tensor:
 
 
 @_expm_backward_op.register_fake
-def _(A, base, G):
+def _(A: Tensor, base: Optional[Tensor], G: Tensor) -> Tensor:
     return A.new_empty(A.shape)
 
 
-def _expm_setup(ctx, inputs, output):
+def _expm_setup(ctx: Any, inputs: tuple[Tensor, Optional[Tensor]], output: Tensor) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _expm_backward(ctx, G):
+def _expm_backward(ctx: Any, G: Optional[Tensor]) -> tuple[Optional[Tensor], None]:
     A, base = ctx.saved_tensors
     if G is None or not ctx.needs_input_grad[0]:
         return None, None
@@ -209,7 +214,7 @@ _expm_op.register_autograd(_expm_backward, setup_context=_expm_setup)
 
 class _ExpmMap(torch.autograd.Function):
     @staticmethod
-    def forward(A, base):
+    def forward(A: Tensor, base: Optional[Tensor]) -> Tensor:
         return _expm_op(A, base)
 
     setup_context = staticmethod(_expm_setup)
@@ -247,7 +252,7 @@ class OrthogonalParametrization(nn.Module):
     #: tolerance of ``max |B^H B - I|`` accepted by ``right_inverse``
     assign_tolerance = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-4, torch.float64: 1e-8}
 
-    def __init__(self, n: int):
+    def __init__(self, n: int) -> None:
         super().__init__()
         self.n = int(n)
         # ``register_parametrization`` calls ``right_inverse`` on the tensor being registered (the
@@ -326,7 +331,12 @@ class DynamicExpm(Expm):
 
     name = "dtriv"
 
-    def __init__(self, n: int, K=100, device=None, dtype=None):
+    base: Tensor
+    steps: Tensor
+    base_changes: Tensor
+
+    def __init__(self, n: int, K: Union[int, float, str] = 100, device: Device = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__(n)
         self.K = check_K(K)
         self.register_buffer("base", torch.eye(n, device=device, dtype=dtype))
@@ -377,14 +387,17 @@ class ScaledCayley(OrthogonalParametrization):
 
     name = "scaled_cayley"
 
-    def __init__(self, n: int, num_negative: int = 0, device=None, dtype=None):
+    D: Tensor
+
+    def __init__(self, n: int, num_negative: int = 0, device: Device = None, dtype: Optional[torch.dtype] = None,
+                 ) -> None:
         super().__init__(n)
         if isinstance(num_negative, bool) or not isinstance(num_negative, numbers.Integral):
             raise TypeError(f"num_negative (number of -1 entries of the scaling matrix D) must be an int, "
                             f"got {num_negative!r}")
         if not 0 <= num_negative <= n:
             raise ValueError(f"num_negative must be in [0, hidden_size = {n}], got {num_negative}")
-        self.num_negative = int(num_negative)
+        self.num_negative: int = int(num_negative)
         D = torch.ones(n, device=device, dtype=dtype)
         D[n - self.num_negative:] = -1
         self.register_buffer("D", D)
@@ -415,7 +428,7 @@ class UnitaryScaledCayley(OrthogonalParametrization):
     name = "unitary_scaled_cayley"
     unitary = True
 
-    def __init__(self, n: int, device=None, dtype=None):
+    def __init__(self, n: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__(n)
         self.theta = nn.Parameter(torch.empty(n, device=device, dtype=dtype))
         with torch.no_grad():
@@ -451,7 +464,7 @@ class ComplexView(nn.Module):
     """A complex matrix stored as a real ``(..., 2)`` tensor (so that ``.to(dtype)``, optimizers
     and gradient clipping see real parameters)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._registered = False
 
@@ -475,8 +488,9 @@ PARAMETRIZATIONS = {
 }
 
 
-def make_parametrization(name: str, n: int, *, K=None, num_negative: Optional[int] = None,
-                         device=None, dtype=None) -> OrthogonalParametrization:
+def make_parametrization(name: str, n: int, *, K: Union[int, float, str, None] = None,
+                         num_negative: Optional[int] = None, device: Device = None,
+                         dtype: Optional[torch.dtype] = None) -> OrthogonalParametrization:
     """Instantiate a parametrization by name, checking that the options fit it."""
     name = canonical_parametrization(name)
     if K is not None and name != "dtriv":
@@ -492,7 +506,8 @@ def make_parametrization(name: str, n: int, *, K=None, num_negative: Optional[in
     return UnitaryScaledCayley(n, device=device, dtype=dtype)
 
 
-def register(module: nn.Module, tensor_name: str, parametrization: nn.Module) -> None:
+def register(module: nn.Module, tensor_name: str,
+             parametrization: Union[OrthogonalParametrization, ComplexView, ENRNNMatrix]) -> None:
     """``register_parametrization`` keeping the registered tensor as the ``original`` (and allowing
     a dtype change, e.g. real ``P`` to complex ``B``)."""
     from torch.nn.utils import parametrize

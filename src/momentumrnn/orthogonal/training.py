@@ -10,21 +10,25 @@ Typical use (the authors' permuted-MNIST DTRIV recipe)::
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Mapping, Tuple, Union, cast
 
 from torch import nn
 from torch.nn.utils import parametrize
 
 from .parametrizations import DynamicExpm, OrthogonalParametrization, check_K
 
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.hooks import RemovableHandle
+
 __all__ = ["split_parameters", "DynamicTrivialization", "register_optimizer_hook"]
 
 
-def _parametrized(module: nn.Module):
+def _parametrized(module: nn.Module) -> Iterator[tuple[parametrize.ParametrizationList, OrthogonalParametrization]]:
     """``(parametrization list, its first parametrization)`` of every orthogonal tensor."""
     for m in module.modules():
         if parametrize.is_parametrized(m):
-            for plist in m.parametrizations.values():
+            for plist in cast("Mapping[str, parametrize.ParametrizationList]", m.parametrizations).values():
                 first = plist[0]
                 if isinstance(first, OrthogonalParametrization):
                     yield plist, first
@@ -36,22 +40,24 @@ def split_parameters(module: nn.Module) -> Tuple[List[nn.Parameter], List[nn.Par
     ``W1`` skew parameter; for other modules, the parameters behind orthogonal parametrizations)
     and all the others, each once, in ``module.parameters()`` order for ``other``. Works on any
     module containing such layers."""
-    seen, orth = set(), []
+    seen: set[int] = set()
+    orth: list[nn.Parameter] = []
 
-    def add(params):
+    def add(params: Iterable[nn.Parameter]) -> None:
         for p in params:
             if id(p) not in seen:
                 seen.add(id(p))
                 orth.append(p)
 
-    covered = set()
+    covered: set[int] = set()
     for m in module.modules():
-        if callable(getattr(m, "orthogonal_parameters", None)) and id(m) not in covered:
-            add(m.orthogonal_parameters())
+        orthogonal_parameters = getattr(m, "orthogonal_parameters", None)
+        if callable(orthogonal_parameters) and id(m) not in covered:
+            add(orthogonal_parameters())
             covered.update(id(sub) for sub in m.modules())
     for m in module.modules():
         if id(m) not in covered and parametrize.is_parametrized(m):
-            for plist in m.parametrizations.values():
+            for plist in cast("Mapping[str, parametrize.ParametrizationList]", m.parametrizations).values():
                 if isinstance(plist[0], OrthogonalParametrization):
                     add(plist.parameters())
     other = [p for p in module.parameters() if id(p) not in seen]
@@ -64,7 +70,7 @@ class DynamicTrivialization:
 
     Do not combine with the layers' ``on_optimizer_step()`` (the steps would be counted twice)."""
 
-    def __init__(self, module: nn.Module, K=None):
+    def __init__(self, module: nn.Module, K: Union[int, float, str, None] = None) -> None:
         self.K = None if K is None else check_K(K)
         self._targets = [(plist.original, p) for plist, p in _parametrized(module) if isinstance(p, DynamicExpm)]
         if self.K is not None:
@@ -86,16 +92,17 @@ class DynamicTrivialization:
             p.change_base_(original)
 
 
-def register_optimizer_hook(optimizer, module: nn.Module, K=None):
+def register_optimizer_hook(optimizer: torch.optim.Optimizer, module: nn.Module,
+                            K: Union[int, float, str, None] = None) -> RemovableHandle:
     """Run :class:`DynamicTrivialization` ``(module, K)`` after every ``optimizer.step()`` (through
     ``register_step_post_hook``, so any optimizer works). Register it on ONE optimizer: the one
     that updates the orthogonal parameters. Returns the hook handle (``.remove()`` to stop)."""
     dt = DynamicTrivialization(module, K)
 
-    def hook(opt, args, kwargs):
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         dt.step()
 
     handle = optimizer.register_step_post_hook(hook)
-    handle.trivialization = dt
+    handle.trivialization = dt  # type: ignore[attr-defined]  # (an attribute of our own on torch's handle)
     return handle
 

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -17,6 +17,11 @@ from tqdm import tqdm
 from . import runfiles
 from .errors import ToolkitError
 from .plots import plot_curves
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from .tasks.base import Task
 
 
 def load_checkpoint_file(path: Path, map_location: Any = "cpu") -> dict:
@@ -43,7 +48,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Saves to a temporary file in the same directory, fsyncs, then ``os.replace``s it over the
     target: a kill during a save leaves the previous checkpoint intact. Loads weights-only."""
 
-    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path: Union[str, Path], storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
@@ -67,7 +72,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if tmp.exists():
                 tmp.unlink()
 
-    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
+    def load_checkpoint(self, path: Union[str, Path], map_location: Optional[Any] = None,
+                        weights_only: Optional[bool] = None) -> dict:
         ckpt = load_checkpoint_file(Path(path), map_location=map_location or "cpu")
         relocate_callback_states(ckpt, Path(path).parent)
         return ckpt
@@ -98,8 +104,8 @@ class Recorder:
     """Rank 0's writer of the run directory: one CSV row per evaluation (also sent to the
     loggers, i.e. TensorBoard), summary.json after every evaluation, curves.png at the end."""
 
-    def __init__(self, run_dir: Path, cfg: dict, task, label: str, *, params: int, echo: bool = True,
-                 echo_rows: bool = False):
+    def __init__(self, run_dir: Path, cfg: dict, task: Task, label: str, *, params: int, echo: bool = True,
+                 echo_rows: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.task = task
@@ -117,7 +123,7 @@ class Recorder:
         self.started = time.time()
 
     @staticmethod
-    def columns_for(task) -> list[str]:
+    def columns_for(task: Task) -> list[str]:
         names = task.metric_names
         return ["epoch", "step", "time_s"] + [f"train_{k}" for k in names] + [f"test_{k}" for k in names] + ["lr"]
 
@@ -126,11 +132,11 @@ class Recorder:
         if self.echo:
             tqdm.write(f"  {msg}", file=sys.stderr)
 
-    def log_step(self, trainer, step: int, loss: float) -> None:
+    def log_step(self, trainer: pl.Trainer, step: int, loss: float) -> None:
         for lg in trainer.loggers:
             lg.log_metrics({"train/loss_step": loss}, step=step)
 
-    def add_row(self, trainer, row: dict, module) -> None:
+    def add_row(self, trainer: pl.Trainer, row: dict, module: pl.LightningModule) -> None:
         self.rows.append(dict(row))
         runfiles.append_metrics(self.run_dir, row, self.columns)
         for lg in trainer.loggers:
@@ -141,7 +147,7 @@ class Recorder:
             vals = "  ".join(f"{k} {row[k]:.4f}" for k in self.columns[3:-1] if isinstance(row.get(k), float))
             print(f"  epoch {row['epoch']:.2f}  step {row['step']}  {vals}  [{row['time_s']:.0f} s]", flush=True)
 
-    def summary(self, status: str, trainer=None) -> dict:
+    def summary(self, status: str, trainer: Optional[pl.Trainer] = None) -> dict:
         s = runfiles.summarize_rows(self.rows, self.metric, self.mode, self.target)
         out = {
             "status": status,
@@ -163,7 +169,7 @@ class Recorder:
         }
         return out
 
-    def write_summary(self, status: str, trainer=None) -> dict:
+    def write_summary(self, status: str, trainer: Optional[pl.Trainer] = None) -> dict:
         s = self.summary(status, trainer)
         runfiles.write_summary(self.run_dir, s)
         return s
@@ -177,7 +183,8 @@ class Recorder:
 class ProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar, showing the running train loss and the last test metric."""
 
-    def get_metrics(self, trainer, pl_module):
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                    ) -> dict[str, Union[int, str, float, dict[str, float]]]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items

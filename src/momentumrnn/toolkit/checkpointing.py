@@ -27,23 +27,29 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from . import runfiles
 
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+    from lightning.pytorch.utilities.types import STEP_OUTPUT
+    from torch import Tensor
 
-def validation_follows(trainer) -> bool:
+
+def validation_follows(trainer: pl.Trainer) -> bool:
     """Whether the fit loop evaluates right after the batch that just ended (Lightning's own test)."""
     loop = trainer.fit_loop.epoch_loop
     try:
-        return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        # (Lightning's private API: it only tests the fetcher's type, which may be None)
+        return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))  # type: ignore[arg-type]
     except (AttributeError, TypeError):  # another Lightning: assume it may (the save waits for it)
         return True
 
 
-def epoch_ends(trainer) -> bool:
+def epoch_ends(trainer: pl.Trainer) -> bool:
     """Whether the batch that just ended is the last of its epoch (not a cut by ``max_steps``)."""
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
@@ -57,7 +63,8 @@ class LastCheckpoint(ModelCheckpoint):
     follows the batch, if one does (see the module's docstring)."""
 
     def __init__(self, dirpath: Path, *, every_n_epochs: Optional[int] = None,
-                 every_n_train_steps: Optional[int] = None, train_time_interval: Optional[timedelta] = None):
+                 every_n_train_steps: Optional[int] = None, train_time_interval: Optional[timedelta] = None,
+                 ) -> None:
         super().__init__(dirpath=dirpath, filename=Path(runfiles.LAST).stem, monitor=None, save_top_k=1,
                          enable_version_counter=False, auto_insert_metric_name=False,
                          every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps,
@@ -65,42 +72,43 @@ class LastCheckpoint(ModelCheckpoint):
         self._in_batch_end = False
         self._deferred = False
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         # a resumed run starts from a checkpoint of this step: nothing to write until it trains
         self._last_global_step_saved = trainer.global_step
 
     # -- deferral ----------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: Any,
+                           batch_idx: int) -> None:
         self._in_batch_end = True
         try:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         finally:
             self._in_batch_end = False
 
-    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
         if self._in_batch_end and validation_follows(trainer):
             self._deferred = True  # saved in on_validation_end
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if self._deferred and not trainer.sanity_checking:
             self._deferred = False
             self.save_now(trainer)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # an epoch without an evaluation at its end (several per epoch) is saved here; a cut by
         # max_steps is saved by on_train_end
         if self._every_n_epochs >= 1 and epoch_ends(trainer):
             self.save_now(trainer)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._every_n_epochs >= 1:  # e.g. stopped by max_steps in the middle of an epoch
             self.save_now(trainer)
 
-    def save_now(self, trainer) -> bool:
+    def save_now(self, trainer: pl.Trainer) -> bool:
         """Write last.ckpt of the current step (on every rank: the save gathers state) unless this
         callback already did; returns whether it wrote."""
         if self._should_skip_saving_checkpoint(trainer):

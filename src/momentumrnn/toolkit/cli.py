@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 from momentumrnn import __version__
 
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------
 
-def _overrides(args) -> list[tuple[str, object]]:
+def _overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
     out: list[tuple[str, object]] = []
     for flag, key in FLAGS.items():
         v = getattr(args, flag, None)
@@ -223,7 +223,7 @@ def _overrides(args) -> list[tuple[str, object]]:
     return out
 
 
-def _recipe(args) -> tuple[Optional[dict], str]:
+def _recipe(args: argparse.Namespace) -> tuple[Optional[dict], str]:
     ref = args.recipe_opt or args.recipe
     if args.recipe_opt and args.recipe and args.recipe_opt != args.recipe:
         raise ToolkitError("give the recipe once (positional or --recipe)")
@@ -232,12 +232,12 @@ def _recipe(args) -> tuple[Optional[dict], str]:
     return load_recipe(ref), f"recipe {ref!r}"
 
 
-def _check_flags(args) -> None:
+def _check_flags(args: argparse.Namespace) -> None:
     if getattr(args, "resume", False) and getattr(args, "overwrite", False):
         raise ToolkitError("--resume and --overwrite exclude each other; pick one")
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from .runner import default_run_dir, train_run
 
     _check_flags(args)
@@ -255,7 +255,7 @@ def cmd_train(args) -> int:
     return 0 if summary.get("status") == "completed" else 1
 
 
-def _job_list(args) -> Optional[Path]:
+def _job_list(args: argparse.Namespace) -> Optional[Path]:
     if not getattr(args, "job_list", None):
         return None
     if args.resume:
@@ -264,7 +264,7 @@ def _job_list(args) -> Optional[Path]:
     return Path(args.job_list)
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs
     from .runner import is_writer
 
@@ -284,7 +284,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     target = None
     if args.target is not None:
         target = coerce("--target", Opt("float", None), parse_value(args.target))
@@ -299,7 +299,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from .compare import compare_runs, fresh_dir
 
     _check_flags(args)
@@ -326,7 +326,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_grads(args) -> int:
+def cmd_grads(args: argparse.Namespace) -> int:
     from .grads import run_grads
 
     _check_flags(args)
@@ -347,7 +347,7 @@ def cmd_grads(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
+def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import check_grid, run_sweep, sweep_models
 
     _check_flags(args)
@@ -373,7 +373,7 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from .export import CHECK_TOLERANCE, export_run
 
     r = export_run(Path(args.run_dir), Path(args.onnx), checkpoint=args.checkpoint, overwrite=args.overwrite)
@@ -394,7 +394,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what in (None, "models"):
         print("models (model.name; or model.host + model.scheme):")
@@ -407,7 +407,7 @@ def cmd_list(args) -> int:
             opts = ", ".join(cls.options)
             print(f"  {name:10s} {cls.summary}\n             options: {opts}")
     if what in (None, "optimizers"):
-        print("optimizers (optim.name): " + ", ".join(OPTIM_SCHEMA["name"].choices))
+        print("optimizers (optim.name): " + ", ".join(cast(tuple, OPTIM_SCHEMA["name"].choices)))
     if what in (None, "recipes"):
         print(f"bundled recipes ({RECIPE_DIR}):")
         for name in recipe_names():

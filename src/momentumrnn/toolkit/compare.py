@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
 from tqdm import tqdm
@@ -34,11 +35,14 @@ from .report import make_report
 from .runner import (COMPARE_FILE, RunFailed, _nonempty, check_new_dir, is_writer, say, slug, train_run)
 from .tasks import build_task
 
+if TYPE_CHECKING:
+    from torch import nn
+
 _HEADER = re.compile(r"\((\d+) steps per epoch\)")
 _ROW = re.compile(r"epoch ([\d.]+)\s+step (\d+)\s+(.*?)\s*\[")
 
 
-def _yaml_value(v) -> str:
+def _yaml_value(v: Any) -> str:
     """``v`` as the YAML the command line reads back (``--set KEY=VALUE`` values are YAML)."""
     return yaml.safe_dump(v, default_flow_style=True, width=10**6).split("\n...")[0].strip()
 
@@ -60,7 +64,7 @@ def plan_runs(cfg: dict, out_dir: Path) -> list[tuple[dict, Path]]:
             for model in cfg["models"] for seed in cfg["seeds"]]
 
 
-def scope_settings(rc: dict, model) -> list[str]:
+def scope_settings(rc: dict, model: nn.Module) -> list[str]:
     """A comparison's ``optim`` section is shared by its models: the settings of orthogonal
     parameters (``lr_orth``, ``orth_name``) go only to the models that have such parameters; the
     others' run config holds null (so their runs do not warn that the setting is unused). Returns
@@ -172,7 +176,8 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
 
     bars = sys.stdout.isatty()  # a progress bar per running job, else the jobs' lines
 
-    def pump(proc, prefix: str, rc: dict) -> None:
+    def pump(proc: subprocess.Popen[str], prefix: str, rc: dict) -> None:
+        assert proc.stdout is not None  # (stdout=PIPE)
         bar = None
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -216,7 +221,8 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
 
     received: list[int] = []
 
-    def forward(signum, frame) -> None:  # the jobs save their checkpoints and stop; none starts
+    # the jobs save their checkpoints and stop; none starts
+    def forward(signum: int, frame: Optional[FrameType]) -> None:
         if not received:
             received.append(int(signum))
         for proc in list(running):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional
 
 import yaml
@@ -44,7 +45,7 @@ RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 # ---------------------------------------------------------------------------------------------
 # loading recipes and overrides
 
-def _yaml():
+def _yaml() -> ModuleType:
     return yaml
 
 
@@ -144,7 +145,8 @@ def merge_model(lower: dict, higher: dict) -> dict:
 
 def split_overrides(overrides: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], dict]:
     """Separate ``model.*`` overrides (applied last, per model) from the others."""
-    other, model = [], {}
+    other: list[tuple[str, Any]] = []
+    model: dict = {}
     for key, value in overrides:
         parts = key.split(".")
         if parts[0] == "model" and len(parts) != 2:

@@ -19,7 +19,8 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from .callbacks import load_checkpoint_file
 from .config import load_run_config
 from .errors import ToolkitError
 from .tasks import build_task
+
+if TYPE_CHECKING:
+    from .tasks.base import Task
 
 __all__ = ["export_run", "ExportResult", "CHECKPOINTS"]
 
@@ -58,11 +62,11 @@ class _Prediction(nn.Module):
     """The model's prediction (its first output, when it returns several, e.g. a language model's
     ``(logits, state, ...)``)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -96,7 +100,7 @@ def _destination(onnx: Path, overwrite: bool) -> Path:
     return onnx
 
 
-def _need(module: str):
+def _need(module: str) -> ModuleType:
     import importlib
 
     try:
@@ -106,7 +110,7 @@ def _need(module: str):
                            "install it: pip install 'momentumrnn[onnx]'") from None
 
 
-def _spec(values) -> list:
+def _spec(values: Iterable[Any]) -> list:
     import onnx
 
     out = []
@@ -117,7 +121,8 @@ def _spec(values) -> list:
     return out
 
 
-def load_model(run_dir: Path, checkpoint: Optional[str] = None):
+def load_model(run_dir: Path, checkpoint: Optional[str] = None,
+               ) -> tuple[Task, nn.Module, Path, Optional[int], Optional[str]]:
     """``(task, model in eval mode, checkpoint path, step, note)`` of a run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -141,7 +146,7 @@ def load_model(run_dir: Path, checkpoint: Optional[str] = None):
 
 
 def export_run(run_dir: Path, onnx: Path, checkpoint: Optional[str] = None, overwrite: bool = False,
-               say=print) -> ExportResult:
+               say: Callable[[str], None] = print) -> ExportResult:
     """Export the model of ``run_dir`` to ``onnx`` (see the module docstring)."""
     dest = _destination(onnx, overwrite)
     _need("onnx")
@@ -163,6 +168,7 @@ def export_run(run_dir: Path, onnx: Path, checkpoint: Optional[str] = None, over
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if ln.startswith("<class")), lines[0] if lines else type(e).__name__)
         raise ToolkitError(f"the model of {run_dir} cannot be exported to ONNX: {why[:300]}") from None
+    assert program is not None  # (no file given: the program is returned)
     proto = program.model_proto
     if proto.ByteSize() >= 2 ** 31 - 1:
         raise ToolkitError(f"the model of {run_dir} is larger than 2 GB, ONNX's limit for one file")
@@ -172,7 +178,7 @@ def export_run(run_dir: Path, onnx: Path, checkpoint: Optional[str] = None, over
     return result
 
 
-def _check(path: Path, model: nn.Module, task, gen: torch.Generator) -> Optional[list]:
+def _check(path: Path, model: nn.Module, task: Task, gen: torch.Generator) -> Optional[list]:
     """max |onnxruntime - torch| at the example's shape and another one (None without onnxruntime)."""
     try:
         import onnxruntime as ort

@@ -33,7 +33,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 from lightning.pytorch.callbacks import Checkpoint
@@ -41,6 +42,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpointing import validation_follows
 from .errors import ToolkitError
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+    from .checkpointing import LastCheckpoint
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 REQUEUE_SIGNAL = signal.SIGUSR1
@@ -89,7 +97,7 @@ def on_slurm() -> bool:
     return SLURMEnvironment.detect()
 
 
-def slurm_environment():
+def slurm_environment() -> Optional[SLURMEnvironment]:
     """Lightning's ``SLURMEnvironment`` without its in-handler requeue, when SLURM runs this
     process (else None: Lightning picks its environment itself)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -143,7 +151,7 @@ class StopOnSignal(Checkpoint):
         super().__init__()
         self.requeue = requeue
         self.dead_line = dead_line
-        self.last = None
+        self.last: Optional[LastCheckpoint] = None
         self.writers: list = []
         self.received = 0  # the first signal this process got
         self.agreed = 0  # the signal all ranks stop for
@@ -152,30 +160,30 @@ class StopOnSignal(Checkpoint):
         self._parent = os.getppid()
         self._pending = False  # stop at the end of the evaluation that follows this batch
 
-    def bind(self, last, writers: list) -> None:
+    def bind(self, last: LastCheckpoint, writers: list) -> None:
         self.last, self.writers = last, list(writers)
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
         if not self.received:
             self.received = int(signum)
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._parent = os.getppid()
         if stage == "fit" and self.watch is None and self.dead_line is not None:
             self.watch = WorkerWatch.start_for(trainer, self, self.dead_line)
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after Lightning registered its own handlers (which its teardown restores)
         if threading.current_thread() is not threading.main_thread():
             return
         for s in STOP_SIGNALS:
             signal.signal(s, self._handler)
-        connector = getattr(trainer, "_signal_connector", None)
+        connector: Any = getattr(trainer, "_signal_connector", None)
         if getattr(connector, "received_sigterm", False):  # arrived while the run was being set up
             connector.received_sigterm = False
             self._handler(signal.SIGTERM, None)
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Lightning's teardown restores the handlers of before the fit; should it not have, the defaults
         if threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
@@ -190,13 +198,14 @@ class StopOnSignal(Checkpoint):
         """The process that started this one (rank 0, for Lightning's workers) is gone."""
         return os.getppid() != self._parent
 
-    def _agree(self, trainer) -> int:
+    def _agree(self, trainer: pl.Trainer) -> int:
         if trainer.world_size <= 1:
             return self.received
         flag = torch.tensor([float(self.received)], device=trainer.strategy.root_device)
         return int(trainer.strategy.reduce(flag, reduce_op="max").item())
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: Any,
+                           batch_idx: int) -> None:
         if self._pending:  # the evaluation Lightning announced did not run (never seen): stop now
             self._stop(trainer)
         if self.agreed:
@@ -209,14 +218,15 @@ class StopOnSignal(Checkpoint):
         else:
             self._stop(trainer)
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending and not trainer.sanity_checking:
             self._stop(trainer)
 
-    def _stop(self, trainer) -> None:
+    def _stop(self, trainer: pl.Trainer) -> None:
         self._pending = False
         self.stopping = True
         if not any(w.saved_step == trainer.global_step for w in self.writers):
+            assert self.last is not None  # (bound before the fit)
             self.last.save_now(trainer)  # every rank: the save gathers state; rank 0 writes
         requeued = None
         if self.requeue is not None and self.agreed == REQUEUE_SIGNAL and trainer.is_global_zero:
@@ -251,7 +261,8 @@ class WorkerWatch(threading.Thread):
         self._done = threading.Event()
 
     @classmethod
-    def start_for(cls, trainer, stop: StopOnSignal, line: Callable[[int, int], str]) -> Optional["WorkerWatch"]:
+    def start_for(cls, trainer: pl.Trainer, stop: StopOnSignal, line: Callable[[int, int], str],
+                  ) -> Optional["WorkerWatch"]:
         procs = list(getattr(trainer.strategy.launcher, "procs", None) or [])
         if not procs or not trainer.is_global_zero:
             return None
@@ -295,6 +306,7 @@ class WorkerWatch(threading.Thread):
             if all(p.returncode == 0 for p in self.procs):
                 return
             if since is not None and time.monotonic() - since > GRACE_S and self.claim_report():
+                assert self.dead is not None  # (since is set with it)
                 # rank 0 is stuck (e.g. NCCL waiting for the dead peer): report and end everything
                 print(f"error: {self.line(*self.dead)}", file=sys.stderr, flush=True)
                 for p in self.procs:

@@ -21,16 +21,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 import torch
+
+
+class Rows(Protocol):
+    """Examples indexed like a tensor whose first dimension is the example (a split's inputs made
+    on demand: the copying task's, TIMIT's frames)."""
+
+    @property
+    def shape(self) -> Sequence[int]: ...
+
+    def __getitem__(self, index: Any) -> torch.Tensor: ...
 
 
 @dataclass
 class Split:
     """One data split held in memory: raw inputs ``x`` (first dim = examples) and targets ``y``."""
 
-    x: torch.Tensor
+    x: Union[torch.Tensor, Rows]
     y: torch.Tensor
 
     def __len__(self) -> int:
@@ -93,7 +103,7 @@ class BatchLoader:
             mine = torch.cat([mine, idx[:1].expand(per - mine.numel())])
         return mine, w
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         skip = 0
         if self._resume_pending:
             self._resume_pending = False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import momentumrnn as core
 import torch
@@ -23,6 +23,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .errors import ToolkitError
 from .optimizers import MixedOptimizer, RMSpropTF
 from .options import MODEL_TOOLKIT_KEYS, model_key, suggest
+
+if TYPE_CHECKING:
+    from .tasks.base import Task
 
 
 def known_layer_names() -> dict[str, tuple]:
@@ -43,7 +46,7 @@ def layer_kwargs(model_cfg: dict) -> dict:
     return {k: v for k, v in model_cfg.items() if k not in MODEL_TOOLKIT_KEYS}
 
 
-def build_recurrent(model_cfg: dict, input_size: int) -> nn.Module:
+def build_recurrent(model_cfg: dict, input_size: int) -> core.SequenceBase:
     """The layer named by ``model_cfg``, batch-first; bad names / arguments become ToolkitError."""
     kwargs = layer_kwargs(model_cfg)
     kwargs["batch_first"] = True
@@ -85,7 +88,7 @@ class SequenceModel(nn.Module):
     """``recurrent`` layer (batch first) -> task head on the selected output (``head_input``:
     the task's choice of steps). With ``lengths`` the sequences run packed."""
 
-    def __init__(self, recurrent: nn.Module, head: nn.Module, head_input):
+    def __init__(self, recurrent: nn.Module, head: nn.Module, head_input: Callable[..., torch.Tensor]) -> None:
         super().__init__()
         self.recurrent = recurrent
         self.head = head
@@ -126,7 +129,7 @@ def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
             b[h:2 * h] += shift
 
 
-def build_model(model_cfg: dict, task) -> nn.Module:
+def build_model(model_cfg: dict, task: Task) -> nn.Module:
     """The standard model of a task (``input_size``, ``make_head``, ``head_input``): the named
     recurrent layer and the head. Tasks with a model of their own override ``Task.build_model``."""
     layer = build_recurrent(model_cfg, task.input_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union, cast
 
 import lightning.pytorch as pl
 import torch
@@ -13,6 +13,10 @@ import torch
 from .loaders import Split, step_seed
 from .models import make_optimizer, optimizer_step_hooks
 from .tasks import RunContext, StepOutput, Task
+
+if TYPE_CHECKING:
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+    from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 STATE_KEY = "momentumrnn"
 STATE_FORMAT = 1
@@ -25,7 +29,7 @@ class RunModule(pl.LightningModule):
     ``tasks/base.py``) with a :class:`RunContext`; it never calls back into this module."""
 
     def __init__(self, cfg: dict, task: Task, model: torch.nn.Module, train: Split, test: Split,
-                 recorder: Optional[Any] = None):
+                 recorder: Optional[Any] = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.task = task
@@ -62,12 +66,13 @@ class RunModule(pl.LightningModule):
             rank=trainer.global_rank, world_size=trainer.world_size,
             epoch=lambda: trainer.current_epoch, step=lambda: trainer.global_step,
             batches_done=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
-            batches_per_epoch=batches_per_epoch, gather=self.all_gather)
+            # (all_gather maps a tensor to a tensor; its stub types every container it takes)
+            batches_per_epoch=batches_per_epoch, gather=cast(Callable[[torch.Tensor], torch.Tensor], self.all_gather))
 
-    def train_dataloader(self):
+    def train_dataloader(self) -> Iterable[Any]:
         return self.task.train_loader(self.train_split, self.context())
 
-    def val_dataloader(self):
+    def val_dataloader(self) -> Iterable[Any]:
         return self.task.eval_loader(self.test_split, self.context())
 
     # -- steps -----------------------------------------------------------------------------------
@@ -79,13 +84,13 @@ class RunModule(pl.LightningModule):
         vals = [torch.as_tensor(out.sums.get(k, 0.0), dtype=torch.float64).detach().cpu() for k in self.names]
         acc += torch.stack(vals + [torch.as_tensor(out.count, dtype=torch.float64).detach().cpu()])
 
-    def on_train_batch_start(self, batch, batch_idx):
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # every step draws its random numbers (dropout, ...) from (seed, step, rank) only, so a
         # resumed run continues exactly where it stopped
         torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank))
         self._t0 = time.perf_counter()
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
         out = self.task.train_step(self.model, batch, self.context())
         self._add(self._acc, out)
         if out.lr_scale != 1.0:  # this step only: optimizer_step restores the learning rates
@@ -97,10 +102,11 @@ class RunModule(pl.LightningModule):
                  on_step=True, on_epoch=False, batch_size=max(1, int(float(out.count))))
         return out.loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._add(self._vacc, self.task.eval_step(self.model, batch, self.context()))
 
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Union[torch.optim.Optimizer, LightningOptimizer],
+                       optimizer_closure: Optional[Callable[[], Any]] = None) -> None:
         try:
             optimizer.step(closure=optimizer_closure)
         finally:
@@ -110,17 +116,17 @@ class RunModule(pl.LightningModule):
         for hook in self._hooks:  # e.g. the DTRIV base change of orthogonal layers
             hook()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: Any, batch_idx: int) -> None:
         if self._t0 is not None:
             self.train_time += time.perf_counter() - self._t0
             self._t0 = None
         step = self.global_step
         if self.recorder is not None and outputs is not None and step % self.cfg["train"]["log_every_steps"] == 0:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
             self.recorder.log_step(self.trainer, step, float(loss.detach()))
 
     # -- evaluation ------------------------------------------------------------------------------
-    def on_validation_epoch_start(self):
+    def on_validation_epoch_start(self) -> None:
         self._vacc = self._zeros()
         if self.asgd:  # evaluate with the averaged weights, as NT-ASGD does
             opt = self.trainer.optimizers[0]
@@ -137,7 +143,7 @@ class RunModule(pl.LightningModule):
             t = self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").cpu()
         return t
 
-    def on_validation_epoch_end(self):
+    def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         for p, saved in self._swapped:
@@ -177,7 +183,7 @@ class RunModule(pl.LightningModule):
         self.history.append(float(test_loss))
 
     # -- optimizers ------------------------------------------------------------------------------
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
         return make_optimizer(self.cfg["optim"], self.model, asgd=self.asgd)
 
     # -- resumable state (tensors and primitive containers only: loads with weights_only=True) ---

@@ -7,35 +7,38 @@ authors trained with (its running average starts at ones, its epsilon sits insid
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, overload
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
 
 
 class _StateView(MutableMapping):
     """The inner optimizers' states as one mapping; a write goes to the optimizer owning the
     parameter (Lightning re-assigns every state entry when it moves optimizers between devices)."""
 
-    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]):
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         self._optimizers = optimizers
         self._owner = {id(p): opt for opt in optimizers for g in opt.param_groups for p in g["params"]}
 
-    def _state_of(self, key) -> dict:
+    def _state_of(self, key: torch.Tensor) -> dict:
         opt = self._owner.get(id(key))
         if opt is None:
             raise KeyError("MixedOptimizer: not one of its parameters")
         return opt.state
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: torch.Tensor) -> Any:
         return self._state_of(key)[key]
 
-    def __setitem__(self, key, value) -> None:
+    def __setitem__(self, key: torch.Tensor, value: Any) -> None:
         self._state_of(key)[key] = value
 
-    def __delitem__(self, key) -> None:
+    def __delitem__(self, key: torch.Tensor) -> None:
         del self._state_of(key)[key]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         for opt in self._optimizers:
             yield from opt.state
 
@@ -50,7 +53,7 @@ class MixedOptimizer(torch.optim.Optimizer):
     changes it there), ``state`` is a view over their states, and ``state_dict`` holds each
     inner optimizer's state dict (tensors and primitives only)."""
 
-    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]):
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         if len(optimizers) < 2:
             raise ValueError("MixedOptimizer needs at least two optimizers")
         seen: set[int] = set()
@@ -69,8 +72,13 @@ class MixedOptimizer(torch.optim.Optimizer):
     def __repr__(self) -> str:
         return "MixedOptimizer(" + ", ".join(type(o).__name__ for o in self.optimizers) + ")"
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None):
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -100,15 +108,20 @@ class RMSpropTF(torch.optim.Optimizer):
     ``alpha = 0.9``, ``eps = 1e-10``, ``momentum = 0``. (``torch.optim.RMSprop`` starts at zeros and
     adds eps outside the root: the first steps differ by orders of magnitude.)"""
 
-    def __init__(self, params, lr: float = 1e-3, alpha: float = 0.9, eps: float = 1e-10, momentum: float = 0.0,
-                 weight_decay: float = 0.0):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, alpha: float = 0.9, eps: float = 1e-10, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
         if not lr > 0 or not 0 < alpha < 1 or not eps > 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"RMSpropTF: bad settings lr={lr}, alpha={alpha}, eps={eps}, momentum={momentum}, "
                              f"weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay))
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None):
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
         loss = None
         if closure is not None:
             with torch.enable_grad():

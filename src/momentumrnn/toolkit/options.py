@@ -106,9 +106,9 @@ def coerce(key: str, opt: Opt, v: Any) -> Any:
         _check_range(key, opt, x)
         return x
     if opt.kind == "float":
-        x = _as_float(key, v)
-        _check_range(key, opt, x)
-        return x
+        f = _as_float(key, v)
+        _check_range(key, opt, f)
+        return f
     if opt.kind == "bool":
         if isinstance(v, bool):
             return v
@@ -119,6 +119,7 @@ def coerce(key: str, opt: Opt, v: Any) -> Any:
         if not isinstance(v, str) or not v:
             raise ToolkitError(f"{key}: expected a name, got {v!r} ({_type_name(v)})")
         if opt.kind == "choice":
+            assert opt.choices is not None  # (a choice option lists them)
             low = v.lower()
             if low not in opt.choices:
                 raise ToolkitError(f"{key}: unknown value {v!r}; choose one of {', '.join(opt.choices)}")
@@ -141,8 +142,8 @@ def coerce(key: str, opt: Opt, v: Any) -> Any:
             raise ToolkitError(f"{key}: expected a list of {opt.length} values, got {len(v)}")
         conv = _as_int if opt.kind == "int_list" else _as_float
         out = [conv(f"{key}[{i}]", x) for i, x in enumerate(v)]
-        for i, x in enumerate(out):
-            _check_range(f"{key}[{i}]", opt, x)
+        for i, item in enumerate(out):
+            _check_range(f"{key}[{i}]", opt, item)
         return out
     raise AssertionError(opt.kind)
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .errors import ToolkitError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from matplotlib.figure import Figure
 
 PRETTY = {"loss": "loss", "acc": "accuracy"}
 
 
-def _plt():
+def _plt() -> ModuleType:
     try:
         import matplotlib
 
@@ -22,13 +27,13 @@ def _plt():
     return plt
 
 
-def plt_module():
+def plt_module() -> ModuleType:
     """``matplotlib.pyplot`` on the Agg backend (imported on first use: reports without plots and
     runs without a figure never load matplotlib)."""
     return _plt()
 
 
-def save_figure(fig, out: Path) -> Path:
+def save_figure(fig: Figure, out: Path) -> Path:
     """Save ``fig`` as a PNG atomically (a temporary file renamed over ``out``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -28,20 +28,25 @@ import torch
 from .errors import ToolkitError
 from .runfiles import atomic_write
 
+if TYPE_CHECKING:
+    from .loaders import Split
+    from .module import RunModule
+    from .tasks.base import Task
+
 GRAD_FILE = "grad_norms.npz"
 
 
 # ---------------------------------------------------------------------------------------------
 # the measurement
 
-def _state_h(state) -> torch.Tensor:
+def _state_h(state: Any) -> torch.Tensor:
     h = state[0] if isinstance(state, tuple) else state
     if not isinstance(h, torch.Tensor):
         raise ToolkitError("grads: the recurrent layer returned no hidden state tensor")
     return h
 
 
-def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torch.Tensor, *,
+def hidden_gradient_norms(model: torch.nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, *,
                           dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
     """``||dL/dh_t||`` (Frobenius norm over the batch and the hidden units of the top layer), for
     ``t = 1..T``, of the task's mean loss on the batch ``(x, y)`` (raw, as the loader gives it).
@@ -57,7 +62,8 @@ def hidden_gradient_norms(model: torch.nn.Module, task, x: torch.Tensor, y: torc
                            "tasks); this task's model is not one")
     if dtype is not None and next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model).to(dtype)
-    layer, head = model.recurrent, model.head
+    layer: Any  # (any recurrent layer: its options are read with getattr)
+    layer, head = model.recurrent, cast(torch.nn.Module, model.head)
     if getattr(layer, "bidirectional", False):
         raise ToolkitError("grads: the probe needs a unidirectional layer (set model.bidirectional=false)")
     was_training = model.training
@@ -132,27 +138,28 @@ def save_grad_norms(run_dir: Path, steps: np.ndarray, norms: np.ndarray) -> None
                                                               norms=np.asarray(norms, dtype=np.float64)))
 
 
-def probe_batch(split, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def probe_batch(split: Split, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed probe batch: the first ``size`` training examples."""
     n = min(int(size), len(split))
     return split.x[:n], split.y[:n]
 
 
-def make_probe_callback(run_dir: Path, steps: Sequence[int], size: int):
+def make_probe_callback(run_dir: Path, steps: Sequence[int], size: int) -> pl.Callback:
     """A Lightning callback recording the gradient norms at the given optimizer steps (rank 0)."""
     wanted = sorted(set(int(s) for s in steps))
 
     class GradientProbe(pl.Callback):
-        def __init__(self):
+        def __init__(self) -> None:
             self.steps, self.norms = load_grad_norms(run_dir)
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                                 batch_idx: int) -> None:
             step = int(trainer.global_step)
             if trainer.global_rank != 0 or step not in wanted or step in set(self.steps.tolist()):
                 return
-            x, y = probe_batch(pl_module.train_split, size)
-            norms = hidden_gradient_norms(pl_module.model, pl_module.task, x.to(pl_module.device),
-                                          y.to(pl_module.device)).numpy()
+            run = cast("RunModule", pl_module)
+            x, y = probe_batch(run.train_split, size)
+            norms = hidden_gradient_norms(run.model, run.task, x.to(run.device), y.to(run.device)).numpy()
             if self.norms.size and self.norms.shape[1] != norms.shape[0]:
                 raise ToolkitError(f"{Path(run_dir) / GRAD_FILE} holds sequences of another length; delete it")
             self.steps = np.append(self.steps, step)

@@ -15,7 +15,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Sequence, Union, overload
 
 import yaml
 
@@ -48,6 +48,10 @@ def _run_info(d: Path) -> Optional[dict]:
         params = summary.get("parameters")
         status = summary.get("status", "?")
         target = summary.get("target")
+    elif cfg is None:  # a summary.json without its metric, and no config.yaml
+        print(f"warning: skipping {d}: summary.json names no metric and there is no readable config.yaml",
+              file=sys.stderr)
+        return None
     else:
         label = model_label(cfg["model"])
         task = cfg["task"]["name"]
@@ -70,7 +74,7 @@ def _run_info(d: Path) -> Optional[dict]:
             "published_source": rep.get("published_source")}
 
 
-def _stats(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+def _stats(values: Sequence[object]) -> tuple[Optional[float], Optional[float]]:
     vals = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(float(v))]
     if not vals:
         return None, None
@@ -85,6 +89,11 @@ def _fmt(mean: Optional[float], std: Optional[float], n: int, digits: int = 4) -
     if n > 1:
         return f"{mean:.{digits}f} ± {std:.{digits}f}"
     return f"{mean:.{digits}f}"
+
+
+def _fmt_stats(stats: tuple[Optional[float], Optional[float]], n: int, digits: int = 4) -> str:
+    """:func:`_fmt` of a ``(mean, std)`` pair of :func:`_stats`."""
+    return _fmt(*stats, n, digits)
 
 
 def _best(rows: list[dict], metric: str, mode: str) -> Optional[float]:
@@ -163,12 +172,12 @@ def markdown(lines: list[dict], runs: list[dict]) -> str:
             runs_txt = str(l["runs"]) + (f" ({l['incomplete']} unfinished)" if l["incomplete"] else "")
             cells = [
                 l["model"], runs_txt,
-                _fmt(*l["final"], l["n_eval"]), _fmt(*l["best"], l["n_eval"]),
+                _fmt_stats(l["final"], l["n_eval"]), _fmt_stats(l["best"], l["n_eval"]),
                 *([_fmt(l["published"], None, 1)] if paper else []),
-                *([_fmt(*l["final_test_loss"], l["n_eval"])] if loss_col else []),
-                _fmt(*l["final_train_loss"], l["n_eval"]),
+                *([_fmt_stats(l["final_test_loss"], l["n_eval"])] if loss_col else []),
+                _fmt_stats(l["final_train_loss"], l["n_eval"]),
                 _conv(l, "epochs_to_target", 2), _conv(l, "steps_to_target", 0),
-                _fmt(*l["epochs"], l["n_eval"], 2), _fmt(*l["time_s"], l["n_eval"], 0),
+                _fmt_stats(l["epochs"], l["n_eval"], 2), _fmt_stats(l["time_s"], l["n_eval"], 0),
                 f"{l['params']:,}" if isinstance(l["params"], int) else "–",
             ]
             parts.append("| " + " | ".join(cells) + " |")
@@ -200,7 +209,7 @@ def csv_text(lines: list[dict]) -> str:
             "published"]
     w.writerow(cols)
 
-    def num(x):
+    def num(x: Optional[float]) -> str:
         return "" if x is None else repr(float(x))
 
     for l in lines:
@@ -232,8 +241,17 @@ def is_comparison(path: Path) -> bool:
     return (Path(path) / "compare.yaml").is_file()
 
 
+@overload
 def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Optional[float] = None,
-                x: str = "epoch", plot: bool = True, return_dest: bool = False):
+                x: str = "epoch", plot: bool = True, return_dest: Literal[False] = False) -> str: ...
+@overload
+def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Optional[float] = None,
+                x: str = "epoch", plot: bool = True, return_dest: Literal[True]) -> tuple[str, Optional[Path]]: ...
+
+
+def make_report(paths: list[Path], out_dir: Optional[Path] = None, *, target: Optional[float] = None,
+                x: str = "epoch", plot: bool = True, return_dest: bool = False,
+                ) -> Union[str, tuple[str, Optional[Path]]]:
     """The report of the run directories under ``paths``: the Markdown text, also written with
     ``report.csv`` and ``curves.png`` (one per task if several) into ``out_dir``, or, when
     ``out_dir`` is None and ``paths`` is one comparison directory, into that directory; otherwise

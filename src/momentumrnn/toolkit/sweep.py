@@ -51,11 +51,11 @@ def run_sweep(cfg: dict, out: Path, base: dict, mus: list[float], eps: list[floa
         blabel = model_label(cfg["models"][-1])
         vals = [(s.get("final") or {}).get(metric) if value == "final" else (s.get("best") or {}).get("value")
                 for s in summaries if s.get("label") == blabel]
-        vals = [v for v in vals if isinstance(v, (int, float))]
-        if vals:
-            base_value = (blabel, sum(vals) / len(vals))
+        nums = [v for v in vals if isinstance(v, (int, float))]
+        if nums:
+            base_value = (blabel, sum(nums) / len(nums))
     what = f"{value} {metric}"
-    title = f"{cfg['task']['name']}: {base.get('name') or base.get('host') + '/' + base.get('scheme')} {what}"
+    title = f"{cfg['task']['name']}: {base.get('name') or base['host'] + '/' + base['scheme']} {what}"
     plot_sweep(mean, std, mus, eps, out / "sweep.png", metric=what, mode=mode, title=title, baseline=base_value)
     md = sweep_markdown(mean, std, mus, eps, metric=what, mode=mode, baseline=base_value)
     atomic_write_text(out / "sweep.md", f"# {title}\n\n{md}\n![sweep](sweep.png)\n")

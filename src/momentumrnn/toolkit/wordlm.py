@@ -9,7 +9,7 @@ built one-layer module per level, so the last one can have ``emb_size`` units fo
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +82,7 @@ def weight_drop_(layer: nn.Module, p: float, names: Sequence[str] = ("weight_hh_
     return layer
 
 
-def map_state(state, fn):
+def map_state(state: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """Apply ``fn`` to every tensor of a (nested tuple / list / NamedTuple) state; returns plain
     tuples (the core's layers accept them as state)."""
     if state is None:
@@ -94,7 +94,7 @@ def map_state(state, fn):
     raise TypeError(f"unexpected state element {type(state).__name__}")
 
 
-def state_to_plain(state):
+def state_to_plain(state: Any) -> Any:
     """A state as nested lists of tensors (``torch.load(weights_only=True)`` reads it)."""
     if state is None or isinstance(state, torch.Tensor):
         return state
@@ -125,7 +125,8 @@ class WordLM(nn.Module):
         else:
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
 
-    def forward(self, tokens: torch.Tensor, state=None, columns: Optional[tuple[int, int]] = None):
+    def forward(self, tokens: torch.Tensor, state: Optional[Sequence[Any]] = None,
+                columns: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, list[Any], dict[str, torch.Tensor]]:
         train = self.training
         x = embedded_dropout(self.encoder.weight, tokens, self.dropoute, train)
         x = locked_dropout(x, self.dropouti, train, columns)

@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,14 +42,14 @@ def build(csv_gz: Path) -> dict[str, np.ndarray]:
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
         raise ValueError(f"{csv_gz}: pixel or label out of range")
     rng = np.random.Generator(np.random.PCG64(SEED))
-    train_idx, test_idx = [], []
+    train_parts, test_parts = [], []
     for c in range(10):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        test_idx.append(idx[:TEST_PER_CLASS])
-        train_idx.append(idx[TEST_PER_CLASS:])
-    train_idx = np.concatenate(train_idx)
-    test_idx = np.concatenate(test_idx)
+        test_parts.append(idx[:TEST_PER_CLASS])
+        train_parts.append(idx[TEST_PER_CLASS:])
+    train_idx = np.concatenate(train_parts)
+    test_idx = np.concatenate(test_parts)
     train_idx = train_idx[rng.permutation(len(train_idx))]
     test_idx = test_idx[rng.permutation(len(test_idx))]
     return {
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     csv_gz = Path(argv[0]) if len(argv) > 0 else DEFAULT_CSV.resolve()
     out = Path(argv[1]) if len(argv) > 1 else DEFAULT_OUT
-    arrays = build(csv_gz)
+    arrays: dict[str, Any] = build(csv_gz)  # (Any: numpy's savez types **kwargs against allow_pickle)
     np.savez_compressed(out, **arrays)
     digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()[:16]
     print(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -222,16 +222,16 @@ class Task:
         return build_model(model_cfg, self)
 
     # -- the run's interface -----------------------------------------------------------------------
-    def train_loader(self, train: Split, ctx: RunContext):
+    def train_loader(self, train: Split, ctx: RunContext) -> Iterable[Any]:
         """Batches ``(x, y, w, n)`` of this process's share of each global batch (see loaders)."""
         return BatchLoader(train, ctx.batch_size, shuffle=True, seed=ctx.seed, rank=ctx.rank,
                            world_size=ctx.world_size, epoch_fn=ctx.epoch_fn, skip_fn=ctx.skip_fn)
 
-    def eval_loader(self, test: Split, ctx: RunContext):
+    def eval_loader(self, test: Split, ctx: RunContext) -> Iterable[Any]:
         bs = ctx.eval_batch_size or max(ctx.batch_size, 256)
         return BatchLoader(test, bs, shuffle=False, rank=ctx.rank, world_size=ctx.world_size)
 
-    def _batch(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def _batch(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict, torch.Tensor]:
         x, y, w, _ = batch
         pred = self.forward(model, x)
         y = self.targets(x, y)
@@ -241,7 +241,7 @@ class Task:
         sums = {k: (stats[k].double() * wd).sum() for k in self.metric_names}
         return loss_i, sums, wd.sum()
 
-    def train_step(self, model: nn.Module, batch, ctx: RunContext) -> StepOutput:
+    def train_step(self, model: nn.Module, batch: Any, ctx: RunContext) -> StepOutput:
         """The loss of one training batch: per-example losses (padding weighs 0) normalised by the
         global batch's real examples, times the world size (DDP averages the gradients)."""
         loss_i, sums, count = self._batch(model, batch)
@@ -249,7 +249,7 @@ class Task:
         loss = (loss_i * w.to(loss_i.dtype)).sum() * (ctx.world_size / n.clamp(min=1).to(loss_i.dtype))
         return StepOutput(loss, sums, count)
 
-    def eval_step(self, model: nn.Module, batch, ctx: RunContext) -> StepOutput:
+    def eval_step(self, model: nn.Module, batch: Any, ctx: RunContext) -> StepOutput:
         _, sums, count = self._batch(model, batch)
         return StepOutput(None, sums, count)
 

@@ -163,6 +163,7 @@ class _Permuted:
                              "train.seed); default: the same permutation for every seed"),
     }
     _perm: Optional[torch.Tensor] = None
+    opts: dict  # (the task's)
 
     @property
     def permutation(self) -> torch.Tensor:

@@ -10,7 +10,7 @@ import gzip
 import os
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union, cast
 
 import numpy as np
 import torch
@@ -112,7 +112,7 @@ def read_idx(path: Path, ndim: Optional[int] = None, fix: str = IDX_FIX) -> np.n
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-def load_idx_dir(directory, *, missing_fix: Optional[str] = None, fix: Optional[str] = None
+def load_idx_dir(directory: Union[str, os.PathLike], *, missing_fix: Optional[str] = None, fix: Optional[str] = None
                  ) -> tuple[Split, Split]:
     """The four MNIST-format IDX files of ``directory`` as (train, test). ``missing_fix`` / ``fix``:
     what the error messages tell the user to do about missing / corrupt files."""
@@ -132,7 +132,8 @@ def load_idx_dir(directory, *, missing_fix: Optional[str] = None, fix: Optional[
         names = ", ".join(f"{s}[.gz]" for s in missing)
         raise ToolkitError(f"{d} lacks {names} ({4 - len(missing)} of the 4 MNIST-format IDX files are "
                            f"there); {missing_fix}")
-    arrays = {k: read_idx(p, 3 if k.startswith("x") else 1, fix) for k, p in paths.items()}
+    # (none missing: checked above)
+    arrays = {k: read_idx(cast(Path, p), 3 if k.startswith("x") else 1, fix) for k, p in paths.items()}
     for s in ("train", "test"):
         x, y = arrays[f"x_{s}"], arrays[f"y_{s}"]
         px, py = paths[f"x_{s}"], paths[f"y_{s}"]
@@ -207,6 +208,7 @@ def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     raise ToolkitError(f"{_csv_where(path, ln)}, column {j}: {t.strip()!r} is not an integer; "
                                        f"{CSV_FIX}") from None
         raise ToolkitError(f"{path} cannot be read as a CSV of integers; {CSV_FIX}")
+    assert rows is not None  # (read: bad is None)
     if label_first:
         labels, pixels = rows[:, 0], rows[:, 1:]
     else:
@@ -251,7 +253,7 @@ def load_csv(path: Path) -> tuple[Split, Split]:
     return _mnist_splits({"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}, str(path))
 
 
-def load_data_file(path) -> tuple[Split, Split]:
+def load_data_file(path: Union[str, os.PathLike]) -> tuple[Split, Split]:
     """``task.data_file``: an .npz (x_train, y_train, x_test, y_test) or an MNIST .csv / .csv.gz."""
     p = Path(os.path.expanduser(str(path)))
     name = p.name.lower()

@@ -42,7 +42,7 @@ Resume and DDP
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Iterable, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -84,11 +84,12 @@ class PennTreebank(Task):
         self.corpus: Optional[dict] = None
         self.columns = (0, 1)  # this rank's training columns: (offset, total)
         self.eval_columns = (0, 1)
-        self._state = None  # carried training state (tuples, this rank's columns)
-        self._pending = None  # (plain global state, position) restored from a checkpoint
-        self._position = (-1, 0)  # (epoch, next window) of the carried state
+        self._state: Any = None  # carried training state (tuples, this rank's columns)
+        # (plain global state, position) restored from a checkpoint
+        self._pending: Optional[tuple[Any, tuple[int, ...]]] = None
+        self._position: tuple[int, ...] = (-1, 0)  # (epoch, next window) of the carried state
         self._progress: Optional[float] = None
-        self._eval_state = None
+        self._eval_state: Any = None
 
     # -- data --------------------------------------------------------------------------------
     @property
@@ -131,9 +132,10 @@ class PennTreebank(Task):
 
     # -- loaders -----------------------------------------------------------------------------
     def _stream(self, split: Split, columns: int, what: str) -> torch.Tensor:
-        stream = batchify(split.x, columns)
+        tokens = cast(torch.Tensor, split.x)  # (the token stream: a tensor)
+        stream = batchify(tokens, columns)
         if stream.shape[0] < 2:
-            raise ToolkitError(f"the {what} text ({split.x.numel()} tokens) is too short for {columns} columns; "
+            raise ToolkitError(f"the {what} text ({tokens.numel()} tokens) is too short for {columns} columns; "
                                "lower the batch size")
         return stream
 
@@ -143,7 +145,7 @@ class PennTreebank(Task):
         column = int(n_train) // int(batch_size)
         return max(1, -(-(column - 1) // int(self.opts["bptt"])))
 
-    def train_loader(self, train: Split, ctx: RunContext):
+    def train_loader(self, train: Split, ctx: RunContext) -> Iterable[Any]:
         total = ctx.batch_size
         per = total // ctx.world_size
         self.columns = (ctx.rank * per, total)
@@ -152,7 +154,7 @@ class PennTreebank(Task):
             seed=ctx.seed, columns=(ctx.rank * per, (ctx.rank + 1) * per), epoch_fn=ctx.epoch_fn,
             skip_fn=ctx.skip_fn)
 
-    def eval_loader(self, test: Split, ctx: RunContext):
+    def eval_loader(self, test: Split, ctx: RunContext) -> Iterable[Any]:
         total = ctx.eval_batch_size or 10
         per = total // ctx.world_size
         self.eval_columns = (ctx.rank * per, total)
@@ -160,7 +162,7 @@ class PennTreebank(Task):
                             variable=False, columns=(ctx.rank * per, (ctx.rank + 1) * per))
 
     # -- steps -------------------------------------------------------------------------------
-    def _carried(self, epoch: int, index: int):
+    def _carried(self, epoch: int, index: int) -> Any:
         if index == 0:
             self._pending = None
             return None
@@ -181,7 +183,7 @@ class PennTreebank(Task):
                 "this run (start it again with --overwrite)")
         return self._state
 
-    def train_step(self, model: nn.Module, batch, ctx: RunContext) -> StepOutput:
+    def train_step(self, model: nn.Module, batch: Any, ctx: RunContext) -> StepOutput:
         x, y, meta = batch
         epoch, index, n, _ = (int(v) for v in meta.tolist())
         self._local_columns = x.shape[0]
@@ -204,7 +206,7 @@ class PennTreebank(Task):
         # AWD-LSTM scales the learning rate of each step by its window length
         return StepOutput(loss, {"loss": float(ce.detach())}, y.numel(), lr_scale=n / self.opts["bptt"])
 
-    def eval_step(self, model: nn.Module, batch, ctx: RunContext) -> StepOutput:
+    def eval_step(self, model: nn.Module, batch: Any, ctx: RunContext) -> StepOutput:
         x, y, meta = batch
         if int(meta[1]) == 0:
             self._eval_state = None

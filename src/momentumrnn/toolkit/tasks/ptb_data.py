@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ def read_words(path: Path) -> list[str]:
 class Vocabulary:
     """Words in order of first appearance; ``ids()`` maps unseen words to ``<unk>`` if it exists."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.words: list[str] = []
         self.index: dict[str, int] = {}
 
@@ -162,7 +162,7 @@ def load_corpus(data_dir: Optional[str], split: str, vocab_mode: str, *, downloa
                     "evaluates on test.txt (PTB-small)")
         raise ToolkitError(f"{names} not found in {directory} (task.split={split} needs {expected}); copy "
                            f"the file(s) there or set task.download=true{hint}")
-    paths = {k: find_file(directory, k) for k in need}
+    paths = {k: cast(Path, find_file(directory, k)) for k in need}  # (none missing: checked above)
     words = {k: read_words(paths[k]) for k in need}
     vocab = Vocabulary()
     vocab.add(words[train_key])
@@ -242,7 +242,7 @@ class StreamLoader:
     def __len__(self) -> int:
         return len(self.plan(self.epoch_fn()))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         skip = 0
         if self._resume_pending:
             self._resume_pending = False

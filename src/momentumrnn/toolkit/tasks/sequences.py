@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class _Checker:
     def __init__(self, path: Path):
         self.path = path
 
-    def fail(self, msg: str) -> None:
+    def fail(self, msg: str) -> NoReturn:
         raise ToolkitError(f"{self.path}: {msg}")
 
     def features(self, name: str, x: np.ndarray) -> np.ndarray:
@@ -144,7 +144,7 @@ class OwnSequences(Task):
         frac = self.opts.get("test_fraction")
         if has_test[0] and frac is not None:
             raise ToolkitError(f"{path} holds x_test / y_test: task.test_fraction does not apply; remove one of them")
-        splits = {}
+        splits: dict[str, list[Any]] = {}  # [x, y, lengths or None]
         for s in (("train", "test") if has_test[0] else ("train",)):
             x = c.features(f"x_{s}", a[f"x_{s}"])
             y = a[f"y_{s}"]

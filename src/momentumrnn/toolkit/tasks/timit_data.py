@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, cast
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def scan_timit(directory: Any, *, authors_train_filter: bool = False) -> dict[st
     seen: dict[tuple, Utterance] = {}
     found = 0
     for part in ("train", "test"):
-        base = _child(root, part)
+        base = cast(Path, _child(root, part))  # (timit_root found both)
         for p in sorted(base.rglob("*")):
             if not p.name.lower().endswith(".wav") or not p.is_file():
                 continue
@@ -179,7 +179,7 @@ def _load_cache(path: Path, key: str) -> Optional[dict[str, Frames]]:
 
 
 def load_raw(directory: Any, *, cache_dir: Optional[Any] = None, authors_train_filter: bool = False,
-             log=None) -> dict[str, Frames]:
+             log: Optional[Callable[[str], None]] = None) -> dict[str, Frames]:
     """The preprocessed frames (dB, not normalised) of every split of a raw TIMIT folder, from the
     cache when it is up to date (else computed and cached)."""
     utts = scan_timit(directory, authors_train_filter=authors_train_filter)
@@ -200,7 +200,7 @@ def load_raw(directory: Any, *, cache_dir: Optional[Any] = None, authors_train_f
         feats = [preprocess(*read_audio(u.path)) for u in utts[s]]
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
         out[s] = Frames(torch.from_numpy(np.concatenate(feats)), lengths, [f"{u.speaker}_{u.name}" for u in utts[s]])
-    arrays = {"key": np.array(key)}
+    arrays: dict[str, Any] = {"key": np.array(key)}  # (Any: numpy's savez types **kwargs against allow_pickle)
     for s in SPLITS:
         arrays[f"{s}_frames"] = out[s].data.numpy()
         arrays[f"{s}_lengths"] = out[s].lengths.numpy()
@@ -231,7 +231,7 @@ def tensor_layout(d: Path) -> Optional[str]:
     return None
 
 
-def _check_triple(x: Any, y: Any, lens: Any, origin: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _check_triple(x: Any, y: Any, lens: Any, *, origin: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     fix = ("re-create it (expRNN's README: timit_prediction.py, then torch.save((x, y, lens))) or point "
            "task.data_dir at the raw TIMIT folders")
     if not all(isinstance(t, torch.Tensor) for t in (x, y, lens)):

@@ -15,7 +15,7 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -88,8 +88,8 @@ def synth_utterance(rng: np.random.Generator, seconds: float, rate: int = 16000)
     return np.clip(np.round(out * 32767 * 0.8), -32768, 32767).astype(np.int16)
 
 
-def make_fixture(directory: Any, *, train_speakers: int = 8, utterances: int = 4, seconds: Sequence[float] = (0.5, 1.2),
-                 seed: int = 0, tensors: bool = True) -> dict:
+def make_fixture(directory: Any, *, train_speakers: int = 8, utterances: int = 4,
+                 seconds: tuple[float, float] = (0.5, 1.2), seed: int = 0, tensors: bool = True) -> dict:
     """Write a small synthetic TIMIT: ``DIR/timit`` in the LDC layout (SPHERE .WAV files at 16 kHz,
     SA1/SA2 plus ``utterances`` SI/SX sentences per speaker; one speaker as RIFF WAV, one as
     big-endian SPHERE, one ``.WAV.wav`` copy; dev-set, core-test and other TEST speakers), and, with

@@ -23,7 +23,7 @@ import torch
 import momentumrnn as mr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import HP, SHAPES  # noqa: E402
+from speed import HP, SHAPES
 
 
 def main(argv=None):

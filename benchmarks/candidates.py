@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import speed  # noqa: E402
+import speed
 
-import momentumrnn as mr  # noqa: E402
+import momentumrnn as mr
 
 torch._dynamo.config.recompile_limit = 64  # one compiled step per scheme, grad / no-grad first step
 
@@ -71,8 +71,9 @@ class CompiledStep(nn.Module):
         u = F.linear(x, L.weight_ih_l0, L.bias_ih_l0)
         h = c = x.new_zeros(B, H)
         m = v = p = x.new_zeros(B, 4 * H)
-        beta_k, _ = L.scheme.schedule(T, None, x.dtype, x.device) if self.kind == "nesterov" else (
-            torch.zeros(T, 1, 1), None)
+        beta_k, _ = (
+            L.scheme.schedule(T, None, x.dtype, x.device) if self.kind == "nesterov" else (torch.zeros(T, 1, 1), None)
+        )
         outs = []
         for t in range(T):
             r = h @ L.weight_hh_l0.t()
@@ -82,7 +83,7 @@ class CompiledStep(nn.Module):
 
 
 def build(candidate, kind, shape):
-    T, B, I, H = speed.SHAPES[shape]
+    _T, _B, I, H = speed.SHAPES[shape]
     torch.manual_seed(0)
     if candidate == "compiled_step":
         return CompiledStep(kind, I, H)
@@ -108,9 +109,13 @@ def main(argv=None):
         for kind in args.schemes.split(","):
             names, models = [], [nn.LSTM(I, H)]
             for cand in args.candidates.split(","):
-                if (cand == "precomputed_native" and kind == "nesterov") or (cand == "graph_loop" and kind != "nesterov"):
+                if (cand == "precomputed_native" and kind == "nesterov") or (
+                    cand == "graph_loop" and kind != "nesterov"
+                ):
                     continue
-                if (cand == "compiled_step" and shape in ("smnist256", "long")) or (cand == "fused" and shape == "long"):
+                if (cand == "compiled_step" and shape in ("smnist256", "long")) or (
+                    cand == "fused" and shape == "long"
+                ):
                     continue  # minutes per case and nothing to learn (about 10x native at smnist128)
                 names.append(cand)
                 models.append(build(cand, kind, shape))

@@ -20,13 +20,27 @@ import statistics
 import subprocess
 import sys
 
-GATED_SHAPES = {"smnist128": (784, 128, 1, 128), "smnist256": (784, 128, 1, 256), "ptb": (70, 20, 400, 1150),
-                "long": (20000, 8, 1, 128)}
-GATED_HP = {"none": {}, "heavy_ball": {"mu": 0.6, "epsilon": 0.6}, "restart": {"epsilon": 1.0, "restart": 2},
-            "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1}, "rmsprop": {"epsilon": 0.6, "beta": 0.9},
-            "nesterov": {"epsilon": 1.0, "restart": 2}}
-ORTH_HP = {"none": {}, "heavy_ball": {"mu": 0.6, "epsilon": 0.9}, "adam": {"mu": 0.6, "epsilon": 0.9, "beta": 0.01},
-           "rmsprop": {"epsilon": 0.9, "beta": 0.01}, "restart": {"epsilon": 0.9, "restart": 40}}
+GATED_SHAPES = {
+    "smnist128": (784, 128, 1, 128),
+    "smnist256": (784, 128, 1, 256),
+    "ptb": (70, 20, 400, 1150),
+    "long": (20000, 8, 1, 128),
+}
+GATED_HP = {
+    "none": {},
+    "heavy_ball": {"mu": 0.6, "epsilon": 0.6},
+    "restart": {"epsilon": 1.0, "restart": 2},
+    "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
+    "rmsprop": {"epsilon": 0.6, "beta": 0.9},
+    "nesterov": {"epsilon": 1.0, "restart": 2},
+}
+ORTH_HP = {
+    "none": {},
+    "heavy_ball": {"mu": 0.6, "epsilon": 0.9},
+    "adam": {"mu": 0.6, "epsilon": 0.9, "beta": 0.01},
+    "rmsprop": {"epsilon": 0.9, "beta": 0.01},
+    "restart": {"epsilon": 0.9, "restart": 40},
+}
 
 
 def cases():
@@ -36,8 +50,9 @@ def cases():
             out.append({"name": f"lstm/{kind}/{shape}", "host": "lstm", "kind": kind, "dims": dims, "hp": hp})
     for host in ("exprnn", "dtriv", "scornn", "scurnn"):
         for kind, hp in ORTH_HP.items():
-            out.append({"name": f"{host}/{kind}/pmnist170", "host": host, "kind": kind, "dims": (784, 128, 1, 170),
-                        "hp": hp})
+            out.append(
+                {"name": f"{host}/{kind}/pmnist170", "host": host, "kind": kind, "dims": (784, 128, 1, 170), "hp": hp}
+            )
     return out
 
 
@@ -87,8 +102,11 @@ def main(argv=None):
             base_t.append(b)
             new_t.append(n)
             ratios.append(n / b)
-        print(f"| {case['name']} | {statistics.median(base_t):.3f} | {statistics.median(new_t):.3f} | "
-              f"{statistics.median(ratios):.3f} |", flush=True)
+        print(
+            f"| {case['name']} | {statistics.median(base_t):.3f} | {statistics.median(new_t):.3f} | "
+            f"{statistics.median(ratios):.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

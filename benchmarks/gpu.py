@@ -24,12 +24,16 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import opcount  # noqa: E402
-import speed  # noqa: E402
+import opcount
+import speed
 
 ALTERNATIVES = {  # other backends that can run the scheme on a GPU
-    "none": [], "heavy_ball": ["precomputed_native", "fused"], "restart": ["precomputed_native", "fused"],
-    "adam": ["fused"], "rmsprop": ["fused"], "nesterov": ["fused"],
+    "none": [],
+    "heavy_ball": ["precomputed_native", "fused"],
+    "restart": ["precomputed_native", "fused"],
+    "adam": ["fused"],
+    "rmsprop": ["fused"],
+    "nesterov": ["fused"],
 }
 
 
@@ -77,13 +81,15 @@ def main(argv=None):
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
-        print("benchmarks/gpu.py: no CUDA device (torch.cuda.is_available() is False); nothing to measure. "
-              "Run it on a machine with an NVIDIA GPU and a CUDA build of torch.", file=sys.stderr)
+        print(
+            "benchmarks/gpu.py: no CUDA device (torch.cuda.is_available() is False); nothing to measure. "
+            "Run it on a machine with an NVIDIA GPU and a CUDA build of torch.",
+            file=sys.stderr,
+        )
         return 2
     dtype = getattr(torch, args.dtype)
     dev = torch.device("cuda")
-    print(f"# torch {torch.__version__}, {torch.cuda.get_device_name(dev)}, {args.dtype}, host {args.host}",
-          flush=True)
+    print(f"# torch {torch.__version__}, {torch.cuda.get_device_name(dev)}, {args.dtype}, host {args.host}", flush=True)
     rows = []
     for shape in args.shapes.split(","):
         T, B, I, H = speed.SHAPES[shape]
@@ -102,30 +108,46 @@ def main(argv=None):
                 models.append(speed.build("authors", args.host, kind, shape).to(dev, dtype))
             times = dict(zip(names, time_interleaved(models, x, args.repeat)))
             ours_m = peak_memory(ours, x)
-            ops = opcount.per_step(lambda: speed.build("ours", args.host, kind, shape).to(dev), B, I, device=dev)
-            row = {"shape": f"{shape} (T={T}, B={B}, I={I}, H={H})", "scheme": kind,
-                   "backend": speed.backend_of(ours, "cuda"), "vs_native": times["ours"] / times["native"],
-                   "authors": times["authors"] / times["ours"] if "authors" in times else None,
-                   "mem": ours_m / native_m if native_m else None, "ops": ops,
-                   "alternatives": {n: times[n] / times["native"] for n in names[2:] if n != "authors"}}
+            ops = opcount.per_step(
+                lambda kind=kind, shape=shape: speed.build("ours", args.host, kind, shape).to(dev), B, I, device=dev
+            )
+            row = {
+                "shape": f"{shape} (T={T}, B={B}, I={I}, H={H})",
+                "scheme": kind,
+                "backend": speed.backend_of(ours, "cuda"),
+                "vs_native": times["ours"] / times["native"],
+                "authors": times["authors"] / times["ours"] if "authors" in times else None,
+                "mem": ours_m / native_m if native_m else None,
+                "ops": ops,
+                "alternatives": {n: times[n] / times["native"] for n in names[2:] if n != "authors"},
+            }
             rows.append(row)
             alt = "  ".join(f"{n} x{v:.2f}" for n, v in row["alternatives"].items())
-            print(f"{row['shape']:<40} {kind:<11} {row['backend']:<18} ours {times['ours'] * 1e3:8.1f} ms  "
-                  f"native {times['native'] * 1e3:8.1f} ms  x{row['vs_native']:.2f} native  "
-                  f"authors/ours {row['authors'] or 0:.2f}  mem x{row['mem'] or 0:.2f}  "
-                  f"ops/step {ops[0]:.1f} fwd {ops[1]:.1f} bwd  {alt}", flush=True)
+            print(
+                f"{row['shape']:<40} {kind:<11} {row['backend']:<18} ours {times['ours'] * 1e3:8.1f} ms  "
+                f"native {times['native'] * 1e3:8.1f} ms  x{row['vs_native']:.2f} native  "
+                f"authors/ours {row['authors'] or 0:.2f}  mem x{row['mem'] or 0:.2f}  "
+                f"ops/step {ops[0]:.1f} fwd {ops[1]:.1f} bwd  {alt}",
+                flush=True,
+            )
     if args.markdown:
-        print("\n| shape | scheme | backend | ours / native | authors' loop / ours | peak GPU memory ours / native "
-              "| operator calls / step (fwd, bwd) | other backends / native |")
+        print(
+            "\n| shape | scheme | backend | ours / native | authors' loop / ours | peak GPU memory ours / native "
+            "| operator calls / step (fwd, bwd) | other backends / native |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         for r in rows:
             alt = ", ".join(f"{n} {v:.2f}" for n, v in r["alternatives"].items()) or "-"
-            print(f"| {r['shape']} | {r['scheme']} | {r['backend']} | {f(r['vs_native'])} | {f(r['authors'])} | "
-                  f"{f(r['mem'])} | {r['ops'][0]:.1f}, {r['ops'][1]:.1f} | {alt} |")
+            print(
+                f"| {r['shape']} | {r['scheme']} | {r['backend']} | {f(r['vs_native'])} | {f(r['authors'])} | "
+                f"{f(r['mem'])} | {r['ops'][0]:.1f}, {r['ops'][1]:.1f} | {alt} |"
+            )
     inner = {h: opcount.inner_counts(h, 8, 1, 16) for h in ("lstm", "gru", "rnn")}
-    print("\nInside the CUDA-graph loop (kernels a replay runs per step, forward / backward): "
-          + ", ".join(f"{h} {f:.1f} / {b:.1f}" for h, (f, b) in inner.items()))
+    print(
+        "\nInside the CUDA-graph loop (kernels a replay runs per step, forward / backward): "
+        + ", ".join(f"{h} {f:.1f} / {b:.1f}" for h, (f, b) in inner.items())
+    )
     return 0
 
 

@@ -49,8 +49,12 @@ def _session(model: nn.Module, x: torch.Tensor, path: str, threads: int):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", choices=tuple(mr.HOSTS), default="lstm",
-                   help="a host of momentumrnn (torch.nn.RNN stands beside the modReLU hosts)")
+    p.add_argument(
+        "--host",
+        choices=tuple(mr.HOSTS),
+        default="lstm",
+        help="a host of momentumrnn (torch.nn.RNN stands beside the modReLU hosts)",
+    )
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--B", type=int, default=32)
     p.add_argument("--I", type=int, default=32)
@@ -77,7 +81,7 @@ def main(argv=None) -> None:
         times = {name: [] for name in runs}
         eager = {name: [] for name in models}
         for _ in range(a.repeat):
-            for name, (session, model) in runs.items():
+            for name, (session, _model) in runs.items():
                 session.run(None, {"x": feed})
                 t0 = time.perf_counter()
                 for _ in range(a.calls):
@@ -95,12 +99,17 @@ def main(argv=None) -> None:
                 want = model(x).numpy()
             got = session.run(None, {"x": feed})[0]
             assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max())), name
-    print(f"{a.host} host, T={a.T}, B={a.B}, I={a.I}, H={a.H}, {a.threads} thread(s), torch {torch.__version__}; "
-          "ms per forward (median)\n")
+    print(
+        f"{a.host} host, T={a.T}, B={a.B}, I={a.I}, H={a.H}, {a.threads} thread(s), torch {torch.__version__}; "
+        "ms per forward (median)\n"
+    )
     print("| model | onnxruntime | eager torch |")
     print("| --- | --- | --- |")
     for name in models:
-        print(f"| {name} | {statistics.median(times[name + ' (onnxruntime)']):.2f} | {statistics.median(eager[name]):.2f} |")
+        print(
+            f"| {name} | {statistics.median(times[name + ' (onnxruntime)']):.2f} "
+            f"| {statistics.median(eager[name]):.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,20 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-_FREE = ("empty", "new_empty", "empty_like", "detach", "alias", "lift_fresh", "_to_copy.default_noop", "set_",
-         "resize_", "_local_scalar_dense", "is_same_size", "sym_")
+_FREE = (
+    "empty",
+    "new_empty",
+    "empty_like",
+    "detach",
+    "alias",
+    "lift_fresh",
+    "_to_copy.default_noop",
+    "set_",
+    "resize_",
+    "_local_scalar_dense",
+    "is_same_size",
+    "sym_",
+)
 
 
 class _Count(TorchDispatchMode):
@@ -47,7 +59,7 @@ def per_step(make_model, B: int, I: int, T1: int = 32, T2: int = 96, dtype=torch
         model = make_model()
         x = torch.randn(T, B, I, dtype=dtype, device=device)
 
-        def fn():
+        def fn(model=model, x=x):
             out, _ = model(x)
             return out.sum()
 
@@ -76,7 +88,29 @@ def inner_counts(host: str, B: int, I: int, H: int, T1: int = 32, T2: int = 96):
         with _Count() as f:
             hs, cs, _, A, tc, rn = graph_loop._forward(*args, host=code, eps=1.0)
         with _Count() as b:
-            graph_loop._backward(x, w_ih, bias, bias, w_hh, b_hn, h0, c0, 1 + beta, beta, None, hs, cs, A, tc, rn,
-                                 torch.ones_like(hs), None, None, host=code, eps=1.0, need_x=True)
+            graph_loop._backward(
+                x,
+                w_ih,
+                bias,
+                bias,
+                w_hh,
+                b_hn,
+                h0,
+                c0,
+                1 + beta,
+                beta,
+                None,
+                hs,
+                cs,
+                A,
+                tc,
+                rn,
+                torch.ones_like(hs),
+                None,
+                None,
+                host=code,
+                eps=1.0,
+                need_x=True,
+            )
         res.append((f.n, b.n))
     return tuple((b - a) / (T2 - T1) for a, b in zip(*res))

@@ -35,13 +35,19 @@ from torch import nn
 import momentumrnn as mr
 import momentumrnn.orthogonal as orth
 from momentumrnn.orthogonal.parametrizations import pade_expm, skew
-from momentumrnn.registry import HOSTS as HOST_INFO, LAYER_NAMES
+from momentumrnn.registry import HOSTS as HOST_INFO
+from momentumrnn.registry import LAYER_NAMES
 
 HOSTS = [h for h in mr.HOSTS if HOST_INFO[h].family == "modrelu"]  # expRNN, DTRIV, scoRNN, scuRNN, ENRNN
 SCHEMES = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
-HP = {"heavy_ball": {"mu": 0.6, "epsilon": 0.9}, "adam": {"mu": 0.6, "epsilon": 0.9, "beta": 0.01},
-      "rmsprop": {"epsilon": 0.9, "beta": 0.01}, "restart": {"epsilon": 0.9, "restart": 40},
-      "nesterov": {"epsilon": 0.9, "restart": 40}, "none": {}}
+HP = {
+    "heavy_ball": {"mu": 0.6, "epsilon": 0.9},
+    "adam": {"mu": 0.6, "epsilon": 0.9, "beta": 0.01},
+    "rmsprop": {"epsilon": 0.9, "beta": 0.01},
+    "restart": {"epsilon": 0.9, "restart": 40},
+    "nesterov": {"epsilon": 0.9, "restart": 40},
+    "none": {},
+}
 
 
 def class_name(host: str, kind: str) -> str:
@@ -122,6 +128,7 @@ def make_step(module, x, read_out):
     def step():
         out = module(x)[0]
         (out[-1] @ read_out).sum().backward()
+
     return step
 
 
@@ -147,7 +154,7 @@ def run(hidden, T, batch, rounds, hosts, schemes, threads):
         step()
     for r in range(rounds):
         names = list(configs)
-        names = names[r % len(names):] + names[:r % len(names)]  # rotate the order every round
+        names = names[r % len(names) :] + names[: r % len(names)]  # rotate the order every round
         for name in names:
             t0 = time.perf_counter()
             configs[name]()
@@ -161,24 +168,37 @@ def ratio(times, a, b):
 
 def report(hidden, times, hosts, schemes):
     plain_name = {h: class_name(h, "none") for h in hosts}
-    lines = [f"\n### hidden {hidden}\n",
-             "| layer | time (s, median) | / nn.RNN | / plain orthogonal (same host) | / authors' loop |",
-             "| --- | --- | --- | --- | --- |"]
-    for name in ("nn.RNN", "nn.RNN(2H)", "authors plain", "authors momentum", "authors scuRNN plain",
-                 "authors scuRNN momentum"):
+    lines = [
+        f"\n### hidden {hidden}\n",
+        "| layer | time (s, median) | / nn.RNN | / plain orthogonal (same host) | / authors' loop |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in (
+        "nn.RNN",
+        "nn.RNN(2H)",
+        "authors plain",
+        "authors momentum",
+        "authors scuRNN plain",
+        "authors scuRNN momentum",
+    ):
         if name in times:
-            lines.append(f"| {name} | {statistics.median(times[name]):.3f} | {ratio(times, name, 'nn.RNN'):.2f} | | |")
+            median = statistics.median(times[name])
+            lines.append(f"| {name} | {median:.3f} | {ratio(times, name, 'nn.RNN'):.2f} | | |")
     for host in hosts:
         native = "nn.RNN(2H)" if host == "scurnn" else "nn.RNN"
         for kind in schemes:
             name = class_name(host, kind)
             vs_plain = "" if kind == "none" else f"{ratio(times, name, plain_name[host]):.3f}"
-            authors = ("authors scuRNN " if host == "scurnn" else "authors ") + ("plain" if kind == "none" else "momentum")
+            authors = ("authors scuRNN " if host == "scurnn" else "authors ") + (
+                "plain" if kind == "none" else "momentum"
+            )
             vs_native = f"{ratio(times, name, native):.2f}"
             if host == "scurnn":
                 vs_native += f" (vs H: {ratio(times, name, 'nn.RNN'):.2f})"
-            lines.append(f"| {name} | {statistics.median(times[name]):.3f} | {vs_native} | {vs_plain} | "
-                         f"{ratio(times, name, authors):.2f} |")
+            lines.append(
+                f"| {name} | {statistics.median(times[name]):.3f} | {vs_native} | {vs_plain} | "
+                f"{ratio(times, name, authors):.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -192,21 +212,26 @@ def main():
     ap.add_argument("--hosts", nargs="+", default=HOSTS, choices=HOSTS)
     ap.add_argument("--schemes", nargs="+", default=SCHEMES, choices=SCHEMES)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--flush-denormal", action="store_true",
-                    help="torch.set_flush_denormal(True) for every configuration: nn.RNN's backward at this "
-                         "shape falls into subnormal floats (measured: 1.16 s, 0.38 s flushed); our layers "
-                         "flush them anyway")
+    ap.add_argument(
+        "--flush-denormal",
+        action="store_true",
+        help="torch.set_flush_denormal(True) for every configuration: nn.RNN's backward at this "
+        "shape falls into subnormal floats (measured: 1.16 s, 0.38 s flushed); our layers "
+        "flush them anyway",
+    )
     args = ap.parse_args()
     if args.quick:
         args.T, args.batch, args.hidden, args.rounds = 100, 32, [64], 3
     if "none" not in args.schemes:
-        args.schemes = ["none"] + args.schemes
+        args.schemes = ["none", *args.schemes]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.flush_denormal and not torch.set_flush_denormal(True):
         ap.error("this CPU cannot flush subnormal floats (torch.set_flush_denormal returned False)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; T={args.T}, B={args.batch}, input 1; "
-          f"{args.rounds} rounds; forward + backward" + ("; subnormals flushed" if args.flush_denormal else ""))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; T={args.T}, B={args.batch}, input 1; "
+        f"{args.rounds} rounds; forward + backward" + ("; subnormals flushed" if args.flush_denormal else "")
+    )
     for hidden in args.hidden:
         times = run(hidden, args.T, args.batch, args.rounds, args.hosts, args.schemes, args.threads)
         print(report(hidden, times, args.hosts, args.schemes), flush=True)

@@ -28,8 +28,11 @@ from momentumrnn.schemes import MomentumState
 
 SCHEMES = ["none", "heavy_ball", "restart", "adam", "rmsprop", "nesterov"]
 HP = {  # the paper's sequential-MNIST settings (docs/equations.md, section 7)
-    "none": {}, "heavy_ball": {"mu": 0.6, "epsilon": 0.6}, "restart": {"epsilon": 1.0, "restart": 2},
-    "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1}, "rmsprop": {"epsilon": 0.6, "beta": 0.9},
+    "none": {},
+    "heavy_ball": {"mu": 0.6, "epsilon": 0.6},
+    "restart": {"epsilon": 1.0, "restart": 2},
+    "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
+    "rmsprop": {"epsilon": 0.6, "beta": 0.9},
     "nesterov": {"epsilon": 1.0, "restart": 2},
 }
 
@@ -38,14 +41,17 @@ def fwd_bwd(model, x):
     def run():
         xx = x.detach().requires_grad_()
         model(xx)[0].sum().backward()
+
     return run
 
 
 def measure(T, N, I, H, P, rounds, clock, kinds=SCHEMES):
     torch.manual_seed(0)
     x = torch.randn(T, N, I)
-    cases = {"nn.LSTM(proj_size)": ("native", fwd_bwd(nn.LSTM(I, H, proj_size=P), x)),
-             "nn.LSTM (no projection)": ("native", fwd_bwd(nn.LSTM(I, H), x))}
+    cases = {
+        "nn.LSTM(proj_size)": ("native", fwd_bwd(nn.LSTM(I, H, proj_size=P), x)),
+        "nn.LSTM (no projection)": ("native", fwd_bwd(nn.LSTM(I, H), x)),
+    }
     for kind in kinds:
         layer = mr.build_layer("lstm", kind, I, H, proj_size=P, **HP[kind])
         name = backends.choose(layer, x, MomentumState(), layer.hyper_parameters())
@@ -62,8 +68,10 @@ def measure(T, N, I, H, P, rounds, clock, kinds=SCHEMES):
                 run()
                 times[k].append(tick() - t)
     base = times["nn.LSTM(proj_size)"]
-    return [(k, cases[k][0], statistics.median(ts), statistics.median(a / b for a, b in zip(ts, base)))
-            for k, ts in times.items()]
+    return [
+        (k, cases[k][0], statistics.median(ts), statistics.median(a / b for a, b in zip(ts, base)))
+        for k, ts in times.items()
+    ]
 
 
 def main(argv=None):
@@ -77,8 +85,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     T, N, I, H, P = args.shape
     rows = measure(T, N, I, H, P, args.rounds, args.clock)
-    print(f"T={T}, N={N}, I={I}, H={H}, proj_size={P}; {args.threads} thread(s), {args.clock} time, "
-          f"median of {args.rounds} rounds")
+    print(
+        f"T={T}, N={N}, I={I}, H={H}, proj_size={P}; {args.threads} thread(s), {args.clock} time, "
+        f"median of {args.rounds} rounds"
+    )
     if args.markdown:
         print("| layer | backend | ms | / nn.LSTM(proj_size) |\n| --- | --- | --- | --- |")
     for name, backend, t, ratio in rows:

@@ -31,10 +31,18 @@ from torch import nn
 import momentumrnn as mr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import HP, NATIVE, SCHEMES  # noqa: E402
+from speed import HP, NATIVE, SCHEMES
 
-SHAPES = [(64, 16, 32), (64, 32, 32), (64, 16, 64), (64, 32, 64),
-          (256, 16, 32), (256, 32, 32), (256, 16, 64), (256, 32, 64)]  # (T, B, H)
+SHAPES = [
+    (64, 16, 32),
+    (64, 32, 32),
+    (64, 16, 64),
+    (64, 32, 64),
+    (256, 16, 32),
+    (256, 32, 32),
+    (256, 16, 64),
+    (256, 32, 64),
+]  # (T, B, H)
 CLASSES = 10
 
 
@@ -51,8 +59,11 @@ class Classifier(nn.Module):
 
 def build(host: str, scheme: str, inputs: int, hidden: int, seed: int = 0) -> Classifier:
     torch.manual_seed(seed)
-    rnn = NATIVE[host](inputs, hidden) if scheme == "torch.nn" else mr.build_layer(host, scheme, inputs, hidden,
-                                                                                 **HP[scheme])
+    rnn = (
+        NATIVE[host](inputs, hidden)
+        if scheme == "torch.nn"
+        else mr.build_layer(host, scheme, inputs, hidden, **HP[scheme])
+    )
     return Classifier(rnn, hidden)
 
 
@@ -75,7 +86,7 @@ def time_steps(steps_fns: dict, steps: int, rounds: int) -> dict:
             fn()
     times = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             fn = steps_fns[n]
             t0 = time.perf_counter()
@@ -120,8 +131,11 @@ def main(argv=None):
     for s in schemes:
         if s not in HP:
             ap.error(f"unknown scheme {s!r}; choose from {', '.join(HP)}")
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, host {args.host}, "
-          f"{args.steps} steps x {args.rounds} rounds, RMSprop", flush=True)
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, host {args.host}, "
+        f"{args.steps} steps x {args.rounds} rounds, RMSprop",
+        flush=True,
+    )
     rows = []
     for T, B, H in shapes:
         g = torch.Generator().manual_seed(0)
@@ -134,15 +148,23 @@ def main(argv=None):
             ratio = statistics.median(a / b for a, b in zip(times[s], times["torch.nn"]))
             ours_ms = 1e3 * statistics.median(times[s])
             rows.append((T, B, H, s, ours_ms, native_ms, ratio))
-            print(f"T={T:<4} B={B:<3} H={H:<3} {s:<11} ours {ours_ms:8.2f} ms/step  torch.nn {native_ms:8.2f} ms/step"
-                  f"  x{ratio:.2f}", flush=True)
+            print(
+                f"T={T:<4} B={B:<3} H={H:<3} {s:<11} ours {ours_ms:8.2f} ms/step  torch.nn {native_ms:8.2f} ms/step"
+                f"  x{ratio:.2f}",
+                flush=True,
+            )
     cost = None if args.no_call_cost else call_cost(args.host, schemes, args.rounds)
     if cost:
-        print("fixed cost per call (forward + backward, T = 1, B = 1, H = 8): "
-              + ", ".join(f"{s} {v:.0f} us" for s, v in cost.items()), flush=True)
+        print(
+            "fixed cost per call (forward + backward, T = 1, B = 1, H = 8): "
+            + ", ".join(f"{s} {v:.0f} us" for s, v in cost.items()),
+            flush=True,
+        )
     if args.markdown:
-        print(f"\n| T | batch | hidden | scheme | ours (ms / step) | torch.nn (ms / step) | ours / torch.nn |\n"
-              f"| --- | --- | --- | --- | --- | --- | --- |")
+        print(
+            "\n| T | batch | hidden | scheme | ours (ms / step) | torch.nn (ms / step) | ours / torch.nn |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |"
+        )
         for T, B, H, s, ours, nat, ratio in rows:
             print(f"| {T} | {B} | {H} | {s} | {ours:.2f} | {nat:.2f} | {ratio:.2f} |")
         if cost:

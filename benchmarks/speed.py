@@ -36,7 +36,7 @@ from momentumrnn import backends
 from momentumrnn.schemes import MomentumState
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import opcount  # noqa: E402
+import opcount
 
 SHAPES = {
     # name: (T, B, input, hidden)
@@ -47,8 +47,11 @@ SHAPES = {
 }
 SCHEMES = ["none", "heavy_ball", "restart", "adam", "rmsprop", "nesterov"]
 HP = {  # the paper's sequential-MNIST settings (docs/equations.md, section 7)
-    "none": {}, "heavy_ball": {"mu": 0.6, "epsilon": 0.6}, "restart": {"epsilon": 1.0, "restart": 2},
-    "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1}, "rmsprop": {"epsilon": 0.6, "beta": 0.9},
+    "none": {},
+    "heavy_ball": {"mu": 0.6, "epsilon": 0.6},
+    "restart": {"epsilon": 1.0, "restart": 2},
+    "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
+    "rmsprop": {"epsilon": 0.6, "beta": 0.9},
     "nesterov": {"epsilon": 1.0, "restart": 2},
 }
 NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -107,7 +110,7 @@ class AuthorsLoop(nn.Module):
 
 
 def build(which, host, kind, shape, backend=None):
-    T, B, I, H = SHAPES[shape]
+    _T, _B, I, H = SHAPES[shape]
     torch.manual_seed(0)
     if which == "native":
         return NATIVE[host](I, H)
@@ -164,7 +167,7 @@ def _peak_rss_bytes():
 
 def peak_memory_child(which, host, kind, shape):
     """Runs in a fresh process: resident-set growth of one forward + backward, in bytes."""
-    T, B, I, H = SHAPES[shape]
+    T, B, I, _H = SHAPES[shape]
     model = build(which, host, kind, shape)
     x = torch.randn(T, B, I)
     base = _rss_bytes()
@@ -178,9 +181,10 @@ def peak_memory_child(which, host, kind, shape):
 
 
 def peak_memory(which, host, kind, shape):
-    code = ("import json,sys; sys.path.insert(0, %r); import speed; "
-            "print(json.dumps(speed.peak_memory_child(%r, %r, %r, %r)))"
-            % (os.path.dirname(os.path.abspath(__file__)), which, host, kind, shape))
+    code = (
+        f"import json,sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import speed; "
+        f"print(json.dumps(speed.peak_memory_child({which!r}, {host!r}, {kind!r}, {shape!r})))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -202,8 +206,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the memory subprocesses
-    shapes = args.shapes.split(",") if args.shapes else (
-        ["smnist128", "ptb"] if args.quick else list(SHAPES))
+    shapes = args.shapes.split(",") if args.shapes else (["smnist128", "ptb"] if args.quick else list(SHAPES))
     for s in shapes:
         if s not in SHAPES:
             ap.error(f"unknown shape {s!r}; choose from {', '.join(SHAPES)}")
@@ -230,32 +233,48 @@ def main(argv=None):
             ours_m = peak_memory("ours", args.host, kind, shape) if memory else None
             ops = (None, None)
             if not args.no_ops:
-                ops = opcount.per_step(lambda: build("ours", args.host, kind, shape, args.backend), B, I)
+
+                def make(kind=kind, shape=shape):
+                    return build("ours", args.host, kind, shape, args.backend)
+
+                ops = opcount.per_step(make, B, I)
             row = {
-                "shape": f"{shape} (T={T}, B={B}, I={I}, H={H})", "scheme": kind, "backend": backend_of(ours),
-                "ours_s": ours_t, "native_s": native_t, "authors_s": authors_t,
+                "shape": f"{shape} (T={T}, B={B}, I={I}, H={H})",
+                "scheme": kind,
+                "backend": backend_of(ours),
+                "ours_s": ours_t,
+                "native_s": native_t,
+                "authors_s": authors_t,
                 "vs_native": ours_t / native_t,
                 "speedup_vs_authors": authors_t / ours_t if authors_t else None,
                 "mem_vs_native": ours_m / native_m if memory and native_m else None,
-                "ours_mb": ours_m / 2 ** 20 if memory else None,
-                "ops_fwd": ops[0], "ops_bwd": ops[1],
+                "ours_mb": ours_m / 2**20 if memory else None,
+                "ops_fwd": ops[0],
+                "ops_bwd": ops[1],
             }
             rows.append(row)
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-            print(f"{row['shape']:<40} {kind:<11} {row['backend']:<17} ours {ours_t:7.3f}s  native {native_t:7.3f}s  "
-                  f"x{row['vs_native']:.2f} native  authors' loop {fmt(authors_t, '.3f')}s "
-                  f"(ours {fmt(row['speedup_vs_authors'], '.2f')}x faster)  "
-                  f"peak mem x{fmt(row['mem_vs_native'], '.2f')} native ({fmt(row['ours_mb'], '.0f')} MB)  "
-                  f"ops/step {fmt(ops[0], '.1f')} fwd {fmt(ops[1], '.1f')} bwd", flush=True)
+            print(
+                f"{row['shape']:<40} {kind:<11} {row['backend']:<17} ours {ours_t:7.3f}s  native {native_t:7.3f}s  "
+                f"x{row['vs_native']:.2f} native  authors' loop {fmt(authors_t, '.3f')}s "
+                f"(ours {fmt(row['speedup_vs_authors'], '.2f')}x faster)  "
+                f"peak mem x{fmt(row['mem_vs_native'], '.2f')} native ({fmt(row['ours_mb'], '.0f')} MB)  "
+                f"ops/step {fmt(ops[0], '.1f')} fwd {fmt(ops[1], '.1f')} bwd",
+                flush=True,
+            )
     if args.markdown:
-        print("\n| shape | scheme | backend | ours / native | authors' loop / ours | peak memory ours / native "
-              "| operator calls / step (fwd, bwd) |")
+        print(
+            "\n| shape | scheme | backend | ours / native | authors' loop / ours | peak memory ours / native "
+            "| operator calls / step (fwd, bwd) |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
             o = "-" if r["ops_fwd"] is None else f"{r['ops_fwd']:.1f}, {r['ops_bwd']:.1f}"
-            print(f"| {r['shape']} | {r['scheme']} | {r['backend']} | {f(r['vs_native'])} | "
-                  f"{f(r['speedup_vs_authors'])} | {f(r['mem_vs_native'])} | {o} |")
+            print(
+                f"| {r['shape']} | {r['scheme']} | {r['backend']} | {f(r['vs_native'])} | "
+                f"{f(r['speedup_vs_authors'])} | {f(r['mem_vs_native'])} | {o} |"
+            )
 
 
 if __name__ == "__main__":

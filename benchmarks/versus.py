@@ -90,8 +90,12 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--stat", default="median", choices=["median", "min"])
-    ap.add_argument("--isa", default="native", choices=["native", "avx2"],
-                    help="avx2: run as a CPU without AVX-512 would (see above)")
+    ap.add_argument(
+        "--isa",
+        default="native",
+        choices=["native", "avx2"],
+        help="avx2: run as a CPU without AVX-512 would (see above)",
+    )
     ap.add_argument("--system-allocator", action="store_true", help="glibc's default instead of freed memory kept")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
@@ -100,15 +104,26 @@ def main(argv=None):
         if s not in HP:
             ap.error(f"unknown scheme {s!r}; choose from {', '.join(HP)}")
     trees = {"new": args.new} if not args.base else {"base": args.base, "new": args.new}
-    print(f"# {args.host}, {args.threads} thread(s), isa {args.isa}, "
-          f"{'glibc default allocator' if args.system_allocator else 'freed memory kept'}, "
-          f"{args.rounds} rounds x {args.repeat} ({args.stat})", flush=True)
+    print(
+        f"# {args.host}, {args.threads} thread(s), isa {args.isa}, "
+        f"{'glibc default allocator' if args.system_allocator else 'freed memory kept'}, "
+        f"{args.rounds} rounds x {args.repeat} ({args.stat})",
+        flush=True,
+    )
     rows = []
     for shape in args.shapes.split(","):
         if shape not in SHAPES:
             ap.error(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
-        cfg = {"shape": shape, "schemes": schemes, "host": args.host, "threads": args.threads,
-               "repeat": args.repeat, "stat": args.stat, "keep": not args.system_allocator, "here": HERE}
+        cfg = {
+            "shape": shape,
+            "schemes": schemes,
+            "host": args.host,
+            "threads": args.threads,
+            "repeat": args.repeat,
+            "stat": args.stat,
+            "keep": not args.system_allocator,
+            "here": HERE,
+        }
         got = {name: [] for name in trees}
         for r in range(args.rounds):
             order = list(trees) if r % 2 == 0 else list(reversed(trees))
@@ -123,13 +138,18 @@ def main(argv=None):
             if "base" in trees:
                 row["new_vs_base"] = statistics.median(n[s] / b[s] for b, n in zip(got["base"], got["new"]))
             rows.append(row)
-            base = (f"  before x{row['base']:.2f}  after / before {row['new_vs_base']:.2f}" if "base" in trees else "")
-            print(f"{shape:<10} {s:<11} torch.nn {row['native_s']:.3f} s  ours {row['new_s']:.3f} s  "
-                  f"x{row['new']:.2f} torch.nn{base}", flush=True)
+            base = f"  before x{row['base']:.2f}  after / before {row['new_vs_base']:.2f}" if "base" in trees else ""
+            print(
+                f"{shape:<10} {s:<11} torch.nn {row['native_s']:.3f} s  ours {row['new_s']:.3f} s  "
+                f"x{row['new']:.2f} torch.nn{base}",
+                flush=True,
+            )
     if args.markdown:
         if "base" in trees:
-            print("\n| shape | scheme | before: ours / torch.nn | after: ours / torch.nn | after / before |\n"
-                  "| --- | --- | --- | --- | --- |")
+            print(
+                "\n| shape | scheme | before: ours / torch.nn | after: ours / torch.nn | after / before |\n"
+                "| --- | --- | --- | --- | --- |"
+            )
             for r in rows:
                 print(f"| {r['shape']} | {r['scheme']} | {r['base']:.2f} | {r['new']:.2f} | {r['new_vs_base']:.2f} |")
         else:

@@ -19,8 +19,9 @@ streaming = mr.MomentumLSTM(input_size=1, hidden_size=32, batch_first=True, carr
 streaming.load_state_dict(lstm.state_dict())
 out1, state = streaming(x[:, :60])
 out2, _ = streaming(x[:, 60:], state)
-print("state", streaming.state_names, "| chunked == one call:",
-      torch.allclose(torch.cat([out1, out2], 1), out, atol=1e-6))
+print(
+    "state", streaming.state_names, "| chunked == one call:", torch.allclose(torch.cat([out1, out2], 1), out, atol=1e-6)
+)
 
 # Any model written for torch.nn: one line swaps its LSTMs for momentum layers, weights kept.
 model = torch.nn.Sequential()

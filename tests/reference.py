@@ -35,7 +35,6 @@ def reference_direction(layer, layer_idx, direction, seq, h, c, mom):
     sch = layer.scheme
     kind, beta, F = sch.kind, sch.beta, sch.restart
     host = layer.host
-    H = layer.hidden_size
     v, m, p, k = mom["v"], mom["m"], mom["p"], mom["k"]
     outs = []
     for x in seq:
@@ -137,12 +136,14 @@ def reference_forward(layer, x, lengths=None, state=None):
                 idx = li * D + di
                 seq = layer_in if di == 0 else layer_in.flip(0)
                 mom = {
-                    "v": init("v", idx, b, zeros_g), "m": init("m", idx, b, zeros_g),
+                    "v": init("v", idx, b, zeros_g),
+                    "m": init("m", idx, b, zeros_g),
                     "p": init("p", idx, b, zeros_g),
                     "k": int(state["step"][idx, b]) if state.get("step") is not None else 0,
                 }
                 o, h, c, mom = reference_direction(
-                    layer, li, di, seq, init("h", idx, b, zeros_h), init("c", idx, b, zeros_c), mom)
+                    layer, li, di, seq, init("h", idx, b, zeros_h), init("c", idx, b, zeros_c), mom
+                )
                 dir_outs.append(o if di == 0 else o.flip(0))
                 h_n[idx][b], c_n[idx][b], mom_n[idx][b] = h, c, mom
             layer_in = torch.cat(dir_outs, 1)

@@ -5,10 +5,10 @@ import itertools
 
 import pytest
 import torch
+from test_layers import HOSTS, KINDS, assert_match, make, random_state, run_both
 
 import momentumrnn as mr
 from momentumrnn import backends
-from test_layers import HOSTS, KINDS, assert_match, make, random_state, run_both
 
 
 def capable(family, drive):
@@ -25,8 +25,12 @@ def drive_of(kind):
 # scan (what torch.onnx.export runs) has its own cases below: eagerly, autograd traces its step into
 # a joint forward-backward graph at every call (about 0.6 s of CPU per layer and direction here),
 # so stacked bidirectional layers on every host and scheme would add a minute to the suite
-CASES = [(host, kind, name) for host, kind in itertools.product(HOSTS, KINDS)
-         for name in capable("gated", drive_of(kind)) if name != "scan"]
+CASES = [
+    (host, kind, name)
+    for host, kind in itertools.product(HOSTS, KINDS)
+    for name in capable("gated", drive_of(kind))
+    if name != "scan"
+]
 
 
 def test_every_drive_has_a_backend_on_every_family():
@@ -88,10 +92,12 @@ def test_onnx_dispatch():
         assert backends.select(family, drive, "cpu", onnx_export=True) == "scan"
         assert backends.select(family, drive, "cuda", onnx_export=True) == "scan"
     assert backends.select("gated", "normalized", "cpu", "stepwise", onnx_export=True) == "stepwise"
-    with pytest.raises(ValueError, match="backend 'compiled_loop' cannot run under torch.onnx.export: its kernel "
-                                         "has no ONNX translation"):
+    with pytest.raises(
+        ValueError,
+        match=r"backend 'compiled_loop' cannot run under torch.onnx.export: its kernel has no ONNX translation",
+    ):
         backends.select("gated", "normalized", "cpu", "compiled_loop", onnx_export=True)
-    with pytest.raises(ValueError, match="cannot run under torch.onnx.export"):
+    with pytest.raises(ValueError, match=r"cannot run under torch.onnx.export"):
         backends.select("modrelu", "linear", "cpu", "modrelu", onnx_export=True)
 
 
@@ -101,9 +107,15 @@ def test_force_context_and_errors():
     with backends.force("stepwise"):
         a = layer(x)[0]
     torch.testing.assert_close(a, layer(x)[0], rtol=1e-10, atol=1e-10)
-    with backends.force("native"), pytest.raises(ValueError, match="cannot run a normalized drive on a gated host; "
-                                                                   "use one of fused, compiled_loop, "
-                                                                   "precomputed_native, stepwise"):
+    with (
+        backends.force("native"),
+        pytest.raises(
+            ValueError,
+            match="cannot run a normalized drive on a gated host; "
+            "use one of fused, compiled_loop, "
+            "precomputed_native, stepwise",
+        ),
+    ):
         layer(x)
     layer.backend = "modrelu"
     with pytest.raises(ValueError, match="cannot run"):
@@ -111,9 +123,8 @@ def test_force_context_and_errors():
     layer.backend = "cudnn-magic"
     with pytest.raises(ValueError, match="unknown backend 'cudnn-magic'"):
         layer(x)
-    with pytest.raises(ValueError, match="unknown backend"):
-        with backends.force("nope"):
-            pass
+    with pytest.raises(ValueError, match="unknown backend"), backends.force("nope"):
+        pass
 
 
 def test_double_backward_on_the_stepwise_backend():

@@ -3,11 +3,11 @@ cell (and gradients flow), with torch.nn's state and with the carried momentum."
 
 import pytest
 import torch
+from states import check_state
 from torch import nn
 
 import momentumrnn as mr
 from momentumrnn import backends
-from states import check_state
 
 
 def _backends(family):
@@ -19,16 +19,18 @@ def test_layers(name):
     cls = mr.layer_class(name)
     for backend in _backends(cls.family):
         for carry in (True, False):
-            layer = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64,
-                        carry_momentum=carry)
+            layer = cls(
+                3, 4, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64, carry_momentum=carry
+            )
             layer.backend = backend
             x = torch.randn(0, 5, 3, dtype=torch.float64, requires_grad=True)
             out, state = layer(x)
             assert out.shape == (0, 5, layer.output_size)
             parts = check_state(layer, state)
             assert parts["h"].shape == (4, 0, 4)
-            assert list(parts) == ["h"] + (["c"] if layer.host == "lstm" else []) + \
-                (list(layer.scheme.state_fields) if carry else [])
+            assert list(parts) == ["h"] + (["c"] if layer.host == "lstm" else []) + (
+                list(layer.scheme.state_fields) if carry else []
+            )
             for f in layer.scheme.state_fields if carry else ():
                 assert parts[f].shape[:2] == (4, 0)
             (out.sum() + parts["h"].abs().sum()).backward()

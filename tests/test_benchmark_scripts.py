@@ -22,8 +22,17 @@ def _run(*args):
 
 def test_orthogonal_speed_covers_the_modrelu_row():
     out = _run("orthogonal_speed.py", "--quick", "--hosts", "enrnn", "scornn", "--flush-denormal")
-    for name in ("ENRNN", "MomentumENRNN", "AdamENRNN", "RMSPropENRNN", "RestartMomentumENRNN", "NesterovENRNN",
-                 "NesterovScoRNN", "authors momentum", "nn.RNN"):
+    for name in (
+        "ENRNN",
+        "MomentumENRNN",
+        "AdamENRNN",
+        "RMSPropENRNN",
+        "RestartMomentumENRNN",
+        "NesterovENRNN",
+        "NesterovScoRNN",
+        "authors momentum",
+        "nn.RNN",
+    ):
         assert f"| {name} |" in out, name
 
 
@@ -31,8 +40,11 @@ def test_orthogonal_speed_covers_the_modrelu_row():
 def test_opcount_per_step(scheme):
     import opcount
 
-    hp = {"heavy_ball": {"mu": 0.6, "epsilon": 0.6}, "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
-          "nesterov": {"epsilon": 1.0, "restart": 2}}[scheme]
+    hp = {
+        "heavy_ball": {"mu": 0.6, "epsilon": 0.6},
+        "adam": {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
+        "nesterov": {"epsilon": 1.0, "restart": 2},
+    }[scheme]
     fwd, bwd = opcount.per_step(lambda: mr.build_layer("lstm", scheme, 2, 8, **hp), B=3, I=2, T1=8, T2=24)
     # every backend the CPU picks runs the time loop inside one operator: O(1) calls per step
     assert 0 <= fwd < 2 and 0 <= bwd < 2
@@ -68,8 +80,15 @@ def test_speed_builds_every_scheme():
 
 def test_projection_reports_every_scheme():
     out = _run("projection.py", "--shape", "4", "2", "2", "4", "2", "--rounds", "1", "--markdown")
-    for name in ("nn.LSTM(proj_size)", "LSTM", "MomentumLSTM", "AdamLSTM", "RMSPropLSTM", "RestartMomentumLSTM",
-                 "NesterovLSTM"):
+    for name in (
+        "nn.LSTM(proj_size)",
+        "LSTM",
+        "MomentumLSTM",
+        "AdamLSTM",
+        "RMSPropLSTM",
+        "RestartMomentumLSTM",
+        "NesterovLSTM",
+    ):
         assert f"| {name} |" in out, name
     assert "| AdamLSTM | fused |" in out  # the table's capability fallback (no projection in compiled_loop)
 
@@ -77,15 +96,32 @@ def test_projection_reports_every_scheme():
 def test_onnx_speed_runs_every_model():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    out = _run("onnx_speed.py", "--host", "gru", "--T", "3", "--B", "2", "--I", "2", "--H", "4", "--calls", "1",
-               "--repeat", "1", "--schemes", "none", "adam")
+    out = _run(
+        "onnx_speed.py",
+        "--host",
+        "gru",
+        "--T",
+        "3",
+        "--B",
+        "2",
+        "--I",
+        "2",
+        "--H",
+        "4",
+        "--calls",
+        "1",
+        "--repeat",
+        "1",
+        "--schemes",
+        "none",
+        "adam",
+    )
     for name in ("torch.nn.GRU", "GRU", "AdamGRU"):
         assert f"| {name} |" in out, name
 
 
 def test_small_times_whole_training_steps_of_every_scheme():
-    out = _run("small.py", "--shapes", "6x3x4,5x2x3", "--steps", "1", "--rounds", "1", "--threads", "1",
-               "--markdown")
+    out = _run("small.py", "--shapes", "6x3x4,5x2x3", "--steps", "1", "--rounds", "1", "--threads", "1", "--markdown")
     import small
     import speed
 
@@ -105,6 +141,19 @@ def test_small_times_whole_training_steps_of_every_scheme():
 
 def test_versus_reports_both_trees():
     src = os.path.join(BENCH, "..", "src")
-    out = _run("versus.py", "--base", src, "--shapes", "ptb", "--schemes", "nesterov", "--rounds", "1",
-               "--repeat", "1", "--markdown", "--system-allocator")
+    out = _run(
+        "versus.py",
+        "--base",
+        src,
+        "--shapes",
+        "ptb",
+        "--schemes",
+        "nesterov",
+        "--rounds",
+        "1",
+        "--repeat",
+        "1",
+        "--markdown",
+        "--system-allocator",
+    )
     assert "| ptb | nesterov |" in out and "after / before" in out

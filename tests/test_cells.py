@@ -5,10 +5,10 @@ import itertools
 
 import pytest
 import torch
+from states import check_state, parts_of, to_state
+from test_layers import HOSTS, HP, KINDS
 
 import momentumrnn as mr
-from states import check_state, parts_of, to_state
-from test_layers import HP, HOSTS, KINDS
 
 
 @pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
@@ -16,7 +16,7 @@ def test_cell_loop_equals_layer(host, kind):
     torch.manual_seed(0)
     layer = mr.build_layer(host, kind, 3, 4, dtype=torch.float64, carry_momentum=True, **HP[kind])
     name = {n: (h, k) for n, (h, k, _) in mr.LAYER_NAMES.items()}
-    cls_name = [n for n, hk in name.items() if hk == (host, kind)][0]
+    cls_name = next(n for n, hk in name.items() if hk == (host, kind))
     cell = mr.cell_class(cls_name + "Cell")(3, 4, dtype=torch.float64, carry_momentum=True, **HP[kind])
     assert cell.state_names == layer.state_names
     with torch.no_grad():
@@ -103,18 +103,25 @@ def test_cells_check_their_state_as_the_layers_do():
     with pytest.raises(ValueError, match=r"momentum v has shape \(2, 8\), expected \(2, 16\)"):
         cell(x, (h, c, v[:, :8], step))
     # a tuple of the wrong length (a field missing)
-    with pytest.raises(TypeError, match=r"RestartMomentumLSTMCell: hx must be a tuple \(h_0, c_0\) .* or a tuple "
-                                        r"\(h_0, c_0, v, step\) .*got a tuple of length 3"):
+    with pytest.raises(
+        TypeError,
+        match=r"RestartMomentumLSTMCell: hx must be a tuple \(h_0, c_0\) .* or a tuple "
+        r"\(h_0, c_0, v, step\) .*got a tuple of length 3",
+    ):
         cell(x, (h, c, v))
     # a carried state to a cell without carry_momentum
-    with pytest.raises(TypeError, match=r"got a tuple of length 4; a state with the momentum \('v', 'step'\) is "
-                                        r"taken only by a layer built with carry_momentum=True"):
+    with pytest.raises(
+        TypeError,
+        match=r"got a tuple of length 4; a state with the momentum \('v', 'step'\) is "
+        r"taken only by a layer built with carry_momentum=True",
+    ):
         mr.RestartMomentumLSTMCell(3, 4, restart=2)(x, s)
     adam = mr.AdamGRUCell(3, 4)
-    with pytest.raises(TypeError, match="AdamGRUCell: hx must be a tensor h_0, got a tuple of length 3; .*"
-                                        "carry_momentum=True"):
+    with pytest.raises(
+        TypeError, match=r"AdamGRUCell: hx must be a tensor h_0, got a tuple of length 3; .*carry_momentum=True"
+    ):
         adam(x, adam.__class__(3, 4, carry_momentum=True)(x))
-    with pytest.raises(TypeError, match="momentum v must be a torch.Tensor, got NoneType"):
+    with pytest.raises(TypeError, match=r"momentum v must be a torch.Tensor, got NoneType"):
         adam.__class__(3, 4, carry_momentum=True)(x, (torch.zeros(2, 4), None, torch.zeros(2, 12)))
     # unbatched state of an unbatched step
     s1 = cell(x[0])

@@ -20,7 +20,7 @@ class Tagger(nn.Module):
         self.out = nn.Linear(2, 3)
 
     def forward(self, tokens):
-        x, (h, c) = self.lstm(self.emb(tokens))
+        x, (h, _c) = self.lstm(self.emb(tokens))
         x, h = self.blocks[0](x)
         x, h = self.blocks[1][0](x.transpose(0, 1))
         return self.out(x[-1]), h

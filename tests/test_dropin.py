@@ -72,6 +72,7 @@ def inputs(batch_first=False):
 # Each takes the factory ``RNN`` and whether it is an LSTM (client code knows what it built) and
 # returns what the client code computed.
 
+
 def unpack(RNN, lstm):
     rnn = RNN(I, H)
     if lstm:
@@ -154,12 +155,12 @@ def truncated_bptt(RNN, lstm):
     hidden = None
     losses = []
     for i in range(0, data.size(0) - 1, T):
-        x, y = data[i:i + T], data[i + 1:i + 1 + T]
+        x, y = data[i : i + T], data[i + 1 : i + 1 + T]
         if hidden is not None:
             hidden = repackage_hidden(hidden)
         opt.zero_grad()
         out, hidden = rnn(x, hidden)
-        out = out[:y.shape[0]]
+        out = out[: y.shape[0]]
         loss = nn.functional.mse_loss(decoder(out), y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rnn.parameters(), 0.25)
@@ -253,13 +254,35 @@ def jit_trace(RNN, lstm):
     return traced(x)
 
 
-IDIOMS = [unpack, classifier_head, bidirectional_concat, shapes, packed, unbatched, explicit_initial_state,
-          truncated_bptt, detach_by_comprehension, encoder_decoder, to_double, state_dict_round_trip,
-          save_whole_model, copies, training_step, jit_trace]
+IDIOMS = [
+    unpack,
+    classifier_head,
+    bidirectional_concat,
+    shapes,
+    packed,
+    unbatched,
+    explicit_initial_state,
+    truncated_bptt,
+    detach_by_comprehension,
+    encoder_decoder,
+    to_double,
+    state_dict_round_trip,
+    save_whole_model,
+    copies,
+    training_step,
+    jit_trace,
+]
 #: idioms that make or feed real H-wide states, or read widths: scuRNN's state is complex and its
 #: output [Re h, Im h] is 2H wide (documented), so these cannot run unchanged on it
-REAL_WIDTH = {classifier_head, truncated_bptt, save_whole_model, training_step, shapes, explicit_initial_state,
-              to_double}
+REAL_WIDTH = {
+    classifier_head,
+    truncated_bptt,
+    save_whole_model,
+    training_step,
+    shapes,
+    explicit_initial_state,
+    to_double,
+}
 
 
 def describe(value):
@@ -283,7 +306,9 @@ def test_client_idiom(name, idiom):
         assert spec_got == spec
         for w, g in zip(want, have):
             if isinstance(w, tuple) and w[0] == "Tensor" and w[1].is_floating_point:
-                assert g[2][:-1] == w[2][:-1] and (g[1:] == (torch.complex64, w[2]) or g[1:] == (w[1], w[2][:-1] + (2 * w[2][-1],)))
+                assert g[2][:-1] == w[2][:-1] and (
+                    g[1:] == (torch.complex64, w[2]) or g[1:] == (w[1], (*w[2][:-1], 2 * w[2][-1]))
+                )
             else:
                 assert g == w
         return
@@ -368,19 +393,26 @@ def test_pytorch_module_samples(scheme, module_samples):
         torch.manual_seed(0)
         native = native_cls(*args, **kwargs).double()
         cell = native_cls.__name__.endswith("Cell")
-        ours_cls = mr.cell_class(mr.registry.paper_name(host, scheme) + "Cell") if cell else \
-            mr.layer_class(mr.registry.paper_name(host, scheme))
+        ours_cls = (
+            mr.cell_class(mr.registry.paper_name(host, scheme) + "Cell")
+            if cell
+            else mr.layer_class(mr.registry.paper_name(host, scheme))
+        )
         layer = ours_cls(*args, **kwargs, **hyper).double()
         layer.load_state_dict(native.state_dict())
 
-        def run(module):
-            xs = pytree.tree_map(lambda t: t.detach().clone().requires_grad_(t.requires_grad)
-                                 if isinstance(t, torch.Tensor) else t, fwd_args)
+        def run(module, fwd_args=fwd_args, fwd_kwargs=fwd_kwargs):
+            xs = pytree.tree_map(
+                lambda t: t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t,
+                fwd_args,
+            )
             out = module(*xs, **fwd_kwargs)
             leaves = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-            grads = torch.autograd.grad(sum(t.sum() for t in leaves),
-                                        [t for t in pytree.tree_leaves(xs) if isinstance(t, torch.Tensor)]
-                                        + list(module.parameters()), allow_unused=True)
+            grads = torch.autograd.grad(
+                sum(t.sum() for t in leaves),
+                [t for t in pytree.tree_leaves(xs) if isinstance(t, torch.Tensor)] + list(module.parameters()),
+                allow_unused=True,
+            )
             return out, grads
 
         (want, want_g), (got, got_g) = run(native), run(layer)

@@ -12,12 +12,12 @@ import warnings
 
 import pytest
 import torch
+from states import check_state, momentum_of, parts_of
+from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
 from momentumrnn.backends import _build, compiled, loop_ops
-from states import check_state, momentum_of, parts_of
-from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 
 KINDS = ["adam", "rmsprop", "nesterov"]
 CASES = list(itertools.product(HOSTS, KINDS))
@@ -156,10 +156,12 @@ def test_larger_sizes_threads_and_float32(host, kind, calls):
 def _float32_against_float64(layer, x, lengths, threads):
     """Output and gradients of ``layer`` in float32 against the same layer in float64 (both on the
     compiled loop: float32 runs oneDNN's brgemm per panel of hidden units, float64 ATen's mm)."""
+
     def run(lay, xx):
         xx = xx.detach().requires_grad_()
-        out, _ = pad_packed_sequence(lay(pack_padded_sequence(xx, lengths, enforce_sorted=False))[0],
-                                     total_length=xx.shape[0])
+        out, _ = pad_packed_sequence(
+            lay(pack_padded_sequence(xx, lengths, enforce_sorted=False))[0], total_length=xx.shape[0]
+        )
         weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
         return (out, *torch.autograd.grad((out * weights.to(out.dtype)).sum(), [xx, *lay.parameters()]))
 
@@ -271,10 +273,33 @@ def test_operator_registration(host, mode):
     if mode == 1:
         beta_k = torch.rand(T, 1, dtype=torch.float64)
         alpha = 1 + beta_k
-    args = (x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, None, None, None, alpha, beta_k, torch.tensor([3, 1]),
-            host, mode, True, 0.5, 0.7, 0.3, 2, host == 2)
-    torch.library.opcheck(loop_ops.gated_loop, args,
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    args = (
+        x,
+        w_ih,
+        b_ih,
+        bias_e,
+        w_hh,
+        b_hn,
+        h0,
+        c0,
+        None,
+        None,
+        None,
+        alpha,
+        beta_k,
+        torch.tensor([3, 1]),
+        host,
+        mode,
+        True,
+        0.5,
+        0.7,
+        0.3,
+        2,
+        host == 2,
+    )
+    torch.library.opcheck(
+        loop_ops.gated_loop, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
+    )
 
 
 def test_instruction_set_from_the_running_cpu_is_in_the_flags_and_the_cache_key(monkeypatch):
@@ -287,8 +312,9 @@ def test_instruction_set_from_the_running_cpu_is_in_the_flags_and_the_cache_key(
         flags = _build._flags("c++20")
         assert ("-mavx512f" in flags) == (cap == "AVX512") and ("-mavx2" in flags) == (cap != "DEFAULT")
         if _build.platform.machine().lower() in ("x86_64", "amd64"):
-            assert flags.index("-march=x86-64") < min([flags.index(f) for f in flags if f.startswith("-mavx")],
-                                                       default=len(flags))
+            assert flags.index("-march=x86-64") < min(
+                [flags.index(f) for f in flags if f.startswith("-mavx")], default=len(flags)
+            )
         keys[cap] = _build._cache_key("c++", "g++ 12")
     assert len(set(keys.values())) == 3
 

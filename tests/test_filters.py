@@ -20,9 +20,12 @@ def test_filter_matches_loop(T):
     g = torch.Generator().manual_seed(T)
     x = torch.randn(T, 3, 2, generator=g, dtype=torch.float64)
     y0 = torch.randn(3, 2, generator=g, dtype=torch.float64)
-    for a in (torch.tensor(0.6, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64),
-              torch.rand(T, 3, 1, generator=g, dtype=torch.float64),
-              torch.rand(T, 1, 1, generator=g, dtype=torch.float64)):
+    for a in (
+        torch.tensor(0.6, dtype=torch.float64),
+        torch.tensor(0.0, dtype=torch.float64),
+        torch.rand(T, 3, 1, generator=g, dtype=torch.float64),
+        torch.rand(T, 1, 1, generator=g, dtype=torch.float64),
+    ):
         torch.testing.assert_close(linear_filter(x, a, y0), loop(x, a, y0), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(linear_filter(x, a), loop(x, a), rtol=1e-12, atol=1e-12)
     pi = cumulative_decay(torch.tensor(0.5, dtype=torch.float64), T)
@@ -40,7 +43,7 @@ def test_no_subnormals_after_long_zero_input():
         assert nonzero.numel() > 0 and bool((nonzero >= tiny).all()), beta
         # where the exact value is normal, the result is exact to float rounding
         t = torch.arange(3000, dtype=torch.float64)
-        exact = beta ** t
+        exact = beta**t
         normal = exact >= 1e-30
         torch.testing.assert_close(y[normal, 0, 0].double(), exact[normal], rtol=1e-4, atol=0)
 

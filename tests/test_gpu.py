@@ -8,19 +8,25 @@ import os
 
 import pytest
 import torch
+from states import check_state
+from test_layers import HOSTS, make, random_state, to_layer_state
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
 from momentumrnn import backends
 from momentumrnn.backends import graph_loop
-from states import check_state
-from test_layers import HOSTS, make, random_state, to_layer_state
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
-CUDA_CHOICE = {"none": "native", "heavy_ball": "filtered_native", "restart": "filtered_native",
-               "adam": "precomputed_native", "rmsprop": "precomputed_native", "nesterov": "graph_loop"}
+CUDA_CHOICE = {
+    "none": "native",
+    "heavy_ball": "filtered_native",
+    "restart": "filtered_native",
+    "adam": "precomputed_native",
+    "rmsprop": "precomputed_native",
+    "nesterov": "graph_loop",
+}
 TOL64 = dict(rtol=1e-8, atol=1e-8)
 
 

@@ -11,10 +11,10 @@ import itertools
 
 import pytest
 import torch
-
-from momentumrnn.backends import graph_loop
 from states import check_state, momentum_of
 from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
+
+from momentumrnn.backends import graph_loop
 
 INPUT_ONLY = ["none", "heavy_ball", "adam", "rmsprop", "restart"]
 
@@ -91,9 +91,22 @@ def test_graph_loop_operator_registration(host):
     G = {0: 1, 2: 4, 3: 3}[host] * H
     d = dict(dtype=torch.float64, requires_grad=True)
     beta = torch.rand(T, B, 1, dtype=torch.float64)
-    args = (torch.randn(T, B, I, **d), torch.randn(G, I, **d), torch.randn(G, **d), torch.randn(G, **d),
-            torch.randn(G, H, **d), torch.randn(H, **d) if host == 3 else None, torch.randn(B, H, **d),
-            torch.randn(B, H, **d) if host == 2 else None, torch.randn(B, G, **d), 1 + beta, beta,
-            torch.tensor([3, 1]), host, 0.7)
-    torch.library.opcheck(graph_loop.lookahead_loop, args,
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    args = (
+        torch.randn(T, B, I, **d),
+        torch.randn(G, I, **d),
+        torch.randn(G, **d),
+        torch.randn(G, **d),
+        torch.randn(G, H, **d),
+        torch.randn(H, **d) if host == 3 else None,
+        torch.randn(B, H, **d),
+        torch.randn(B, H, **d) if host == 2 else None,
+        torch.randn(B, G, **d),
+        1 + beta,
+        beta,
+        torch.tensor([3, 1]),
+        host,
+        0.7,
+    )
+    torch.library.opcheck(
+        graph_loop.lookahead_loop, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
+    )

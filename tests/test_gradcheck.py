@@ -5,10 +5,9 @@ import itertools
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
 from states import parts_of
 from test_layers import HOSTS, KINDS, make, random_state, to_layer_state
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 @pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
@@ -21,10 +20,13 @@ def test_gradcheck(host, kind):
 
     def f(x, *tensors):
         s = dict(st)
-        s.update(zip(names, tensors[:len(names)]))
+        s.update(zip(names, tensors[: len(names)]))
         packed = pack_padded_sequence(x, [4, 3], enforce_sorted=False)
-        out, state = torch.func.functional_call(layer, dict(zip([n for n, _ in layer.named_parameters()],
-                                                                tensors[len(names):])), (packed, to_layer_state(layer, s)))
+        out, state = torch.func.functional_call(
+            layer,
+            dict(zip([n for n, _ in layer.named_parameters()], tensors[len(names) :])),
+            (packed, to_layer_state(layer, s)),
+        )
         out = pad_packed_sequence(out)[0]
         return (out, *[t for t in parts_of(layer, state).values() if t.is_floating_point()])  # h, c, momentum
 

@@ -4,6 +4,7 @@ toolkit, not even for type checking: layers that show (core below toolkit)."""
 
 import ast
 import os
+from pathlib import Path
 
 import momentumrnn
 
@@ -18,7 +19,7 @@ def _modules():
             if f.endswith(".py"):
                 path = os.path.join(root, f)
                 name = os.path.relpath(path, SRC)[:-3].replace(os.sep, ".")
-                out[name[:-len(".__init__")] if name.endswith(".__init__") else name] = path
+                out[name[: -len(".__init__")] if name.endswith(".__init__") else name] = path
     return out
 
 
@@ -40,7 +41,7 @@ def _type_checking_only(tree):
 def _edges(mod, path, mods, runtime_only=False):
     base = mod if path.endswith("__init__.py") else mod.rpartition(".")[0]
     found = set()
-    tree = ast.parse(open(path).read())
+    tree = ast.parse(Path(path).read_text())
     skip = _type_checking_only(tree) if runtime_only else set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -49,7 +50,7 @@ def _edges(mod, path, mods, runtime_only=False):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            anchor = ".".join(base.split(".")[:len(base.split(".")) - node.level + 1]) if node.level else ""
+            anchor = ".".join(base.split(".")[: len(base.split(".")) - node.level + 1]) if node.level else ""
             target = (anchor + "." + node.module if node.module else anchor) if node.level else node.module
             targets = [target + "." + a.name for a in node.names] + [target]
         for t in targets:

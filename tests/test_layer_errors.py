@@ -8,17 +8,20 @@ import torch
 import momentumrnn as mr
 
 
-@pytest.mark.parametrize("kw,exc,match", [
-    (dict(mu=1.0), ValueError, r"mu must be in \[0, 1\), got 1.0"),
-    (dict(mu=-0.1), ValueError, "mu must be in"),
-    (dict(mu=float("nan")), ValueError, "finite"),
-    (dict(epsilon=0.0), ValueError, "epsilon must be > 0"),
-    (dict(mu="0.5"), TypeError, "real number"),
-    (dict(beta=0.5), ValueError, "has no hyper-parameter 'beta'"),
-    (dict(nonlinearity="relu"), ValueError, "RNN hosts only"),
-    (dict(dropout=1.5), ValueError, "dropout"),
-    (dict(init="xavier"), ValueError, "init must be"),
-])
+@pytest.mark.parametrize(
+    "kw,exc,match",
+    [
+        (dict(mu=1.0), ValueError, r"mu must be in \[0, 1\), got 1.0"),
+        (dict(mu=-0.1), ValueError, "mu must be in"),
+        (dict(mu=float("nan")), ValueError, "finite"),
+        (dict(epsilon=0.0), ValueError, "epsilon must be > 0"),
+        (dict(mu="0.5"), TypeError, "real number"),
+        (dict(beta=0.5), ValueError, "has no hyper-parameter 'beta'"),
+        (dict(nonlinearity="relu"), ValueError, "RNN hosts only"),
+        (dict(dropout=1.5), ValueError, "dropout"),
+        (dict(init="xavier"), ValueError, "init must be"),
+    ],
+)
 def test_bad_hyper_parameters(kw, exc, match):
     with pytest.raises(exc, match=match):
         mr.MomentumLSTM(3, 4, **kw)
@@ -51,11 +54,11 @@ def test_bad_inputs():
     layer = mr.MomentumLSTM(3, 4, num_layers=2)
     with pytest.raises(ValueError, match="Expected 3, got 5"):
         layer(torch.randn(5, 2, 5))
-    with pytest.raises(ValueError, match="expected input to be 2D .* or 3D"):
+    with pytest.raises(ValueError, match=r"expected input to be 2D .* or 3D"):
         layer(torch.randn(5, 2, 3, 1))
-    with pytest.raises(TypeError, match="dtype torch.float64 but the layer's parameters are torch.float32"):
+    with pytest.raises(TypeError, match=r"dtype torch.float64 but the layer's parameters are torch.float32"):
         layer(torch.randn(5, 2, 3, dtype=torch.float64))
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"must be a torch.Tensor"):
         layer([[1.0, 2.0, 3.0]])
     with pytest.raises(ValueError, match="sequence length 0"):
         layer(torch.randn(0, 2, 3))
@@ -68,8 +71,10 @@ def test_bad_states_and_nothing_mutated():
     h, c, v = st
     before = [t.clone() for t in st]
     params = [p.clone() for p in layer.parameters()]
-    want = (r"MomentumLSTM: hx must be a tuple \(h_0, c_0\) \(torch.nn's form; momentum from zero\) or a tuple "
-            r"\(h_0, c_0, v\) \(a previous call's state, momentum carried\), got ")
+    want = (
+        r"MomentumLSTM: hx must be a tuple \(h_0, c_0\) \(torch.nn's form; momentum from zero\) or a tuple "
+        r"\(h_0, c_0, v\) \(a previous call's state, momentum carried\), got "
+    )
     bad = [
         ((h[:1], c, v), ValueError, r"h0 \(state h\) has shape \(1, 2, 4\), expected \(2, 2, 4\)"),
         ((h, c.double(), v), TypeError, r"c0 \(state c\) has dtype torch.float64 but the layer's parameters are"),
@@ -87,9 +92,12 @@ def test_bad_states_and_nothing_mutated():
             layer(x, state)
     # a carried state to a layer without carry_momentum (torch.nn's contract)
     plain = mr.MomentumLSTM(3, 4, num_layers=2)
-    with pytest.raises(TypeError, match=r"MomentumLSTM: hx must be a tuple \(h_0, c_0\), got a tuple of length 3; "
-                                        r"a state with the momentum \('v',\) is taken only by a layer built with "
-                                        r"carry_momentum=True"):
+    with pytest.raises(
+        TypeError,
+        match=r"MomentumLSTM: hx must be a tuple \(h_0, c_0\), got a tuple of length 3; "
+        r"a state with the momentum \('v',\) is taken only by a layer built with "
+        r"carry_momentum=True",
+    ):
         plain(x, st)
     with pytest.raises(TypeError, match=r"hx must be a tuple \(h_0, c_0\), got a single tensor"):
         plain(x, h)
@@ -109,7 +117,7 @@ def test_bad_states_and_nothing_mutated():
         sr(x, (h, c, p, step.float()))
     with pytest.raises(ValueError, match=r"momentum step has shape \(1, 1\), expected \(1, 2\)"):
         sr(x, (h, c, p, step[:, :1]))
-    with pytest.raises(TypeError, match="momentum step must be a torch.Tensor, got int"):
+    with pytest.raises(TypeError, match=r"momentum step must be a torch.Tensor, got int"):
         sr(x, (h, c, p, 0))
     with pytest.raises(TypeError, match=r"got a tuple of length 3$"):  # the counter left out
         sr(x, (h, c, p))
@@ -121,9 +129,9 @@ def test_nan_propagates_like_torch_nn(name):
     x = torch.randn(6, 2, 2)
     x[2, 0, 0] = math.nan
     out, _ = layer(x)
-    assert torch.isnan(out[2:, 0]).all()      # from the NaN on, sequence 0 is NaN
-    assert torch.isfinite(out[:2]).all()      # before it, nothing is touched
-    assert torch.isfinite(out[:, 1]).all()    # the other sequence is unaffected
+    assert torch.isnan(out[2:, 0]).all()  # from the NaN on, sequence 0 is NaN
+    assert torch.isfinite(out[:2]).all()  # before it, nothing is touched
+    assert torch.isfinite(out[:, 1]).all()  # the other sequence is unaffected
 
 
 def test_build_layer_covers_orthogonal_hosts():
@@ -138,7 +146,11 @@ def test_build_layer_covers_orthogonal_hosts():
 def test_a_one_tuple_is_no_state_with_or_without_carry():
     """torch.nn.GRU takes a tensor h, never ``(h,)``; a carrying layer takes ``(h, *fields)``."""
     x, h = torch.randn(5, 2, 3), torch.zeros(1, 2, 4)
-    for layer in (mr.MomentumGRU(3, 4), mr.MomentumGRU(3, 4, carry_momentum=True), mr.AdamDTRIV(3, 4, carry_momentum=True)):
+    for layer in (
+        mr.MomentumGRU(3, 4),
+        mr.MomentumGRU(3, 4, carry_momentum=True),
+        mr.AdamDTRIV(3, 4, carry_momentum=True),
+    ):
         with pytest.raises(TypeError, match=r"hx must be a tensor h_0.*got a tuple of length 1"):
             layer(x, (h,))
         layer(x, h)  # torch.nn's form: accepted

@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 import torch
+from reference import reference_forward
+from states import check_state, momentum_of, parts_of, to_state
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
-from reference import reference_forward
-from states import check_state, momentum_of, parts_of, to_state
 
 HOSTS = ["rnn", "lstm", "gru"]
 KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
@@ -57,7 +57,7 @@ def random_state(layer, B, fields, with_step=True, seed=1):
             st["m"] = torch.rand(LD, B, GH, generator=g, dtype=torch.float64) + 0.1
         else:
             st[f] = torch.randn(LD, B, GH, generator=g, dtype=torch.float64) * 0.5
-    for k, v in st.items():
+    for v in st.values():
         if v.is_floating_point():
             v.requires_grad_(True)
     return st
@@ -87,14 +87,16 @@ def gradcheck_packed(layer, x, st, lengths=(5, 3), fast_mode=False):
 
     def f(x, *tensors):
         s = dict(st)
-        s.update(zip(names, tensors[:len(names)]))
+        s.update(zip(names, tensors[: len(names)]))
         packed = pack_padded_sequence(x, list(lengths), enforce_sorted=False)
-        out, state = torch.func.functional_call(layer, dict(zip(pnames, tensors[len(names):])),
-                                                (packed, to_layer_state(layer, s)))
+        out, state = torch.func.functional_call(
+            layer, dict(zip(pnames, tensors[len(names) :])), (packed, to_layer_state(layer, s))
+        )
         return (pad_packed_sequence(out)[0], *[t for t in parts_of(layer, state).values() if t.is_floating_point()])
 
-    return torch.autograd.gradcheck(f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7,
-                                    fast_mode=fast_mode)
+    return torch.autograd.gradcheck(
+        f, (x, *[st[n] for n in names], *layer.parameters()), eps=1e-6, atol=1e-7, fast_mode=fast_mode
+    )
 
 
 def run_both(layer, x, lengths=None, st=None):

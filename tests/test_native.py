@@ -5,11 +5,11 @@ import itertools
 
 import pytest
 import torch
+from states import check_state
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import momentumrnn as mr
-from states import check_state
 
 NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 CONFIGS = [dict(), dict(num_layers=2, bidirectional=True), dict(bias=False, batch_first=True)]
@@ -23,8 +23,11 @@ def test_trivial_momentum_equals_torch_nn(host, kind, cfg):
     hp = {"mu": 0.0, "epsilon": 1.0} if kind == "heavy_ball" else {}
     layer = mr.from_native(native, kind, **hp)
     bf = bool(kw.get("batch_first"))
-    x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True) if bf else \
-        torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    x = (
+        torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
+        if bf
+        else torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    )
     out_n, st_n = native(x)
     out_m, st_m = layer(x)
     assert torch.equal(out_n, out_m)
@@ -106,5 +109,5 @@ def test_authors_init(host):
         else:
             expected = torch.zeros_like(p)
             if host == "lstm":
-                expected[H:2 * H] = -4.0
+                expected[H : 2 * H] = -4.0
             assert torch.equal(p, expected)

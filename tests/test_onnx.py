@@ -110,10 +110,12 @@ def test_every_layer_exports_with_a_dynamic_length(host, tmp_path):
 
 def test_stacked_bidirectional_batch_first_dynamic_batch(tmp_path):
     torch.manual_seed(1)
-    layers = [mr.AdamLSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True),
-              mr.NesterovGRU(3, 4, bidirectional=True, batch_first=True),
-              mr.RMSPropScuRNN(3, 4, num_layers=2, batch_first=True),
-              mr.RestartMomentumDTRIV(3, 4, bidirectional=True, batch_first=True)]
+    layers = [
+        mr.AdamLSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True),
+        mr.NesterovGRU(3, 4, bidirectional=True, batch_first=True),
+        mr.RMSPropScuRNN(3, 4, num_layers=2, batch_first=True),
+        mr.RestartMomentumDTRIV(3, 4, bidirectional=True, batch_first=True),
+    ]
     branches = [Branch(layer, batch_first=True) for layer in layers]
     model = Group(branches).eval()
     x = torch.randn(B0, T0, 3)
@@ -168,10 +170,12 @@ def test_loaded_tensors_are_folded_and_a_replaced_parameter_is_refused(tmp_path)
     check(export(model, x, tmp_path / "loaded.onnx"), model, x, output_names(model.branches))
     plist = layer.parametrizations.weight_hh_l0
     plist.original = torch.nn.Parameter(plist.original.detach() + 0.1)  # replaced by hand, no forward since
-    with pytest.raises(Exception, match=r"cannot fold the recurrent matrix into the exported graph: "
-                                        r"original changed since the layer last ran"):
-        torch.onnx.export(Group([Branch(layer)]).eval(), (torch.randn(T0, B0, 3),), tmp_path / "m.onnx",
-                          verbose=False)
+    with pytest.raises(
+        Exception,
+        match=r"cannot fold the recurrent matrix into the exported graph: "
+        r"original changed since the layer last ran",
+    ):
+        torch.onnx.export(Group([Branch(layer)]).eval(), (torch.randn(T0, B0, 3),), tmp_path / "m.onnx", verbose=False)
     layer(torch.randn(T0, B0, 3))  # one forward call: the export reads the new tensors
     model = Group([Branch(layer)]).eval()
     x = torch.randn(T0, B0, 3)
@@ -181,9 +185,8 @@ def test_loaded_tensors_are_folded_and_a_replaced_parameter_is_refused(tmp_path)
 def test_a_forced_backend_without_onnx_translation_is_refused(tmp_path):
     layer = mr.AdamLSTM(3, 4)
     layer.backend = "compiled_loop"
-    with pytest.raises(Exception, match="backend 'compiled_loop' cannot run under torch.onnx.export"):
-        torch.onnx.export(Group([Branch(layer)]).eval(), (torch.randn(T0, B0, 3),), tmp_path / "m.onnx",
-                          verbose=False)
+    with pytest.raises(Exception, match=r"backend 'compiled_loop' cannot run under torch.onnx.export"):
+        torch.onnx.export(Group([Branch(layer)]).eval(), (torch.randn(T0, B0, 3),), tmp_path / "m.onnx", verbose=False)
 
 
 class CellLoop(nn.Module):

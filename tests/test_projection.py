@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 import torch
+from test_layers import KINDS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -15,7 +16,6 @@ import momentumrnn as mr
 from momentumrnn import backends
 from momentumrnn.backends import ops
 from momentumrnn.backends.fused_kernel import DriveSpec
-from test_layers import HP, KINDS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
 
 I, HID, P = 3, 5, 2
 
@@ -43,6 +43,7 @@ def ran(monkeypatch):
     """The names of the backends that ran, in order (every entry of the table wrapped)."""
     names = []
     for name, b in list(backends.BACKENDS.items()):
+
         def wrapped(*a, _run=b.run, _name=name, **k):
             names.append(_name)
             return _run(*a, **k)
@@ -58,13 +59,16 @@ def _message(fn):
     return str(info.value)
 
 
-@pytest.mark.parametrize("host,args,kw", [
-    ("lstm", (), dict(proj_size=-1)),
-    ("lstm", (), dict(proj_size=HID)),
-    ("lstm", (), dict(proj_size=HID + 3)),
-    ("gru", (1, True, False, 0.0, False, 2), {}),
-    ("rnn", (1, "tanh", True, False, 0.0, False, 1), {}),
-])
+@pytest.mark.parametrize(
+    "host,args,kw",
+    [
+        ("lstm", (), dict(proj_size=-1)),
+        ("lstm", (), dict(proj_size=HID)),
+        ("lstm", (), dict(proj_size=HID + 3)),
+        ("gru", (1, True, False, 0.0, False, 2), {}),
+        ("rnn", (1, "tanh", True, False, 0.0, False, 1), {}),
+    ],
+)
 def test_bad_proj_size_gives_torch_nn_message(host, args, kw):
     torch_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[host]
     ours = mr.layer_class({"lstm": "MomentumLSTM", "gru": "AdamGRU", "rnn": "NesterovRNN"}[host])
@@ -86,15 +90,25 @@ def test_proj_size_of_another_type(value):
 
 
 def test_signature_is_torch_nn_order():
-    order = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
-             "proj_size", "device", "dtype"]
+    order = [
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "device",
+        "dtype",
+    ]
     for name in ("LSTM", "AdamLSTM", "GRU", "NesterovGRU"):
         params = list(inspect.signature(mr.layer_class(name)).parameters.values())
         positional = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
         assert positional == order, name
-        assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[len(order):])
+        assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[len(order) :])
     rnn = [p.name for p in inspect.signature(mr.MomentumRNN).parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
-    assert rnn == order[:3] + ["nonlinearity"] + order[3:]
+    assert rnn == [*order[:3], "nonlinearity", *order[3:]]
     # positional calls as torch.nn's
     assert mr.LSTM(I, HID, 2, False, True, 0.0, True, P).proj_size == P
     layer = mr.MomentumRNN(I, HID, 2, "relu", False, mu=0.3)
@@ -114,7 +128,7 @@ def test_parameters_as_torch_nn(kw):
     assert [[w.shape for w in ws] for ws in layer.all_weights] == [[w.shape for w in ws] for ws in native.all_weights]
     assert repr(layer).startswith(repr(native).replace("LSTM(", "AdamLSTM(")[:-1])
     assert layer.output_size == P * layer.num_directions
-    bound = 1 / HID ** 0.5  # torch.nn's initialisation, W_hr included
+    bound = 1 / HID**0.5  # torch.nn's initialisation, W_hr included
     assert all(p.abs().max() <= bound for p in layer.parameters())
     layer.load_state_dict(native.state_dict())
     native.load_state_dict(layer.state_dict())
@@ -175,12 +189,15 @@ def test_backends_without_projections_are_refused_when_forced(kind):
         if drive_of(kind) not in backends.BACKENDS[name].drives:
             continue
         layer.backend = name
-        with pytest.raises(ValueError, match=f"backend '{name}' cannot run an LSTM with projections .*use one of "
-                                             f".*fused.*stepwise"):
+        with pytest.raises(
+            ValueError, match=f"backend '{name}' cannot run an LSTM with projections .*use one of .*fused.*stepwise"
+        ):
             layer(x)
     # the route of the table: the capability fallback, no branch elsewhere
     assert backends.FALLBACK["compiled_loop"][1] == backends.FALLBACK["graph_loop"][1] == "fused"
-    assert not backends.FALLBACK["compiled_loop"][0](layer, x) and backends.FALLBACK["compiled_loop"][0](make("lstm", kind), x)
+    assert not backends.FALLBACK["compiled_loop"][0](layer, x) and backends.FALLBACK["compiled_loop"][0](
+        make("lstm", kind), x
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -236,8 +253,15 @@ def test_state_of_the_wrong_width_is_refused():
         layer(x, (torch.zeros(1, 2, P), torch.zeros(1, 2, P)))
 
 
-@pytest.mark.parametrize("kind,backend", [(kind, backend) for kind in KINDS for backend in (None, "fused")
-                                          if backend is None or drive_of(kind) in ("trivial", "linear")])
+@pytest.mark.parametrize(
+    "kind,backend",
+    [
+        (kind, backend)
+        for kind in KINDS
+        for backend in (None, "fused")
+        if backend is None or drive_of(kind) in ("trivial", "linear")
+    ],
+)
 def test_gradcheck(kind, backend):
     # the table's choice (fused for the normalized and lookahead drives), and fused for the others
     layer = make("lstm", kind, input_size=2, hidden=3, proj_size=2, bidirectional=True)
@@ -278,8 +302,9 @@ def test_trivial_momentum_equals_torch_nn(kind, cfg):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     layer.backend = None
     # packed, variable lengths
-    packed = pack_padded_sequence(x.detach(), [4, 1, 3, 4, 2, 2] if bf else [6, 1, 3, 4],
-                                  batch_first=bf, enforce_sorted=False)
+    packed = pack_padded_sequence(
+        x.detach(), [4, 1, 3, 4, 2, 2] if bf else [6, 1, 3, 4], batch_first=bf, enforce_sorted=False
+    )
     pn, (hn, cn) = native(packed)
     pm, sm = layer(packed)
     torch.testing.assert_close(pm.data, pn.data, rtol=1e-13, atol=1e-15)
@@ -333,8 +358,9 @@ def test_fused_operator_gradgradcheck_with_projection(kind):
     assert torch.autograd.gradgradcheck(lambda *ts: fn(), tensors)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning",
-                            "ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.filterwarnings(
+    "ignore::torch.jit.TracerWarning", "ignore::UserWarning", "ignore:`torch.jit:DeprecationWarning"
+)
 @pytest.mark.parametrize("name", ["LSTM", "MomentumLSTM", "AdamLSTM", "NesterovLSTM"])
 def test_compile_export_and_trace_match_eager(name):
     torch._dynamo.reset()

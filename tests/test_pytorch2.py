@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from states import check_state, parts_of
 from torch import nn
 from torch.func import functional_call
 
@@ -20,7 +21,6 @@ from momentumrnn import backends
 from momentumrnn.backends import native, ops
 from momentumrnn.backends.fused_kernel import DriveSpec
 from momentumrnn.backends.modrelu_loop import DriveFactors
-from states import check_state, parts_of
 
 T, B, I, H = 5, 2, 3, 4
 TOL = dict(rtol=1e-9, atol=1e-9)
@@ -30,8 +30,9 @@ CELLS = list(mr.CELL_NAMES)
 #: the member of each group built without carry_momentum (torch.nn's state): the heavy-ball one
 DEFAULT = {host: mr.registry.paper_name(host, "heavy_ball") for host in HOSTS}
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::torch.jit.TracerWarning",
-                                        "ignore:`torch.jit:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::torch.jit.TracerWarning", "ignore:`torch.jit:DeprecationWarning"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -58,16 +59,20 @@ class Group(nn.Module):
 def layer_group(host, dtype=torch.float64):
     """Every layer of the host carrying its momentum, then the host's default heavy-ball layer."""
     torch.manual_seed(0)
-    return Group([mr.layer_class(name)(I, H, dtype=dtype, carry_momentum=True) for name in BY_HOST[host]]
-                 + [mr.layer_class(DEFAULT[host])(I, H, dtype=dtype)])
+    return Group(
+        [mr.layer_class(name)(I, H, dtype=dtype, carry_momentum=True) for name in BY_HOST[host]]
+        + [mr.layer_class(DEFAULT[host])(I, H, dtype=dtype)]
+    )
 
 
 def cell_group(dtype=torch.float64):
     """Every cell carrying its momentum, then the default heavy-ball cell of each gated host."""
     torch.manual_seed(0)
-    return Group([mr.cell_class(name)(I, H, dtype=dtype, carry_momentum=True) for name in CELLS]
-                 + [mr.cell_class(DEFAULT[host] + "Cell")(I, H, dtype=dtype) for host in ("rnn", "lstm", "gru")],
-                 cells=True)
+    return Group(
+        [mr.cell_class(name)(I, H, dtype=dtype, carry_momentum=True) for name in CELLS]
+        + [mr.cell_class(DEFAULT[host] + "Cell")(I, H, dtype=dtype) for host in ("rnn", "lstm", "gru")],
+        cells=True,
+    )
 
 
 def inputs(dtype=torch.float64, seed=1):
@@ -100,7 +105,7 @@ def evaluate(module, params, x):
     """Values and the gradients of a random loss with respect to x and params."""
     x = x.detach().requires_grad_(True)
     floats, ints = values(module(x))
-    grads = torch.autograd.grad(loss_of(floats), [x] + params, allow_unused=True)
+    grads = torch.autograd.grad(loss_of(floats), [x, *params], allow_unused=True)
     return floats, ints, grads
 
 
@@ -144,8 +149,14 @@ def _cxx():
 @pytest.mark.skipif(_cxx() is None, reason="torch.compile's default backend (inductor) needs a C++ compiler on CPU")
 def test_compile_inductor_matches_eager():
     torch.manual_seed(0)
-    group = Group([mr.MomentumLSTM(I, H, carry_momentum=True), mr.AdamGRU(I, H, carry_momentum=True),
-                   mr.NesterovRNN(I, H, carry_momentum=True), mr.AdamLSTM(I, H)])
+    group = Group(
+        [
+            mr.MomentumLSTM(I, H, carry_momentum=True),
+            mr.AdamGRU(I, H, carry_momentum=True),
+            mr.NesterovRNN(I, H, carry_momentum=True),
+            mr.AdamLSTM(I, H),
+        ]
+    )
     params = params_of(group)
     ref = evaluate(group, params, inputs(torch.float32))
     got = evaluate(torch.compile(group, fullgraph=True), params, inputs(torch.float32))
@@ -156,8 +167,11 @@ def test_compile_keeps_nan_causal():
     layer = mr.AdamLSTM(2, 3)
     x = torch.randn(6, 2, 2)
     x[2, 0, 0] = float("nan")
-    for fn in (layer, torch.compile(layer, backend="aot_eager", fullgraph=True),
-               torch.compile(mr.MomentumLSTM(2, 3), backend="aot_eager", fullgraph=True)):
+    for fn in (
+        layer,
+        torch.compile(layer, backend="aot_eager", fullgraph=True),
+        torch.compile(mr.MomentumLSTM(2, 3), backend="aot_eager", fullgraph=True),
+    ):
         out, _ = fn(x)
         assert torch.isnan(out[2:, 0]).all() and torch.isfinite(out[:2]).all() and torch.isfinite(out[:, 1]).all()
 
@@ -165,19 +179,19 @@ def test_compile_keeps_nan_causal():
 def test_native_kernel_under_compile_is_replaced_by_the_table_and_refused_when_forced():
     assert backends.select("gated", "linear", "cpu", None, under_compile=True) == "fused"
     assert backends.select("gated", "linear", "cpu", None, under_compile=False) == "filtered_native"
-    with pytest.raises(ValueError, match="cannot run under torch.compile.*do not compile"):
+    with pytest.raises(ValueError, match=r"cannot run under torch.compile.*do not compile"):
         backends.select("gated", "linear", "cpu", "filtered_native", under_compile=True)
     # CUDA's Adam / RMSProp path ends in cuDNN's kernel: the fused operator under torch.compile
     assert backends.select("gated", "normalized", "cuda", None, under_compile=True) == "fused"
     assert backends.select("gated", "normalized", "cpu", None, under_compile=True) == "compiled_loop"
     assert backends.select("gated", "lookahead", "cuda", None, under_compile=True) == "graph_loop"
     for forced in ("native", "precomputed_native"):
-        with pytest.raises(ValueError, match="cannot run under torch.compile"):
+        with pytest.raises(ValueError, match=r"cannot run under torch.compile"):
             backends.select("gated", "trivial", "cpu", forced, under_compile=True)
     assert "precomputed_native" in backends.FALLBACK  # a CPU whose oneDNN lacks the dtype falls back too
     layer = mr.MomentumLSTM(I, H)
     layer.backend = "filtered_native"
-    with pytest.raises(Exception, match="cannot run under torch.compile.*do not compile"):  # dynamo wraps it
+    with pytest.raises(Exception, match=r"cannot run under torch.compile.*do not compile"):  # dynamo wraps it
         torch.compile(layer, backend="aot_eager", fullgraph=True)(inputs(torch.float32))
 
 
@@ -248,7 +262,7 @@ def test_jit_trace_state_feeds_back_and_saves(name):
 
 
 # ---------------------------------------------------------------- torch.func
-@pytest.mark.parametrize("group_of", HOSTS + ["cells"])
+@pytest.mark.parametrize("group_of", [*HOSTS, "cells"])
 def test_func_grad_matches_autograd(group_of):
     group = cell_group() if group_of == "cells" else layer_group(group_of)
     names = [n for n, p in group.named_parameters() if p.requires_grad]
@@ -269,7 +283,7 @@ def second_order(module, params, x):
     x = x.detach().requires_grad_(True)
     (gx,) = torch.autograd.grad(loss_of(values(module(x))[0]), x, create_graph=True)
     r = torch.randn(gx.shape, generator=torch.Generator().manual_seed(5), dtype=gx.dtype)
-    return torch.autograd.grad((gx * r).sum(), [x] + params, allow_unused=True)
+    return torch.autograd.grad((gx * r).sum(), [x, *params], allow_unused=True)
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -286,8 +300,10 @@ def test_double_backward_of_cells_matches_finite_differences():
     group = cell_group()
     params = dict(group.named_parameters())
     x = inputs()
-    v = {n: torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=p.dtype)
-         for i, (n, p) in enumerate(params.items())}
+    v = {
+        n: torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=p.dtype)
+        for i, (n, p) in enumerate(params.items())
+    }
 
     def first(shift):
         """sum(dL/dx) with the parameters moved by shift * v (a differentiable function of them)."""
@@ -321,7 +337,9 @@ def _fused_case(kind, host):
     elif kind == "adam":
         kw.update(v0=r(Bn, G), m0=(torch.rand(Bn, G, generator=g, dtype=torch.float64) + 0.2).requires_grad_(True))
     spec = DriveSpec(kind, mu=0.5, epsilon=0.7, beta=0.3)
-    tensors = [t for t in (x, w_ih, b_ih, bias_e, h0, w_hh, *kw.values()) if isinstance(t, torch.Tensor) and t.requires_grad]
+    tensors = [
+        t for t in (x, w_ih, b_ih, bias_e, h0, w_hh, *kw.values()) if isinstance(t, torch.Tensor) and t.requires_grad
+    ]
 
     def fn(*_):
         return tuple(t for t in ops.fused_recurrence(host, h0, w_hh, spec=spec, **kw) if t is not None)
@@ -363,12 +381,14 @@ def test_modrelu_operator_gradgradcheck(paired, normalized, dense):
 
         def fn(*_):
             return ops.modrelu_recurrence(None, h0, W, bias, paired, f)
+
     assert torch.autograd.gradgradcheck(lambda *ts: fn(), tensors)
     # and the lookahead recurrence
     x, a, p0 = r(Tn, Bn, In), r(N, In), r(Bn, N)
     mu_k = torch.tensor([0.0, 0.25, 0.4], dtype=torch.float64).view(Tn, 1, 1)
     assert torch.autograd.gradgradcheck(
-        lambda *ts: ops.modrelu_lookahead(x, a, h0, W, bias, 1 + mu_k, mu_k, p0, paired), [x, a, h0, W, bias, p0])
+        lambda *ts: ops.modrelu_lookahead(x, a, h0, W, bias, 1 + mu_k, mu_k, p0, paired), [x, a, h0, W, bias, p0]
+    )
 
 
 # ---------------------------------------------------------------- half, bfloat16, autocast
@@ -393,7 +413,7 @@ def test_low_precision_weights_match_float32(host, dtype):
     outs = []
     for layer, ref_layer in zip(low.members, group32.members):
         if dtype == torch.float16 and layer.scheme.spec.normalized:
-            with pytest.raises(TypeError, match="float16.*bfloat16"):
+            with pytest.raises(TypeError, match=r"float16.*bfloat16"):
                 layer(x)
             continue
         out, _ = layer(x)
@@ -411,7 +431,7 @@ def test_low_precision_cells_match_float32(dtype):
     outs = []
     for cell, ref_cell in zip(low.members, cells32.members):
         if dtype == torch.float16 and cell.scheme.spec.normalized:
-            with pytest.raises(TypeError, match="float16.*bfloat16"):
+            with pytest.raises(TypeError, match=r"float16.*bfloat16"):
                 cell(x[0])
             continue
         h = parts_of(cell, cell(x[1], cell(x[0])))["h"]
@@ -423,7 +443,7 @@ def test_low_precision_cells_match_float32(dtype):
     assert all(torch.isfinite(p.grad).all() for p in params_of(low) if p.grad is not None)
 
 
-@pytest.mark.parametrize("group_of", HOSTS + ["cells"])
+@pytest.mark.parametrize("group_of", [*HOSTS, "cells"])
 def test_autocast_computes_in_float32(group_of):
     group = cell_group(torch.float32) if group_of == "cells" else layer_group(group_of, torch.float32)
     x = inputs(torch.float32)
@@ -482,8 +502,9 @@ def test_no_warning_from_eager_calls():
 @pytest.mark.parametrize("name", ["RestartMomentumLSTM"])
 def test_compile_and_export_stacked_bidirectional_batch_first_with_state(name):
     torch.manual_seed(0)
-    layer = mr.layer_class(name)(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64,
-                                 carry_momentum=True)
+    layer = mr.layer_class(name)(
+        I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64, carry_momentum=True
+    )
     x = inputs().transpose(0, 1)
     _, state = layer(x)  # a state with momentum (and restart counters) to continue from
     assert list(check_state(layer, state)) == ["h", "c", "v", "step"]

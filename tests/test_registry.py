@@ -6,6 +6,7 @@ import ast
 import itertools
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +18,13 @@ SRC = os.path.join(os.path.dirname(mr.__file__))
 
 
 def _declared(path):
-    tree = ast.parse(open(path).read())
+    tree = ast.parse(Path(path).read_text())
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
-    aliases = {n.targets[0].id: n.value.id for n in tree.body
-               if isinstance(n, ast.Assign) and isinstance(n.value, ast.Name) and isinstance(n.targets[0], ast.Name)}
+    aliases = {
+        n.targets[0].id: n.value.id
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Name) and isinstance(n.targets[0], ast.Name)
+    }
     return classes, aliases
 
 
@@ -53,9 +57,11 @@ def test_the_papers_names_are_aliases():
 
 
 def test_cells():
-    expected = {registry.paper_name(h, k) + "Cell": (h, k)
-                for h, k in itertools.product(("rnn", "lstm", "gru"), mr.SCHEME_KINDS)}
-    assert mr.CELL_NAMES == expected
+    expected = {
+        registry.paper_name(h, k) + "Cell": (h, k)
+        for h, k in itertools.product(("rnn", "lstm", "gru"), mr.SCHEME_KINDS)
+    }
+    assert expected == mr.CELL_NAMES
     classes, aliases = _declared(os.path.join(SRC, "cells.py"))
     assert classes - {"MomentumCellBase"} == set(expected)
     assert aliases == mr.CELL_ALIASES
@@ -69,7 +75,7 @@ def test_unknown_names():
         mr.build_layer("transformer", "adam", 3, 4)
     with pytest.raises(ValueError, match="unknown momentum scheme 'adagrad'"):
         mr.build_layer("enrnn", "adagrad", 3, 4)
-    with pytest.raises(ValueError, match="unknown layer 'MomentumTransformer'.*SRLSTM"):
+    with pytest.raises(ValueError, match=r"unknown layer 'MomentumTransformer'.*SRLSTM"):
         mr.layer_class("MomentumTransformer")
     with pytest.raises(TypeError, match="use a paper-named class"):
         mr.MomentumRNNBase(3, 4)
@@ -87,13 +93,13 @@ def _core_files():
 def test_scheme_names_live_in_the_table(kind):
     # Nothing in the core branches on a scheme's name: its string appears in the table only
     # (and at most one other core file).
-    files = [p for p in _core_files() if re.search(rf"[\"']{kind}[\"']", open(p).read())]
+    files = [p for p in _core_files() if re.search(rf"[\"']{kind}[\"']", Path(p).read_text())]
     assert len(files) <= 2, files
     assert os.path.join(SRC, "schemes.py") in files
 
 
 def test_no_core_file_over_600_lines():
-    sizes = {p: sum(1 for _ in open(p)) for p in _core_files()}
+    sizes = {p: len(Path(p).read_text().splitlines()) for p in _core_files()}
     assert max(sizes.values()) <= 600, max(sizes.items(), key=lambda kv: kv[1])
 
 

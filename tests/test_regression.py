@@ -4,9 +4,9 @@ import os
 
 import pytest
 import torch
+from states import check_state, momentum_of
 
 import momentumrnn as mr
-from states import check_state, momentum_of
 
 ARTIFACT = torch.load(os.path.join(os.path.dirname(__file__), "artifacts", "regression_v1.pt"), weights_only=True)
 

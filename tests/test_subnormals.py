@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from states import momentum_of
 
 import momentumrnn as mr
 from momentumrnn.recurrence import DriveSpec, fused_recurrence
-from states import momentum_of
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -26,8 +26,17 @@ def test_fused_drive_states_are_flushed(kind):
     for T, expect_zero in ((3, False), (400, True)):
         x = torch.zeros(T, B, I)
         x[0] = 1.0
-        _, _, _, v, m = fused_recurrence("lstm", torch.zeros(B, H), w_hh, spec=spec, x=x, w_ih=w_ih,
-                                         b_ih=torch.zeros(4 * H), bias_e=torch.zeros(4 * H), c0=torch.zeros(B, H))
+        _, _, _, v, m = fused_recurrence(
+            "lstm",
+            torch.zeros(B, H),
+            w_hh,
+            spec=spec,
+            x=x,
+            w_ih=w_ih,
+            b_ih=torch.zeros(4 * H),
+            bias_e=torch.zeros(4 * H),
+            c0=torch.zeros(B, H),
+        )
         for state in (v, m):
             if state is not None:
                 assert no_subnormals(state)

@@ -11,10 +11,9 @@ prints a one-line hint and exits with code 2.
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command; started as a program (``argv`` from the command line, not given), it first
     keeps freed memory in the process (:mod:`momentumrnn.toolkit.allocator`)."""
     if argv is None:
@@ -24,8 +23,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         from momentumrnn.toolkit.cli import main as cli_main
     except ModuleNotFoundError as e:  # pragma: no cover - depends on the installed extras
-        print(f"error: the momentumrnn command needs the toolkit's dependencies ({e.name} is missing): "
-              "pip install 'momentumrnn[train]'", file=sys.stderr)
+        print(
+            f"error: the momentumrnn command needs the toolkit's dependencies ({e.name} is missing): "
+            "pip install 'momentumrnn[train]'",
+            file=sys.stderr,
+        )
         return 2
     return cli_main(argv)
 

@@ -15,7 +15,7 @@ interchange (index the layer dimension away or add it).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -44,15 +44,19 @@ def _cell_doc(host: str, spec: SchemeSpec) -> str:
     torch_name = registry.HOSTS[host].title + "Cell"
     names = state_names({"h": 0, "c": 0} if host == "lstm" else {"h": 0}, spec.fields, True)
     native = "``(h, c)``" if host == "lstm" else "a tensor ``h``"
-    doc = (f"One step of the {registry.paper_name(host, spec.kind)} layer: {spec.summary}.\n\n"
-           f"    A drop-in replacement for ``torch.nn.{torch_name}``: the same arguments (plus the\n"
-           f"    scheme's hyper-parameters {', '.join(spec.defaults) or '(none)'}) and "
-           f"``forward(input, hx=None)`` returning {native}\n"
-           "    as ``torch.nn``. Each step of the loop::\n\n"
-           f"        u = W_ih @ x + b_ih\n" + "\n".join("        " + line for line in spec.loop.splitlines()))
+    doc = (
+        f"One step of the {registry.paper_name(host, spec.kind)} layer: {spec.summary}.\n\n"
+        f"    A drop-in replacement for ``torch.nn.{torch_name}``: the same arguments (plus the\n"
+        f"    scheme's hyper-parameters {', '.join(spec.defaults) or '(none)'}) and "
+        f"``forward(input, hx=None)`` returning {native}\n"
+        "    as ``torch.nn``. Each step of the loop::\n\n"
+        f"        u = W_ih @ x + b_ih\n" + "\n".join("        " + line for line in spec.loop.splitlines())
+    )
     if spec.fields:
-        doc += ("\n\n    By default the momentum restarts from zero at every call (every step): build the cell\n"
-                f"    with ``carry_momentum=True`` in a step loop; its state is then ``({', '.join(names)})``.")
+        doc += (
+            "\n\n    By default the momentum restarts from zero at every call (every step): build the cell\n"
+            f"    with ``carry_momentum=True`` in a step loop; its state is then ``({', '.join(names)})``."
+        )
     return doc + "\n"
 
 
@@ -62,13 +66,12 @@ class MomentumCellBase(PicklableLayer, nn.Module):
     _rebuild_attributes = ("carry_momentum",)
 
     host: ClassVar[str] = ""
-    scheme_kind: ClassVar[Optional[str]] = None
+    scheme_kind: ClassVar[str | None] = None
 
-    bias_ih: Optional[Tensor]
-    bias_hh: Optional[Tensor]
+    bias_ih: Tensor | None
+    bias_hh: Tensor | None
 
-    def __init_subclass__(cls, host: Optional[str] = None, scheme: Optional[SchemeSpec] = None,
-                          **kwargs: Any) -> None:
+    def __init_subclass__(cls, host: str | None = None, scheme: SchemeSpec | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if host is not None and scheme is not None:
             cls.host, cls.scheme_kind = host, scheme.kind
@@ -76,18 +79,31 @@ class MomentumCellBase(PicklableLayer, nn.Module):
                 cls.__doc__ = _cell_doc(host, scheme)
             registry.register_cell(cls)
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *args: Any,
-                 nonlinearity: Optional[str] = None, device: Device = None, dtype: Optional[torch.dtype] = None,
-                 mu: Optional[float] = None, epsilon: Optional[float] = None, beta: Optional[float] = None,
-                 restart: Optional[int] = None, carry_momentum: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *args: Any,
+        nonlinearity: str | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+        mu: float | None = None,
+        epsilon: float | None = None,
+        beta: float | None = None,
+        restart: int | None = None,
+        carry_momentum: bool = False,
+    ) -> None:
         super().__init__()
         if self.host not in GATES:
             raise TypeError(f"{type(self).__name__} has no host; use a paper-named cell (MomentumLSTMCell, ...)")
         self._name = type(self).__name__
         names = _POSITIONAL[self.host]
         if len(args) > len(names):
-            raise TypeError(f"{self._name}() takes at most {3 + len(names)} positional arguments (input_size, "
-                            f"hidden_size, bias, {', '.join(names)}), got {3 + len(args)}")
+            raise TypeError(
+                f"{self._name}() takes at most {3 + len(names)} positional arguments (input_size, "
+                f"hidden_size, bias, {', '.join(names)}), got {3 + len(args)}"
+            )
         given: dict[str, Any] = {"nonlinearity": nonlinearity, "device": device, "dtype": dtype}
         for name, value in zip(names, args):
             if given[name] is not None:
@@ -137,7 +153,7 @@ class MomentumCellBase(PicklableLayer, nn.Module):
         s += "".join(f", {k}={v}" for k, v in self.scheme.hyper_parameters.items())
         return s + (", carry_momentum=True" if self.carry_momentum else "")
 
-    def forward(self, input: Tensor, hx: Optional[StateInput] = None) -> State:
+    def forward(self, input: Tensor, hx: StateInput | None = None) -> State:
         """One step: ``input`` ``(B, input_size)`` or ``(input_size,)``; returns the new state
         (``torch.nn``'s ``(h, c)`` / ``h``, or the carried state with ``carry_momentum``).
         Under ``torch.autocast``: as the layers (computes in the parameters' dtype)."""
@@ -155,18 +171,29 @@ class MomentumCellBase(PicklableLayer, nn.Module):
         if input.dim() not in (1, 2):
             raise ValueError(f"{self._name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if input.shape[-1] != self.input_size:
-            raise ValueError(f"{self._name}: input has inconsistent input_size: got {input.shape[-1]} expected "
-                             f"{self.input_size}")
+            raise ValueError(
+                f"{self._name}: input has inconsistent input_size: got {input.shape[-1]} expected {self.input_size}"
+            )
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         GH = self.weight_hh.shape[0]
         mom_slots = {f: Slot(GH) for f in ("v", "m", "p") if f in self.scheme.state_fields}
-        hidden0, mom = parse_state(self._name, state, self._hidden_slots(), mom_slots, self.scheme,
-                                   self.carry_momentum, (x.shape[0],) if batched else (), None if batched else 0,
-                                   p.dtype, p.device)
+        hidden0, mom = parse_state(
+            self._name,
+            state,
+            self._hidden_slots(),
+            mom_slots,
+            self.scheme,
+            self.carry_momentum,
+            (x.shape[0],) if batched else (),
+            None if batched else 0,
+            p.dtype,
+            p.device,
+        )
         params = GatedParams(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        _, hidden, momentum = gated_step(self.host, self.nonlinearity, params, x, hidden0, mom, self.scheme,
-                                         (self.scheme.mu, self.scheme.epsilon))
+        _, hidden, momentum = gated_step(
+            self.host, self.nonlinearity, params, x, hidden0, mom, self.scheme, (self.scheme.mu, self.scheme.epsilon)
+        )
         if not batched:
             hidden = {k: v.squeeze(0) for k, v in hidden.items()}
             momentum = MomentumState(*(None if t is None else t.squeeze(0) for t in momentum))
@@ -203,8 +230,25 @@ SRGRUCell = NesterovGRUCell
 
 # (listed, not computed from CELL_NAMES: type checkers read the names ``import *`` exports here)
 __all__ += [
-    "RNNCell", "MomentumRNNCell", "AdamRNNCell", "RMSPropRNNCell", "RestartMomentumRNNCell", "NesterovRNNCell",
-    "LSTMCell", "MomentumLSTMCell", "AdamLSTMCell", "RMSPropLSTMCell", "RestartMomentumLSTMCell", "NesterovLSTMCell",
-    "GRUCell", "MomentumGRUCell", "AdamGRUCell", "RMSPropGRUCell", "RestartMomentumGRUCell", "NesterovGRUCell",
-    "SRRNNCell", "SRLSTMCell", "SRGRUCell",
+    "RNNCell",
+    "MomentumRNNCell",
+    "AdamRNNCell",
+    "RMSPropRNNCell",
+    "RestartMomentumRNNCell",
+    "NesterovRNNCell",
+    "LSTMCell",
+    "MomentumLSTMCell",
+    "AdamLSTMCell",
+    "RMSPropLSTMCell",
+    "RestartMomentumLSTMCell",
+    "NesterovLSTMCell",
+    "GRUCell",
+    "MomentumGRUCell",
+    "AdamGRUCell",
+    "RMSPropGRUCell",
+    "RestartMomentumGRUCell",
+    "NesterovGRUCell",
+    "SRRNNCell",
+    "SRLSTMCell",
+    "SRGRUCell",
 ]

@@ -10,7 +10,8 @@ does the reverse for plain layers. One module at a time: :func:`~momentumrnn.fro
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -63,13 +64,16 @@ def convert(model: nn.Module, scheme: str, **hyper_parameters: Any) -> nn.Module
 
         model = momentumrnn.convert(model, "heavy_ball", mu=0.6, epsilon=0.6)
     """
+
     def swap(module: nn.Module, where: str) -> nn.Module:
         if not isinstance(module, _NATIVE):
             return module
         if type(module) not in _NATIVE:
-            raise TypeError(f"cannot convert {where}: {type(module).__name__} subclasses torch.nn."
-                            f"{type(module).__mro__[1].__name__} with code of its own; convert its layers with "
-                            "momentumrnn.from_native yourself")
+            raise TypeError(
+                f"cannot convert {where}: {type(module).__name__} subclasses torch.nn."
+                f"{type(module).__mro__[1].__name__} with code of its own; convert its layers with "
+                "momentumrnn.from_native yourself"
+            )
         try:
             return _keep_flags(module, from_native(module, scheme, **hyper_parameters))
         except (TypeError, ValueError) as e:
@@ -84,6 +88,7 @@ def revert(model: nn.Module, strict: bool = True) -> nn.Module:
     ``mu = 0, epsilon = 1``) by the ``torch.nn`` module with its configuration and weights.
     ``strict=False`` also replaces layers with momentum (the result then computes something else:
     e.g. to initialise a plain model). Returns ``model`` (modified in place) or the new module."""
+
     def swap(module: nn.Module, where: str) -> nn.Module:
         if not isinstance(module, MomentumRNNBase):
             return module

@@ -21,7 +21,7 @@ from stale values.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -62,11 +62,12 @@ def _refuse_strict_capture() -> None:
     # strict capture fails here too; dynamo reads the exporter's flag as it is (a plain
     # torch.export.export(..., strict=True) is not affected).
     if _onnx_flags and getattr(_onnx_flags, "_is_onnx_exporting", False):
-        raise RuntimeError("momentumrnn layers export to ONNX through torch.export's non-strict capture; "
-                           "see the error of that capture")
+        raise RuntimeError(
+            "momentumrnn layers export to ONNX through torch.export's non-strict capture; see the error of that capture"
+        )
 
 
-def sources(module: nn.Module, prefix: str = "", out: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+def sources(module: nn.Module, prefix: str = "", out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """The tensors (parameters and buffers, by name, as ``named_parameters`` / ``named_buffers``
     name them) that ``module`` computes from. Read from the modules' dictionaries directly: a
     layer records them at every eager forward, where ``named_parameters`` cost 45 us a direction
@@ -93,8 +94,9 @@ def _is_source(current: Tensor, source: object) -> bool:
     return current is source
 
 
-def fold(owner: str, module: nn.Module, recorded: Optional[dict[str, Tensor]],
-         then: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+def fold(
+    owner: str, module: nn.Module, recorded: dict[str, Tensor] | None, then: Callable[[Tensor], Tensor] = lambda t: t
+) -> Tensor:
     """``then(module())`` evaluated eagerly with ``module``'s parameters and buffers set to their
     real values ``recorded`` (from :func:`sources`): a plain tensor, which the trace records as a
     constant. Raises a ``RuntimeError`` when the trace's tensors are not the recorded ones."""
@@ -108,7 +110,8 @@ def fold(owner: str, module: nn.Module, recorded: Optional[dict[str, Tensor]],
             raise RuntimeError(
                 f"{owner}: cannot fold the recurrent matrix into the exported graph: {', '.join(stale)} "
                 "changed since the layer last ran (a parameter or buffer replaced by a new tensor); run the "
-                "model once (any forward call) before torch.onnx.export")
+                "model once (any forward call) before torch.onnx.export"
+            )
         with torch.no_grad():
             value = then(torch.func.functional_call(module, {name: recorded[name] for name in current}, ()))
     # a copy made in the trace: the constant becomes a traced tensor (torch's scan operator takes

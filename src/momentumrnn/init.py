@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, TypeVar
+from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
 
 __all__ = ["authors_init_"]
-
 
 
 class _Recurrent(Protocol):
@@ -46,5 +46,5 @@ def authors_init_(layer: _Layer, forget_bias: float = 1.0) -> _Layer:
         elif name.startswith("bias"):
             p.zero_()
             if isinstance(layer, (nn.LSTM, nn.LSTMCell)) or getattr(layer, "host", None) == "lstm":
-                p[H:2 * H] = forget_bias  # torch gate order i, f, g, o
+                p[H : 2 * H] = forget_bias  # torch gate order i, f, g, o
     return layer

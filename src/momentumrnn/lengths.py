@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -14,12 +14,12 @@ class SeqInfo(NamedTuple):
     """Lengths of the sequences of a batch: ``lengths`` ``(N,)``, ``last = lengths - 1`` and
     ``valid`` ``(T, N, 1)`` (real steps); all ``None`` when every sequence has the full length."""
 
-    lengths: Optional[Tensor] = None
-    last: Optional[Tensor] = None
-    valid: Optional[Tensor] = None
+    lengths: Tensor | None = None
+    last: Tensor | None = None
+    valid: Tensor | None = None
 
 
-def reverse_within(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+def reverse_within(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Reverse each sequence of ``x`` ``(T, N, F)`` within its own length (padding stays)."""
     if lengths is None:
         return x.flip(0)
@@ -30,7 +30,7 @@ def reverse_within(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     return x.gather(0, idx.unsqueeze(2).expand_as(x))
 
 
-def at_last_step(seq: Tensor, last: Optional[Tensor]) -> Tensor:
+def at_last_step(seq: Tensor, last: Tensor | None) -> Tensor:
     """``seq[len_b - 1, b]`` for each sequence (``seq[-1]`` when all are full length)."""
     if last is None:
         return seq[-1]

@@ -3,7 +3,8 @@ this is a state-dict copy plus checks)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from torch import nn
 
@@ -30,14 +31,20 @@ def from_native(module: nn.RNNBase, scheme: str = HEAVY_BALL.kind, **hyper_param
     computes exactly what ``module`` computes."""
     host = _host_of(module)
     kw: dict[str, Any]
-    kw = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
-              dropout=module.dropout, bidirectional=module.bidirectional,
-              proj_size=getattr(module, "proj_size", 0))  # (a GRU / RNN with one is refused, clearly)
+    kw = dict(
+        num_layers=module.num_layers,
+        bias=module.bias,
+        batch_first=module.batch_first,
+        dropout=module.dropout,
+        bidirectional=module.bidirectional,
+        proj_size=getattr(module, "proj_size", 0),
+    )  # (a GRU / RNN with one is refused, clearly)
     if host == "rnn":
         kw["nonlinearity"] = module.nonlinearity
     p = next(module.parameters())
-    layer = build_layer(host, scheme, module.input_size, module.hidden_size, device=p.device, dtype=p.dtype,
-                        **kw, **hyper_parameters)
+    layer = build_layer(
+        host, scheme, module.input_size, module.hidden_size, device=p.device, dtype=p.dtype, **kw, **hyper_parameters
+    )
     layer.load_state_dict(module.state_dict())
     return cast(MomentumRNNBase, layer)  # (a layer of a gated host)
 
@@ -53,11 +60,18 @@ def to_native(layer: MomentumRNNBase, strict: bool = True) -> nn.RNNBase:
     sch = layer.scheme
     trivial = sch.trivial and not (layer.learn_mu or layer.learn_epsilon)
     if strict and not trivial:
-        raise ValueError(f"{type(layer).__name__} with {sch} is not a plain {layer.host.upper()}: the native module "
-                         "would compute something else; pass strict=False to copy the weights anyway")
+        raise ValueError(
+            f"{type(layer).__name__} with {sch} is not a plain {layer.host.upper()}: the native module "
+            "would compute something else; pass strict=False to copy the weights anyway"
+        )
     kw: dict[str, Any]
-    kw = dict(num_layers=layer.num_layers, bias=layer.bias, batch_first=layer.batch_first,
-              dropout=layer.dropout, bidirectional=layer.bidirectional)
+    kw = dict(
+        num_layers=layer.num_layers,
+        bias=layer.bias,
+        batch_first=layer.batch_first,
+        dropout=layer.dropout,
+        bidirectional=layer.bidirectional,
+    )
     if layer.host == "lstm":
         kw["proj_size"] = layer.proj_size
     if layer.host == "rnn":

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import TYPE_CHECKING, Any, Mapping, Optional, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from torch.nn.utils import parametrize
 
@@ -56,7 +57,7 @@ class _ConstructorSignature:
     """A class's ``__signature__``: its constructor's (``inspect``, ``help``, IDEs and the API
     reference would otherwise show the metaclass's ``__call__(*args, **kwargs)``)."""
 
-    def __get__(self, cls: Optional[LayerType], metaclass: Optional[type] = None) -> Optional[inspect.Signature]:
+    def __get__(self, cls: LayerType | None, metaclass: type | None = None) -> inspect.Signature | None:
         if cls is None:  # the metaclass itself
             return None
         sig = inspect.signature(cls.__init__)  # type: ignore[misc]  # (the constructor of that very class)
@@ -99,13 +100,20 @@ class PicklableLayer(_Module, metaclass=LayerType):
             raise RuntimeError(
                 f"{name} cannot be pickled whole: parametrizations were registered on it after construction "
                 f"({', '.join(added)}), which torch.nn.utils.parametrize serializes only through state_dict(); "
-                "save model.state_dict() instead (or remove them with parametrize.remove_parametrizations)")
+                "save model.state_dict() instead (or remove them with parametrize.remove_parametrizations)"
+            )
         cls = type(self).__bases__[0]  # the class parametrize replaced (MomentumDTRIV, ...)
         args, kwargs = self.__dict__["_init_args"]
         kwargs = {k: v for k, v in kwargs.items() if k != "device"}  # the saved tensors bring theirs
         attributes = {k: getattr(self, k) for k in self._rebuild_attributes if getattr(self, k) is not None}
-        payload = {_REBUILD: 1, "args": tuple(args), "kwargs": kwargs, "state_dict": self.state_dict(),
-                   "attributes": attributes, "training": self.training}
+        payload = {
+            _REBUILD: 1,
+            "args": tuple(args),
+            "kwargs": kwargs,
+            "state_dict": self.state_dict(),
+            "attributes": attributes,
+            "training": self.training,
+        }
         return cls, (payload,)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -19,8 +19,20 @@ if TYPE_CHECKING:  # (the layer and cell classes sit above this module)
     from .sequence import SequenceBase
 
 __all__ = [
-    "HostInfo", "HOSTS", "LAYER_NAMES", "LAYER_ALIASES", "CELL_NAMES", "CELL_ALIASES", "register_host",
-    "register_layer", "register_cell", "paper_name", "build_layer", "layer_class", "cell_class", "hosts",
+    "HostInfo",
+    "HOSTS",
+    "LAYER_NAMES",
+    "LAYER_ALIASES",
+    "CELL_NAMES",
+    "CELL_ALIASES",
+    "register_host",
+    "register_layer",
+    "register_cell",
+    "paper_name",
+    "build_layer",
+    "layer_class",
+    "cell_class",
+    "hosts",
 ]
 
 
@@ -115,8 +127,10 @@ def layer_class(name: str) -> type[SequenceBase]:
     """The layer class of a paper name or alias: ``"MomentumLSTM"``, ``"AdamGRU"``, ``"SRLSTM"``,
     ``"LSTM"``, ``"MomentumDTRIV"``, ``"SRDTRIV"``, ``"ENRNN"``, ..."""
     if not isinstance(name, str) or name not in _BY_NAME:
-        raise ValueError(f"unknown layer {name!r}; expected one of {', '.join(LAYER_NAMES)} "
-                         f"(or an alias: {', '.join(LAYER_ALIASES)})")
+        raise ValueError(
+            f"unknown layer {name!r}; expected one of {', '.join(LAYER_NAMES)} "
+            f"(or an alias: {', '.join(LAYER_ALIASES)})"
+        )
     return _BY_NAME[name]
 
 

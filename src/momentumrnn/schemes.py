@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,8 +42,19 @@ if TYPE_CHECKING:
     from torch.types import Device
 
 __all__ = [
-    "Scheme", "SchemeSpec", "HyperParameter", "MomentumState", "SCHEMES", "SCHEME_KINDS", "PLAIN", "ADAM_EPS",
-    "canonical_kind", "restart_mu", "next_steps", "StepDrive", "pair_square",
+    "Scheme",
+    "SchemeSpec",
+    "HyperParameter",
+    "MomentumState",
+    "SCHEMES",
+    "SCHEME_KINDS",
+    "PLAIN",
+    "ADAM_EPS",
+    "canonical_kind",
+    "restart_mu",
+    "next_steps",
+    "StepDrive",
+    "pair_square",
 ]
 
 #: ``eps`` inside ``sqrt(m_t + eps)`` in the Adam / RMSProp drives (the authors' value).
@@ -54,10 +66,10 @@ class MomentumState(NamedTuple):
     (velocity), ``m`` (second moment), ``p`` (Nesterov's previous ``p``), and an integer
     ``(num_layers * num_directions, [B])`` ``step`` (restart counter). Unused fields are ``None``."""
 
-    v: Optional[Tensor] = None
-    m: Optional[Tensor] = None
-    p: Optional[Tensor] = None
-    step: Optional[Tensor] = None
+    v: Tensor | None = None
+    m: Tensor | None = None
+    p: Tensor | None = None
+    step: Tensor | None = None
 
 
 # ---------------------------------------------------------------------------- hyper-parameters
@@ -107,8 +119,9 @@ HYPER_PARAMETERS = {
     "mu": HyperParameter("mu", _unit_interval, "momentum ``mu`` in [0, 1)", 0.0),
     "epsilon": HyperParameter("epsilon", _positive, "step size ``epsilon`` > 0", 1.0),
     "beta": HyperParameter("beta", _unit_interval, "second-moment decay ``beta`` in [0, 1)", 0.0),
-    "restart": HyperParameter("restart", _period, "restart period ``F`` >= 0 of the schedule "
-                              "``mu_k = (k-1)/(k+2)`` (0: never restart)", 0),
+    "restart": HyperParameter(
+        "restart", _period, "restart period ``F`` >= 0 of the schedule ``mu_k = (k-1)/(k+2)`` (0: never restart)", 0
+    ),
 }
 
 
@@ -146,7 +159,7 @@ class _LookaheadDrive(StepDrive):
     """Nesterov: ``p = r - epsilon u``, ``g = p + mu_k (p - p_prev)``; the new ``p`` collects the
     parts in the order the cell asks for them."""
 
-    def __init__(self, u: Tensor, p_prev: Tensor, epsilon: Union[float, Tensor], mu_k: Tensor, state: dict) -> None:
+    def __init__(self, u: Tensor, p_prev: Tensor, epsilon: float | Tensor, mu_k: Tensor, state: dict) -> None:
         super().__init__(u, state)
         self.p_prev, self.epsilon, self.mu_k = p_prev, epsilon, mu_k
         self.parts: list[Tensor] = []
@@ -166,39 +179,35 @@ _Square = Callable[[Tensor], Tensor]
 # The literal one-step updates (u: (B, W) input drive; s: the previous MomentumState with zeros
 # for fields that start at zero; hp: the hyper-parameter values, mu_k the scheduled momentum;
 # square: |u|^2 of each entry of u, see Scheme.step).
-def _step_none(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
-               square: _Square) -> StepDrive:
+def _step_none(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Tensor | None, square: _Square) -> StepDrive:
     return StepDrive(u, {})
 
 
-def _step_heavy_ball(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
-                     square: _Square) -> StepDrive:
+def _step_heavy_ball(
+    u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Tensor | None, square: _Square
+) -> StepDrive:
     v = hp["mu"] * s.v + hp["epsilon"] * u
     return StepDrive(v, {"v": v})
 
 
-def _step_adam(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
-               square: _Square) -> StepDrive:
+def _step_adam(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Tensor | None, square: _Square) -> StepDrive:
     v = hp["mu"] * s.v + hp["epsilon"] * u
     m = hp["beta"] * s.m + (1 - hp["beta"]) * square(u)
     return StepDrive(v / torch.sqrt(m + ADAM_EPS), {"v": v, "m": m})
 
 
-def _step_rmsprop(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
-                  square: _Square) -> StepDrive:
+def _step_rmsprop(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Tensor | None, square: _Square) -> StepDrive:
     m = hp["beta"] * s.m + (1 - hp["beta"]) * square(u)
     return StepDrive(hp["epsilon"] * u / torch.sqrt(m + ADAM_EPS), {"m": m})
 
 
-def _step_restart(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
-                  square: _Square) -> StepDrive:
+def _step_restart(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Tensor | None, square: _Square) -> StepDrive:
     assert mu_k is not None and s.v is not None  # (a scheduled scheme; s filled with zeros)
     v = mu_k * s.v + hp["epsilon"] * u
     return StepDrive(v, {"v": v})
 
 
-def _step_nesterov(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Optional[Tensor],
-                   square: _Square) -> StepDrive:
+def _step_nesterov(u: Tensor, s: MomentumState, hp: dict[str, Any], mu_k: Tensor | None, square: _Square) -> StepDrive:
     assert mu_k is not None and s.p is not None  # (a scheduled scheme; s filled with zeros)
     return _LookaheadDrive(u, s.p, hp["epsilon"], mu_k, {})
 
@@ -218,7 +227,7 @@ class SchemeSpec:
     #: the literal one-step update ``step(u, state, hp, mu_k, square) -> StepDrive``
     step: Callable
     #: ``None`` (no velocity), ``"constant"`` (coefficient ``mu``) or ``"scheduled"`` (``mu_k``)
-    velocity: Optional[str]
+    velocity: str | None
     #: the drive is divided by ``sqrt(m_t + 1e-16)``
     normalized: bool
     #: the drive depends on ``h_{t-1}`` (replaces the cell's total pre-activation)
@@ -233,7 +242,7 @@ class SchemeSpec:
     #: other names of the kind (``"momentum"`` for ``"heavy_ball"``)
     aliases: tuple = ()
     #: the prefix of a documented paper alias and the host family it applies to
-    paper_alias: Optional[tuple] = None
+    paper_alias: tuple | None = None
     hyper_parameters: tuple = field(init=False)
 
     def __post_init__(self) -> None:
@@ -251,44 +260,97 @@ class SchemeSpec:
 
 _ROWS = (
     SchemeSpec(
-        "none", "", {}, (), _step_none, velocity=None, normalized=False, lookahead=False,
-        scheduled=False, trivial=lambda hp: True, aliases=("plain",),
+        "none",
+        "",
+        {},
+        (),
+        _step_none,
+        velocity=None,
+        normalized=False,
+        lookahead=False,
+        scheduled=False,
+        trivial=lambda hp: True,
+        aliases=("plain",),
         summary="no momentum: d_t = u_t",
-        loop="d = u"),
+        loop="d = u",
+    ),
     SchemeSpec(
-        "heavy_ball", "Momentum", {"mu": 0.6, "epsilon": 0.6}, ("v",), _step_heavy_ball,
-        velocity="constant", normalized=False, lookahead=False, scheduled=False,
+        "heavy_ball",
+        "Momentum",
+        {"mu": 0.6, "epsilon": 0.6},
+        ("v",),
+        _step_heavy_ball,
+        velocity="constant",
+        normalized=False,
+        lookahead=False,
+        scheduled=False,
         trivial=lambda hp: hp["mu"] == 0.0 and hp["epsilon"] == 1.0,
         aliases=("momentum", "heavyball", "hb"),
         summary="heavy-ball momentum: v_t = mu v_{t-1} + epsilon u_t drives the cell",
-        loop="v = mu * v + epsilon * u; d = v"),
+        loop="v = mu * v + epsilon * u; d = v",
+    ),
     SchemeSpec(
-        "adam", "Adam", {"mu": 0.6, "epsilon": 0.6, "beta": 0.1}, ("v", "m"), _step_adam,
-        velocity="constant", normalized=True, lookahead=False, scheduled=False,
+        "adam",
+        "Adam",
+        {"mu": 0.6, "epsilon": 0.6, "beta": 0.1},
+        ("v", "m"),
+        _step_adam,
+        velocity="constant",
+        normalized=True,
+        lookahead=False,
+        scheduled=False,
         trivial=lambda hp: False,
         summary="Adam momentum: the heavy-ball drive divided by sqrt of a second moment of u_t",
-        loop="v = mu * v + epsilon * u; m = beta * m + (1 - beta) * |u|^2\nd = v / sqrt(m + 1e-16)"),
+        loop="v = mu * v + epsilon * u; m = beta * m + (1 - beta) * |u|^2\nd = v / sqrt(m + 1e-16)",
+    ),
     SchemeSpec(
-        "rmsprop", "RMSProp", {"epsilon": 0.6, "beta": 0.9}, ("m",), _step_rmsprop,
-        velocity=None, normalized=True, lookahead=False, scheduled=False,
+        "rmsprop",
+        "RMSProp",
+        {"epsilon": 0.6, "beta": 0.9},
+        ("m",),
+        _step_rmsprop,
+        velocity=None,
+        normalized=True,
+        lookahead=False,
+        scheduled=False,
         trivial=lambda hp: False,
         summary="RMSProp momentum: epsilon u_t divided by sqrt of a second moment of u_t",
-        loop="m = beta * m + (1 - beta) * |u|^2; d = epsilon * u / sqrt(m + 1e-16)"),
+        loop="m = beta * m + (1 - beta) * |u|^2; d = epsilon * u / sqrt(m + 1e-16)",
+    ),
     SchemeSpec(
-        "restart", "RestartMomentum", {"epsilon": 1.0, "restart": 2}, ("v", "step"), _step_restart,
-        velocity="scheduled", normalized=False, lookahead=False, scheduled=True,
+        "restart",
+        "RestartMomentum",
+        {"epsilon": 1.0, "restart": 2},
+        ("v", "step"),
+        _step_restart,
+        velocity="scheduled",
+        normalized=False,
+        lookahead=False,
+        scheduled=True,
         trivial=lambda hp: hp["restart"] == 1 and hp["epsilon"] == 1.0,
-        aliases=("srheavy_ball", "restart_heavy_ball"), paper_alias=("SR", "modrelu"),
+        aliases=("srheavy_ball", "restart_heavy_ball"),
+        paper_alias=("SR", "modrelu"),
         summary="heavy ball with scheduled restart: mu_k = (k-1)/(k+2), k restarting every `restart` steps",
-        loop="k = k % restart + 1 if restart else k + 1; mu_k = (k - 1) / (k + 2)\nv = mu_k * v + epsilon * u; d = v"),
+        loop="k = k % restart + 1 if restart else k + 1; mu_k = (k - 1) / (k + 2)\nv = mu_k * v + epsilon * u; d = v",
+    ),
     SchemeSpec(
-        "nesterov", "Nesterov", {"epsilon": 1.0, "restart": 2}, ("p", "step"), _step_nesterov,
-        velocity=None, normalized=False, lookahead=True, scheduled=True,
-        trivial=lambda hp: False, aliases=("sr",), paper_alias=("SR", "gated"),
+        "nesterov",
+        "Nesterov",
+        {"epsilon": 1.0, "restart": 2},
+        ("p", "step"),
+        _step_nesterov,
+        velocity=None,
+        normalized=False,
+        lookahead=True,
+        scheduled=True,
+        trivial=lambda hp: False,
+        aliases=("sr",),
+        paper_alias=("SR", "gated"),
         summary="Nesterov momentum with scheduled restart (depends on h_{t-1})",
         loop="k = k % restart + 1 if restart else k + 1; mu_k = (k - 1) / (k + 2)\n"
-             "p_new = r - epsilon * u; g = p_new + mu_k * (p_new - p); p = p_new\n"
-             "# g replaces the cell's total pre-activation d + r (r: the recurrent part)"),
+        "p_new = r - epsilon * u; g = p_new + mu_k * (p_new - p); p = p_new\n"
+        "# g replaces the cell's total pre-activation d + r (r: the recurrent part)",
+    ),
 )
 
 #: kind -> row
@@ -331,18 +393,27 @@ class Scheme:
             object.__setattr__(self, name, hp.check(name, getattr(self, name)))
 
     @classmethod
-    def create(cls, kind: str, mu: Optional[float] = None, epsilon: Optional[float] = None,
-               beta: Optional[float] = None, restart: Optional[int] = None) -> "Scheme":
+    def create(
+        cls,
+        kind: str,
+        mu: float | None = None,
+        epsilon: float | None = None,
+        beta: float | None = None,
+        restart: int | None = None,
+    ) -> Scheme:
         """Build a scheme, filling the hyper-parameters it uses with the paper's defaults and
         rejecting ones it does not use (e.g. ``mu`` for RMSProp)."""
         spec = SCHEMES[canonical_kind(kind)]
         given = {"mu": mu, "epsilon": epsilon, "beta": beta, "restart": restart}
         for name, value in given.items():
             if value is not None and name not in spec.defaults:
-                raise ValueError(f"scheme {spec.kind!r} has no hyper-parameter {name!r}; "
-                                 f"it takes {', '.join(spec.defaults) or 'none'}")
-        values: dict[str, Any] = {name: given[name] if given[name] is not None else default
-                                  for name, default in spec.defaults.items()}
+                raise ValueError(
+                    f"scheme {spec.kind!r} has no hyper-parameter {name!r}; "
+                    f"it takes {', '.join(spec.defaults) or 'none'}"
+                )
+        values: dict[str, Any] = {
+            name: given[name] if given[name] is not None else default for name, default in spec.defaults.items()
+        }
         return cls(spec.kind, **values)
 
     @property
@@ -376,8 +447,9 @@ class Scheme:
         """Whether these values make the scheme the plain cell exactly."""
         return bool(self.spec.trivial(self.hyper_parameters))
 
-    def velocity_coefficient(self, mu: Union[float, Tensor], T: int, step0: Optional[Tensor], dtype: torch.dtype,
-                             device: Device) -> tuple[Tensor, Optional[Tensor]]:
+    def velocity_coefficient(
+        self, mu: float | Tensor, T: int, step0: Tensor | None, dtype: torch.dtype, device: Device
+    ) -> tuple[Tensor, Tensor | None]:
         """The velocity's per-step coefficient: ``(coeff, k)`` with ``coeff`` a 0-d tensor
         (``mu``; a learnable ``mu`` tensor as is; 0 without a velocity) or ``(T, B', 1)``
         (``mu_k``), and ``k`` the restart counters ``(T, B')`` (``None`` without a schedule)."""
@@ -388,16 +460,21 @@ class Scheme:
             mu = 0.0
         return (mu if isinstance(mu, Tensor) else torch.tensor(mu, dtype=dtype, device=device)), None
 
-    def schedule(self, T: int, step0: Optional[Tensor], dtype: torch.dtype, device: Device) -> tuple[Tensor, Tensor]:
+    def schedule(self, T: int, step0: Tensor | None, dtype: torch.dtype, device: Device) -> tuple[Tensor, Tensor]:
         """``(mu_k (T, B', 1), k (T, B'))`` of the next ``T`` steps after counters ``step0``."""
         if step0 is None:
             step0 = torch.zeros(1, dtype=torch.long, device=device)
         k = next_steps(step0, T, self.restart)
         return restart_mu(k, dtype).unsqueeze(2), k
 
-    def step(self, u: Tensor, state: MomentumState, mu: Union[float, Tensor, None] = None,
-             epsilon: Union[float, Tensor, None] = None, square: Callable[[Tensor], Tensor] = _square,
-             ) -> tuple[StepDrive, Callable[[], MomentumState]]:
+    def step(
+        self,
+        u: Tensor,
+        state: MomentumState,
+        mu: float | Tensor | None = None,
+        epsilon: float | Tensor | None = None,
+        square: Callable[[Tensor], Tensor] = _square,
+    ) -> tuple[StepDrive, Callable[[], MomentumState]]:
         """One literal step from the input drive ``u`` ``(B, W)`` (what the cells run):
         returns ``(StepDrive, advance)`` where ``advance()`` gives the new :class:`~momentumrnn.schemes.MomentumState`
         once the cell has combined the drive. ``state`` fields may be ``None`` (zeros);
@@ -417,11 +494,13 @@ class Scheme:
             v=state.v if state.v is not None else zeros,
             m=state.m if state.m is not None else real_zeros,
             p=state.p if state.p is not None else zeros,
-            step=state.step)
+            step=state.step,
+        )
         k = mu_k = None
         if spec.scheduled:
-            k = (state.step if state.step is not None
-                 else torch.zeros(u.shape[:-1], dtype=torch.long, device=u.device)) + 1
+            k = (
+                state.step if state.step is not None else torch.zeros(u.shape[:-1], dtype=torch.long, device=u.device)
+            ) + 1
             if self.restart > 0:
                 k = torch.where(k > self.restart, torch.ones_like(k), k)
             mu_k = restart_mu(k, u.real.dtype).unsqueeze(-1)

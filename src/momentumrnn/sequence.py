@@ -15,7 +15,7 @@ per-direction parameters (``_direction``), which the backend chosen by
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _checks, backends, registry
-from .schemes import PLAIN, SCHEMES, MomentumState, Scheme, SchemeSpec, canonical_kind
 from .lengths import SeqInfo, reverse_within
 from .pickling import PicklableLayer
+from .schemes import PLAIN, SCHEMES, MomentumState, Scheme, SchemeSpec, canonical_kind
 from .state import Slot, State, StateInput, autocast_inputs, pack_state, parse_state, state_names, to_external
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class SequenceBase(PicklableLayer, nn.Module):
     host: str = ""
     family: ClassVar[str] = ""
     #: the scheme fixed by a paper-named class (``None``: chosen with ``scheme=``)
-    scheme_kind: ClassVar[Optional[str]] = None
+    scheme_kind: ClassVar[str | None] = None
     #: the class of the host that takes ``scheme=`` (for messages)
     _generic: ClassVar[str] = "build_layer"
 
@@ -67,8 +67,7 @@ class SequenceBase(PicklableLayer, nn.Module):
     _name: str
     _suffixes: list[str]
 
-    def __init_subclass__(cls, host: Optional[str] = None, scheme: Union[str, SchemeSpec, None] = None,
-                          **kwargs: Any) -> None:
+    def __init_subclass__(cls, host: str | None = None, scheme: str | SchemeSpec | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if host is not None:
             cls.host = host
@@ -84,9 +83,21 @@ class SequenceBase(PicklableLayer, nn.Module):
         return f"{spec.summary} on the {cls.host} host."
 
     # ------------------------------------------------------------------ construction
-    def _setup(self, input_size: int, hidden_size: int, num_layers: int, batch_first: bool, dropout: float,
-               bidirectional: bool, scheme: Optional[str], mu: Optional[float], epsilon: Optional[float],
-               beta: Optional[float], restart: Optional[int], carry_momentum: bool = False) -> None:
+    def _setup(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        scheme: str | None,
+        mu: float | None,
+        epsilon: float | None,
+        beta: float | None,
+        restart: int | None,
+        carry_momentum: bool = False,
+    ) -> None:
         """The ``torch.nn`` arguments and the scheme; call first in a host's ``__init__``."""
         self._name = type(self).__name__
         #: whether the state carries the momentum: ``(h, [c,] *momentum fields)`` instead of
@@ -96,17 +107,18 @@ class SequenceBase(PicklableLayer, nn.Module):
         fixed = type(self).scheme_kind
         if fixed is not None:
             if scheme is not None and canonical_kind(scheme) != fixed:
-                    raise TypeError(f"{self._name} fixes the scheme to {fixed!r}; use "
-                                f"{self._generic}(scheme=...) for another one")
+                raise TypeError(
+                    f"{self._name} fixes the scheme to {fixed!r}; use {self._generic}(scheme=...) for another one"
+                )
             scheme = fixed
         elif scheme is None:
             scheme = PLAIN
         self.scheme = Scheme.create(scheme, mu=mu, epsilon=epsilon, beta=beta, restart=restart)
         #: backend forced for every direction (``None``: the dispatch table chooses); see
         #: :func:`momentumrnn.backends.run`
-        self.backend: Optional[str] = None
+        self.backend: str | None = None
 
-    def _build(self, learn_mu: bool, learn_epsilon: bool, device: Device, dtype: Optional[torch.dtype]) -> None:
+    def _build(self, learn_mu: bool, learn_epsilon: bool, device: Device, dtype: torch.dtype | None) -> None:
         """Register the parameters of every layer and direction, the learnable hyper-parameters,
         and initialise them; call last in a host's ``__init__``."""
         factory: Factory = {"device": device, "dtype": dtype}
@@ -214,27 +226,47 @@ class SequenceBase(PicklableLayer, nn.Module):
         return s + (", bidirectional=True" if self.bidirectional else "")
 
     def _repr_learned(self) -> str:
-        return ((", learn_mu=True" if self.learn_mu else "") + (", learn_epsilon=True" if self.learn_epsilon else "")
-                + (", carry_momentum=True" if self.carry_momentum else ""))
+        return (
+            (", learn_mu=True" if self.learn_mu else "")
+            + (", learn_epsilon=True" if self.learn_epsilon else "")
+            + (", carry_momentum=True" if self.carry_momentum else "")
+        )
 
     # ------------------------------------------------------------------ forward
-    def _parse_state(self, state: object, batch: int, batched: bool,
-                     ) -> tuple[dict[str, Optional[Tensor]], MomentumState]:
+    def _parse_state(
+        self,
+        state: object,
+        batch: int,
+        batched: bool,
+    ) -> tuple[dict[str, Tensor | None], MomentumState]:
         hidden, momentum = self._slots()
         LD = self.num_layers * self.num_directions
         lead = (LD, batch) if batched else (LD,)
         p = self._reference()
         momentum = {k: v for k, v in momentum.items() if k in self.scheme.state_fields}
-        return parse_state(self._name, state, hidden, momentum, self.scheme, self.carry_momentum, lead,
-                           None if batched else 1, p.dtype, p.device)
+        return parse_state(
+            self._name,
+            state,
+            hidden,
+            momentum,
+            self.scheme,
+            self.carry_momentum,
+            lead,
+            None if batched else 1,
+            p.dtype,
+            p.device,
+        )
 
     @overload
-    def forward(self, input: Tensor, hx: Optional[StateInput] = None) -> tuple[Tensor, State]: ...
+    def forward(self, input: Tensor, hx: StateInput | None = None) -> tuple[Tensor, State]: ...
     @overload
-    def forward(self, input: PackedSequence, hx: Optional[StateInput] = None) -> tuple[PackedSequence, State]: ...
+    def forward(self, input: PackedSequence, hx: StateInput | None = None) -> tuple[PackedSequence, State]: ...
 
-    def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[StateInput] = None,
-                ) -> tuple[Union[Tensor, PackedSequence], State]:
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: StateInput | None = None,
+    ) -> tuple[Tensor | PackedSequence, State]:
         """Run the layer: ``output, h_n = layer(input, hx)`` as ``torch.nn`` (see the class
         docstring for shapes). Without ``carry_momentum`` the momentum starts at zero at every
         call; with it, ``hx`` and the returned state carry it.
@@ -246,35 +278,46 @@ class SequenceBase(PicklableLayer, nn.Module):
         if torch.is_autocast_enabled(device_type):
             dtype = self._reference().dtype
             with torch.autocast(device_type, enabled=False):
-                return self._forward(autocast_inputs(input, device_type, dtype),
-                                     autocast_inputs(hx, device_type, dtype))
+                return self._forward(
+                    autocast_inputs(input, device_type, dtype), autocast_inputs(hx, device_type, dtype)
+                )
         return self._forward(input, hx)
 
-    def _forward(self, input: Union[Tensor, PackedSequence], state: object,
-                 ) -> tuple[Union[Tensor, PackedSequence], State]:
+    def _forward(
+        self,
+        input: Tensor | PackedSequence,
+        state: object,
+    ) -> tuple[Tensor | PackedSequence, State]:
         _checks.check_precision(self._name, self.scheme, self._reference().dtype)
         if isinstance(input, PackedSequence):
             self._check_data("input (PackedSequence.data)", input.data)
             if input.data.dim() != 2 or input.data.shape[-1] != self.input_size:
-                raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                                 f"got {input.data.shape[-1]}")
+                raise ValueError(
+                    f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                    f"got {input.data.shape[-1]}"
+                )
             x, lengths = pad_packed_sequence(input)
             lengths = lengths.to(x.device)
             batched = True
         else:
             self._check_data("input", input)
             if input.dim() not in (2, 3):
-                raise ValueError(f"{self._name}: expected input to be 2D (unbatched: L x input_size) or 3D "
-                                 f"({'N x L' if self.batch_first else 'L x N'} x input_size), got {input.dim()}D "
-                                 f"with shape {tuple(input.shape)}")
+                raise ValueError(
+                    f"{self._name}: expected input to be 2D (unbatched: L x input_size) or 3D "
+                    f"({'N x L' if self.batch_first else 'L x N'} x input_size), got {input.dim()}D "
+                    f"with shape {tuple(input.shape)}"
+                )
             if input.shape[-1] != self.input_size:
-                raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                                 f"got {input.shape[-1]}")
+                raise ValueError(
+                    f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
+                )
             batched = input.dim() == 3
             if not batched:
                 x = input.unsqueeze(1)
+            elif self.batch_first:
+                x = input.transpose(0, 1)
             else:
-                x = input.transpose(0, 1) if self.batch_first else input
+                x = input
             lengths = None
             if x.shape[0] == 0:
                 raise ValueError("input has sequence length 0; expected at least one time step")
@@ -298,8 +341,9 @@ class SequenceBase(PicklableLayer, nn.Module):
                 h0 = {name: None if t is None else t[i] for name, t in hidden0.items()}
                 m0 = MomentumState(*(None if t is None else t[i] for t in mom0))
                 xd = layer_input if direction == 0 else reverse_within(layer_input, lengths)
-                out, fin, mom = backends.run(self, self._direction(layer, direction), xd, seq, h0, m0,
-                                             self.hyper_parameters(layer, direction))
+                out, fin, mom = backends.run(
+                    self, self._direction(layer, direction), xd, seq, h0, m0, self.hyper_parameters(layer, direction)
+                )
                 outs.append(out if direction == 0 else reverse_within(out, lengths))
                 for name in finals:
                     finals[name].append(fin[name])
@@ -309,12 +353,14 @@ class SequenceBase(PicklableLayer, nn.Module):
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, True)
         output = layer_input
-        result: Union[Tensor, PackedSequence]
+        result: Tensor | PackedSequence
 
         hidden_slots, mom_slots = self._slots()
         hidden = {name: to_external(torch.stack(v), hidden_slots[name]) for name, v in finals.items()}
-        momentum = {name: torch.stack(v) if name == "step" else to_external(torch.stack(v), mom_slots[name])
-                    for name, v in moms.items()}
+        momentum = {
+            name: torch.stack(v) if name == "step" else to_external(torch.stack(v), mom_slots[name])
+            for name, v in moms.items()
+        }
         if isinstance(input, PackedSequence):
             assert lengths is not None  # (from the packed input)
             sorted_out = output.index_select(1, input.sorted_indices) if input.sorted_indices is not None else output

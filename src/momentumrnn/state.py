@@ -22,8 +22,9 @@ fields ``None``); :func:`pack_state` turns the backends' results back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union, overload
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -35,9 +36,9 @@ from .schemes import MomentumState, Scheme
 __all__ = ["Slot", "state_names", "parse_state", "pack_state", "to_external", "autocast_inputs"]
 
 #: a state as a layer or cell returns it: ``h``, ``(h, c)`` or the flat ``(h, [c,] *fields)``
-State = Union[Tensor, tuple[Tensor, ...]]
+State = Tensor | tuple[Tensor, ...]
 #: a state as a layer or cell takes it (``hx``): as returned, or any sequence of its tensors
-StateInput = Union[Tensor, Sequence[Tensor]]
+StateInput = Tensor | Sequence[Tensor]
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,14 @@ class Slot:
         return 2 * self.width if self.complex else self.width
 
 
-_MESSAGE_NAMES = {"h": "h0 (state h)", "c": "c0 (state c)", "v": "momentum v", "m": "momentum m",
-                  "p": "momentum p", "step": "momentum step"}
+_MESSAGE_NAMES = {
+    "h": "h0 (state h)",
+    "c": "c0 (state c)",
+    "v": "momentum v",
+    "m": "momentum m",
+    "p": "momentum p",
+    "step": "momentum step",
+}
 
 
 def state_names(hidden: Mapping[str, object], fields: tuple, carry: bool) -> tuple[str, ...]:
@@ -73,8 +80,11 @@ def _split(owner: str, state: object, hidden: Mapping[str, Slot], fields: tuple,
     """``{name: value}`` of a user's state (see the module docstring for the accepted forms)."""
     native = tuple(hidden)
     full = state_names(hidden, fields, carry)
-    want = _describe(native) + (f" (torch.nn's form; momentum from zero) or {_describe(full)} "
-                                "(a previous call's state, momentum carried)" if full != native else "")
+    want = _describe(native) + (
+        f" (torch.nn's form; momentum from zero) or {_describe(full)} (a previous call's state, momentum carried)"
+        if full != native
+        else ""
+    )
     if isinstance(state, Tensor):
         if len(native) == 1:
             return {"h": state}
@@ -85,14 +95,14 @@ def _split(owner: str, state: object, hidden: Mapping[str, Slot], fields: tuple,
             return dict(zip(full, state))
         hint = ""
         if not carry and fields and n == len(native) + len(fields):
-            hint = (f"; a state with the momentum {fields} is taken only by a layer built with "
-                    "carry_momentum=True")
+            hint = f"; a state with the momentum {fields} is taken only by a layer built with carry_momentum=True"
         raise TypeError(f"{owner}: hx must be {want}, got a {type(state).__name__} of length {n}{hint}")
     raise TypeError(f"{owner}: hx must be {want}, got {type(state).__name__}")
 
 
-def _take(name: str, value: object, slot: Slot, lead: tuple, batch_dim: Optional[int], dtype: torch.dtype,
-          device: torch.device) -> Tensor:
+def _take(
+    name: str, value: object, slot: Slot, lead: tuple, batch_dim: int | None, dtype: torch.dtype, device: torch.device
+) -> Tensor:
     """Check one tensor of the state; return it with a batch dimension, complex as pairs."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -101,7 +111,7 @@ def _take(name: str, value: object, slot: Slot, lead: tuple, batch_dim: Optional
     if not slot.complex and value.is_complex():
         raise TypeError(f"{name} must be real for this layer, got complex dtype {value.dtype}")
     _checks.check_tensor(name, value.real if value.is_complex() else value, dtype, device)
-    _checks.check_shape(name, value, lead + (slot.width,))
+    _checks.check_shape(name, value, (*lead, slot.width))
     if batch_dim is not None:
         value = value.unsqueeze(batch_dim)
     if slot.complex:
@@ -109,9 +119,18 @@ def _take(name: str, value: object, slot: Slot, lead: tuple, batch_dim: Optional
     return value
 
 
-def parse_state(owner: str, state: object, hidden: Mapping[str, Slot], momentum: Mapping[str, Slot], scheme: Scheme,
-                carry: bool, lead: tuple, batch_dim: Optional[int], dtype: torch.dtype, device: torch.device,
-                ) -> tuple[dict[str, Optional[Tensor]], MomentumState]:
+def parse_state(
+    owner: str,
+    state: object,
+    hidden: Mapping[str, Slot],
+    momentum: Mapping[str, Slot],
+    scheme: Scheme,
+    carry: bool,
+    lead: tuple,
+    batch_dim: int | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[dict[str, Tensor | None], MomentumState]:
     """Split and check a user's state.
 
     Args:
@@ -131,24 +150,28 @@ def parse_state(owner: str, state: object, hidden: Mapping[str, Slot], momentum:
     the internal form (``None`` for what starts at zero).
     """
     if state is None:
-        return {name: None for name in hidden}, MomentumState()
+        return dict.fromkeys(hidden), MomentumState()
     fields = scheme.state_fields
     values = _split(owner, state, hidden, fields, carry)
-    out: dict[str, Optional[Tensor]]
-    out = {name: _take(_MESSAGE_NAMES[name], values[name], slot, lead, batch_dim, dtype, device)
-           for name, slot in hidden.items()}
+    out: dict[str, Tensor | None]
+    out = {
+        name: _take(_MESSAGE_NAMES[name], values[name], slot, lead, batch_dim, dtype, device)
+        for name, slot in hidden.items()
+    }
     if not any(f in values for f in fields):
         return out, MomentumState()
     for f in fields:
         if not isinstance(values[f], Tensor):
             raise TypeError(f"{_MESSAGE_NAMES[f]} must be a torch.Tensor, got {type(values[f]).__name__}")
     mom = _checks.check_momentum_state(MomentumState(step=values.get("step")), scheme, lead, batch_dim, device)
-    taken = {name: _take(_MESSAGE_NAMES[name], values[name], slot, lead, batch_dim, dtype, device)
-             for name, slot in momentum.items()}
+    taken = {
+        name: _take(_MESSAGE_NAMES[name], values[name], slot, lead, batch_dim, dtype, device)
+        for name, slot in momentum.items()
+    }
     return out, MomentumState(v=taken.get("v"), m=taken.get("m"), p=taken.get("p"), step=mom.step)
 
 
-def pack_state(hidden: Mapping[str, Tensor], momentum: Optional[MomentumState], fields: tuple, carry: bool) -> State:
+def pack_state(hidden: Mapping[str, Tensor], momentum: MomentumState | None, fields: tuple, carry: bool) -> State:
     """The state a layer or cell returns: ``torch.nn``'s ``(h, c)`` / ``h``, or with ``carry``
     the flat tuple ``(h, [c,] *fields)`` (``momentum`` holds every field as a tensor then)."""
     if carry and fields:
@@ -164,11 +187,11 @@ def to_external(value: Tensor, slot: Slot) -> Tensor: ...
 def to_external(value: None, slot: Slot) -> None: ...
 
 
-def to_external(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
+def to_external(value: Tensor | None, slot: Slot) -> Tensor | None:
     """The inverse of the internal form of one tensor: pairs ``[Re, Im]`` back to complex."""
     if value is None or not slot.complex:
         return value
-    return torch.complex(value[..., :slot.width], value[..., slot.width:])
+    return torch.complex(value[..., : slot.width], value[..., slot.width :])
 
 
 def autocast_inputs(value: Any, device_type: str, dtype: torch.dtype) -> Any:

@@ -19,7 +19,7 @@ def taylor_expm(A, terms: int = 30):
     """``exp(A)`` by scaling, a long Taylor series and squaring."""
     norm = float(A.detach().abs().sum(0).max())
     s = max(0, math.ceil(math.log2(norm))) + 1 if norm > 0 else 0
-    X = A / 2 ** s
+    X = A / 2**s
     eye = torch.eye(A.shape[0], dtype=A.dtype)
     R, term = eye, eye
     for k in range(1, terms):
@@ -90,9 +90,8 @@ def reference_direction(layer, layer_idx, direction, seq, h, mom):
     kind, beta, F = sch.kind, sch.beta, sch.restart
     v, m, p, k = mom["v"], mom["m"], mom["p"], mom["k"]
     outs = []
-    for x in seq:
-        if W_ih.is_complex() and not x.is_complex():
-            x = x.to(W_ih.dtype)
+    for x_t in seq:
+        x = x_t.to(W_ih.dtype) if W_ih.is_complex() and not x_t.is_complex() else x_t
         u = W_ih @ x
         if kind == "none":
             d = u
@@ -153,9 +152,12 @@ def reference_forward(layer, x, lengths=None, state=None):
             for di in range(D):
                 idx = li * D + di
                 seq = layer_in if di == 0 else layer_in.flip(0)
-                mom = {"v": init("v", idx, b, zeros_h), "m": init("m", idx, b, zeros_m),
-                       "p": init("p", idx, b, zeros_h),
-                       "k": int(state["step"][idx, b]) if state.get("step") is not None else 0}
+                mom = {
+                    "v": init("v", idx, b, zeros_h),
+                    "m": init("m", idx, b, zeros_m),
+                    "p": init("p", idx, b, zeros_h),
+                    "k": int(state["step"][idx, b]) if state.get("step") is not None else 0,
+                }
                 o, h, mom = reference_direction(layer, li, di, seq, init("h", idx, b, zeros_h), mom)
                 dir_outs.append(o if di == 0 else o.flip(0))
                 h_n[idx][b], mom_n[idx][b] = h, mom

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from states import parts_of
+from test_orthogonal_parity import HP, assert_match, random_state, run_both, to_layer_state
 
 import momentumrnn as mr
 from momentumrnn.hosts.enrnn import spectral_radius
-from states import parts_of
-from test_orthogonal_parity import HP, assert_match, random_state, run_both, to_layer_state
 
 KINDS = list(mr.SCHEME_KINDS)
 
@@ -21,8 +21,18 @@ KINDS = list(mr.SCHEME_KINDS)
 def make(kind, input_size=3, hidden=7, short=3, latched=True, coupled=True, seed=0, **kw):
     kw.setdefault("carry_momentum", True)  # the momentum state is compared and resumed
     torch.manual_seed(seed)
-    layer = mr.build_layer("enrnn", kind, input_size, hidden, short_size=short, num_negative=1, coupled=coupled,
-                           dtype=torch.float64, **HP[kind], **kw)
+    layer = mr.build_layer(
+        "enrnn",
+        kind,
+        input_size,
+        hidden,
+        short_size=short,
+        num_negative=1,
+        coupled=coupled,
+        dtype=torch.float64,
+        **HP[kind],
+        **kw,
+    )
     g = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
         for name, p in layer.named_parameters():
@@ -72,7 +82,7 @@ def test_gradcheck(kind):
     keys = [k for k, v in st.items() if v.requires_grad]
 
     def f(x, *args):
-        params, states = args[:len(names)], args[len(names):]
+        params, states = args[: len(names)], args[len(names) :]
         s = dict(st, **dict(zip(keys, states)))
         out, state = torch.func.functional_call(layer, dict(zip(names, params)), (x, to_layer_state(layer, s)))
         return (out, *[t for k, t in parts_of(layer, state).items() if k != "step"])  # h, v, m, p
@@ -99,7 +109,9 @@ def _authors_en_deriv(W2: np.ndarray, G: np.ndarray) -> np.ndarray:
 def test_spectral_radius_gradient(seed):
     g = torch.Generator().manual_seed(seed)
     W2 = torch.randn(6, 6, generator=g, dtype=torch.float64, requires_grad=True)
-    assert float(spectral_radius(W2.detach())) == pytest.approx(float(torch.linalg.eigvals(W2.detach()).abs().max()), rel=1e-12)
+    assert float(spectral_radius(W2.detach())) == pytest.approx(
+        float(torch.linalg.eigvals(W2.detach()).abs().max()), rel=1e-12
+    )
     # finite differences
     assert torch.autograd.gradcheck(spectral_radius, (W2,), atol=1e-8)
     # the authors' formula for the gradient through W2bar = W2 / rho(W2)
@@ -180,18 +192,19 @@ def test_initialisation():
     W1 = layer.weight_hh_l0[:13, :13].detach()
     R = W1 * D  # Cayley(A1): rotation blocks [[cos s, -sin s], [sin s, cos s]], s in (0, pi/2)
     for k in range(6):
-        block = R[2 * k:2 * k + 2, 2 * k:2 * k + 2]
+        block = R[2 * k : 2 * k + 2, 2 * k : 2 * k + 2]
         assert float(block[0, 1]) < 0 < float(block[1, 0]) and float(block[0, 0]) > 0
     W2 = plist.original1.detach()
     for k in range(3):  # d_k Rot(s_k): one scale per 2x2 block
-        block = W2[2 * k:2 * k + 2, 2 * k:2 * k + 2]
+        block = W2[2 * k : 2 * k + 2, 2 * k : 2 * k + 2]
         d = float(torch.linalg.det(block).sqrt()) * (1 if float(block[0, 0]) > 0 else -1)
         assert abs(d) <= 1
-        torch.testing.assert_close(block, d * torch.tensor([[block[0, 0] / d, block[0, 1] / d],
-                                                            [-block[0, 1] / d, block[0, 0] / d]]))
+        torch.testing.assert_close(
+            block, d * torch.tensor([[block[0, 0] / d, block[0, 1] / d], [-block[0, 1] / d, block[0, 0] / d]])
+        )
     off = W2.clone()
     for k in range(3):
-        off[2 * k:2 * k + 2, 2 * k:2 * k + 2] = 0
+        off[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = 0
     off[6, 6] = 0
     assert bool((off == 0).all())
     assert float(spectral_radius(W2)) < 1
@@ -223,7 +236,6 @@ def test_stepwise_backend(kind):
     layer.backend = "stepwise"
     x = torch.randn(7, 4, 3, dtype=torch.float64, requires_grad=True)
     assert_match(layer, *run_both(layer, x, [7, 3, 5, 1], random_state(layer, 4)))
-
 
 
 @pytest.mark.parametrize("kind,latched", [(k, True) for k in KINDS] + [("adam", False)])

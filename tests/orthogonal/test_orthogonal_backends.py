@@ -5,9 +5,9 @@ import itertools
 
 import pytest
 import torch
+from test_orthogonal_parity import HOSTS, KINDS, assert_match, make, random_state, run_both
 
 import momentumrnn as mr
-from test_orthogonal_parity import HOSTS, KINDS, assert_match, make, random_state, run_both
 
 
 @pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))
@@ -18,16 +18,30 @@ def test_stepwise_backend(host, kind):
     assert_match(layer, *run_both(layer, x, [7, 3, 5, 1], random_state(layer, 4)))
 
 
-@pytest.mark.parametrize("host,kind,input_size", [
-    (h, k, i) for h, k in itertools.product(HOSTS + ["enrnn"], ["heavy_ball", "adam", "rmsprop", "restart", "nesterov"])
-    for i in (1, 7)])
+@pytest.mark.parametrize(
+    "host,kind,input_size",
+    [
+        (h, k, i)
+        for h, k in itertools.product([*HOSTS, "enrnn"], ["heavy_ball", "adam", "rmsprop", "restart", "nesterov"])
+        for i in (1, 7)
+    ],
+)
 def test_learnable_hyper_parameters(host, kind, input_size):
     # input_size 1: the factored drive; 7 (wider than the state): the dense one
     kw = {"learn_mu": True} if "mu" in mr.SCHEMES[kind].defaults else {}
     if host == "enrnn":
         torch.manual_seed(0)
-        layer = mr.build_layer("enrnn", kind, input_size, 5, short_size=2, dtype=torch.float64, learn_epsilon=True,
-                               carry_momentum=True, **kw)
+        layer = mr.build_layer(
+            "enrnn",
+            kind,
+            input_size,
+            5,
+            short_size=2,
+            dtype=torch.float64,
+            learn_epsilon=True,
+            carry_momentum=True,
+            **kw,
+        )
         with torch.no_grad():
             layer.weight_ih_l0.mul_(100.0)
             layer.modrelu_bias_l0.fill_(-0.05)
@@ -55,7 +69,6 @@ def test_learnable_repr():
     assert "learn_mu=True" in repr(layer) and isinstance(layer.hyper_parameters()[0], torch.Tensor)
     with pytest.raises(ValueError, match="learn_mu needs a scheme with a constant mu"):
         mr.RestartMomentumDTRIV(1, 4, learn_mu=True)
-
 
 
 @pytest.mark.parametrize("host,kind", list(itertools.product(HOSTS, KINDS)))

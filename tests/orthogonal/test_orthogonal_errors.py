@@ -13,8 +13,19 @@ HOSTS = ["exprnn", "dtriv", "scornn", "scurnn"]
 
 def test_paper_names_are_importable():
     from momentumrnn.orthogonal import (  # noqa: F401
-        DTRIV, SRDTRIV, AdamDTRIV, ExpRNN, MomentumDTRIV, MomentumExpRNN, MomentumScoRNN,
-        MomentumScuRNN, RMSPropDTRIV, ScoRNN, ScuRNN, SRExpRNN, AdamScuRNN,
+        DTRIV,
+        SRDTRIV,
+        AdamDTRIV,
+        AdamScuRNN,
+        ExpRNN,
+        MomentumDTRIV,
+        MomentumExpRNN,
+        MomentumScoRNN,
+        MomentumScuRNN,
+        RMSPropDTRIV,
+        ScoRNN,
+        ScuRNN,
+        SRExpRNN,
     )
 
     assert len(orth.ORTHOGONAL_LAYER_NAMES) == 24  # 4 hosts x 6 schemes
@@ -25,7 +36,7 @@ def test_paper_names_are_importable():
         assert layer.host == host and layer.scheme.kind == kind
         assert type(orth.build_orthogonal_layer(host, kind, 1, 4)).__mro__[1] is cls
     assert orth.MomentumDTRIV(1, 4).scheme.hyper_parameters == {"mu": 0.6, "epsilon": 0.6}
-    assert orth.MomentumDTRIV(1, 4, mu=0.3, epsilon=0.3, K=math.inf).K == math.inf
+    assert math.inf == orth.MomentumDTRIV(1, 4, mu=0.3, epsilon=0.3, K=math.inf).K
     layer = orth.OrthogonalRNN(1, 4, parametrization="scornn", scheme="heavy_ball", num_negative=1)
     assert layer.parametrization == "scaled_cayley" and layer.num_negative == 1
     assert "num_negative=1" in repr(layer)
@@ -56,7 +67,7 @@ def test_every_scheme_on_every_orthogonal_host(host):
     # the authors' SR<host> is the scheduled-restart heavy ball, an alias of RestartMomentum<host>.
     layer = orth.build_orthogonal_layer(host, "nesterov", 1, 4)
     assert layer.scheme.kind == "nesterov" and layer.scheme.state_fields == ("p", "step")
-    title = type(layer).__mro__[1].__name__[len("Nesterov"):]
+    title = type(layer).__mro__[1].__name__[len("Nesterov") :]
     assert orth.layer_class("SR" + title) is orth.layer_class("RestartMomentum" + title)
 
 
@@ -77,13 +88,13 @@ def test_good_K(K):
 
 
 def test_bad_construction_arguments():
-    with pytest.raises(ValueError, match="K .*DTRIV host only"):
+    with pytest.raises(ValueError, match=r"K .*DTRIV host only"):
         orth.ExpRNN(1, 4, K=3)
-    with pytest.raises(ValueError, match="K .*DTRIV host only"):
+    with pytest.raises(ValueError, match=r"K .*DTRIV host only"):
         orth.ScoRNN(1, 4).K = 3
     layer = orth.DTRIV(1, 4, bidirectional=True)
     layer.K = "inf"
-    assert layer.K == math.inf and layer.parametrizations.weight_hh_l0_reverse[0].K == math.inf
+    assert math.inf == layer.K and math.inf == layer.parametrizations.weight_hh_l0_reverse[0].K
     with pytest.raises(ValueError, match="positive int or inf"):
         layer.K = 0
     with pytest.raises(ValueError, match="num_negative applies to the scoRNN"):
@@ -115,7 +126,7 @@ def test_bad_construction_arguments():
 @pytest.mark.parametrize("host", ["exprnn", "dtriv", "scornn"])
 def test_complex_input_to_a_real_host(host):
     layer = orth.build_orthogonal_layer(host, "heavy_ball", 2, 4)
-    with pytest.raises(TypeError, match="expects real input, got complex.*only the scuRNN"):
+    with pytest.raises(TypeError, match=r"expects real input, got complex.*only the scuRNN"):
         layer(torch.randn(5, 3, 2, dtype=torch.complex64))
     with pytest.raises(TypeError, match="complex"):
         layer(pack_sequence([torch.randn(3, 2, dtype=torch.complex64)]))
@@ -138,34 +149,34 @@ def test_complex_and_real_input_for_scurnn():
 def test_state_real_versus_complex():
     real = orth.MomentumDTRIV(2, 4)
     x = torch.randn(5, 3, 2)
-    with pytest.raises(TypeError, match="h0 .*must be real"):
+    with pytest.raises(TypeError, match=r"h0 .*must be real"):
         real(x, torch.zeros(1, 3, 4, dtype=torch.complex64))
     unitary = orth.MomentumScuRNN(2, 4)
-    with pytest.raises(TypeError, match="h0 .*must be complex"):
+    with pytest.raises(TypeError, match=r"h0 .*must be complex"):
         unitary(x, torch.zeros(1, 3, 4))
     _, h = unitary(x)
     unitary(x, h)  # torch.nn's state round-trips
     unitary.carry_momentum = True
-    with pytest.raises(TypeError, match="h0 .*must be complex"):
+    with pytest.raises(TypeError, match=r"h0 .*must be complex"):
         unitary(x, torch.zeros(1, 3, 4))
     _, st = unitary(x)
     assert unitary.state_names == ("h", "v") and st[1].dtype == torch.complex64
     with pytest.raises(TypeError, match="momentum v must be complex"):
         unitary(x, (st[0], st[1].real.contiguous()))
-    with pytest.raises(TypeError, match="h0 .*must be complex"):
+    with pytest.raises(TypeError, match=r"h0 .*must be complex"):
         unitary(x, (st[0].real.contiguous(), st[1]))
     unitary(x, st)  # the layer's own state round-trips
 
 
 def test_bad_input_and_state():
     layer = orth.AdamDTRIV(2, 4, num_layers=2)
-    with pytest.raises(ValueError, match="input_size. Expected 2, got 3"):
+    with pytest.raises(ValueError, match=r"input_size. Expected 2, got 3"):
         layer(torch.randn(5, 3, 3))
     with pytest.raises(ValueError, match="expected input to be 2D"):
         layer(torch.randn(5))
-    with pytest.raises(TypeError, match="dtype torch.float64"):
+    with pytest.raises(TypeError, match=r"dtype torch.float64"):
         layer(torch.randn(5, 3, 2, dtype=torch.float64))
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"must be a torch.Tensor"):
         layer([[1.0, 2.0]])
     with pytest.raises(ValueError, match="sequence length 0"):
         layer(torch.randn(0, 3, 2))
@@ -174,9 +185,12 @@ def test_bad_input_and_state():
         layer(x, torch.zeros(1, 3, 4))
     h, v, m = torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
     # torch.nn.RNN's contract: a tensor h; a tuple only from a layer built with carry_momentum=True
-    with pytest.raises(TypeError, match=r"AdamDTRIV: hx must be a tensor h_0, got a tuple of length 3; a state with "
-                                        r"the momentum \('v', 'm'\) is taken only by a layer built with "
-                                        r"carry_momentum=True"):
+    with pytest.raises(
+        TypeError,
+        match=r"AdamDTRIV: hx must be a tensor h_0, got a tuple of length 3; a state with "
+        r"the momentum \('v', 'm'\) is taken only by a layer built with "
+        r"carry_momentum=True",
+    ):
         layer(x, (h, v, m))
     with pytest.raises(TypeError, match=r"AdamDTRIV: hx must be a tensor h_0, got a tuple of length 2$"):
         layer(x, (h, v))
@@ -186,17 +200,19 @@ def test_bad_input_and_state():
         layer(x, {"h": h})
     carrying = orth.AdamDTRIV(2, 4, num_layers=2, carry_momentum=True)
     carrying(x, (h, v, m))
-    want = (r"AdamDTRIV: hx must be a tensor h_0 \(torch.nn's form; momentum from zero\) or a tuple \(h_0, v, m\) "
-            r"\(a previous call's state, momentum carried\), got ")
+    want = (
+        r"AdamDTRIV: hx must be a tensor h_0 \(torch.nn's form; momentum from zero\) or a tuple \(h_0, v, m\) "
+        r"\(a previous call's state, momentum carried\), got "
+    )
     with pytest.raises(TypeError, match=want + "a tuple of length 4$"):  # a field Adam does not have
         carrying(x, (h, v, m, torch.zeros(2, 3, dtype=torch.long)))
     with pytest.raises(TypeError, match=want + "a tuple of length 2$"):  # a field left out
         carrying(x, (h, v))
     with pytest.raises(ValueError, match=r"momentum m has shape \(2, 3, 3\), expected \(2, 3, 4\)"):
         carrying(x, (h, v, m[..., :3]))
-    with pytest.raises(TypeError, match="momentum v has dtype torch.float64 but the layer's parameters are"):
+    with pytest.raises(TypeError, match=r"momentum v has dtype torch.float64 but the layer's parameters are"):
         carrying(x, (h, v.double(), m))
-    with pytest.raises(TypeError, match="momentum m must be a torch.Tensor, got NoneType"):
+    with pytest.raises(TypeError, match=r"momentum m must be a torch.Tensor, got NoneType"):
         carrying(x, (h, v, None))
     sr = orth.SRDTRIV(2, 4, restart=3, carry_momentum=True)
     assert sr.state_names == ("h", "v", "step")
@@ -216,8 +232,14 @@ def test_dropout_and_repr():
     layer = orth.MomentumScuRNN(2, 4, num_layers=2, dropout=0.5, bidirectional=True, batch_first=True)
     assert layer.output_size == 16
     text = repr(layer)
-    for piece in ("unitary_scaled_cayley", "num_layers=2", "dropout=0.5", "bidirectional=True",
-                  "heavy_ball(mu=0.6, epsilon=0.6)", "batch_first=True"):
+    for piece in (
+        "unitary_scaled_cayley",
+        "num_layers=2",
+        "dropout=0.5",
+        "bidirectional=True",
+        "heavy_ball(mu=0.6, epsilon=0.6)",
+        "batch_first=True",
+    ):
         assert piece in text
     layer.eval()
     x = torch.randn(3, 5, 2)

@@ -7,11 +7,11 @@ import itertools
 
 import pytest
 import torch
+from orthogonal_reference import reference_forward
+from states import check_state, momentum_of, parts_of, to_state
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn.orthogonal as orth
-from orthogonal_reference import reference_forward
-from states import check_state, momentum_of, parts_of, to_state
 
 HOSTS = ["exprnn", "dtriv", "scornn", "scurnn"]
 KINDS = ["none", "heavy_ball", "adam", "rmsprop", "restart", "nesterov"]
@@ -240,11 +240,12 @@ def test_gradcheck(host, kind):
     state_leaves = [v for v in st.values() if v.requires_grad]
 
     def f(x, *args):
-        ps, ss = args[:len(params)], args[len(params):]
+        ps, ss = args[: len(params)], args[len(params) :]
         keys = [k for k, v in st.items() if v.requires_grad]
         s = dict(st, **dict(zip(keys, ss)))
-        out, state = torch.func.functional_call(layer, {n: a for (n, _), a in zip(layer.named_parameters(), ps)},
-                                                (x, to_layer_state(layer, s)))
+        out, state = torch.func.functional_call(
+            layer, {n: a for (n, _), a in zip(layer.named_parameters(), ps)}, (x, to_layer_state(layer, s))
+        )
         return (out, *[t for k, t in parts_of(layer, state).items() if k != "step"])  # h, v, m, p
 
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
@@ -254,9 +255,18 @@ def test_gradcheck(host, kind):
 @pytest.mark.parametrize("host", HOSTS)
 def test_heavy_ball_mu0_eps1_is_the_plain_layer(host):
     plain = make(host, "none", num_layers=2, bidirectional=True)
-    hb = orth.build_orthogonal_layer(host, "heavy_ball", 3, 5, num_layers=2, bidirectional=True,
-                                     dtype=torch.float64, mu=0.0, epsilon=1.0,
-                                     **({"num_negative": 2} if host == "scornn" else {}))
+    hb = orth.build_orthogonal_layer(
+        host,
+        "heavy_ball",
+        3,
+        5,
+        num_layers=2,
+        bidirectional=True,
+        dtype=torch.float64,
+        mu=0.0,
+        epsilon=1.0,
+        **({"num_negative": 2} if host == "scornn" else {}),
+    )
     hb.load_state_dict(plain.state_dict())
     x = torch.randn(8, 3, 3, dtype=torch.float64, requires_grad=True)
     o1, s1 = plain(x)
@@ -264,8 +274,8 @@ def test_heavy_ball_mu0_eps1_is_the_plain_layer(host):
     assert isinstance(s1, torch.Tensor) and isinstance(s2, torch.Tensor)
     torch.testing.assert_close(o2, o1, rtol=0, atol=1e-14)
     torch.testing.assert_close(s2, s1, rtol=0, atol=1e-14)
-    g1 = torch.autograd.grad(o1.square().sum(), [x] + list(plain.parameters()))
-    g2 = torch.autograd.grad(o2.square().sum(), [x] + list(hb.parameters()))
+    g1 = torch.autograd.grad(o1.square().sum(), [x, *list(plain.parameters())])
+    g2 = torch.autograd.grad(o2.square().sum(), [x, *list(hb.parameters())])
     for a, b in zip(g1, g2):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-13)
 

@@ -23,13 +23,13 @@ class RefError(Exception):
     pass
 
 
-
 def _read_bytes(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise RefError(f"cannot read {path} ({e.strerror or e}); check the file or restore it from "
-                           "the TIMIT distribution") from None
+        raise RefError(
+            f"cannot read {path} ({e.strerror or e}); check the file or restore it from the TIMIT distribution"
+        ) from None
 
 
 def parse_sphere(data: bytes, path: Any = "<bytes>") -> tuple[np.ndarray, int]:
@@ -67,11 +67,14 @@ def parse_sphere(data: bytes, path: Any = "<bytes>") -> tuple[np.ndarray, int]:
     if not isinstance(rate, int) or rate <= 0:
         raise RefError(f"{path}: the SPHERE header has no valid sample_rate; {fix}")
     coding = str(fields.get("sample_coding", "pcm")).strip().lower()
-    convert = (f"convert it to 16-bit PCM first (e.g. `sph2pipe -f wav {Path(str(path)).name} out.wav` or sox) "
-               "or use the uncompressed LDC release")
+    convert = (
+        f"convert it to 16-bit PCM first (e.g. `sph2pipe -f wav {Path(str(path)).name} out.wav` or sox) "
+        "or use the uncompressed LDC release"
+    )
     if not coding.startswith("pcm") or any(w in coding for w in ("shorten", "wavpack", "shortpack")):
-        raise RefError(f"{path}: SPHERE sample_coding {coding!r} is not supported (compressed or non-PCM "
-                           f"audio); {convert}")
+        raise RefError(
+            f"{path}: SPHERE sample_coding {coding!r} is not supported (compressed or non-PCM audio); {convert}"
+        )
     width = fields.get("sample_n_bytes", 2)
     if width != 2:
         raise RefError(f"{path}: {width}-byte samples (sample_n_bytes); only 16-bit PCM is supported; {convert}")
@@ -89,8 +92,10 @@ def parse_sphere(data: bytes, path: Any = "<bytes>") -> tuple[np.ndarray, int]:
     if not isinstance(count, int) or count < 0:
         raise RefError(f"{path}: bad SPHERE sample_count {count!r}; {fix}")
     if len(body) < count * frame_bytes:
-        raise RefError(f"{path} is truncated: its header announces {count} samples, the file holds "
-                           f"{len(body) // frame_bytes}; {fix}")
+        raise RefError(
+            f"{path} is truncated: its header announces {count} samples, the file holds "
+            f"{len(body) // frame_bytes}; {fix}"
+        )
     dtype = np.dtype("<i2" if order == "01" else ">i2")
     pcm = np.frombuffer(body, dtype=dtype, count=count * channels).astype(np.float64) / 32768.0
     return pcm.reshape(-1, channels).mean(axis=1), rate
@@ -103,8 +108,8 @@ def parse_riff(data: bytes, path: Any = "<bytes>") -> tuple[np.ndarray, int]:
         raise RefError(f"{path} is not a RIFF WAV file; {fix}")
     pos, fmt, pcm = 12, None, None
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        body = data[pos + 8:pos + 8 + size]
+        cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             if len(body) < 16:
                 raise RefError(f"{path}: truncated WAV fmt chunk; {fix}")
@@ -114,13 +119,16 @@ def parse_riff(data: bytes, path: Any = "<bytes>") -> tuple[np.ndarray, int]:
             fmt = (tag, channels, rate, bits)
         elif cid == b"data":
             if len(body) < size:
-                raise RefError(f"{path} is truncated: its data chunk announces {size} bytes, the file holds "
-                                   f"{len(body)}; restore it")
+                raise RefError(
+                    f"{path} is truncated: its data chunk announces {size} bytes, the file holds "
+                    f"{len(body)}; restore it"
+                )
             pcm = body
         pos += 8 + size + (size & 1)
     if fmt is None or pcm is None:
-        raise RefError(f"{path}: WAV file without {'fmt' if fmt is None else 'data'} chunk (truncated or "
-                           f"corrupt); {fix}")
+        raise RefError(
+            f"{path}: WAV file without {'fmt' if fmt is None else 'data'} chunk (truncated or corrupt); {fix}"
+        )
     tag, channels, rate, bits = fmt
     if tag != 1 or bits != 16:
         what = "floating-point" if tag == 3 else f"{bits}-bit" if tag == 1 else f"format tag {tag}"
@@ -141,15 +149,16 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         return parse_riff(data, path)
     if len(data) < 8:
         raise RefError(f"{path} is empty or truncated (not a SPHERE or WAV file); restore it")
-    raise RefError(f"{path} is neither a NIST SPHERE nor a RIFF WAV file; restore it from the TIMIT "
-                       "distribution")
+    raise RefError(f"{path} is neither a NIST SPHERE nor a RIFF WAV file; restore it from the TIMIT distribution")
 
 
 # ---------------------------------------------------------------------------------------------
 # signal processing (numpy / torch only)
 
-def resample(x: np.ndarray, orig: int, new: int, *, zeros: int = 32, rolloff: float = 0.92,
-             beta: float = 8.6) -> np.ndarray:
+
+def resample(
+    x: np.ndarray, orig: int, new: int, *, zeros: int = 32, rolloff: float = 0.92, beta: float = 8.6
+) -> np.ndarray:
     """Band-limited resampling by ``new / orig`` (rational): zero-stuffing by ``L``, a Kaiser-windowed
     sinc low-pass at ``rolloff * min(orig, new) / 2`` (``zeros`` zero crossings of the lower rate on
     each side, Kaiser ``beta`` 8.6: about 85 dB of stop-band attenuation), keeping every ``M``-th
@@ -165,12 +174,12 @@ def resample(x: np.ndarray, orig: int, new: int, *, zeros: int = 32, rolloff: fl
     L, M = int(new) // g, int(orig) // g
     up = orig * L
     low = min(orig, new)
-    fc = rolloff * low / 2 / up                                  # cycles per upsampled sample
-    half = int(math.ceil(zeros * up / low))
+    fc = rolloff * low / 2 / up  # cycles per upsampled sample
+    half = math.ceil(zeros * up / low)
     n = np.arange(-half, half + 1, dtype=np.float64)
     h = 2 * fc * np.sinc(2 * fc * n) * np.kaiser(2 * half + 1, beta) * L
     if L == 1:  # integer decimation (16 -> 8 kHz): a direct convolution, every M-th output kept
-        return np.convolve(x, h)[half: half + x.size: M]
+        return np.convolve(x, h)[half : half + x.size : M]
     u = torch.zeros(1, 1, x.size * L, dtype=torch.float64)
     u[0, 0, ::L] = torch.from_numpy(x)
     y = F.conv1d(u, torch.from_numpy(h).view(1, 1, -1), padding=half, stride=M)
@@ -209,4 +218,3 @@ def log_magnitude(spec: np.ndarray) -> np.ndarray:
 def preprocess(samples: np.ndarray, rate: int) -> np.ndarray:
     """Samples at any rate -> ``(frames, 129)`` log-magnitude frames at 8 kHz."""
     return log_magnitude(stft(resample(samples, rate, RATE)))
-

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from toolkit_helpers import TINY_SMNIST, cli_env, metric_rows
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
@@ -19,8 +18,15 @@ needs_glibc = pytest.mark.skipif(not GLIBC, reason="the mallopt setting is glibc
 
 def _env(**extra) -> dict:
     env = cli_env()
-    for var in ("MOMENTUMRNN_ALLOCATOR", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-                "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES", "LD_PRELOAD"):
+    for var in (
+        "MOMENTUMRNN_ALLOCATOR",
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_TOP_PAD_",
+        "MALLOC_MMAP_MAX_",
+        "GLIBC_TUNABLES",
+        "LD_PRELOAD",
+    ):
         env.pop(var, None)
     env.update(extra)
     return env
@@ -86,8 +92,14 @@ def test_training_gives_the_same_numbers_with_and_without(tmp_path):
     runs = {}
     for name, extra in (("kept", {}), ("system", {"MOMENTUMRNN_ALLOCATOR": "system"})):
         out = tmp_path / name
-        r = subprocess.run([sys.executable, "-m", "momentumrnn", *args, "--out", str(out)], cwd=tmp_path,
-                           env=_env(**extra), capture_output=True, text=True, timeout=240)
+        r = subprocess.run(
+            [sys.executable, "-m", "momentumrnn", *args, "--out", str(out)],
+            cwd=tmp_path,
+            env=_env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert r.returncode == 0, r.stderr
         memory = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("memory: ")]
         assert len(memory) == 1, r.stdout
@@ -111,4 +123,3 @@ def test_in_process_calls_leave_the_allocator_alone(cli, tmp_path):
     assert code == 0
     assert not allocator._state["applied"]
     assert f"  memory: {allocator.describe()}" in out.splitlines()
-

@@ -4,10 +4,10 @@ synthetic TIMIT fixture."""
 
 from __future__ import annotations
 
+import audio_reference as ref
 import numpy as np
 import pytest
 
-import audio_reference as ref
 from momentumrnn.toolkit import audio
 from momentumrnn.toolkit.tasks.timit_fixture import make_fixture
 

@@ -14,14 +14,32 @@ import sys
 
 import pytest
 import yaml
-
-from momentumrnn.toolkit.cli import build_parser, _overrides
-from momentumrnn.toolkit.config import resolve
 from toolkit_helpers import TINY_ADDING, ckpt_step, cli_env, metric_rows, run_signalled, run_subprocess, same_weights
 
-ARGS = ["train", "--task", "adding", "--set", "task.seq_len=16", "--set", "task.train_size=70",
-        "--set", "task.test_size=21", "--model", "MomentumLSTM", "--hidden-size", "8", "--batch-size", "16",
-        "--epochs", "2", "--no-progress"]
+from momentumrnn.toolkit.cli import _overrides, build_parser
+from momentumrnn.toolkit.config import resolve
+
+ARGS = [
+    "train",
+    "--task",
+    "adding",
+    "--set",
+    "task.seq_len=16",
+    "--set",
+    "task.train_size=70",
+    "--set",
+    "task.test_size=21",
+    "--model",
+    "MomentumLSTM",
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--no-progress",
+]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -44,7 +62,8 @@ def test_ddp_sigterm_to_one_rank_then_a_killed_worker_lose_nothing_and_resume_ex
     r = run_signalled([*ARGS, "--devices", "2", "--out", str(run)], tmp_path, "1:2:SIGTERM")
     assert r.returncode == 128 + signal.SIGTERM, r.stderr[-3000:]
     assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
-        f"interrupted: SIGTERM at step 3: saved {run / 'checkpoints' / 'last.ckpt'}; continue with: {resume}"]
+        f"interrupted: SIGTERM at step 3: saved {run / 'checkpoints' / 'last.ckpt'}; continue with: {resume}"
+    ]
     assert ckpt_step(run / "checkpoints" / "last.ckpt") == 3
     # 2. the resumed run loses rank 1 to SIGKILL (as by the OOM killer) when it starts step 8, in epoch 2
     r = run_signalled(shlex.split(resume)[1:], tmp_path, "1:7:SIGKILL")
@@ -52,8 +71,11 @@ def test_ddp_sigterm_to_one_rank_then_a_killed_worker_lose_nothing_and_resume_ex
     assert r.returncode == 1, r.stderr[-3000:]
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr[-3000:]
-    assert re.fullmatch(rf"error: DDP rank 1 died \(killed by SIGKILL\) at step [78]; training stopped\. Continue "
-                        rf"from the last checkpoint \(step 5\) with: {re.escape(resume)}", lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"error: DDP rank 1 died \(killed by SIGKILL\) at step [78]; training stopped\. Continue "
+        rf"from the last checkpoint \(step 5\) with: {re.escape(resume)}",
+        lines[0],
+    ), lines[0]
     assert ckpt_step(run / "checkpoints" / "last.ckpt") == 5  # the end of epoch 1
     # 3. resumed again, it ends as the uninterrupted run: the interrupted epochs' running train sums
     # were carried over both processes, bit for bit
@@ -84,13 +106,29 @@ def test_two_node_ranks_on_localhost_equal_one_process(cli, tmp_path, launcher):
             env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node), LOCAL_RANK="0")
             cmd = [sys.executable, "-m", "momentumrnn", *args]
         else:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                   "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
-                   "-m", "momentumrnn", *args]
-        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(node),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "-m",
+                "momentumrnn",
+                *args,
+            ]
+        procs.append(
+            subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     results = [p.communicate(timeout=240) for p in procs]
-    for p, (o, e) in zip(procs, results):
+    for p, (_o, e) in zip(procs, results):
         assert p.returncode == 0, e[-3000:]
     assert "2 process(es)" in results[0][0] and results[1][0].strip() == ""  # only node 0 talks and writes
     one = tmp_path / "one"
@@ -100,9 +138,29 @@ def test_two_node_ranks_on_localhost_equal_one_process(cli, tmp_path, launcher):
 
 def test_compare_writes_a_job_list_of_self_contained_commands(cli, tmp_path):
     cmp, jobs = tmp_path / "cmp", tmp_path / "jobs.txt"
-    code, out, err = cli(["compare", *TINY_ADDING, "--models", "LSTM", "AdamLSTM", "lstm/nesterov", "--seeds", "0",
-                          "1", "--set", "model.num_layers=2", "--optimizer", "adam", "--set", "optim.betas=[0.8, 0.99]", "--out", cmp,
-                          "--job-list", jobs])
+    code, out, err = cli(
+        [
+            "compare",
+            *TINY_ADDING,
+            "--models",
+            "LSTM",
+            "AdamLSTM",
+            "lstm/nesterov",
+            "--seeds",
+            "0",
+            "1",
+            "--set",
+            "model.num_layers=2",
+            "--optimizer",
+            "adam",
+            "--set",
+            "optim.betas=[0.8, 0.99]",
+            "--out",
+            cmp,
+            "--job-list",
+            jobs,
+        ]
+    )
     assert code == 0, err
     assert "wrote 6 jobs" in out and (cmp / "compare.yaml").exists()
     lines = [ln for ln in jobs.read_text().splitlines() if ln and not ln.startswith("#")]

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import yaml
-
 from toolkit_helpers import TINY_ADDING, metric_rows
 
 
@@ -42,14 +41,18 @@ def test_compare_trains_every_model_and_seed_then_reports(cli, tmp_path):
 
 def test_compare_recipe_with_presets_and_host_scheme(cli, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "task": {"name": "adding", "seq_len": 10, "train_size": 32, "test_size": 16},
-        "model": {"hidden_size": 5},
-        "presets": {"lstm/adam": {"mu": 0.3, "epsilon": 0.5, "beta": 0.5}},
-        "models": ["lstm/adam", {"name": "SRLSTM", "restart": 3, "label": "SR3"}],
-        "seeds": [4],
-        "train": {"epochs": 1, "batch_size": 16, "progress": False},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "task": {"name": "adding", "seq_len": 10, "train_size": 32, "test_size": 16},
+                "model": {"hidden_size": 5},
+                "presets": {"lstm/adam": {"mu": 0.3, "epsilon": 0.5, "beta": 0.5}},
+                "models": ["lstm/adam", {"name": "SRLSTM", "restart": 3, "label": "SR3"}],
+                "seeds": [4],
+                "train": {"epochs": 1, "batch_size": 16, "progress": False},
+            }
+        )
+    )
     out = tmp_path / "c"
     code, stdout, err = cli(["compare", recipe, "--out", out])
     assert code == 0, err
@@ -61,8 +64,19 @@ def test_compare_recipe_with_presets_and_host_scheme(cli, tmp_path):
 
 
 def test_demo_runs_end_to_end_on_tiny_settings(cli, tmp_path):
-    tiny = ["--set", "task.train_size=32", "--set", "task.test_size=16", "--set", "model.hidden_size=4",
-            "--set", "train.epochs=1", "--set", "train.batch_size=16", "--no-progress"]
+    tiny = [
+        "--set",
+        "task.train_size=32",
+        "--set",
+        "task.test_size=16",
+        "--set",
+        "model.hidden_size=4",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=16",
+        "--no-progress",
+    ]
     code, stdout, err = cli(["demo", *tiny])
     assert code == 0, err
     out = tmp_path / "momentumrnn-demo"
@@ -98,7 +112,9 @@ def test_a_run_made_when_lr_orth_went_to_every_model_still_resumes(cli, tmp_path
     orthogonal parameters resumes under the scoped setting (null), one with them does not."""
     lstm, dtriv = tmp_path / "lstm", tmp_path / "dtriv"
     for model, out in (("LSTM", lstm), ("DTRIV", dtriv)):
-        code, _, err = cli(["train", *TINY_ADDING, "--model", model, "--lr-orth", "1e-4", "--epochs", "1", "--out", out])
+        code, _, err = cli(
+            ["train", *TINY_ADDING, "--model", model, "--lr-orth", "1e-4", "--epochs", "1", "--out", out]
+        )
         assert code == 0, err
     code, out, err = cli(["train", *TINY_ADDING, "--model", "LSTM", "--out", lstm, "--resume"])
     assert code == 0 and "resuming from step 4" in out, err

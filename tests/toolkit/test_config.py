@@ -35,31 +35,35 @@ def test_cli_model_replaces_identity_and_takes_its_preset():
 
 
 def test_strings_from_the_command_line_are_coerced():
-    cfg = resolve(None, [("optim.lr", "1e-3"), ("train.epochs", "3"), ("train.grad_clip", "null"),
-                         ("train.progress", "false")])
+    cfg = resolve(
+        None, [("optim.lr", "1e-3"), ("train.epochs", "3"), ("train.grad_clip", "null"), ("train.progress", "false")]
+    )
     assert cfg["optim"]["lr"] == 1e-3 and cfg["train"]["epochs"] == 3
     assert cfg["train"]["grad_clip"] is None and cfg["train"]["progress"] is False
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ([("train.epoch", 3)], "unknown recipe key 'train.epoch' (did you mean 'epochs'?)"),
-    ([("trian.epochs", 3)], "unknown recipe key 'trian'"),
-    ([("task.seq_len", 5)], "unknown recipe key 'task.seq_len'"),
-    ([("task.name", "mnist")], "unknown task 'mnist'"),
-    ([("optim.name", "lbfgs")], "optim.name: unknown value 'lbfgs'"),
-    ([("train.epochs", "three")], "train.epochs: expected an integer, got 'three'"),
-    ([("train.epochs", 2.5)], "train.epochs: expected an integer"),
-    ([("train.epochs", 0)], "train.epochs: 0 is out of range (must be >= 1)"),
-    ([("optim.lr", -1)], "optim.lr: -1.0 is out of range (must be > 0)"),
-    ([("optim.alpha", 1.0)], "optim.alpha: 1.0 is out of range"),
-    ([("train.precision", "fp16")], "train.precision: unknown value 'fp16'; choose one of fp32, bf16"),
-    ([("train.progress", "maybe")], "train.progress: expected true or false"),
-    ([("optim.betas", [0.9])], "optim.betas: expected a list of 2 values"),
-    ([("model.input_size", 3)], "model.input_size is set by the task"),
-    ([("model.hidden_size", 0)], "model.hidden_size: 0 is out of range"),
-    ([("model.mu", {"a": 1})], "model.mu: expected a number"),
-    ([("model.name", "MomentumLSTM"), ("model.host", "lstm")], "model: name a model"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([("train.epoch", 3)], "unknown recipe key 'train.epoch' (did you mean 'epochs'?)"),
+        ([("trian.epochs", 3)], "unknown recipe key 'trian'"),
+        ([("task.seq_len", 5)], "unknown recipe key 'task.seq_len'"),
+        ([("task.name", "mnist")], "unknown task 'mnist'"),
+        ([("optim.name", "lbfgs")], "optim.name: unknown value 'lbfgs'"),
+        ([("train.epochs", "three")], "train.epochs: expected an integer, got 'three'"),
+        ([("train.epochs", 2.5)], "train.epochs: expected an integer"),
+        ([("train.epochs", 0)], "train.epochs: 0 is out of range (must be >= 1)"),
+        ([("optim.lr", -1)], "optim.lr: -1.0 is out of range (must be > 0)"),
+        ([("optim.alpha", 1.0)], "optim.alpha: 1.0 is out of range"),
+        ([("train.precision", "fp16")], "train.precision: unknown value 'fp16'; choose one of fp32, bf16"),
+        ([("train.progress", "maybe")], "train.progress: expected true or false"),
+        ([("optim.betas", [0.9])], "optim.betas: expected a list of 2 values"),
+        ([("model.input_size", 3)], "model.input_size is set by the task"),
+        ([("model.hidden_size", 0)], "model.hidden_size: 0 is out of range"),
+        ([("model.mu", {"a": 1})], "model.mu: expected a number"),
+        ([("model.name", "MomentumLSTM"), ("model.host", "lstm")], "model: name a model"),
+    ],
+)
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ToolkitError) as e:
         resolve(None, overrides)
@@ -79,8 +83,11 @@ def test_bad_recipe_shapes():
 
 
 def test_compare_models_seeds_and_labels():
-    cfg = resolve({"models": ["LSTM", "MomentumLSTM", {"name": "MomentumLSTM", "mu": 0.3}], "seeds": [1, 2]},
-                  [("model.hidden_size", 32)], command="compare")
+    cfg = resolve(
+        {"models": ["LSTM", "MomentumLSTM", {"name": "MomentumLSTM", "mu": 0.3}], "seeds": [1, 2]},
+        [("model.hidden_size", 32)],
+        command="compare",
+    )
     labels = [m.get("label") or m["name"] for m in cfg["models"]]
     assert labels[0] == "LSTM" and len(set(labels)) == 3
     assert all(m["hidden_size"] == 32 for m in cfg["models"])
@@ -112,9 +119,11 @@ def test_recipe_file_errors(tmp_path):
 
 
 def test_a_resolved_config_resolves_to_itself():
-    cfg = resolve(load_recipe("mnist-table1"), [("model.name", "AdamLSTM"), ("task.name", "psmnist"),
-                                          ("model.label", "adam"), ("train.threads", 1)])
-    again = resolve({k: v for k, v in cfg.items()}, [])
+    cfg = resolve(
+        load_recipe("mnist-table1"),
+        [("model.name", "AdamLSTM"), ("task.name", "psmnist"), ("model.label", "adam"), ("train.threads", 1)],
+    )
+    again = resolve(dict(cfg.items()), [])
     assert again == cfg
 
 

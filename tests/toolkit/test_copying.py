@@ -7,14 +7,13 @@ import math
 
 import pytest
 import torch
+from toolkit_helpers import metric_rows
 
 from momentumrnn.toolkit.config import load_recipe, resolve
 from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.models import build_model, make_optimizer
-from momentumrnn.toolkit.tasks.synthetic import MARKER, CopyingTask, CopyRows, memoryless_baseline
 from momentumrnn.toolkit.tasks import build_task
-
-from toolkit_helpers import metric_rows
+from momentumrnn.toolkit.tasks.synthetic import MARKER, CopyingTask, CopyRows, memoryless_baseline
 
 
 def copy_task(**opts) -> CopyingTask:
@@ -28,15 +27,15 @@ def test_shapes_inputs_and_targets():
     assert len(train) == 50 and len(test) == 20 and train.x.shape == (50, T + 2 * K)
     x = train.x[torch.arange(6)]
     assert x.shape == (6, T + 20) and x.dtype == torch.int64
-    assert ((x[:, :K] >= 1) & (x[:, :K] <= 8)).all()                       # 8 symbols
-    assert (x[:, K:K + T] == 0).all() and (x[:, T + K] == MARKER).all() and (x[:, T + K + 1:] == 0).all()
+    assert ((x[:, :K] >= 1) & (x[:, :K] <= 8)).all()  # 8 symbols
+    assert (x[:, K : K + T] == 0).all() and (x[:, T + K] == MARKER).all() and (x[:, T + K + 1 :] == 0).all()
     inp = task.inputs(x)
     assert inp.shape == (6, T + 20, 10) and torch.equal(inp.sum(-1), torch.ones(6, T + 20))
     y = task.targets(x, train.y[:6])
-    assert y.shape == (6, T + 20) and (y[:, : T + K] == 0).all() and torch.equal(y[:, T + K:], x[:, :K])
+    assert y.shape == (6, T + 20) and (y[:, : T + K] == 0).all() and torch.equal(y[:, T + K :], x[:, :K])
     model = build_model({"name": "MomentumLSTM", "hidden_size": 5}, task)
     pred = model(inp)
-    assert pred.shape == (6, T + 20, 9)                                      # blank + 8 symbols at every step
+    assert pred.shape == (6, T + 20, 9)  # blank + 8 symbols at every step
     assert task.per_sample_loss(pred, y).shape == (6,)
     # a smaller copy length
     t3 = copy_task(seq_len=4, copy_len=3, train_size=2, test_size=2)
@@ -55,7 +54,7 @@ def _memoryless_logits(T: int, K: int, B: int) -> torch.Tensor:
     """Blank (certain) until the marker, then uniform over the 8 symbols."""
     logits = torch.full((B, T + 2 * K, 9), -1e4)
     logits[:, : T + K, 0] = 0.0
-    logits[:, T + K:, 1:] = 0.0
+    logits[:, T + K :, 1:] = 0.0
     return logits
 
 
@@ -66,9 +65,9 @@ def test_memoryless_and_perfect_predictions():
     x = test.x[torch.arange(len(test))]
     y = task.targets(x, test.y)
     loss = task.per_sample_loss(_memoryless_logits(T, K, len(test)), y)
-    assert float(loss.mean()) == pytest.approx(task.baseline, rel=1e-6)     # exactly the baseline
+    assert float(loss.mean()) == pytest.approx(task.baseline, rel=1e-6)  # exactly the baseline
     stats = task.per_sample_stats(_memoryless_logits(T, K, len(test)), y, loss)
-    assert 0.09 < float(stats["acc"].mean()) < 0.16                          # argmax ties: symbol 1, 1 in 8
+    assert 0.09 < float(stats["acc"].mean()) < 0.16  # argmax ties: symbol 1, 1 in 8
     # predicting the blank everywhere (with a little mass elsewhere) is baseline-like: far from 0
     blank = torch.zeros(len(test), T + 2 * K, 9)
     blank[..., 0] = 3.0
@@ -84,16 +83,16 @@ def test_data_is_deterministic_and_generated_on_demand():
     a = copy_task(seq_len=20, train_size=10_000_000, data_seed=3).load()[0]
     b = copy_task(seq_len=20, train_size=10_000_000, data_seed=3).load()[0]
     c = copy_task(seq_len=20, train_size=10_000_000, data_seed=4).load()[0]
-    assert isinstance(a.x, CopyRows) and len(a) == 10_000_000              # no memory cost
+    assert isinstance(a.x, CopyRows) and len(a) == 10_000_000  # no memory cost
     rows = torch.tensor([0, 5, 9_999_999, 123_456])
     assert torch.equal(a.x[rows], b.x[rows])
     assert not torch.equal(a.x[rows], c.x[rows])
     assert torch.equal(a.x[rows][1], a.x[5]) and torch.equal(a.x[[5]][0], a.x[5])  # independent of the batch
     assert torch.equal(a.x[:3], a.x[torch.arange(3)])
     train, test = copy_task(seq_len=20, train_size=100, test_size=100).load()
-    assert not torch.equal(train.x[:100], test.x[:100])                      # different streams
+    assert not torch.equal(train.x[:100], test.x[:100])  # different streams
     counts = torch.bincount(a.x[torch.arange(20_000)][:, :10].reshape(-1), minlength=9)[1:]
-    assert counts.sum() == 200_000 and (counts - 25_000).abs().max() < 800   # uniform over the 8 symbols
+    assert counts.sum() == 200_000 and (counts - 25_000).abs().max() < 800  # uniform over the 8 symbols
     with pytest.raises(IndexError):
         train.x[torch.tensor([100])]
 
@@ -106,9 +105,32 @@ def test_bad_options():
 
 def test_a_tiny_training_run(cli, tmp_path):
     out = tmp_path / "run"
-    code, _, err = cli(["train", "--task", "copy", "--set", "task.seq_len=5", "--set", "task.copy_len=3",
-                        "--set", "task.train_size=64", "--set", "task.test_size=16", "--model", "LSTM",
-                        "--hidden-size", "8", "--batch-size", "16", "--epochs", "2", "--no-progress", "--out", out])
+    code, _, err = cli(
+        [
+            "train",
+            "--task",
+            "copy",
+            "--set",
+            "task.seq_len=5",
+            "--set",
+            "task.copy_len=3",
+            "--set",
+            "task.train_size=64",
+            "--set",
+            "task.test_size=16",
+            "--model",
+            "LSTM",
+            "--hidden-size",
+            "8",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
     rows = metric_rows(out)
     assert len(rows) == 2
@@ -126,7 +148,7 @@ def test_the_copy_recipes():
     task = build_task(cfg["task"])
     dtriv = build_model({**cfg["models"][3], "hidden_size": 6}, task)
     groups = make_optimizer(cfg["optim"], dtriv).param_groups
-    assert [g["lr"] for g in groups] == [2e-4, 2e-5]                          # orthogonal parameters: lr_orth
+    assert [g["lr"] for g in groups] == [2e-4, 2e-5]  # orthogonal parameters: lr_orth
     small = resolve(load_recipe("copy-small"), [], command="compare")
     t = build_task(small["task"])
     assert t.baseline == pytest.approx(5 * math.log(8) / 40)

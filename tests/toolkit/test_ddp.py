@@ -5,13 +5,31 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from toolkit_helpers import metric_rows, run_subprocess
 
 # uneven sizes on purpose: 70 = 4 full global batches of 16 + 6, 21 test examples
-ARGS = ["train", "--task", "adding", "--set", "task.seq_len=16", "--set", "task.train_size=70",
-        "--set", "task.test_size=21", "--model", "MomentumLSTM", "--hidden-size", "8", "--batch-size", "16",
-        "--epochs", "2", "--evals-per-epoch", "2", "--no-progress"]
+ARGS = [
+    "train",
+    "--task",
+    "adding",
+    "--set",
+    "task.seq_len=16",
+    "--set",
+    "task.train_size=70",
+    "--set",
+    "task.test_size=21",
+    "--model",
+    "MomentumLSTM",
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--evals-per-epoch",
+    "2",
+    "--no-progress",
+]
 
 
 @pytest.mark.ddp

@@ -8,16 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from toolkit_helpers import TINY_ADDING
 from torch import nn
 
 from momentumrnn.cells import cell_class
 from momentumrnn.toolkit.config import resolve
-from momentumrnn.toolkit.probe import GRAD_FILE, hidden_gradient_norms, load_grad_norms, save_grad_norms
-from momentumrnn.toolkit.sweep import sweep_grid, sweep_label
 from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.models import build_model
+from momentumrnn.toolkit.probe import GRAD_FILE, hidden_gradient_norms, load_grad_norms, save_grad_norms
+from momentumrnn.toolkit.sweep import sweep_grid, sweep_label
 from momentumrnn.toolkit.tasks import build_task
-from toolkit_helpers import TINY_ADDING
 
 
 def _reference_norms(model, task, x, y, cell):
@@ -41,8 +41,16 @@ def _reference_norms(model, task, x, y, cell):
     return torch.stack([h.grad.norm() for h in hs]).double()
 
 
-@pytest.mark.parametrize("name, kind", [("LSTM", "none"), ("MomentumLSTM", "heavy_ball"), ("AdamLSTM", "adam"),
-                                        ("SRLSTM", "nesterov"), ("MomentumGRU", "heavy_ball")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("LSTM", "none"),
+        ("MomentumLSTM", "heavy_ball"),
+        ("AdamLSTM", "adam"),
+        ("SRLSTM", "nesterov"),
+        ("MomentumGRU", "heavy_ball"),
+    ],
+)
 def test_hidden_gradient_norms_equal_a_literal_step_loop(name, kind):
     torch.manual_seed(0)
     task = build_task({"name": "adding", "seq_len": 9, "train_size": 4, "test_size": 2, "data_seed": 1})
@@ -58,8 +66,13 @@ def test_hidden_gradient_norms_equal_a_literal_step_loop(name, kind):
     got = hidden_gradient_norms(model, task, x, y)
     assert all(p.grad is None for p in model.parameters())  # the probe leaves training untouched
     assert model.recurrent.carry_momentum is False  # (it carries the momentum only while it replays)
-    cell = cell_class(f"{name}Cell")(2, 5, dtype=torch.float64, carry_momentum=True,
-                                     **{k: v for k, v in cfg.items() if k in ("mu", "epsilon", "restart")})
+    cell = cell_class(f"{name}Cell")(
+        2,
+        5,
+        dtype=torch.float64,
+        carry_momentum=True,
+        **{k: v for k, v in cfg.items() if k in ("mu", "epsilon", "restart")},
+    )
     want = _reference_norms(model, task, x, y, cell)
     assert got.shape == (9,)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
@@ -73,7 +86,7 @@ def test_per_step_head_counts_direct_and_recurrent_paths():
     task.inputs = lambda x: x.double()
     task.head_input = lambda out: out  # every step feeds the head
     task.per_sample_loss = lambda pred, y: (pred.squeeze(-1) ** 2).mean(-1)
-    x, y = task.load()[0].x[:2].double(), None
+    x, _y = task.load()[0].x[:2].double(), None
     got = hidden_gradient_norms(model, task, x, torch.zeros(2, dtype=torch.float64))
     cell = nn.LSTMCell(2, 4).double()
     layer = model.recurrent
@@ -118,8 +131,23 @@ def test_grad_file_roundtrip_and_corruption(tmp_path):
 
 def test_grads_command_records_plots_and_resumes(cli, tmp_path):
     out = tmp_path / "g"
-    args = ["grads", *TINY_ADDING, "--models", "LSTM", "MomentumLSTM", "--seeds", "0", "--at", "0", "3", "7",
-            "--probe-size", "5", "--out", out]
+    args = [
+        "grads",
+        *TINY_ADDING,
+        "--models",
+        "LSTM",
+        "MomentumLSTM",
+        "--seeds",
+        "0",
+        "--at",
+        "0",
+        "3",
+        "7",
+        "--probe-size",
+        "5",
+        "--out",
+        out,
+    ]
     code, stdout, err = cli(args)
     assert code == 0, err
     for label in ("LSTM", "MomentumLSTM"):
@@ -138,13 +166,14 @@ def test_grads_command_records_plots_and_resumes(cli, tmp_path):
 
 
 def test_grads_default_steps_and_bad_input(cli, tmp_path):
-    code, _, err = cli(["grads", *TINY_ADDING, "--models", "LSTM", "--seeds", "0", "--at", "-1",
-                        "--out", tmp_path / "x"])
+    code, _, err = cli(
+        ["grads", *TINY_ADDING, "--models", "LSTM", "--seeds", "0", "--at", "-1", "--out", tmp_path / "x"]
+    )
     assert code == 2 and "grad_norm_steps" in err
     code, _, err = cli(["grads", *TINY_ADDING, "--models", "LSTM", "--at", "zero", "--out", tmp_path / "y"])
     assert code == 2 and "integer" in err
     out = tmp_path / "d"
-    code, stdout, err = cli(["grads", *TINY_ADDING, "--models", "LSTM", "--seeds", "0", "--out", out])
+    code, _stdout, err = cli(["grads", *TINY_ADDING, "--models", "LSTM", "--seeds", "0", "--out", out])
     assert code == 0, err
     steps, _ = load_grad_norms(out / "LSTM" / "seed0")
     assert steps[0] == 0 and steps[-1] == 7 and len(steps) == 8  # 2 epochs x 4 batches, all probed
@@ -152,8 +181,26 @@ def test_grads_default_steps_and_bad_input(cli, tmp_path):
 
 def test_sweep_command_heatmap_and_table(cli, tmp_path):
     out = tmp_path / "s"
-    code, stdout, err = cli(["sweep", *TINY_ADDING, "--model", "MomentumLSTM", "--mu", "0", "0.5",
-                             "--epsilon", "0.5", "1", "--seeds", "0", "--baseline", "LSTM", "--out", out])
+    code, stdout, err = cli(
+        [
+            "sweep",
+            *TINY_ADDING,
+            "--model",
+            "MomentumLSTM",
+            "--mu",
+            "0",
+            "0.5",
+            "--epsilon",
+            "0.5",
+            "1",
+            "--seeds",
+            "0",
+            "--baseline",
+            "LSTM",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
     for name in ("sweep.png", "sweep.md", "sweep.csv", "report.md"):
         assert (out / name).is_file(), name
@@ -173,11 +220,13 @@ def test_sweep_bad_input(cli, tmp_path):
     assert code == 2 and "--mu" in err
     code, _, err = cli(["sweep", *TINY_ADDING, "--mu", "0", "0", "--epsilon", "1", "--out", tmp_path / "b"])
     assert code == 2 and "repeated" in err
-    code, _, err = cli(["sweep", *TINY_ADDING, "--model", "RMSPropLSTM", "--mu", "0.3", "--epsilon", "1",
-                        "--out", tmp_path / "c"])
+    code, _, err = cli(
+        ["sweep", *TINY_ADDING, "--model", "RMSPropLSTM", "--mu", "0.3", "--epsilon", "1", "--out", tmp_path / "c"]
+    )
     assert code == 2 and "mu" in err
-    code, _, err = cli(["sweep", *TINY_ADDING, "--models", "LSTM", "--mu", "0.3", "--epsilon", "1",
-                        "--out", tmp_path / "d"])
+    code, _, err = cli(
+        ["sweep", *TINY_ADDING, "--models", "LSTM", "--mu", "0.3", "--epsilon", "1", "--out", tmp_path / "d"]
+    )
     assert code == 2 and "--model" in err
 
 

@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from toolkit_helpers import TINY_ADDING, metric_rows, tree_digest
 
 from momentumrnn.toolkit import capability
-from toolkit_helpers import TINY_ADDING, metric_rows, tree_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_PTB = ROOT.parent / "shared" / "data" / "ptb"
@@ -28,11 +28,26 @@ def _one_line_error(code, err, *needles):
 
 # -- bf16 ---------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not capability.bf16_native_ok("lstm")[0],
-                    reason="this CPU's oneDNN has no bf16 LSTM primitive: the run is refused (tested below)")
+
+@pytest.mark.skipif(
+    not capability.bf16_native_ok("lstm")[0],
+    reason="this CPU's oneDNN has no bf16 LSTM primitive: the run is refused (tested below)",
+)
 def test_bf16_runs_where_the_cpu_can(cli, tmp_path):
-    code, _, err = cli(["train", *TINY_ADDING, "--model", "MomentumLSTM", "--precision", "bf16", "--epochs", "1",
-                        "--out", tmp_path / "bf"])
+    code, _, err = cli(
+        [
+            "train",
+            *TINY_ADDING,
+            "--model",
+            "MomentumLSTM",
+            "--precision",
+            "bf16",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "bf",
+        ]
+    )
     assert code == 0, err
 
 
@@ -56,6 +71,7 @@ def test_the_probe_answers_once_and_says_why():
 
 # -- devices ------------------------------------------------------------------------------------
 
+
 def test_more_devices_than_cpu_cores_is_refused(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(capability, "cpu_count", lambda: 2)
     code, _, err = cli(["train", *TINY_ADDING, "--devices", "99", "--out", tmp_path / "d"])
@@ -66,6 +82,7 @@ def test_more_devices_than_cpu_cores_is_refused(cli, tmp_path, monkeypatch):
 
 
 # -- report -------------------------------------------------------------------------------------
+
 
 def test_report_never_writes_into_a_run_directory(cli, tmp_path):
     run = tmp_path / "run"
@@ -102,6 +119,7 @@ def test_report_writes_into_a_comparison_and_aggregates_runs_from_anywhere(cli, 
 
 # -- resume ---------------------------------------------------------------------------------------
 
+
 def test_stale_temporary_checkpoints_are_removed_on_resume(cli, tmp_path):
     run = tmp_path / "run"
     assert cli(["train", *TINY_ADDING, "--epochs", "1", "--out", run])[0] == 0
@@ -137,6 +155,7 @@ def test_resume_with_the_run_directory_alone(cli, tmp_path):
 
 # -- PTB without ../shared ------------------------------------------------------------------------
 
+
 def _readme_ptb_command() -> list[str]:
     line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if "compare ptb-small" in ln)
     return shlex.split(line.split("#")[0])
@@ -157,9 +176,25 @@ def test_the_readme_ptb_command_needs_no_shared_folder(cli, tmp_path, monkeypatc
         shutil.copy(SHARED_PTB / f"{split}.txt", mirror / f"ptb.{split}.txt")
     monkeypatch.setitem(dl.SOURCES, "ptb", dataclasses.replace(dl.SOURCES["ptb"], mirrors=(mirror.as_uri() + "/",)))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    tiny = ["--models", "LSTM", "--jobs", "1", "--hidden-size", "8", "--set", "model.emb_size=8",
-            "--set", "train.epochs=1", "--set", "train.limit_train_batches=2", "--set", "train.limit_eval_batches=2",
-            "--no-progress", "--out", tmp_path / "ptb"]
+    tiny = [
+        "--models",
+        "LSTM",
+        "--jobs",
+        "1",
+        "--hidden-size",
+        "8",
+        "--set",
+        "model.emb_size=8",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.limit_train_batches=2",
+        "--set",
+        "train.limit_eval_batches=2",
+        "--no-progress",
+        "--out",
+        tmp_path / "ptb",
+    ]
     code, out, err = cli([*cmd[1:], *tiny])
     assert code == 0, err
     assert "### ptb-small: test ppl" in out
@@ -178,9 +213,12 @@ def test_ptb_reads_the_extracted_standard_archive(tmp_path):
 
 
 def test_make_fixture_is_a_subcommand(cli, tmp_path):
-    code, out, err = cli(["make-fixture", tmp_path / "fx", "--train-speakers", "1", "--utterances", "1",
-                          "--no-tensors"])
+    code, out, err = cli(
+        ["make-fixture", tmp_path / "fx", "--train-speakers", "1", "--utterances", "1", "--no-tensors"]
+    )
     assert code == 0, err
-    assert "momentumrnn train timit-small --set task.data_dir=" in out and (tmp_path / "fx" / "timit" / "TRAIN").is_dir()
+    assert (
+        "momentumrnn train timit-small --set task.data_dir=" in out and (tmp_path / "fx" / "timit" / "TRAIN").is_dir()
+    )
     code, _, err = cli(["make-fixture", tmp_path / "fx2", "--train-speakers", "99"])
     _one_line_error(code, err, "train_speakers must be between 1 and")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from toolkit_helpers import TINY_ADDING, TINY_SMNIST, run_subprocess, tree_digest
 
 
@@ -17,32 +16,38 @@ def _assert_one_line_error(code, out, err, *needles):
         assert n in lines[0], (n, lines[0])
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--model", "MomentumLSMT"], ["unknown model 'MomentumLSMT'", "did you mean 'MomentumLSTM'"]),
-    (["--model", "lstm/heavy_bal"], ["model lstm/heavy_bal", "heavy_bal"]),
-    (["--task", "cifar"], ["unknown task 'cifar'", "choose one of"]),
-    (["--optimizer", "lbfgs"], ["optim.name: unknown value 'lbfgs'", "rmsprop, rmsprop_tf, adam, sgd, sgd_asgd"]),
-    (["--set", "train.epoch=3"], ["unknown recipe key 'train.epoch'", "did you mean 'epochs'"]),
-    (["--set", "model.momentum=0.5"], ["model.momentum is not a parameter of MomentumLSTM"]),
-    (["--epochs", "many"], ["train.epochs: expected an integer, got 'many'"]),
-    (["--lr", "0"], ["optim.lr: 0.0 is out of range (must be > 0)"]),
-    (["--set", "model.mu=1.5"], ["mu"]),
-    (["--precision", "fp8"], ["train.precision: unknown value 'fp8'"]),
-    (["--set", "nokey"], ["--set 'nokey': write KEY=VALUE"]),
-    (["--resume", "--overwrite"], ["--resume and --overwrite exclude each other"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--model", "MomentumLSMT"], ["unknown model 'MomentumLSMT'", "did you mean 'MomentumLSTM'"]),
+        (["--model", "lstm/heavy_bal"], ["model lstm/heavy_bal", "heavy_bal"]),
+        (["--task", "cifar"], ["unknown task 'cifar'", "choose one of"]),
+        (["--optimizer", "lbfgs"], ["optim.name: unknown value 'lbfgs'", "rmsprop, rmsprop_tf, adam, sgd, sgd_asgd"]),
+        (["--set", "train.epoch=3"], ["unknown recipe key 'train.epoch'", "did you mean 'epochs'"]),
+        (["--set", "model.momentum=0.5"], ["model.momentum is not a parameter of MomentumLSTM"]),
+        (["--epochs", "many"], ["train.epochs: expected an integer, got 'many'"]),
+        (["--lr", "0"], ["optim.lr: 0.0 is out of range (must be > 0)"]),
+        (["--set", "model.mu=1.5"], ["mu"]),
+        (["--precision", "fp8"], ["train.precision: unknown value 'fp8'"]),
+        (["--set", "nokey"], ["--set 'nokey': write KEY=VALUE"]),
+        (["--resume", "--overwrite"], ["--resume and --overwrite exclude each other"]),
+    ],
+)
 def test_bad_settings(cli, tmp_path, args, needles):
     code, out, err = cli(["train", *TINY_ADDING, *args, "--out", tmp_path / "run"])
     _assert_one_line_error(code, out, err, *needles)
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--set", "task.train_size=100000"], ["task.train_size=100000 is larger than the training set (4000"]),
-    (["--set", "task.data_file=/nonexistent/mnist.npz"], ["data file '/nonexistent/mnist.npz' not found"]),
-    (["--set", "task.data_dir=/nonexistent"], ["task.data_dir '/nonexistent' is not a directory"]),
-    (["--set", "task.seq_len=5"], ["unknown recipe key 'task.seq_len'", "valid keys of task"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--set", "task.train_size=100000"], ["task.train_size=100000 is larger than the training set (4000"]),
+        (["--set", "task.data_file=/nonexistent/mnist.npz"], ["data file '/nonexistent/mnist.npz' not found"]),
+        (["--set", "task.data_dir=/nonexistent"], ["task.data_dir '/nonexistent' is not a directory"]),
+        (["--set", "task.seq_len=5"], ["unknown recipe key 'task.seq_len'", "valid keys of task"]),
+    ],
+)
 def test_bad_data_settings(cli, tmp_path, args, needles):
     code, out, err = cli(["train", *TINY_SMNIST, *args, "--out", tmp_path / "run"])
     _assert_one_line_error(code, out, err, *needles)
@@ -140,8 +145,12 @@ def test_corrupt_data_files(cli, tmp_path):
     _assert_one_line_error(code, out, err, "lacks array")
     idx = tmp_path / "idx"
     idx.mkdir()
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (idx / name).write_bytes(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") * 3 + b"\x01" * 10)
     code, out, err = cli(["train", "--task", "smnist", "--set", f"task.data_dir={idx}", "--out", tmp_path / "r"])
     _assert_one_line_error(code, out, err, "truncated or corrupt")

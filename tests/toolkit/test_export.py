@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from toolkit_helpers import TINY_ADDING, tree_digest
 
 ort = pytest.importorskip("onnxruntime")
@@ -86,8 +85,10 @@ def test_best_falls_back_to_last_only_by_default(cli, run, tmp_path):
     assert code == 2 and "has no best checkpoint" in err and not (tmp_path / "b.onnx").exists()
 
 
-@pytest.mark.parametrize("case", ["no run", "not a run", "no checkpoint", "corrupt checkpoint", "no directory",
-                                  "a directory", "export fails"])
+@pytest.mark.parametrize(
+    "case",
+    ["no run", "not a run", "no checkpoint", "corrupt checkpoint", "no directory", "a directory", "export fails"],
+)
 def test_errors(cli, run, tmp_path, monkeypatch, case):
     target, run_dir = tmp_path / "m.onnx", run
     if case == "no run":
@@ -110,13 +111,14 @@ def test_errors(cli, run, tmp_path, monkeypatch, case):
     elif case == "a directory":
         target, needle = tmp_path, "is a directory; give the path of the file to write"
     else:
+
         def refuse(*args, **kwargs):
             raise RuntimeError("Failed to export\n<class 'ValueError'>: something the exporter cannot do")
 
         monkeypatch.setattr(torch.onnx, "export", refuse)
         needle = "cannot be exported to ONNX: <class 'ValueError'>: something the exporter cannot do"
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, stdout, err = cli(["export", run_dir, "--onnx", target])
+    code, _stdout, err = cli(["export", run_dir, "--onnx", target])
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and needle in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
@@ -127,8 +129,22 @@ def test_language_model(cli, tmp_path):
 
     d = _write_corpus(tmp_path / "ptb")
     run_dir = tmp_path / "lm"
-    code, _, err = cli(["train", *BASE, "--model", "NesterovGRU", "--set", f"task.data_dir={d}", "--max-steps", "2",
-                        "--epochs", "1", "--out", run_dir])
+    code, _, err = cli(
+        [
+            "train",
+            *BASE,
+            "--model",
+            "NesterovGRU",
+            "--set",
+            f"task.data_dir={d}",
+            "--max-steps",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            run_dir,
+        ]
+    )
     assert code == 0, err
     code, stdout, err = cli(["export", run_dir, "--onnx", tmp_path / "lm.onnx"])
     assert code == 0, err

@@ -10,13 +10,12 @@ import signal
 import pytest
 import torch
 import yaml
-
 from toolkit_helpers import metric_rows, run_subprocess
 
 from momentumrnn.toolkit import wordlm
+from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.tasks import ptb as lang
 from momentumrnn.toolkit.tasks import ptb_data
-from momentumrnn.toolkit.errors import ToolkitError
 
 WORDS = [f"w{i}" for i in range(23)] + ["<unk>"]
 
@@ -40,14 +39,33 @@ def _write_corpus(d, lines=(90, 30, 34), seed=0, names=("train.txt", "valid.txt"
     return d
 
 
-BASE = ["--task", "ptb", "--hidden-size", "12", "--set", "model.emb_size=8", "--set", "task.bptt=6",
-        "--optimizer", "sgd_asgd", "--lr", "5", "--clip", "0.25", "--batch-size", "4",
-        "--set", "train.eval_batch_size=2", "--no-progress"]
+BASE = [
+    "--task",
+    "ptb",
+    "--hidden-size",
+    "12",
+    "--set",
+    "model.emb_size=8",
+    "--set",
+    "task.bptt=6",
+    "--optimizer",
+    "sgd_asgd",
+    "--lr",
+    "5",
+    "--clip",
+    "0.25",
+    "--batch-size",
+    "4",
+    "--set",
+    "train.eval_batch_size=2",
+    "--no-progress",
+]
 TINY = [*BASE, "--model", "MomentumLSTM", "--set", "model.mu=0.3", "--set", "model.epsilon=0.6"]
 
 
 # ---------------------------------------------------------------------------------------------
 # data
+
 
 def test_loader_vocab_eos_and_batchify(tmp_path):
     d = tmp_path / "ptb"
@@ -84,14 +102,18 @@ def test_ptb_names_and_the_real_offline_files(tmp_path):
         assert c["train"].numel() == 73760 and c["test"].numel() == 82430  # words + one <eos> a line
 
 
-@pytest.mark.parametrize("case", ["no_dir_set", "missing_dir", "missing_file", "missing_train", "empty",
-                                  "binary", "not_utf8", "gzip"])
+@pytest.mark.parametrize(
+    "case", ["no_dir_set", "missing_dir", "missing_file", "missing_train", "empty", "binary", "not_utf8", "gzip"]
+)
 def test_bad_inputs_name_the_file_and_the_fix(tmp_path, monkeypatch, case):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     d = _write_corpus(tmp_path / "ptb")
     split, where, match = "train-valid", str(d), None
     if case == "no_dir_set":
-        where, match = None, r"task.data_dir is not set: give the folder holding train.txt and valid.txt.*task.download=true"
+        where, match = (
+            None,
+            r"task.data_dir is not set: give the folder holding train.txt and valid.txt.*task.download=true",
+        )
     elif case == "missing_dir":
         where, match = str(tmp_path / "nope"), r"is not a directory; give the folder holding train.txt and valid.txt"
     elif case == "missing_file":
@@ -118,17 +140,17 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, monkeypatch, case):
 
 def test_download_checks_the_md5_and_reports_no_network(tmp_path, monkeypatch):
     src = _write_corpus(tmp_path / "mirror", names=("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"))
-    import hashlib
-
     import dataclasses
+    import hashlib
 
     from momentumrnn.toolkit import download as dl
 
     ptb = dl.SOURCES["ptb"]
     md5 = {n: hashlib.md5((src / n).read_bytes()).hexdigest() for n, _ in ptb.files}
     md5["ptb.test.txt"] = "0" * 32
-    monkeypatch.setitem(dl.SOURCES, "ptb", dataclasses.replace(ptb, files=tuple(md5.items()),
-                                                               mirrors=(src.as_uri() + "/",)))
+    monkeypatch.setitem(
+        dl.SOURCES, "ptb", dataclasses.replace(ptb, files=tuple(md5.items()), mirrors=(src.as_uri() + "/",))
+    )
     dest = tmp_path / "dl"
     c = ptb_data.load_corpus(str(dest), "train-valid", "train", download=True)  # fetched, verified
     assert (dest / "ptb.train.txt").read_bytes() == (src / "ptb.train.txt").read_bytes()
@@ -138,7 +160,9 @@ def test_download_checks_the_md5_and_reports_no_network(tmp_path, monkeypatch):
     assert not (dest / "ptb.test.txt").exists() and not list(dest.glob(".*part"))  # nothing half-written
     # nothing listens on port 9
     monkeypatch.setitem(dl.SOURCES, "ptb", dataclasses.replace(dl.SOURCES["ptb"], mirrors=("http://127.0.0.1:9/",)))
-    with pytest.raises(ToolkitError, match=r"no network: cannot download Penn Treebank ptb.test.txt.*task.split=valid-test"):
+    with pytest.raises(
+        ToolkitError, match=r"no network: cannot download Penn Treebank ptb.test.txt.*task.split=valid-test"
+    ):
         ptb_data.load_corpus(str(dest), "train-test", "train", download=True)
 
 
@@ -168,8 +192,9 @@ def test_stream_loader_covers_the_stream_in_order_and_resumes():
     fixed = ptb_data.StreamLoader(stream, 7, variable=False, seed=1, epoch_fn=lambda: 0)
     task = lang.PennTreebank({"bptt": 7})
     assert task.steps_per_epoch(403, 4) == len(fixed)  # what progress bars count
-    part = ptb_data.StreamLoader(stream, 7, variable=True, seed=1, columns=(2, 4), epoch_fn=lambda: 2,
-                             skip_fn=lambda: 3)
+    part = ptb_data.StreamLoader(
+        stream, 7, variable=True, seed=1, columns=(2, 4), epoch_fn=lambda: 2, skip_fn=lambda: 3
+    )
     assert torch.equal(next(iter(part))[0], batches[0][0][2:4])  # a process's columns
     part.load_state_dict(part.state_dict())  # Lightning's resume protocol: skip the done windows
     assert torch.equal(next(iter(part))[0], batches[3][0][2:4])
@@ -179,9 +204,15 @@ def test_stream_loader_covers_the_stream_in_order_and_resumes():
 # model
 
 MODELS = [
-    {"name": "LSTM"}, {"name": "MomentumLSTM", "mu": 0.3, "epsilon": 0.6}, {"name": "AdamLSTM"},
-    {"name": "RMSPropLSTM"}, {"name": "SRLSTM", "restart": 3}, {"name": "RestartMomentumLSTM", "restart": 3},
-    {"host": "gru", "scheme": "heavy_ball"}, {"name": "RNN"}, {"name": "MomentumExpRNN", "wdrop": 0.0},
+    {"name": "LSTM"},
+    {"name": "MomentumLSTM", "mu": 0.3, "epsilon": 0.6},
+    {"name": "AdamLSTM"},
+    {"name": "RMSPropLSTM"},
+    {"name": "SRLSTM", "restart": 3},
+    {"name": "RestartMomentumLSTM", "restart": 3},
+    {"host": "gru", "scheme": "heavy_ball"},
+    {"name": "RNN"},
+    {"name": "MomentumExpRNN", "wdrop": 0.0},
 ]
 
 
@@ -212,7 +243,7 @@ def test_model_shapes_tied_weights_and_carried_state(spec):
         b, s2, _ = m(tokens[:, 5:], s1)  # the returned state (momentum included) carried over
     assert full.shape == (3, 11, 30) and out["raw"].shape == (3, 11, 8) and len(state) == 3
     assert torch.allclose(torch.cat([a, b], 1), full, atol=1e-5, rtol=0)
-    flat = lambda s: [t for t in _leaves(s)]  # noqa: E731
+    flat = lambda s: list(_leaves(s))  # noqa: E731
     assert len(flat(state)) == len(flat(s2))
     assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(flat(state), flat(s2)))
     for layer, s in zip(m.rnns, state):  # each layer's state: (h, [c,] *momentum fields), the momentum carried
@@ -251,8 +282,9 @@ def test_untied_model_and_bad_model_keys():
 
 
 def test_weight_drop_zeroes_entries_in_training_only_and_trains_the_raw_weight():
-    m = _model({"name": "MomentumLSTM", "mu": 0.3, "epsilon": 0.6}, wdrop=0.5, dropout=0, dropouth=0,
-               dropouti=0, dropoute=0)
+    m = _model(
+        {"name": "MomentumLSTM", "mu": 0.3, "epsilon": 0.6}, wdrop=0.5, dropout=0, dropouth=0, dropouti=0, dropoute=0
+    )
     layer = m.rnns[0]
     raw = layer.parametrizations.weight_hh_l0.original
     assert isinstance(raw, torch.nn.Parameter) and "weight_hh_l0" not in dict(layer.named_parameters())
@@ -305,11 +337,13 @@ def test_locked_and_embedding_dropout():
 # ---------------------------------------------------------------------------------------------
 # training through the toolkit
 
+
 def test_tiny_ptb_run_through_the_toolkit(cli, tmp_path):
     d = _write_corpus(tmp_path / "ptb")
     out = tmp_path / "run"
-    code, stdout, err = cli(["train", *TINY, "--set", f"task.data_dir={d}", "--epochs", "2",
-                             "--evals-per-epoch", "2", "--out", out])
+    code, _stdout, err = cli(
+        ["train", *TINY, "--set", f"task.data_dir={d}", "--epochs", "2", "--evals-per-epoch", "2", "--out", out]
+    )
     assert code == 0, err
     rows = metric_rows(out)
     assert set(rows[0]) == {"epoch", "step", "train_loss", "train_ppl", "test_loss", "test_ppl", "lr"}
@@ -357,9 +391,24 @@ def test_each_step_uses_lr_times_seq_len_over_bptt(cli, tmp_path, monkeypatch):
 def test_ptb_small_names_the_setting_and_lstm_trains(cli, tmp_path):
     d = _write_corpus(tmp_path / "ptb")
     out = tmp_path / "small"
-    code, _, err = cli(["train", *BASE, "--model", "LSTM", "--set", "task.split=valid-test",
-                        "--set", f"task.data_dir={d}", "--set", "task.variable_bptt=false", "--epochs", "1",
-                        "--out", out])
+    code, _, err = cli(
+        [
+            "train",
+            *BASE,
+            "--model",
+            "LSTM",
+            "--set",
+            "task.split=valid-test",
+            "--set",
+            f"task.data_dir={d}",
+            "--set",
+            "task.variable_bptt=false",
+            "--epochs",
+            "1",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
     assert json.loads((out / "summary.json").read_text())["task"] == "ptb-small"
     code, md, _ = cli(["report", out])
@@ -371,19 +420,33 @@ def test_cli_errors_for_ptb(cli, tmp_path, monkeypatch):
     code, _, err = cli(["train", *TINY, "--out", tmp_path / "x"])
     assert code == 2 and "task.data_dir is not set" in err and not (tmp_path / "x").exists()
     d = _write_corpus(tmp_path / "ptb")
-    code, _, err = cli(["train", *TINY, "--set", f"task.data_dir={d}", "--batch-size", "5", "--devices", "2",
-                        "--out", tmp_path / "y"])
+    code, _, err = cli(
+        ["train", *TINY, "--set", f"task.data_dir={d}", "--batch-size", "5", "--devices", "2", "--out", tmp_path / "y"]
+    )
     assert code == 2 and "make it a multiple of 2" in err
-    code, _, err = cli(["train", *BASE, "--set", f"task.data_dir={d}", "--model", "MomentumExpRNN",
-                        "--out", tmp_path / "z"])
+    code, _, err = cli(
+        ["train", *BASE, "--set", f"task.data_dir={d}", "--model", "MomentumExpRNN", "--out", tmp_path / "z"]
+    )
     assert code == 2 and "set model.wdrop=0" in err  # orthogonal hosts parametrize weight_hh
     assert not (tmp_path / "z").exists()
 
 
 def test_resume_mid_epoch_is_exact(cli, tmp_path, monkeypatch):
     d = _write_corpus(tmp_path / "ptb", lines=(120, 30, 30))
-    args = ["train", *TINY, "--set", f"task.data_dir={d}", "--epochs", "2", "--set", "model.dropout=0.2",
-            "--set", "optim.asgd_nonmono=1", "--checkpoint-every", "5"]
+    args = [
+        "train",
+        *TINY,
+        "--set",
+        f"task.data_dir={d}",
+        "--epochs",
+        "2",
+        "--set",
+        "model.dropout=0.2",
+        "--set",
+        "optim.asgd_nonmono=1",
+        "--checkpoint-every",
+        "5",
+    ]
     part = tmp_path / "part"
     original = lang.PennTreebank.train_step
 
@@ -438,11 +501,14 @@ def test_two_processes_match_one(cli, tmp_path):
     sa = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)["momentumrnn"]["task"]
     sb = torch.load(tmp_path / "one" / "checkpoints" / "last.ckpt", weights_only=True)["momentumrnn"]["task"]
     assert sa["position"] == sb["position"] and sa["state"][0][0].shape == (1, 4, 12)
-    assert all(torch.allclose(u.float(), v.float(), atol=1e-4) for u, v in zip(_leaves(sa["state"]), _leaves(sb["state"])))
+    assert all(
+        torch.allclose(u.float(), v.float(), atol=1e-4) for u, v in zip(_leaves(sa["state"]), _leaves(sb["state"]))
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # recipes
+
 
 @pytest.mark.parametrize("recipe", ["ptb-table3", "ptb-small"])
 def test_recipes_parse(recipe):

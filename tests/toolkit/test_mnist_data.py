@@ -11,26 +11,32 @@ import http.server
 import socket
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from toolkit_helpers import TINY_SMNIST
 
 from momentumrnn.toolkit import download as dl
-from momentumrnn.toolkit.tasks import mnist as tasks
 from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.tasks import build_task
+from momentumrnn.toolkit.tasks import mnist as tasks
 from momentumrnn.toolkit.tasks.mnist import (
-    IDX_FILES, load_csv, load_idx_dir, load_npz, read_idx, read_mnist_csv,
+    IDX_FILES,
+    load_csv,
+    load_idx_dir,
+    load_npz,
+    read_idx,
+    read_mnist_csv,
 )
-
-from toolkit_helpers import TINY_SMNIST
 
 STEMS = list(IDX_FILES.values())
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
 
 def idx_bytes(arr: np.ndarray) -> bytes:
     header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
@@ -40,8 +46,10 @@ def idx_bytes(arr: np.ndarray) -> bytes:
 def make_arrays(n_train=40, n_test=12, seed=0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        "x_train": rng.integers(0, 256, (n_train, 28, 28)), "y_train": np.arange(n_train) % 10,
-        "x_test": rng.integers(0, 256, (n_test, 28, 28)), "y_test": rng.integers(0, 10, n_test),
+        "x_train": rng.integers(0, 256, (n_train, 28, 28)),
+        "y_train": np.arange(n_train) % 10,
+        "x_test": rng.integers(0, 256, (n_test, 28, 28)),
+        "y_test": rng.integers(0, 10, n_test),
     }
 
 
@@ -74,7 +82,7 @@ def dead_url() -> str:
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    requests: list = []
+    requests: ClassVar[list] = []
 
     def log_message(self, *args):
         pass
@@ -122,6 +130,7 @@ def _private_cache(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # loaders on generated IDX files
 
+
 @pytest.mark.parametrize("gz", [True, False])
 @pytest.mark.parametrize("name", ["smnist", "psmnist", "fmnist", "pfmnist"])
 def test_every_loader_reads_idx_files(tmp_path, gz, name):
@@ -162,6 +171,7 @@ def test_idx_names_and_gzip_sniffing(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # bad input: every message names the file and the fix
 
+
 def _corrupt(d: Path, case: str) -> Path:
     """Break one file of a good gzipped IDX folder; return the file the message must name."""
     arrays = make_arrays()
@@ -197,19 +207,22 @@ def _corrupt(d: Path, case: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("truncated", "truncated or corrupt"),
-    ("magic", "bad magic number"),
-    ("count", "holds 39 labels"),
-    ("labels", "labels up to 12"),
-    ("gzip", "corrupt or truncated gzip"),
-    ("gzip-garbage", "corrupt or truncated gzip"),
-    ("empty", "is empty"),
-    ("swapped", "are the image and label files swapped"),
-    ("size", "not 28x28"),
-    ("extra", "truncated or corrupt"),
-    ("header", "incomplete header"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("truncated", "truncated or corrupt"),
+        ("magic", "bad magic number"),
+        ("count", "holds 39 labels"),
+        ("labels", "labels up to 12"),
+        ("gzip", "corrupt or truncated gzip"),
+        ("gzip-garbage", "corrupt or truncated gzip"),
+        ("empty", "is empty"),
+        ("swapped", "are the image and label files swapped"),
+        ("size", "not 28x28"),
+        ("extra", "truncated or corrupt"),
+        ("header", "incomplete header"),
+    ],
+)
 def test_corrupt_idx_files_are_named_with_the_fix(tmp_path, case, needle):
     bad = _corrupt(tmp_path / "idx", case)
     with pytest.raises(ToolkitError) as e:
@@ -220,8 +233,11 @@ def test_corrupt_idx_files_are_named_with_the_fix(tmp_path, case, needle):
 
 
 def test_missing_partial_and_empty_directories(tmp_path):
-    for d, needle in [(tmp_path / "nope", "is not a directory (it does not exist)"),
-                      (tmp_path / "empty", "0 of the 4"), (tmp_path / "partial", "3 of the 4")]:
+    for d, needle in [
+        (tmp_path / "nope", "is not a directory (it does not exist)"),
+        (tmp_path / "empty", "0 of the 4"),
+        (tmp_path / "partial", "3 of the 4"),
+    ]:
         if d.name == "empty":
             d.mkdir()
         if d.name == "partial":
@@ -239,15 +255,20 @@ def test_missing_partial_and_empty_directories(tmp_path):
 
 
 def test_unreadable_npz_and_data_file_kinds(tmp_path):
-    with pytest.raises(ToolkitError, match="expected an .npz"):
+    with pytest.raises(ToolkitError, match=r"expected an .npz"):
         build_task({"name": "smnist", "data_file": str(tmp_path / "x.txt")}).load()
     with pytest.raises(ToolkitError, match="not found"):
         build_task({"name": "smnist", "data_file": str(tmp_path / "x.csv.gz")}).load()
-    with pytest.raises(ToolkitError, match="does not apply to task.data_file"):
+    with pytest.raises(ToolkitError, match=r"does not apply to task.data_file"):
         build_task({"name": "smnist", "data_file": str(tmp_path / "x.csv"), "download": True}).load()
     bad = tmp_path / "bad.npz"
-    np.savez(bad, x_train=np.zeros((2, 784), np.uint8), y_train=np.array([1, 11]),
-             x_test=np.zeros((2, 784), np.uint8), y_test=np.array([0, 1]))
+    np.savez(
+        bad,
+        x_train=np.zeros((2, 784), np.uint8),
+        y_train=np.array([1, 11]),
+        x_test=np.zeros((2, 784), np.uint8),
+        y_test=np.array([0, 1]),
+    )
     with pytest.raises(ToolkitError, match=r"y_train must hold integer labels 0..9 .*range 1..11"):
         load_npz(bad)
 
@@ -255,7 +276,7 @@ def test_unreadable_npz_and_data_file_kinds(tmp_path):
 def test_cli_error_names_the_missing_file(cli, tmp_path):
     d = tmp_path / "partial"
     write_idx_dir(d, skip=("x_test",))
-    code, out, err = cli(["train", *TINY_SMNIST, "--set", f"task.data_dir={d}", "--out", tmp_path / "run"])
+    code, _out, err = cli(["train", *TINY_SMNIST, "--set", f"task.data_dir={d}", "--out", tmp_path / "run"])
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert "t10k-images-idx3-ubyte[.gz]" in err and "--set task.download=true" in err
@@ -265,8 +286,9 @@ def test_cli_error_names_the_missing_file(cli, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # downloads (a local HTTP server; never the network)
 
+
 def test_download_verifies_and_writes_atomically(server, tmp_path):
-    base, root, requests = server
+    base, root, _requests = server
     _, files = serve_mnist(root)
     src = dataclasses.replace(dl.SOURCES["mnist"], files=files, mirrors=(base + "mnist/",))
     logs = []
@@ -298,8 +320,7 @@ def test_dead_and_missing_mirrors_fall_back(server, tmp_path):
     base, root, requests = server
     _, files = serve_mnist(root)
     dead = dead_url()
-    src = dataclasses.replace(dl.SOURCES["mnist"], files=files,
-                              mirrors=(dead, base + "elsewhere/", base + "mnist/"))
+    src = dataclasses.replace(dl.SOURCES["mnist"], files=files, mirrors=(dead, base + "elsewhere/", base + "mnist/"))
     logs = []
     p = dl.download_file(src, "train-images-idx3-ubyte.gz", tmp_path / "d", log=logs.append)
     assert md5(p.read_bytes()) == dict(files)["train-images-idx3-ubyte.gz"]
@@ -318,8 +339,10 @@ def test_file_urls_work(tmp_path):
     assert train.y.tolist() == arrays["y_train"].tolist()
 
 
-@pytest.mark.parametrize("key, hint", [("mnist", "bundled 4000/1000 real-MNIST subset"),
-                                       ("fashion-mnist", "apt-get install dataset-fashion-mnist")])
+@pytest.mark.parametrize(
+    "key, hint",
+    [("mnist", "bundled 4000/1000 real-MNIST subset"), ("fashion-mnist", "apt-get install dataset-fashion-mnist")],
+)
 def test_offline_says_no_network_and_what_to_do(tmp_path, key, hint):
     src = dataclasses.replace(dl.SOURCES[key], mirrors=(dead_url(), dead_url()))
     with pytest.raises(ToolkitError) as e:
@@ -347,7 +370,7 @@ def test_task_download_into_data_dir_only_fetches_missing_files(server, tmp_path
 
 def test_task_download_without_data_dir_uses_the_cache(server, tmp_path, monkeypatch):
     base, root, _ = server
-    arrays, files = serve_mnist(root)
+    _arrays, files = serve_mnist(root)
     patch_source(monkeypatch, "mnist", files, (base + "mnist/",))
     train, test = build_task({"name": "psmnist", "download": True}).load()
     assert len(train) == 40 and len(test) == 12
@@ -365,7 +388,7 @@ def test_task_download_offline(tmp_path, monkeypatch):
 
 
 def test_pfmnist_downloads_fashion(server, tmp_path, monkeypatch):
-    base, root, requests = server
+    base, root, _requests = server
     arrays, files = serve_mnist(root, "fashion", make_arrays(seed=9))
     patch_source(monkeypatch, "fashion-mnist", files, (base + "fashion/",))
     monkeypatch.setattr(tasks, "FASHION_DIR", str(tmp_path / "nosuch"))
@@ -379,6 +402,7 @@ def test_pfmnist_downloads_fashion(server, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # Fashion-MNIST default location
 
+
 def test_fashion_default_dir(tmp_path, monkeypatch):
     sysdir = tmp_path / "usr-share"
     monkeypatch.setattr(tasks, "FASHION_DIR", str(sysdir))
@@ -391,15 +415,17 @@ def test_fashion_default_dir(tmp_path, monkeypatch):
     with pytest.raises(ToolkitError, match="holds 3 of the 4 IDX files"):
         build_task({"name": "pfmnist"}).load()
     write_idx_dir(sysdir, arrays=arrays)
-    train, test = build_task({"name": "fmnist"}).load()
+    train, _test = build_task({"name": "fmnist"}).load()
     assert train.y.tolist() == arrays["y_train"].tolist()
     (sysdir / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
     with pytest.raises(ToolkitError, match="apt-get install --reinstall dataset-fashion-mnist"):
         build_task({"name": "fmnist"}).load()
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").exists(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_real_fashion_mnist_balanced_subset():
     task = build_task({"name": "fmnist", "train_size": 1000, "test_size": 500, "subset": "balanced"})
     train, test = task.load()
@@ -408,6 +434,7 @@ def test_real_fashion_mnist_balanced_subset():
 
 # ---------------------------------------------------------------------------------------------
 # permutations
+
 
 def test_permutation_saved_reloaded_and_per_seed(tmp_path):
     for name in ("psmnist", "pfmnist"):
@@ -424,13 +451,15 @@ def test_permutation_saved_reloaded_and_per_seed(tmp_path):
         other.attach(run, writer=False)
         assert other.permutation.tolist() == saved.tolist()
     # unchanged permutation of perm_seed (compatible with earlier runs)
-    assert build_task({"name": "psmnist"}).permutation.tolist() == \
-        np.random.Generator(np.random.PCG64(0)).permutation(784).tolist()
+    assert (
+        build_task({"name": "psmnist"}).permutation.tolist()
+        == np.random.Generator(np.random.PCG64(0)).permutation(784).tolist()
+    )
     # per seed, only when asked
     a, b, c = (build_task({"name": "pfmnist", "perm_per_seed": True}, seed=s).permutation for s in (0, 1, 0))
     assert a.tolist() != b.tolist() and a.tolist() == c.tolist()
     with pytest.raises(ToolkitError, match="perm_per_seed needs the run's seed"):
-        build_task({"name": "psmnist", "perm_per_seed": True}).permutation
+        _ = build_task({"name": "psmnist", "perm_per_seed": True}).permutation
     bad = tmp_path / "bad"
     bad.mkdir()
     np.save(bad / "permutation.npy", np.zeros(784, np.int64))
@@ -442,10 +471,32 @@ def test_pfmnist_run_saves_its_per_seed_permutation(cli, tmp_path, monkeypatch):
     d = tmp_path / "fashion"
     write_idx_dir(d)
     out = tmp_path / "run"
-    code, text, err = cli(["train", "--task", "pfmnist", "--set", f"task.data_dir={d}", "--set",
-                           "task.perm_per_seed=true", "--seed", "3", "--model", "LSTM", "--hidden-size", "4",
-                           "--batch-size", "20", "--epochs", "1", "--limit-train-batches", "1", "--no-progress",
-                           "--out", out])
+    code, _text, err = cli(
+        [
+            "train",
+            "--task",
+            "pfmnist",
+            "--set",
+            f"task.data_dir={d}",
+            "--set",
+            "task.perm_per_seed=true",
+            "--seed",
+            "3",
+            "--model",
+            "LSTM",
+            "--hidden-size",
+            "4",
+            "--batch-size",
+            "20",
+            "--epochs",
+            "1",
+            "--limit-train-batches",
+            "1",
+            "--no-progress",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
     perm = np.load(out / "permutation.npy")
     assert perm.tolist() == tasks.draw_permutation(0, 3).tolist()
@@ -455,8 +506,7 @@ def test_old_configs_without_new_task_keys_still_resume():
     from momentumrnn.toolkit.config import config_changes, resolve
 
     new = resolve({"task": {"name": "psmnist"}}, [])
-    old = {**new, "task": {k: v for k, v in new["task"].items()
-                           if k not in ("download", "subset", "perm_per_seed")}}
+    old = {**new, "task": {k: v for k, v in new["task"].items() if k not in ("download", "subset", "perm_per_seed")}}
     assert config_changes(old, new) == []
     changed = resolve({"task": {"name": "psmnist", "perm_per_seed": True}}, [])
     assert config_changes(old, changed) == ["task.perm_per_seed"]
@@ -464,6 +514,7 @@ def test_old_configs_without_new_task_keys_still_resume():
 
 # ---------------------------------------------------------------------------------------------
 # subsets
+
 
 def test_balanced_subset_is_deterministic_and_balanced(tmp_path):
     arrays = make_arrays(n_train=200, n_test=60)
@@ -491,6 +542,7 @@ def test_bundled_subset_balanced_option():
 # ---------------------------------------------------------------------------------------------
 # CSV files
 
+
 def _csv_rows(n_per_class=10, seed=0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(10), n_per_class)
@@ -514,7 +566,7 @@ def test_csv_loader_splits_per_class(tmp_path, fname):
     train, test = build_task({"name": "psmnist", "data_file": str(p)}).load()
     assert len(train) == 80 and len(test) == 20
     assert test.y.bincount().tolist() == [2] * 10
-    got = {tuple(x.tolist()) + (int(y),) for s in (train, test) for x, y in zip(s.x, s.y)}
+    got = {(*tuple(x.tolist()), int(y)) for s in (train, test) for x, y in zip(s.x, s.y)}
     assert got == {tuple(int(v) for v in r) for r in rows}
     train2, _ = load_csv(p)
     assert torch.equal(train.x, train2.x)  # deterministic
@@ -525,18 +577,21 @@ def test_csv_loader_splits_per_class(tmp_path, fname):
     assert y.tolist() == rows[:, 784].tolist() and x.tolist() == rows[:, :784].tolist()
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("columns", "line 3: 784 columns, expected 785"),
-    ("float", "line 2, column 5: '1.5' is not an integer"),
-    ("word", "line 4, column 785: 'x' is not an integer"),
-    ("pixel", "line 2: pixel 7 is 256, outside 0..255"),
-    ("negative", "line 3: pixel 1 is -1, outside 0..255"),
-    ("label", "line 5: label 10 is outside 0..9"),
-    ("header", "a header row without a 'label' column"),
-    ("empty", "is empty"),
-    ("few", "too few rows"),
-    ("gzip", "corrupt or truncated gzip"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("columns", "line 3: 784 columns, expected 785"),
+        ("float", "line 2, column 5: '1.5' is not an integer"),
+        ("word", "line 4, column 785: 'x' is not an integer"),
+        ("pixel", "line 2: pixel 7 is 256, outside 0..255"),
+        ("negative", "line 3: pixel 1 is -1, outside 0..255"),
+        ("label", "line 5: label 10 is outside 0..9"),
+        ("header", "a header row without a 'label' column"),
+        ("empty", "is empty"),
+        ("few", "too few rows"),
+        ("gzip", "corrupt or truncated gzip"),
+    ],
+)
 def test_bad_csv_files(tmp_path, case, needle):
     rows = _csv_rows().astype(object)
     p = tmp_path / ("bad.csv.gz" if case == "gzip" else "bad.csv")

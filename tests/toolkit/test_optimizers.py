@@ -6,14 +6,24 @@ import copy
 
 import pytest
 import torch
+from toolkit_helpers import TINY_ADDING
 
 from momentumrnn.toolkit.models import build_model, make_optimizer, split_parameters
 from momentumrnn.toolkit.optimizers import MixedOptimizer
 from momentumrnn.toolkit.tasks import build_task
-from toolkit_helpers import TINY_ADDING
 
-OPTIM = {"name": "adam", "lr": 1e-2, "lr_orth": 3e-3, "weight_decay": 0.0, "momentum": 0.0, "alpha": 0.99,
-         "betas": [0.9, 0.999], "eps": 1e-8, "nesterov": False, "orth_name": "rmsprop"}
+OPTIM = {
+    "name": "adam",
+    "lr": 1e-2,
+    "lr_orth": 3e-3,
+    "weight_decay": 0.0,
+    "momentum": 0.0,
+    "alpha": 0.99,
+    "betas": [0.9, 0.999],
+    "eps": 1e-8,
+    "nesterov": False,
+    "orth_name": "rmsprop",
+}
 
 
 def _model(seed=0):
@@ -84,8 +94,22 @@ def test_same_name_or_no_orthogonal_parameters_gives_one_optimizer():
 
 def test_training_run_with_orth_name_resumes(cli, tmp_path):
     out = tmp_path / "r"
-    args = ["train", *TINY_ADDING, "--model", "MomentumDTRIV", "--optimizer", "adam", "--lr-orth", "1e-3",
-            "--set", "optim.orth_name=rmsprop", "--set", "optim.alpha=0.99", "--out", out]
+    args = [
+        "train",
+        *TINY_ADDING,
+        "--model",
+        "MomentumDTRIV",
+        "--optimizer",
+        "adam",
+        "--lr-orth",
+        "1e-3",
+        "--set",
+        "optim.orth_name=rmsprop",
+        "--set",
+        "optim.alpha=0.99",
+        "--out",
+        out,
+    ]
     code, _, err = cli([*args[:-2], "--epochs", "1", "--out", out])
     assert code == 0, err
     code, _, err = cli([*args, "--resume"])

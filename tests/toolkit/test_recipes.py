@@ -15,12 +15,21 @@ import warnings
 import numpy as np
 import pytest
 
-from momentumrnn.toolkit.config import load_recipe, recipe_names, resolve
 from momentumrnn.toolkit.compare import compare_runs
+from momentumrnn.toolkit.config import load_recipe, recipe_names, resolve
 
-SHRINK = [("seeds", [0]), ("train.epochs", 1), ("train.limit_train_batches", 2), ("train.limit_eval_batches", 1),
-          ("train.batch_size", 4), ("train.eval_batch_size", 4), ("train.progress", False), ("train.threads", 1),
-          ("train.evals_per_epoch", 1), ("model.hidden_size", 8)]
+SHRINK = [
+    ("seeds", [0]),
+    ("train.epochs", 1),
+    ("train.limit_train_batches", 2),
+    ("train.limit_eval_batches", 1),
+    ("train.batch_size", 4),
+    ("train.eval_batch_size", 4),
+    ("train.progress", False),
+    ("train.threads", 1),
+    ("train.evals_per_epoch", 1),
+    ("model.hidden_size", 8),
+]
 
 
 def _idx(arr: np.ndarray) -> bytes:
@@ -49,19 +58,33 @@ def _ptb_dir(d):
 
 def _data_overrides(task: str, tmp_path) -> list:
     if task in ("smnist", "psmnist"):
-        return [("task.data_dir", None), ("task.download", False), ("task.train_size", 32),
-                ("task.test_size", 8), ("task.subset", "first")]
+        return [
+            ("task.data_dir", None),
+            ("task.download", False),
+            ("task.train_size", 32),
+            ("task.test_size", 8),
+            ("task.subset", "first"),
+        ]
     if task in ("fmnist", "pfmnist"):
-        return [("task.data_dir", str(_idx_dir(tmp_path / "idx"))), ("task.download", False),
-                ("task.train_size", 32), ("task.test_size", 8), ("task.subset", "first")]
+        return [
+            ("task.data_dir", str(_idx_dir(tmp_path / "idx"))),
+            ("task.download", False),
+            ("task.train_size", 32),
+            ("task.test_size", 8),
+            ("task.subset", "first"),
+        ]
     if task == "ptb":
         return [("task.data_dir", str(_ptb_dir(tmp_path / "ptb"))), ("task.bptt", 6), ("model.emb_size", 8)]
     if task == "timit":
         from momentumrnn.toolkit.tasks.timit_fixture import make_fixture
 
         make_fixture(tmp_path / "timit-fixture", train_speakers=2, utterances=2, tensors=False)
-        return [("task.data_dir", str(tmp_path / "timit-fixture" / "timit")), ("task.fixture", False),
-                ("task.cache_dir", str(tmp_path / "cache")), ("task.train_size", None)]
+        return [
+            ("task.data_dir", str(tmp_path / "timit-fixture" / "timit")),
+            ("task.fixture", False),
+            ("task.cache_dir", str(tmp_path / "cache")),
+            ("task.train_size", None),
+        ]
     if task == "copy":
         return [("task.seq_len", 12), ("task.train_size", 64), ("task.test_size", 8)]
     if task == "adding":
@@ -77,8 +100,9 @@ def _shrunk(name: str, tmp_path) -> dict:
     for model in cfg["models"]:  # ENRNN's split of the (shrunk) hidden state
         if "short_size" in model:
             model.update(short_size=2, num_negative=min(model.get("num_negative", 1), 1))
-    assert [m.get("label") or m.get("name") for m in cfg["models"]] == \
-        [m.get("label") or m.get("name") for m in full["models"]]
+    assert [m.get("label") or m.get("name") for m in cfg["models"]] == [
+        m.get("label") or m.get("name") for m in full["models"]
+    ]
     return cfg
 
 
@@ -121,9 +145,14 @@ def test_a_shared_setting_goes_only_to_the_models_that_use_it(tmp_path, capsys):
     for line in lines:
         label = next(a for a in line.split() if a.startswith("model.name="))
         lr_orth[label.split("=", 1)[1]] = next(a for a in line.split() if a.startswith("optim.lr_orth="))
-    assert lr_orth == {"LSTM": "optim.lr_orth=null", "MomentumLSTM": "optim.lr_orth=null",
-                       "DTRIV": "optim.lr_orth=0.0003", "MomentumDTRIV": "optim.lr_orth=0.0003",
-                       "ENRNN": "optim.lr_orth=0.0003", "MomentumENRNN": "optim.lr_orth=0.0003"}
+    assert lr_orth == {
+        "LSTM": "optim.lr_orth=null",
+        "MomentumLSTM": "optim.lr_orth=null",
+        "DTRIV": "optim.lr_orth=0.0003",
+        "MomentumDTRIV": "optim.lr_orth=0.0003",
+        "ENRNN": "optim.lr_orth=0.0003",
+        "MomentumENRNN": "optim.lr_orth=0.0003",
+    }
     assert "note:" not in capsys.readouterr().out
     only_lstm = dict(cfg, models=[m for m in cfg["models"] if m["name"] == "LSTM"])  # nothing uses it
     compare_runs(only_lstm, tmp_path / "lstm", job_list=tmp_path / "jobs2.txt")

@@ -15,12 +15,34 @@ COLS = ["epoch", "step", "time_s", "train_loss", "train_acc", "test_loss", "test
 def fabricate(root, label, seed, accs, status="completed", target=0.9):
     d = root / label / f"seed{seed}"
     d.mkdir(parents=True)
-    rows = [{"epoch": float(i + 1), "step": 10 * (i + 1), "time_s": 1.5 * (i + 1), "train_loss": 2.0 - 0.1 * i,
-             "train_acc": a - 0.01, "test_loss": 2.1 - 0.1 * i, "test_acc": a, "lr": 1e-3} for i, a in enumerate(accs)]
+    rows = [
+        {
+            "epoch": float(i + 1),
+            "step": 10 * (i + 1),
+            "time_s": 1.5 * (i + 1),
+            "train_loss": 2.0 - 0.1 * i,
+            "train_acc": a - 0.01,
+            "test_loss": 2.1 - 0.1 * i,
+            "test_acc": a,
+            "lr": 1e-3,
+        }
+        for i, a in enumerate(accs)
+    ]
     (d / "metrics.csv").write_text(metrics_text(rows, COLS))
-    (d / "summary.json").write_text(json.dumps({
-        "status": status, "label": label, "task": "smnist", "seed": seed, "parameters": 1234,
-        "metric": "test_acc", "mode": "max", "target": target}))
+    (d / "summary.json").write_text(
+        json.dumps(
+            {
+                "status": status,
+                "label": label,
+                "task": "smnist",
+                "seed": seed,
+                "parameters": 1234,
+                "metric": "test_acc",
+                "mode": "max",
+                "target": target,
+            }
+        )
+    )
     return d
 
 
@@ -41,9 +63,9 @@ def test_report_tables_and_plot(cli, tmp_path):
         return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
     lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
-    assert pm([0.6, 0.8, 0.4]) in lines["LSTM"]                      # final
-    assert pm([0.95, 0.93, 0.96]) in lines["MomentumLSTM"]           # final
-    assert lines["LSTM"].count(pm([0.6, 0.8, 0.4])) == 2             # best == final here
+    assert pm([0.6, 0.8, 0.4]) in lines["LSTM"]  # final
+    assert pm([0.95, 0.93, 0.96]) in lines["MomentumLSTM"]  # final
+    assert lines["LSTM"].count(pm([0.6, 0.8, 0.4])) == 2  # best == final here
     assert pm([0.95, 0.93, 0.96]) in lines["MomentumLSTM"] and pm([0.95, 0.93, 0.96]) != pm([0.92, 0.91, 0.96])
     assert "not reached" in lines["LSTM"]
     # target 0.9: MomentumLSTM seeds reach it at epochs 2, 2 and 3
@@ -64,8 +86,9 @@ def test_report_target_override_partial_and_unfinished(cli, tmp_path):
     fabricate(root, "LSTM", 0, [0.2, 0.55])
     fabricate(root, "LSTM", 1, [0.3, 0.4], status="interrupted")
     out_dir = tmp_path / "rep"
-    code, out, err = cli(["report", root / "LSTM" / "seed0", root / "LSTM" / "seed1", "--target", "0.5",
-                          "--out", out_dir, "--x", "step"])
+    code, _out, err = cli(
+        ["report", root / "LSTM" / "seed0", root / "LSTM" / "seed1", "--target", "0.5", "--out", out_dir, "--x", "step"]
+    )
     assert code == 0, err
     line = next(x for x in (out_dir / "report.md").read_text().splitlines() if x.startswith("| LSTM"))
     assert "2 (1 unfinished)" in line and "2.00 (1/2 runs)" in line

@@ -13,22 +13,48 @@ import time
 
 import pytest
 import torch
-
 from toolkit_helpers import SRC, ckpt_step, cli_env, metric_rows, run_signalled, same_weights
 
 # 20 steps per epoch, 3 epochs, a checkpoint every 3 steps, dropout (so the RNG state matters)
 ARGS = [
-    "train", "--task", "adding", "--set", "task.seq_len=60", "--set", "task.train_size=320",
-    "--set", "task.test_size=40", "--model", "MomentumLSTM", "--hidden-size", "12", "--set", "model.num_layers=2",
-    "--set", "model.dropout=0.25", "--batch-size", "16", "--epochs", "3", "--evals-per-epoch", "2",
-    "--checkpoint-every", "3", "--no-progress",
+    "train",
+    "--task",
+    "adding",
+    "--set",
+    "task.seq_len=60",
+    "--set",
+    "task.train_size=320",
+    "--set",
+    "task.test_size=40",
+    "--model",
+    "MomentumLSTM",
+    "--hidden-size",
+    "12",
+    "--set",
+    "model.num_layers=2",
+    "--set",
+    "model.dropout=0.25",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "3",
+    "--evals-per-epoch",
+    "2",
+    "--checkpoint-every",
+    "3",
+    "--no-progress",
 ]
 
 
 def _kill_after_checkpoint(out, min_step: int) -> int:
     """Start the run in a subprocess and SIGKILL it once last.ckpt has reached ``min_step``."""
-    proc = subprocess.Popen([sys.executable, "-m", "momentumrnn", *ARGS, "--out", str(out)], env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(SRC))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "momentumrnn", *ARGS, "--out", str(out)],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=str(SRC),
+    )
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     step = -1
@@ -78,7 +104,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(cli, tmp_path):
 def test_stop_at_max_steps_mid_epoch_then_resume_matches_an_uninterrupted_run(cli, tmp_path):
     """Lightning marks the epoch cut by max_steps as done; the resume must still train its rest."""
     i = ARGS.index("--checkpoint-every")
-    args = ARGS[:i] + ARGS[i + 2:]  # checkpoints at the evaluations only
+    args = ARGS[:i] + ARGS[i + 2 :]  # checkpoints at the evaluations only
     full = tmp_path / "full"
     assert cli([*args, "--out", full])[0] == 0
     part = tmp_path / "part"
@@ -99,9 +125,28 @@ def test_stop_at_max_steps_mid_epoch_then_resume_matches_an_uninterrupted_run(cl
 
 def test_resume_of_a_finished_run_changes_nothing(cli, tmp_path):
     out = tmp_path / "done"
-    args = ["train", "--task", "adding", "--set", "task.seq_len=8", "--set", "task.train_size=32",
-            "--set", "task.test_size=8", "--model", "LSTM", "--hidden-size", "4", "--batch-size", "16",
-            "--epochs", "2", "--no-progress", "--out", out]
+    args = [
+        "train",
+        "--task",
+        "adding",
+        "--set",
+        "task.seq_len=8",
+        "--set",
+        "task.train_size=32",
+        "--set",
+        "task.test_size=8",
+        "--model",
+        "LSTM",
+        "--hidden-size",
+        "4",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--out",
+        out,
+    ]
     assert cli(args)[0] == 0
     before = metric_rows(out)
     ckpt = (out / "checkpoints" / "last.ckpt").read_bytes()
@@ -156,9 +201,28 @@ def test_checkpoint_loading_refuses_pickled_objects(tmp_path):
 
 # --- a plateau: 3 steps per epoch, evaluations at steps 3, 6, 9, 12; the test accuracy stays at its
 # epoch-1 value (20 test digits), so best.ckpt stays at step 3 while training goes on
-PLATEAU = ["train", "--task", "smnist", "--set", "task.train_size=48", "--set", "task.test_size=20",
-           "--model", "MomentumLSTM", "--hidden-size", "6", "--set", "model.num_layers=2",
-           "--set", "model.dropout=0.25", "--batch-size", "16", "--epochs", "4", "--no-progress"]
+PLATEAU = [
+    "train",
+    "--task",
+    "smnist",
+    "--set",
+    "task.train_size=48",
+    "--set",
+    "task.test_size=20",
+    "--model",
+    "MomentumLSTM",
+    "--hidden-size",
+    "6",
+    "--set",
+    "model.num_layers=2",
+    "--set",
+    "model.dropout=0.25",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "4",
+    "--no-progress",
+]
 _FULL: dict = {}
 
 
@@ -206,12 +270,16 @@ def _signal_at(monkeypatch, step: int, signum: int) -> None:
     monkeypatch.setattr(RunModule, "training_step", training_step)
 
 
-@pytest.mark.parametrize("at, signum, step", [
-    (10, signal.SIGTERM, 11),  # the step is saved when it ends
-    (8, signal.SIGINT, 9),  # step 9 is followed by an evaluation: saved once that has run
-])
+@pytest.mark.parametrize(
+    "at, signum, step",
+    [
+        (10, signal.SIGTERM, 11),  # the step is saved when it ends
+        (8, signal.SIGINT, 9),  # step 9 is followed by an evaluation: saved once that has run
+    ],
+)
 def test_a_signal_saves_the_current_step_exits_128_plus_signal_and_resumes_exactly(
-        cli, tmp_path, tmp_path_factory, at, signum, step):
+    cli, tmp_path, tmp_path_factory, at, signum, step
+):
     run = tmp_path / "run"
     with pytest.MonkeyPatch.context() as mp:
         _signal_at(mp, at, signum)
@@ -219,8 +287,11 @@ def test_a_signal_saves_the_current_step_exits_128_plus_signal_and_resumes_exact
     resume = f"momentumrnn train --resume --out {run}"
     assert code == 128 + signum, err
     assert [ln for ln in err.splitlines() if ln.strip()] == [
-        f"interrupted: {signal.Signals(signum).name} at step {step}: saved {run / 'checkpoints' / 'last.ckpt'}; "
-        f"continue with: {resume}"]
+        (
+            f"interrupted: {signal.Signals(signum).name} at step {step}: saved {run / 'checkpoints' / 'last.ckpt'}; "
+            f"continue with: {resume}"
+        )
+    ]
     assert ckpt_step(run / "checkpoints" / "last.ckpt") == step
     assert [x["step"] for x in metric_rows(run)] == [s for s in (3, 6, 9) if s <= step]
     code, out, err = cli(shlex.split(resume)[1:])  # the command of that line, as it is
@@ -229,15 +300,20 @@ def test_a_signal_saves_the_current_step_exits_128_plus_signal_and_resumes_exact
     _assert_equals_full(run, _plateau_full(cli, tmp_path_factory))
 
 
-def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_resumes(cli, tmp_path, tmp_path_factory,
-                                                                        monkeypatch):
+def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_resumes(cli, tmp_path, tmp_path_factory, monkeypatch):
     bin_dir, log = tmp_path / "bin", tmp_path / "scontrol.log"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    for k, v in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "table1", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
-                 "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+    for k, v in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "table1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }.items():
         monkeypatch.setenv(k, v)
     run = tmp_path / "run"
     with pytest.MonkeyPatch.context() as mp:
@@ -245,8 +321,11 @@ def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_resumes(cli, tm
         code, _, err = cli([*PLATEAU, "--out", run])
     assert code == 128 + signal.SIGUSR1, err
     assert [ln for ln in err.splitlines() if ln.strip()] == [
-        f"interrupted: SIGUSR1 at step 5: saved {run / 'checkpoints' / 'last.ckpt'}; SLURM job 4242 requeued: it "
-        f"resumes by itself (or continue with: momentumrnn train --resume --out {run})"]
+        (
+            f"interrupted: SIGUSR1 at step 5: saved {run / 'checkpoints' / 'last.ckpt'}; SLURM job 4242 requeued: it "
+            f"resumes by itself (or continue with: momentumrnn train --resume --out {run})"
+        )
+    ]
     assert log.read_text().split() == ["requeue", "4242"]
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the requeued job runs the same command again
     code, out, err = cli([*PLATEAU, "--out", run])
@@ -271,10 +350,34 @@ def test_every_time_triggered_checkpoint_resumes_exactly(cli, tmp_path, monkeypa
 
     monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", keep)
     # 5 steps per epoch, evaluations after steps 2 and 4 of each epoch (none at the epoch's end)
-    args = ["train", "--task", "adding", "--set", "task.seq_len=8", "--set", "task.train_size=80",
-            "--set", "task.test_size=16", "--model", "MomentumLSTM", "--hidden-size", "6", "--set",
-            "model.num_layers=2", "--set", "model.dropout=0.25", "--batch-size", "16", "--epochs", "2",
-            "--evals-per-epoch", "2", "--checkpoint-minutes", "1e-9", "--no-progress"]
+    args = [
+        "train",
+        "--task",
+        "adding",
+        "--set",
+        "task.seq_len=8",
+        "--set",
+        "task.train_size=80",
+        "--set",
+        "task.test_size=16",
+        "--model",
+        "MomentumLSTM",
+        "--hidden-size",
+        "6",
+        "--set",
+        "model.num_layers=2",
+        "--set",
+        "model.dropout=0.25",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--evals-per-epoch",
+        "2",
+        "--checkpoint-minutes",
+        "1e-9",
+        "--no-progress",
+    ]
     full = tmp_path / "full"
     assert cli([*args, "--out", full])[0] == 0
     monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", real)
@@ -287,7 +390,7 @@ def test_every_time_triggered_checkpoint_resumes_exactly(cli, tmp_path, monkeypa
         run = tmp_path / p.stem
         shutil.copytree(full, run)  # the run as a kill right after this save would leave it
         shutil.copy(p, run / "checkpoints" / "last.ckpt")
-        code, out, err = cli([*args, "--out", run, "--resume"])
+        code, _out, err = cli([*args, "--out", run, "--resume"])
         assert code == 0, err
         assert metric_rows(run) == metric_rows(full), p.name
         assert same_weights(run / "checkpoints" / "last.ckpt", full / "checkpoints" / "last.ckpt"), p.name

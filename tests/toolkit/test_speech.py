@@ -10,19 +10,29 @@ import struct
 import numpy as np
 import pytest
 import torch
+from toolkit_helpers import metric_rows
 
-from momentumrnn.toolkit.audio import (BINS, HOP, N_FFT, frame_count, hann, log_magnitude, parse_riff,
-                                       parse_sphere, preprocess, read_audio, resample, stft)
+from momentumrnn.toolkit.audio import (
+    BINS,
+    HOP,
+    N_FFT,
+    frame_count,
+    hann,
+    log_magnitude,
+    parse_riff,
+    parse_sphere,
+    preprocess,
+    read_audio,
+    resample,
+    stft,
+)
 from momentumrnn.toolkit.config import load_recipe, resolve
 from momentumrnn.toolkit.errors import ToolkitError
 from momentumrnn.toolkit.models import build_model
-from momentumrnn.toolkit.tasks import timit_data, timit_fixture
+from momentumrnn.toolkit.tasks import build_task, timit_data, timit_fixture
 from momentumrnn.toolkit.tasks.timit import masked_mse
 from momentumrnn.toolkit.tasks.timit_data import FrameStore, scan_timit
 from momentumrnn.toolkit.tasks.timit_fixture import make_fixture, riff_bytes, sphere_bytes
-from momentumrnn.toolkit.tasks import build_task
-
-from toolkit_helpers import metric_rows
 
 TRAIN_SPK, UTT = 3, 2
 
@@ -31,8 +41,10 @@ TRAIN_SPK, UTT = 3, 2
 def corpus(tmp_path_factory):
     """A small synthetic TIMIT written by the command-line helper (LDC layout + the authors' tensors)."""
     root = tmp_path_factory.mktemp("fixture")
-    assert timit_fixture.main(["make-fixture", str(root), "--train-speakers", str(TRAIN_SPK),
-                        "--utterances", str(UTT)]) == 0
+    assert (
+        timit_fixture.main(["make-fixture", str(root), "--train-speakers", str(TRAIN_SPK), "--utterances", str(UTT)])
+        == 0
+    )
     return root
 
 
@@ -44,13 +56,14 @@ def timit(corpus, tmp_path, **opts):
 # ---------------------------------------------------------------------------------------------
 # signal processing
 
+
 def test_stft_matches_a_direct_dft_and_the_log_magnitude_is_db():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(900)
     spec = stft(x)
     assert spec.shape == (frame_count(900), BINS) == (7, 129)
     m = 3
-    seg = x[m * HOP: m * HOP + N_FFT] * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT))
+    seg = x[m * HOP : m * HOP + N_FFT] * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT))
     n = np.arange(N_FFT)
     direct = np.array([np.sum(seg * np.exp(-2j * np.pi * k * n / N_FFT)) for k in range(BINS)])
     np.testing.assert_allclose(spec[m], direct, rtol=1e-10, atol=1e-9)
@@ -86,7 +99,7 @@ def test_resampling_keeps_a_low_tone_and_removes_one_above_4_khz():
     for f in (4100, 5000, 6000, 7500):
         high = resample(np.sin(2 * np.pi * f * t), 16000, 8000)
         assert rms(high) < 1e-3 * math.sqrt(0.5), f  # below -60 dB: nothing folds back under 4 kHz
-    t12 = np.arange(12000) / 12000                                       # a rational ratio: up 2, down 3
+    t12 = np.arange(12000) / 12000  # a rational ratio: up 2, down 3
     assert rms(resample(np.sin(2 * np.pi * 1000 * t12), 12000, 8000)) == pytest.approx(math.sqrt(0.5), rel=1e-3)
     assert rms(resample(np.sin(2 * np.pi * 5000 * t12), 12000, 8000)) < 1e-3
     assert resample(np.ones(5), 8000, 8000).tolist() == [1.0] * 5
@@ -97,17 +110,21 @@ def test_preprocess_puts_a_tone_in_its_bin():
     t = np.arange(16000) / 16000
     frames = preprocess(0.5 * np.sin(2 * np.pi * 1000 * t), 16000)
     assert frames.shape == (62, BINS) and frames.dtype == np.float32
-    assert (frames[5:-5].argmax(1) == 32).all()          # 1000 Hz / (8000 Hz / 256) = bin 32
+    assert (frames[5:-5].argmax(1) == 32).all()  # 1000 Hz / (8000 Hz / 256) = bin 32
     assert frames[5:-5, 32].min() > 25 and frames[5:-5, 100].max() < -20
 
 
 # ---------------------------------------------------------------------------------------------
 # audio files
 
+
 def test_sphere_and_riff_files_are_read_exactly(tmp_path):
     pcm = (np.arange(-300, 300) * 50).astype(np.int16)
-    for name, data in (("le.WAV", sphere_bytes(pcm, 16000)), ("be.WAV", sphere_bytes(pcm, 16000, byte_order="10")),
-                       ("riff.WAV", riff_bytes(pcm, 16000))):
+    for name, data in (
+        ("le.WAV", sphere_bytes(pcm, 16000)),
+        ("be.WAV", sphere_bytes(pcm, 16000, byte_order="10")),
+        ("riff.WAV", riff_bytes(pcm, 16000)),
+    ):
         (tmp_path / name).write_bytes(data)
         x, rate = read_audio(tmp_path / name)
         assert rate == 16000
@@ -129,15 +146,17 @@ def test_bad_audio_files_name_the_file_and_the_fix(tmp_path):
     cases = {
         "trunc_header.WAV": (good[:500], "truncated SPHERE header"),
         "no_end.WAV": (good[:1024].replace(b"end_head", b"xxx_xxxx") + good[1024:], "no end_head"),
-        "trunc_data.WAV": (good[:1024 + 300], "is truncated"),
+        "trunc_data.WAV": (good[: 1024 + 300], "is truncated"),
         "bytes1.WAV": (_sphere(pcm, {**base, "sample_n_bytes": "-i 1"}), "only 16-bit PCM"),
         "ulaw.WAV": (_sphere(pcm, {**base, "sample_coding": "-s4 ulaw"}), "'ulaw' is not supported"),
         "shorten.WAV": (_sphere(pcm, {**base, "sample_coding": "-s26 pcm,embedded-shorten-v2.00"}), "sph2pipe"),
         "norate.WAV": (_sphere(pcm, {"sample_count": "-i 400"}), "no valid sample_rate"),
         "order.WAV": (_sphere(pcm, {**base, "sample_byte_format": "-s4 1032"}), "sample_byte_format"),
         "riff8.WAV": (riff_bytes(pcm, 16000).replace(struct.pack("<HH", 2, 16), struct.pack("<HH", 1, 8)), "8-bit"),
-        "rifffloat.WAV": (riff_bytes(pcm, 16000).replace(struct.pack("<HHI", 1, 1, 16000),
-                                                         struct.pack("<HHI", 3, 1, 16000)), "floating-point"),
+        "rifffloat.WAV": (
+            riff_bytes(pcm, 16000).replace(struct.pack("<HHI", 1, 1, 16000), struct.pack("<HHI", 3, 1, 16000)),
+            "floating-point",
+        ),
         "rifftrunc.WAV": (riff_bytes(pcm, 16000)[:200], "truncated"),
         "text.WAV": (b"hello, this is not audio at all", "neither a NIST SPHERE nor a RIFF WAV"),
         "empty.WAV": (b"", "empty or truncated"),
@@ -159,28 +178,29 @@ def test_bad_audio_files_name_the_file_and_the_fix(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # corpus layout and splits
 
+
 def test_the_ldc_layout_is_split_like_the_authors(corpus):
     utts = scan_timit(corpus / "timit")
     assert {k: len(v) for k, v in utts.items()} == {"train": TRAIN_SPK * UTT, "val": 2 * UTT, "test": 2 * UTT}
-    assert not any(u.name.startswith("SA") for v in utts.values() for u in v)          # SA sentences excluded
-    assert {u.speaker for u in utts["val"]} <= timit_data.CORE_TEST_SPEAKERS                 # core test (192 in TIMIT)
-    assert {u.speaker for u in utts["test"]} <= timit_data.DEV_SPEAKERS                      # development set (400)
+    assert not any(u.name.startswith("SA") for v in utts.values() for u in v)  # SA sentences excluded
+    assert {u.speaker for u in utts["val"]} <= timit_data.CORE_TEST_SPEAKERS  # core test (192 in TIMIT)
+    assert {u.speaker for u in utts["test"]} <= timit_data.DEV_SPEAKERS  # development set (400)
     assert len(timit_data.DEV_SPEAKERS) == 50 and len(timit_data.CORE_TEST_SPEAKERS) == 24
     names = [u.path.name for u in utts["train"]]
-    assert len(names) == len({(u.speaker, u.name) for u in utts["train"]})              # .WAV.wav copy counted once
+    assert len(names) == len({(u.speaker, u.name) for u in utts["train"]})  # .WAV.wav copy counted once
     filtered = scan_timit(corpus / "timit", authors_train_filter=True)
-    assert len(filtered["train"]) == (TRAIN_SPK - 1) * UTT                                # FSAH0 dropped, as theirs
-    assert scan_timit(corpus)["train"] == utts["train"]                                   # the parent folder works too
+    assert len(filtered["train"]) == (TRAIN_SPK - 1) * UTT  # FSAH0 dropped, as theirs
+    assert scan_timit(corpus)["train"] == utts["train"]  # the parent folder works too
 
 
 def test_bad_data_dirs_are_explained(corpus, tmp_path):
-    with pytest.raises(ToolkitError, match="not a directory.*make-fixture"):
+    with pytest.raises(ToolkitError, match=r"not a directory.*make-fixture"):
         timit(tmp_path / "nowhere", tmp_path).load()
-    with pytest.raises(ToolkitError, match="licensed.*fixture"):
+    with pytest.raises(ToolkitError, match=r"licensed.*fixture"):
         build_task({"name": "timit"}).load()
     (tmp_path / "empty" / "TRAIN").mkdir(parents=True)
     (tmp_path / "empty" / "TEST").mkdir()
-    with pytest.raises(ToolkitError, match="no .WAV files"):
+    with pytest.raises(ToolkitError, match=r"no .WAV files"):
         build_task({"name": "timit", "data_dir": str(tmp_path / "empty")}).load()
     (tmp_path / "other").mkdir()
     with pytest.raises(ToolkitError, match="neither TIMIT's TRAIN/ and TEST/"):
@@ -190,7 +210,7 @@ def test_bad_data_dirs_are_explained(corpus, tmp_path):
     pcm = np.zeros(4000, dtype=np.int16)
     (tmp_path / "notest" / "TRAIN" / "DR1" / "FCJF0" / "SX1.WAV").write_bytes(sphere_bytes(pcm, 16000))
     (tmp_path / "notest" / "TEST" / "DR1" / "MZZZ0" / "SX2.WAV").write_bytes(sphere_bytes(pcm, 16000))
-    with pytest.raises(ToolkitError, match="val split is empty.*core-test"):
+    with pytest.raises(ToolkitError, match=r"val split is empty.*core-test"):
         build_task({"name": "timit", "data_dir": str(tmp_path / "notest")}).load()
     with pytest.raises(ToolkitError, match="pairing=stored applies to the authors"):
         timit(corpus, tmp_path, pairing="stored").load()
@@ -210,6 +230,7 @@ def test_a_broken_file_in_the_corpus_names_the_file(corpus, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the authors' preprocessed tensors
 
+
 def test_the_authors_tensor_files_hold_the_same_frames(corpus, tmp_path):
     raw = timit(corpus, tmp_path, normalize=False)
     tr_raw, te_raw = raw.load()
@@ -225,9 +246,9 @@ def test_the_authors_tensor_files_hold_the_same_frames(corpus, tmp_path):
     xb, yb = s_tr.x[rows], s_tr.y[rows]
     nb = tr.x[rows]
     L = int(tr.x.lengths[0])
-    torch.testing.assert_close(st.inputs(xb)[0, : L - 1], nb[0, 1:L, :BINS])        # x[t] = frame t+1
+    torch.testing.assert_close(st.inputs(xb)[0, : L - 1], nb[0, 1:L, :BINS])  # x[t] = frame t+1
     torch.testing.assert_close(st.targets(xb, yb)[0, :L, :BINS], nb[0, :L, :BINS])  # y[t] = frame t
-    assert st.targets(xb, yb)[..., -1].gt(0).sum() == s_tr.x.lengths.sum()          # every stored frame counts
+    assert st.targets(xb, yb)[..., -1].gt(0).sum() == s_tr.x.lengths.sum()  # every stored frame counts
     assert ten.targets(nb, tr.y[rows])[..., -1].gt(0).sum() == (tr.x.lengths - 1).sum()  # next frame: L - 1 pairs
 
 
@@ -243,14 +264,14 @@ def test_the_npy_layout_and_corrupt_tensor_files(corpus, tmp_path):
     b, _ = build_task({"name": "timit", "data_dir": str(corpus / "tensors")}).load()
     torch.testing.assert_close(a.x.data, b.x.data)
     (d / "lens_eval.npy").write_bytes(b"garbage")
-    with pytest.raises(ToolkitError, match="lens_eval.npy is corrupt.*re-create"):
+    with pytest.raises(ToolkitError, match=r"lens_eval.npy is corrupt.*re-create"):
         build_task({"name": "timit", "data_dir": str(d), "eval_split": "val"}).load()
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in timit_data.TENSOR_FILES.values():
         (bad / name).write_bytes((corpus / "tensors" / name).read_bytes())
     (bad / "training.pt").write_bytes(b"\x00 not a torch file")
-    with pytest.raises(ToolkitError, match="training.pt is corrupt.*re-create"):
+    with pytest.raises(ToolkitError, match=r"training.pt is corrupt.*re-create"):
         build_task({"name": "timit", "data_dir": str(bad)}).load()
     x, y, lens = torch.load(corpus / "tensors" / "test.pt", weights_only=True)
     torch.save((x[..., :100], y[..., :100], lens), bad / "training.pt")
@@ -264,12 +285,13 @@ def test_the_npy_layout_and_corrupt_tensor_files(corpus, tmp_path):
         build_task({"name": "timit", "data_dir": str(bad)}).load()
     (bad / "training.pt").write_bytes((corpus / "tensors" / "training.pt").read_bytes())
     (bad / "val.pt").unlink()
-    with pytest.raises(ToolkitError, match="val.pt not found"):
+    with pytest.raises(ToolkitError, match=r"val.pt not found"):
         build_task({"name": "timit", "data_dir": str(bad), "eval_split": "val"}).load()
 
 
 # ---------------------------------------------------------------------------------------------
 # cache and normalisation
+
 
 def test_preprocessing_is_cached_and_rebuilt_when_stale_or_corrupt(corpus, tmp_path, monkeypatch):
     first, _ = timit(corpus, tmp_path).load()
@@ -280,7 +302,7 @@ def test_preprocessing_is_cached_and_rebuilt_when_stale_or_corrupt(corpus, tmp_p
         raise AssertionError("preprocessed again")
 
     monkeypatch.setattr(timit_data, "preprocess", boom)
-    again, _ = timit(corpus, tmp_path).load()                         # from the cache
+    again, _ = timit(corpus, tmp_path).load()  # from the cache
     torch.testing.assert_close(again.x.data, first.x.data)
     monkeypatch.undo()
     files[0].write_bytes(b"corrupt")
@@ -303,9 +325,10 @@ def test_normalisation_uses_training_statistics(corpus, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the masked loss
 
+
 def test_padding_never_counts_and_the_test_mse_is_the_frame_mean(corpus, tmp_path):
     task = timit(corpus, tmp_path, eval_split="val")
-    tr, te = task.load()
+    _tr, te = task.load()
     torch.manual_seed(0)
     model = build_model({"name": "MomentumLSTM", "hidden_size": 8, "mu": 0.3, "epsilon": 0.1}, task).eval()
     rows = torch.arange(len(te))
@@ -316,7 +339,7 @@ def test_padding_never_counts_and_the_test_mse_is_the_frame_mean(corpus, tmp_pat
         garbage = x.clone()
         pad = garbage[..., -1] == 0
         assert pad.any()
-        garbage[..., :-1][pad] = torch.randn(int(pad.sum()), BINS) * 1e3      # padded values: anything
+        garbage[..., :-1][pad] = torch.randn(int(pad.sum()), BINS) * 1e3  # padded values: anything
         garbage[..., 5][pad] = float("nan")
         loss2 = task.per_sample_loss(model(task.inputs(garbage)), task.targets(garbage, y))
         assert torch.equal(loss, loss2)
@@ -338,7 +361,7 @@ def test_variable_lengths_batch_composition_does_not_matter(corpus, tmp_path):
     with torch.no_grad():
         alone = tr.x[[short]]
         both = tr.x[[short, long]]
-        assert alone.shape[1] == lengths[short] and both.shape[1] == lengths[long]   # padded to the batch's longest
+        assert alone.shape[1] == lengths[short] and both.shape[1] == lengths[long]  # padded to the batch's longest
         la = task.per_sample_loss(model(task.inputs(alone)), task.targets(alone, tr.y[[short]]))
         lb = task.per_sample_loss(model(task.inputs(both)), task.targets(both, tr.y[[short, long]]))
     torch.testing.assert_close(la[0], lb[0])
@@ -360,20 +383,59 @@ def test_frame_store_indexing():
 # ---------------------------------------------------------------------------------------------
 # training through the toolkit, recipes, the fixture option
 
+
 def test_a_tiny_training_run(cli, corpus, tmp_path):
     out = tmp_path / "run"
-    code, _, err = cli(["train", "--task", "timit", "--set", f"task.data_dir={corpus / 'tensors'}",
-                        "--model", "MomentumLSTM", "--set", "model.mu=0.3", "--set", "model.epsilon=0.1",
-                        "--hidden-size", "8", "--batch-size", "4", "--epochs", "2", "--optimizer", "adam",
-                        "--lr", "3e-3", "--no-progress", "--out", out])
+    code, _, err = cli(
+        [
+            "train",
+            "--task",
+            "timit",
+            "--set",
+            f"task.data_dir={corpus / 'tensors'}",
+            "--model",
+            "MomentumLSTM",
+            "--set",
+            "model.mu=0.3",
+            "--set",
+            "model.epsilon=0.1",
+            "--hidden-size",
+            "8",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "2",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "3e-3",
+            "--no-progress",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
     rows = metric_rows(out)
     assert len(rows) == 2 and set(rows[0]) == {"epoch", "step", "train_loss", "test_loss", "lr"}
     assert all(math.isfinite(r["test_loss"]) for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metric"] == "test_loss" and summary["status"] == "completed"
-    code, _, err = cli(["train", "--task", "timit", "--set", f"task.data_dir={corpus / 'tensors'}", "--model", "LSTM",
-                        "--set", "model.bidirectional=true", "--no-progress", "--out", tmp_path / "bi"])
+    code, _, err = cli(
+        [
+            "train",
+            "--task",
+            "timit",
+            "--set",
+            f"task.data_dir={corpus / 'tensors'}",
+            "--model",
+            "LSTM",
+            "--set",
+            "model.bidirectional=true",
+            "--no-progress",
+            "--out",
+            tmp_path / "bi",
+        ]
+    )
     assert code == 2 and "bidirectional" in err and not (tmp_path / "bi").exists()
 
 
@@ -389,9 +451,10 @@ def test_the_timit_recipes(corpus, tmp_path, monkeypatch):
     H = 158
     for name in ("bias_ih_l0", "bias_hh_l0"):
         b = getattr(layer, name).detach()
-        assert (b[H:2 * H] == -4.0).all() and (b[:H] == 0).all()          # the authors' init: forget biases -4
-    small = resolve(load_recipe("timit-small"), [("task.data_dir", str(corpus / "timit")),
-                                                 ("task.cache_dir", str(tmp_path / "c"))])
+        assert (b[H : 2 * H] == -4.0).all() and (b[:H] == 0).all()  # the authors' init: forget biases -4
+    small = resolve(
+        load_recipe("timit-small"), [("task.data_dir", str(corpus / "timit")), ("task.cache_dir", str(tmp_path / "c"))]
+    )
     tr, te = build_task(small["task"]).load()
     assert len(tr) == TRAIN_SPK * UTT and len(te) == 2 * UTT
     # task.fixture: the synthetic corpus, generated once into the cache (smaller here)

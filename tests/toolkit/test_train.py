@@ -8,17 +8,38 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from toolkit_helpers import TINY_ADDING, TINY_SMNIST, metric_rows, run_subprocess
 
 
 def test_train_writes_a_complete_run_directory(cli, tmp_path):
     out = tmp_path / "run"
-    code, stdout, err = cli(["train", *TINY_SMNIST, "--model", "MomentumLSTM", "--set", "model.mu=0.3",
-                             "--lr", "2e-3", "--batch-size", "12", "--evals-per-epoch", "2", "--out", out])
+    code, stdout, err = cli(
+        [
+            "train",
+            *TINY_SMNIST,
+            "--model",
+            "MomentumLSTM",
+            "--set",
+            "model.mu=0.3",
+            "--lr",
+            "2e-3",
+            "--batch-size",
+            "12",
+            "--evals-per-epoch",
+            "2",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
-    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoints/last.ckpt",
-                 "checkpoints/best.ckpt"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "curves.png",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -56,8 +77,16 @@ def test_checkpoints_are_weights_only_and_hold_the_run_state(cli, tmp_path):
 
 
 def test_same_seed_same_metrics_other_seed_differs(cli, tmp_path):
-    args = ["train", *TINY_ADDING, "--model", "MomentumLSTM", "--set", "model.num_layers=2",
-            "--set", "model.dropout=0.2"]
+    args = [
+        "train",
+        *TINY_ADDING,
+        "--model",
+        "MomentumLSTM",
+        "--set",
+        "model.num_layers=2",
+        "--set",
+        "model.dropout=0.2",
+    ]
     assert cli([*args, "--out", tmp_path / "a"])[0] == 0
     assert cli([*args, "--out", tmp_path / "b"])[0] == 0
     assert cli([*args, "--seed", "1", "--out", tmp_path / "c"])[0] == 0
@@ -68,19 +97,52 @@ def test_same_seed_same_metrics_other_seed_differs(cli, tmp_path):
 
 def test_every_model_family_and_optimizer_trains(cli, tmp_path):
     cases = [
-        ("AdamLSTM", "adam"), ("SRLSTM", "sgd"), ("gru/heavy_ball", "rmsprop"), ("MomentumRNN", "sgd_asgd"),
+        ("AdamLSTM", "adam"),
+        ("SRLSTM", "sgd"),
+        ("gru/heavy_ball", "rmsprop"),
+        ("MomentumRNN", "sgd_asgd"),
     ]
     for i, (model, optim) in enumerate(cases):
-        code, _, err = cli(["train", *TINY_ADDING, "--model", model, "--optimizer", optim, "--epochs", "1",
-                            "--out", tmp_path / f"r{i}"])
+        code, _, err = cli(
+            [
+                "train",
+                *TINY_ADDING,
+                "--model",
+                model,
+                "--optimizer",
+                optim,
+                "--epochs",
+                "1",
+                "--out",
+                tmp_path / f"r{i}",
+            ]
+        )
         assert code == 0, (model, optim, err)
         assert metric_rows(tmp_path / f"r{i}")
 
 
 def test_sgd_asgd_switches_and_resumes_with_asgd(cli, tmp_path):
     out = tmp_path / "lm"
-    args = ["train", *TINY_ADDING, "--model", "LSTM", "--optimizer", "sgd_asgd", "--set", "optim.asgd_nonmono=1",
-            "--lr", "50", "--clip", "0.25", "--evals-per-epoch", "4", "--epochs", "3", "--out", out]
+    args = [
+        "train",
+        *TINY_ADDING,
+        "--model",
+        "LSTM",
+        "--optimizer",
+        "sgd_asgd",
+        "--set",
+        "optim.asgd_nonmono=1",
+        "--lr",
+        "50",
+        "--clip",
+        "0.25",
+        "--evals-per-epoch",
+        "4",
+        "--epochs",
+        "3",
+        "--out",
+        out,
+    ]
     assert cli(args)[0] == 0
     summary = json.loads((out / "summary.json").read_text())
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
@@ -90,11 +152,14 @@ def test_sgd_asgd_switches_and_resumes_with_asgd(cli, tmp_path):
         assert "ax" in next(iter(ckpt["optimizer_states"][0]["state"].values()))
 
 
-@pytest.mark.skipif(not __import__("momentumrnn.toolkit.capability", fromlist=["x"]).bf16_native_ok("lstm")[0],
-                    reason="this CPU's oneDNN has no bf16 LSTM primitive (the refusal is tested in test_edges.py)")
+@pytest.mark.skipif(
+    not __import__("momentumrnn.toolkit.capability", fromlist=["x"]).bf16_native_ok("lstm")[0],
+    reason="this CPU's oneDNN has no bf16 LSTM primitive (the refusal is tested in test_edges.py)",
+)
 def test_bf16_precision_runs(cli, tmp_path):
-    code, _, err = cli(["train", *TINY_ADDING, "--model", "LSTM", "--precision", "bf16", "--epochs", "1",
-                        "--out", tmp_path / "bf"])
+    code, _, err = cli(
+        ["train", *TINY_ADDING, "--model", "LSTM", "--precision", "bf16", "--epochs", "1", "--out", tmp_path / "bf"]
+    )
     assert code == 0, err
     cfg = yaml.safe_load((tmp_path / "bf" / "config.yaml").read_text())
     assert cfg["train"]["precision"] == "bf16"
@@ -108,8 +173,23 @@ def test_max_steps_evaluates_the_final_weights(cli, tmp_path):
 
 def test_limit_batches(cli, tmp_path):
     out = tmp_path / "lim"
-    assert cli(["train", *TINY_ADDING, "--model", "LSTM", "--limit-train-batches", "2",
-                "--limit-eval-batches", "1", "--out", out])[0] == 0
+    assert (
+        cli(
+            [
+                "train",
+                *TINY_ADDING,
+                "--model",
+                "LSTM",
+                "--limit-train-batches",
+                "2",
+                "--limit-eval-batches",
+                "1",
+                "--out",
+                out,
+            ]
+        )[0]
+        == 0
+    )
     assert [r["step"] for r in metric_rows(out)] == [2, 4]
 
 
@@ -144,8 +224,26 @@ def test_idx_directory_loader(cli, tmp_path):
     write("t10k-images-idx3-ubyte", rng.integers(0, 256, (12, 28, 28)))
     write("t10k-labels-idx1-ubyte", rng.integers(0, 10, 12))
     out = tmp_path / "run"
-    code, text, err = cli(["train", "--task", "smnist", "--set", f"task.data_dir={d}", "--model", "LSTM",
-                           "--hidden-size", "4", "--batch-size", "20", "--epochs", "1", "--no-progress", "--out", out])
+    code, text, err = cli(
+        [
+            "train",
+            "--task",
+            "smnist",
+            "--set",
+            f"task.data_dir={d}",
+            "--model",
+            "LSTM",
+            "--hidden-size",
+            "4",
+            "--batch-size",
+            "20",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
     assert "40 train / 12 test" in text
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
@@ -165,8 +263,18 @@ def test_orthogonal_hosts_get_lr_orth_and_the_step_hook(cli, tmp_path, monkeypat
     from momentumrnn.toolkit.tasks import build_task
 
     model = build_model({"name": "MomentumDTRIV", "hidden_size": 6, "K": 2}, build_task({"name": "adding"}))
-    opt = make_optimizer({"name": "rmsprop", "lr": 1e-3, "lr_orth": 1e-4, "alpha": 0.9, "eps": 1e-8,
-                          "momentum": 0.0, "weight_decay": 0.0}, model)
+    opt = make_optimizer(
+        {
+            "name": "rmsprop",
+            "lr": 1e-3,
+            "lr_orth": 1e-4,
+            "alpha": 0.9,
+            "eps": 1e-8,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+        },
+        model,
+    )
     groups = {g["group"]: g for g in opt.param_groups}
     orth, other = orthogonal.split_parameters(model)
     assert groups["orthogonal"]["lr"] == 1e-4 and len(groups["orthogonal"]["params"]) == len(orth) > 0
@@ -177,8 +285,9 @@ def test_orthogonal_hosts_get_lr_orth_and_the_step_hook(cli, tmp_path, monkeypat
     original = cls.on_optimizer_step
     monkeypatch.setattr(cls, "on_optimizer_step", lambda self: (calls.append(1), original(self))[1])
     out = tmp_path / "dtriv"
-    code, _, err = cli(["train", *TINY_ADDING, "--model", "MomentumDTRIV", "--set", "model.K=2",
-                        "--lr-orth", "1e-4", "--out", out])
+    code, _, err = cli(
+        ["train", *TINY_ADDING, "--model", "MomentumDTRIV", "--set", "model.K=2", "--lr-orth", "1e-4", "--out", out]
+    )
     assert code == 0, err
     assert len(calls) == 8  # once per optimizer step
     code, _, err = cli(["train", *TINY_ADDING, "--model", "scornn/adam", "--epochs", "1", "--out", tmp_path / "sco"])

@@ -14,13 +14,36 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # a few batches of a tiny model: every run below takes about a second
 TINY_ADDING = [
-    "--task", "adding", "--set", "task.seq_len=12", "--set", "task.train_size=64",
-    "--set", "task.test_size=24", "--hidden-size", "8", "--batch-size", "16", "--epochs", "2",
+    "--task",
+    "adding",
+    "--set",
+    "task.seq_len=12",
+    "--set",
+    "task.train_size=64",
+    "--set",
+    "task.test_size=24",
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
     "--no-progress",
 ]
 TINY_SMNIST = [
-    "--task", "smnist", "--set", "task.train_size=48", "--set", "task.test_size=20",
-    "--hidden-size", "6", "--batch-size", "16", "--epochs", "1", "--no-progress",
+    "--task",
+    "smnist",
+    "--set",
+    "task.train_size=48",
+    "--set",
+    "task.test_size=20",
+    "--hidden-size",
+    "6",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "1",
+    "--no-progress",
 ]
 
 
@@ -35,8 +58,15 @@ def cli_env() -> dict:
 
 def run_subprocess(args: list[str], cwd: Path, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
     """``python -m momentumrnn ARGS`` in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "momentumrnn", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "momentumrnn", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def metric_rows(run_dir: Path) -> list[dict]:
@@ -58,7 +88,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 # A process of the CLI that signals itself (or is killed) when its rank starts a given optimizer step:
 # MRNN_TEST_SIGNAL="RANK:STEP:SIGNAL" (e.g. "0:9:SIGKILL"; RANK is the local rank, 0 without DDP).
 # A sitecustomize module, so that DDP workers started by Lightning install it too.
-SIGNAL_HOOK = '''
+SIGNAL_HOOK = """
 import os
 if os.environ.get("MRNN_TEST_SIGNAL"):
     import signal
@@ -70,7 +100,7 @@ if os.environ.get("MRNN_TEST_SIGNAL"):
             os.kill(os.getpid(), getattr(signal, _sig))
         return _train_step(self, batch, batch_idx)
     _module.RunModule.training_step = training_step
-'''
+"""
 
 
 def signal_env(tmp_path: Path, spec: str, **extra: str) -> dict:
@@ -87,8 +117,14 @@ def signal_env(tmp_path: Path, spec: str, **extra: str) -> dict:
 
 def run_signalled(args: list[str], tmp_path: Path, spec: str, timeout: float = 240, **extra: str):
     """``python -m momentumrnn ARGS`` that signals itself at a step: the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "momentumrnn", *args], cwd=tmp_path,
-                          env=signal_env(tmp_path, spec, **extra), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "momentumrnn", *args],
+        cwd=tmp_path,
+        env=signal_env(tmp_path, spec, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def ckpt_step(path: Path) -> int:
@@ -102,5 +138,8 @@ def same_weights(a: Path, b: Path) -> bool:
     import torch
 
     x, y = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
-    return x["global_step"] == y["global_step"] and x["state_dict"].keys() == y["state_dict"].keys() and all(
-        torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])
+    return (
+        x["global_step"] == y["global_step"]
+        and x["state_dict"].keys() == y["state_dict"].keys()
+        and all(torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])
+    )

@@ -47,7 +47,8 @@ Three situations replace the table's choice, all decided here:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional, cast
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -60,8 +61,22 @@ if TYPE_CHECKING:
     from ..lengths import SeqInfo
     from ..schemes import MomentumState
 
-__all__ = ["Backend", "BACKENDS", "DISPATCH", "DISPATCH_COMPILING", "DISPATCH_ONNX", "ONNX_EXPORTABLE", "FALLBACK",
-           "DRIVES", "drive_of", "select", "choose", "run", "force", "compiling"]
+__all__ = [
+    "Backend",
+    "BACKENDS",
+    "DISPATCH",
+    "DISPATCH_COMPILING",
+    "DISPATCH_ONNX",
+    "ONNX_EXPORTABLE",
+    "FALLBACK",
+    "DRIVES",
+    "drive_of",
+    "select",
+    "choose",
+    "run",
+    "force",
+    "compiling",
+]
 
 #: the drive shapes of the scheme table, the second key of DISPATCH
 DRIVES = ("trivial", "linear", "normalized", "lookahead")
@@ -82,28 +97,55 @@ class Backend(NamedTuple):
 
 #: backend name -> Backend (what it runs: host families and drives)
 BACKENDS = {
-    "native": Backend(native.run_native, frozenset({"gated"}), frozenset({"trivial"}),
-                      "the torch.nn kernel itself (oneDNN / cuDNN)"),
-    "filtered_native": Backend(native.run_filtered, frozenset({"gated"}), frozenset({"trivial", "linear"}),
-                               "the torch.nn kernel on the filtered input [filter(x), filter(1)]"),
-    "fused": Backend(fused.run, frozenset({"gated"}), _ALL,
-                     "fused per-step recurrence with a hand-written backward"),
-    "compiled_loop": Backend(compiled.run, frozenset({"gated"}), frozenset({"normalized", "lookahead"}),
-                             "the fused recurrence as a C++ loop built at first use (falls back to fused)",
-                             projections=False),
-    "precomputed_native": Backend(precomputed.run, frozenset({"gated"}), frozenset({"trivial", "linear", "normalized"}),
-                                  "the drive for the whole sequence by the filters, then the torch.nn kernel "
-                                  "with an identity input map"),
-    "graph_loop": Backend(graph_loop.run, frozenset({"gated"}), frozenset({"lookahead"}),
-                          "the lookahead loop in few operations per step, captured into CUDA graphs on a GPU",
-                          projections=False),
-    "modrelu": Backend(modrelu.run, frozenset({"modrelu"}), _ALL,
-                       "modReLU recurrence with a hand-written backward, drive formed block-wise"),
-    "stepwise": Backend(stepwise.run, frozenset({"gated", "modrelu"}), _ALL,
-                        "the literal one-step update in a Python loop, differentiated by autograd"),
-    "scan": Backend(scan.run, frozenset({"gated", "modrelu"}), _ALL,
-                    "the literal one-step update as the body of torch's scan operator (one traced step, "
-                    "a symbolic number of steps: an ONNX Scan)"),
+    "native": Backend(
+        native.run_native, frozenset({"gated"}), frozenset({"trivial"}), "the torch.nn kernel itself (oneDNN / cuDNN)"
+    ),
+    "filtered_native": Backend(
+        native.run_filtered,
+        frozenset({"gated"}),
+        frozenset({"trivial", "linear"}),
+        "the torch.nn kernel on the filtered input [filter(x), filter(1)]",
+    ),
+    "fused": Backend(fused.run, frozenset({"gated"}), _ALL, "fused per-step recurrence with a hand-written backward"),
+    "compiled_loop": Backend(
+        compiled.run,
+        frozenset({"gated"}),
+        frozenset({"normalized", "lookahead"}),
+        "the fused recurrence as a C++ loop built at first use (falls back to fused)",
+        projections=False,
+    ),
+    "precomputed_native": Backend(
+        precomputed.run,
+        frozenset({"gated"}),
+        frozenset({"trivial", "linear", "normalized"}),
+        "the drive for the whole sequence by the filters, then the torch.nn kernel with an identity input map",
+    ),
+    "graph_loop": Backend(
+        graph_loop.run,
+        frozenset({"gated"}),
+        frozenset({"lookahead"}),
+        "the lookahead loop in few operations per step, captured into CUDA graphs on a GPU",
+        projections=False,
+    ),
+    "modrelu": Backend(
+        modrelu.run,
+        frozenset({"modrelu"}),
+        _ALL,
+        "modReLU recurrence with a hand-written backward, drive formed block-wise",
+    ),
+    "stepwise": Backend(
+        stepwise.run,
+        frozenset({"gated", "modrelu"}),
+        _ALL,
+        "the literal one-step update in a Python loop, differentiated by autograd",
+    ),
+    "scan": Backend(
+        scan.run,
+        frozenset({"gated", "modrelu"}),
+        _ALL,
+        "the literal one-step update as the body of torch's scan operator (one traced step, "
+        "a symbolic number of steps: an ONNX Scan)",
+    ),
 }
 
 #: (host family, drive, device type) -> backend name; device ``"*"`` matches any device
@@ -158,7 +200,7 @@ FALLBACK = {
 #: the backends that end in a native RNN kernel (which does not compile; see the module docstring)
 _NATIVE_KERNEL = frozenset({"native", "filtered_native", "precomputed_native"})
 
-_forced: Optional[str] = None
+_forced: str | None = None
 
 
 def compiling() -> bool:
@@ -177,8 +219,15 @@ def drive_of(layer: Layer, mom0: MomentumState, hp: HyperParameters) -> str:
     return "normalized" if spec.normalized else "linear"
 
 
-def select(family: str, drive: str, device_type: str, forced: Optional[str] = None,
-           under_compile: bool = False, projection: bool = False, onnx_export: bool = False) -> str:
+def select(
+    family: str,
+    drive: str,
+    device_type: str,
+    forced: str | None = None,
+    under_compile: bool = False,
+    projection: bool = False,
+    onnx_export: bool = False,
+) -> str:
     """The backend for a family, drive and device type (``forced`` if given, checked);
     ``under_compile``: while torch.compile traces (:data:`DISPATCH_COMPILING`); ``projection``:
     an LSTM with projections (checked for a forced backend; the table's choice goes through
@@ -190,22 +239,28 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
         b = BACKENDS[forced]
         if family not in b.families or drive not in b.drives:
             able = [n for n, c in BACKENDS.items() if family in c.families and drive in c.drives]
-            raise ValueError(f"backend {forced!r} cannot run a {drive} drive on a {family} host; "
-                             f"use one of {', '.join(able)}")
+            raise ValueError(
+                f"backend {forced!r} cannot run a {drive} drive on a {family} host; use one of {', '.join(able)}"
+            )
         if projection and not b.projections:
             able = [n for n, c in BACKENDS.items() if family in c.families and drive in c.drives and c.projections]
-            raise ValueError(f"backend {forced!r} cannot run an LSTM with projections (proj_size > 0); "
-                             f"use one of {', '.join(able)}")
+            raise ValueError(
+                f"backend {forced!r} cannot run an LSTM with projections (proj_size > 0); use one of {', '.join(able)}"
+            )
         if under_compile and forced in _NATIVE_KERNEL:
             replacement = select(family, drive, device_type, None, under_compile=True)
-            raise ValueError(f"backend {forced!r} cannot run under torch.compile: the native RNN kernels do not "
-                             "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
-                             "dynamo does not graph-break around it); leave the choice to the table "
-                             f"({replacement!r} under torch.compile) or run this layer eagerly")
+            raise ValueError(
+                f"backend {forced!r} cannot run under torch.compile: the native RNN kernels do not "
+                "compile (on CPU, aten.mkldnn_rnn_layer fails in AOTAutograd; torch.nn.LSTM too, when "
+                "dynamo does not graph-break around it); leave the choice to the table "
+                f"({replacement!r} under torch.compile) or run this layer eagerly"
+            )
         if onnx_export and forced not in ONNX_EXPORTABLE:
-            raise ValueError(f"backend {forced!r} cannot run under torch.onnx.export: its kernel has no ONNX "
-                             "translation; leave the choice to the table ('scan' under torch.onnx.export) or force "
-                             f"one of {', '.join(sorted(ONNX_EXPORTABLE))}")
+            raise ValueError(
+                f"backend {forced!r} cannot run under torch.onnx.export: its kernel has no ONNX "
+                "translation; leave the choice to the table ('scan' under torch.onnx.export) or force "
+                f"one of {', '.join(sorted(ONNX_EXPORTABLE))}"
+            )
         return forced
     # (DISPATCH and DISPATCH_ONNX have an entry for every family and drive)
     if onnx_export:
@@ -217,7 +272,7 @@ def select(family: str, drive: str, device_type: str, forced: Optional[str] = No
     return cast(str, _lookup(DISPATCH, family, drive, device_type))
 
 
-def _lookup(table: dict, family: str, drive: str, device_type: str) -> Optional[str]:
+def _lookup(table: dict, family: str, drive: str, device_type: str) -> str | None:
     return table.get((family, drive, device_type)) or table.get((family, drive, "*"))
 
 
@@ -227,21 +282,29 @@ def choose(layer: Layer, x: Tensor, mom0: MomentumState, hp: HyperParameters) ->
     choice through :data:`FALLBACK`."""
     drive = drive_of(layer, mom0, hp)
     forced = layer.backend or _forced
-    name = select(layer.family, drive, x.device.type, forced, compiling(), bool(getattr(layer, "proj_size", 0)),
-                  exporting.onnx_exporting())
+    name = select(
+        layer.family,
+        drive,
+        x.device.type,
+        forced,
+        compiling(),
+        bool(getattr(layer, "proj_size", 0)),
+        exporting.onnx_exporting(),
+    )
     if forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
         name = FALLBACK[name][1]
     return name
 
 
-def run(layer: Layer, params: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-        hp: HyperParameters) -> StepResult:
+def run(
+    layer: Layer, params: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState, hp: HyperParameters
+) -> StepResult:
     """Run one direction of ``layer`` with the backend the table (or a forced one) picks."""
     return BACKENDS[choose(layer, x, mom0, hp)].run(layer, params, x, seq, hidden0, mom0, hp)
 
 
 @contextlib.contextmanager
-def force(name: Optional[str]) -> Iterator[None]:
+def force(name: str | None) -> Iterator[None]:
     """Run every layer with backend ``name`` inside the block (``None``: the table's choice);
     a layer's own ``layer.backend`` still wins."""
     global _forced

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from . import _build, fused
-from .loop_ops import HOST_CODES, LOOKAHEAD, NORMALIZED, block_steps, call_gated_loop
 from ..lengths import at_last_step
 from ..schemes import MomentumState
+from . import _build, fused
+from .loop_ops import HOST_CODES, LOOKAHEAD, NORMALIZED, block_steps, call_gated_loop
 
 if TYPE_CHECKING:
     from .._typing import GatedLayer, Hidden, HyperParameters, StepResult
@@ -40,14 +40,26 @@ def _same_dtype(layer: GatedLayer, x: Tensor) -> bool:
 def applies(layer: GatedLayer, x: Tensor, hp: HyperParameters) -> bool:
     """Whether the compiled loop runs this direction (else: the Python loop)."""
     spec = layer.scheme.spec
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.shape[1] > 0
-            and _same_dtype(layer, x)
-            and not any(isinstance(v, Tensor) for v in hp) and (spec.normalized or spec.lookahead)
-            and _build.load() is not None)
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.shape[1] > 0
+        and _same_dtype(layer, x)
+        and not any(isinstance(v, Tensor) for v in hp)
+        and (spec.normalized or spec.lookahead)
+        and _build.load() is not None
+    )
 
 
-def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-        hp: HyperParameters) -> StepResult:
+def run(
+    layer: GatedLayer,
+    p: GatedParams,
+    x: Tensor,
+    seq: SeqInfo,
+    hidden0: Hidden,
+    mom0: MomentumState,
+    hp: HyperParameters,
+) -> StepResult:
     if not applies(layer, x, hp):
         return fused.run(layer, p, x, seq, hidden0, mom0, hp)
     mu, eps = hp
@@ -67,11 +79,29 @@ def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hid
     h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, H)
     c0 = hidden0.get("c") if host == "lstm" else None
     hs, cs, _, _, _, _, v_T, m_T, p_T, _ = call_gated_loop(
-        x, p.w_ih, p.b_ih, bias_e, p.w_hh, b_hn, h0, c0,
-        mom0.v if mode == NORMALIZED and velocity else None, mom0.m if mode == NORMALIZED else None,
-        mom0.p if mode == LOOKAHEAD else None, alpha, beta_k, seq.last, code, mode, velocity,
-        float(mu) if velocity else 0.0, float(eps), float(scheme.beta), block_steps(T, B, GH, x.element_size()),
-        x.shape[2] >= _KEEP_U_INPUTS)
+        x,
+        p.w_ih,
+        p.b_ih,
+        bias_e,
+        p.w_hh,
+        b_hn,
+        h0,
+        c0,
+        mom0.v if mode == NORMALIZED and velocity else None,
+        mom0.m if mode == NORMALIZED else None,
+        mom0.p if mode == LOOKAHEAD else None,
+        alpha,
+        beta_k,
+        seq.last,
+        code,
+        mode,
+        velocity,
+        float(mu) if velocity else 0.0,
+        float(eps),
+        float(scheme.beta),
+        block_steps(T, B, GH, x.element_size()),
+        x.shape[2] >= _KEEP_U_INPUTS,
+    )
     finals = {"h": at_last_step(hs, seq.last)}
     if host == "lstm":
         finals["c"] = at_last_step(cs, seq.last)

@@ -24,7 +24,7 @@ of ``|u_j|^2 = Re(u_j)^2 + Im(u_j)^2`` (``H`` entries), which is ``u_j^2`` for r
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,12 +41,12 @@ class Drive(NamedTuple):
     """A drive: ``dense`` ``(T, B, N)`` or ``factors`` (:class:`~.recurrence.DriveFactors`), plus
     the momentum state at each sequence's last step."""
 
-    dense: Optional[Tensor]
-    factors: Optional[DriveFactors]
+    dense: Tensor | None
+    factors: DriveFactors | None
     momentum: MomentumState
 
 
-def _at_last_step(seq: Tensor, last: Optional[Tensor]) -> Tensor:
+def _at_last_step(seq: Tensor, last: Tensor | None) -> Tensor:
     """The core's ``seq[len_b - 1, b]``, as a tensor of its own (never a view of ``seq``: the
     recurrence consumes drives in place)."""
     out = _core_at_last_step(seq, last)
@@ -58,7 +58,7 @@ def _project(x: Tensor, w: Tensor) -> Tensor:
     return torch.matmul(x, w.t())
 
 
-def _filtered_projection(x: Tensor, w: Tensor, coeff: Tensor, y0: Optional[Tensor]) -> Tensor:
+def _filtered_projection(x: Tensor, w: Tensor, coeff: Tensor, y0: Tensor | None) -> Tensor:
     """``filter(x @ w^T)`` with initial state ``y0`` (filtering the narrower side)."""
     T = x.shape[0]
     if x.shape[2] <= w.shape[0]:
@@ -76,17 +76,17 @@ def _quadratic(x: Tensor, w: Tensor, pairs: bool) -> tuple[Tensor, Tensor]:
     q = (x.unsqueeze(3) * x.unsqueeze(2)).reshape(T, B, I * I)
     k = (w.unsqueeze(2) * w.unsqueeze(1)).reshape(N, I * I)
     if pairs:
-        k = k[:N // 2] + k[N // 2:]
+        k = k[: N // 2] + k[N // 2 :]
     return q, k
 
 
-def _second_moment(x: Tensor, w: Tensor, beta: float, m0: Optional[Tensor], pairs: bool) -> Tensor:
+def _second_moment(x: Tensor, w: Tensor, beta: float, m0: Tensor | None, pairs: bool) -> Tensor:
     """Dense ``m_t = beta m_{t-1} + (1 - beta) |u_t|^2`` for ``u = x w^T``: ``(T, B, H_m)``."""
-    T, B, I = x.shape
+    T, _B, I = x.shape
     N = w.shape[0]
     Hm = N // 2 if pairs else N
     coeff = torch.tensor(beta, dtype=x.dtype, device=x.device)
-    if I * I < Hm:
+    if Hm > I * I:
         q, k = _quadratic(x, w, pairs)
         m = _project(linear_filter(q * (1 - beta), coeff), k)
         if I > 1:  # a sum of products of mixed signs: keep rounding from going below 0
@@ -105,18 +105,25 @@ def _over_sqrt(v: Tensor, m: Tensor, pairs: bool) -> Tensor:
     """``v / sqrt(m + 1e-16)``, ``m`` shared by the two parts of a complex unit."""
     den = torch.sqrt(m + ADAM_EPS)
     if pairs:
-        T, B, N = v.shape
-        return torch.cat([v[..., :N // 2] / den, v[..., N // 2:] / den], 2)
+        _T, _B, N = v.shape
+        return torch.cat([v[..., : N // 2] / den, v[..., N // 2 :] / den], 2)
     return v / den
 
 
-def _last_of_decay(p: Tensor, B: int, last: Optional[Tensor]) -> Tensor:
+def _last_of_decay(p: Tensor, B: int, last: Tensor | None) -> Tensor:
     return _at_last_step(p.expand(p.shape[0], B, 1), last)
 
 
-def scheme_drive(scheme: Scheme, x: Tensor, w: Tensor, mu: Union[float, Tensor], epsilon: Union[float, Tensor],
-                 mom0: MomentumState,
-                 last: Optional[Tensor], pairs: bool = False) -> Drive:
+def scheme_drive(
+    scheme: Scheme,
+    x: Tensor,
+    w: Tensor,
+    mu: float | Tensor,
+    epsilon: float | Tensor,
+    mom0: MomentumState,
+    last: Tensor | None,
+    pairs: bool = False,
+) -> Drive:
     """The drive of ``x`` ``(T, B, I)`` under ``scheme`` with input weight ``w`` ``(N, I)``
     (``u = x w^T``), and the momentum state at each sequence's last step.
 
@@ -134,7 +141,7 @@ def scheme_drive(scheme: Scheme, x: Tensor, w: Tensor, mu: Union[float, Tensor],
     # (no velocity: d = epsilon u, e.g. RMSProp, or u for the plain scheme)
     step = None if k is None else _at_last_step(k.expand(T, B), last)
     a = w if (not isinstance(epsilon, Tensor) and epsilon == 1.0) else w * epsilon
-    if (I * I < Hm) if normalized else (I <= N):
+    if (Hm > I * I) if normalized else (I <= N):
         xs = x if coeff is None else linear_filter(x, coeff)
         pv = v0 = None
         v_T = None

@@ -37,7 +37,7 @@ This module is the backend: it prepares the drive and the states and calls the o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -57,8 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["fused_recurrence", "DriveSpec", "sequence_drive", "run"]
 
 
-def sequence_drive(scheme: Scheme, u: Tensor, mu: HyperValue, eps: HyperValue, mom0: MomentumState,
-                   last: Optional[Tensor]) -> tuple[Tensor, MomentumState]:
+def sequence_drive(
+    scheme: Scheme, u: Tensor, mu: HyperValue, eps: HyperValue, mom0: MomentumState, last: Tensor | None
+) -> tuple[Tensor, MomentumState]:
     """The drive of an input-only scheme for a whole sequence with autograd (learnable ``mu`` /
     ``epsilon``, or a drive the loop does not form): ``(d, MomentumState at the last steps)``.
     ``u`` ``(T, B, W)``; the state's fields from the scheme table's declared shape."""
@@ -75,24 +76,31 @@ def sequence_drive(scheme: Scheme, u: Tensor, mu: HyperValue, eps: HyperValue, m
         d = d / torch.sqrt(m + ADAM_EPS)
     if spec.scheduled and k is None:
         k = scheme.schedule(T, mom0.step, u.dtype, u.device)[1]
-    pick = (lambda t: None if t is None else at_last_step(t, last))  # noqa: E731
+    pick = lambda t: None if t is None else at_last_step(t, last)  # noqa: E731
     return d, MomentumState(v=pick(v), m=pick(m), step=None if k is None else pick(k.expand(T, B)))
 
 
-def split_hh_bias(p: GatedParams, host: str, H: int, like: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+def split_hh_bias(p: GatedParams, host: str, H: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
     """``(bias_e, b_hn)``: the part of ``b_hh`` added to the pre-activation directly, and the GRU's
     candidate bias (kept inside ``r * (W_hn h + b_hn)``; ``None`` for other hosts)."""
     if p.b_hh is not None:
-        bias_e = torch.cat([p.b_hh[:2 * H], p.b_hh.new_zeros(H)]) if host == "gru" else p.b_hh
-        b_hn = p.b_hh[2 * H:] if host == "gru" else None
+        bias_e = torch.cat([p.b_hh[: 2 * H], p.b_hh.new_zeros(H)]) if host == "gru" else p.b_hh
+        b_hn = p.b_hh[2 * H :] if host == "gru" else None
     else:
         bias_e = like.new_zeros(p.w_ih.shape[0])
         b_hn = like.new_zeros(H) if host == "gru" else None
     return bias_e, b_hn
 
 
-def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-        hp: HyperParameters) -> StepResult:
+def run(
+    layer: GatedLayer,
+    p: GatedParams,
+    x: Tensor,
+    seq: SeqInfo,
+    hidden0: Hidden,
+    mom0: MomentumState,
+    hp: HyperParameters,
+) -> StepResult:
     """A gated host's direction on the fused loop (any drive)."""
     mu, eps = hp
     T, B, I = x.shape
@@ -109,7 +117,12 @@ def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hid
     c0 = hidden0.get("c")
     common: dict[str, Any] = dict(
         c0=(c0 if c0 is not None else x.new_zeros(B, H)) if host == "lstm" else None,
-        b_hn=b_hn, w_hr=p.w_hr, nonlinearity=layer.nonlinearity or "tanh", alpha=alpha, beta=beta_k, p0=p0,
+        b_hn=b_hn,
+        w_hr=p.w_hr,
+        nonlinearity=layer.nonlinearity or "tanh",
+        alpha=alpha,
+        beta=beta_k,
+        p0=p0,
         valid=seq.valid,
     )
     h0 = hidden0["h"] if hidden0["h"] is not None else x.new_zeros(B, p.w_hh.shape[1])
@@ -118,8 +131,19 @@ def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hid
         # The drive is computed inside the loop (no (T, B, G*H) temporaries).
         drive = DriveSpec(scheme.kind, mu=mu, epsilon=eps, beta=scheme.beta)
         hs, cs, ps, v_T, m_T = fused_recurrence(
-            host, h0, p.w_hh, spec=drive, x=x, w_ih=p.w_ih, b_ih=p.b_ih, bias_e=bias_e,
-            v0=mom0.v if spec.velocity is not None else None, m0=mom0.m, last=last, **common)
+            host,
+            h0,
+            p.w_hh,
+            spec=drive,
+            x=x,
+            w_ih=p.w_ih,
+            b_ih=p.b_ih,
+            bias_e=bias_e,
+            v0=mom0.v if spec.velocity is not None else None,
+            m0=mom0.m,
+            last=last,
+            **common,
+        )
         mom = MomentumState(v=v_T, m=m_T)
     else:
         # The drive for the whole sequence with autograd (learnable mu / epsilon, linear drives).

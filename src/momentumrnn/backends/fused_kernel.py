@@ -7,8 +7,9 @@ for torch.compile / torch.export, and an exact double backward.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,8 +42,10 @@ class DriveSpec:
             return "lookahead"
         if spec.normalized:
             return "normalized"
-        raise ValueError(f"the fused loop forms normalized or lookahead drives; pass scheme {self.kind!r}'s "
-                         "drive as e (kind='given')")
+        raise ValueError(
+            f"the fused loop forms normalized or lookahead drives; pass scheme {self.kind!r}'s "
+            "drive as e (kind='given')"
+        )
 
     @property
     def velocity(self) -> bool:
@@ -95,23 +98,23 @@ class _BlockedNormalizedDrive:
         """``u, v, m`` ``(k, B, G)`` of a block starting from states ``v0``, ``m0``."""
         k, B, I = xb.shape
         flat = xb.reshape(k * B, I)
-        u = (torch.addmm(self.b_ih, flat, self.w_ih_t) if self.b_ih is not None else flat @ self.w_ih_t)
+        u = torch.addmm(self.b_ih, flat, self.w_ih_t) if self.b_ih is not None else flat @ self.w_ih_t
         u = u.view(k, B, u.shape[-1])
         m = torch.matmul(self.Pm[:k, :k], (u * u).flatten(1)).view_as(u)
-        m.mul_(1 - self.beta).addcmul_(self.pm[1:k + 1].view(k, 1, 1), m0)
+        m.mul_(1 - self.beta).addcmul_(self.pm[1 : k + 1].view(k, 1, 1), m0)
         v = None
         if self.velocity:
             v = torch.matmul(self.Pv[:k, :k], u.flatten(1)).view_as(u)
-            v.mul_(self.eps).addcmul_(self.pv[1:k + 1].view(k, 1, 1), v0)
+            v.mul_(self.eps).addcmul_(self.pv[1 : k + 1].view(k, 1, 1), v0)
         return u, v, m
 
     def drive(self, u, v, m, t0: int):
-        den = torch.add(m, self.eps_t[t0:t0 + m.shape[0]]).sqrt_()
+        den = torch.add(m, self.eps_t[t0 : t0 + m.shape[0]]).sqrt_()
         if self.velocity:
             return torch.addcdiv(self.bias_e, v, den), den
         return torch.addcdiv(self.bias_e, u, den, value=self.eps), den
 
-    def flush(self, t: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    def flush(self, t: Tensor, out: Tensor | None = None) -> Tensor:
         # Block carries of decaying states would sink into subnormal floats (10x slower ops).
         if out is None:
             return torch.where(t.abs() >= self.tiny, t, 0)
@@ -122,22 +125,24 @@ class _BlockedNormalizedDrive:
         drive and the adjoints ``dv_next`` / ``dm_next`` of the states after the block. Returns
         ``(du, dv_first, dm_first)`` (the adjoints of the block's first states)."""
         k = dD.shape[0]
-        u, v, m = self.states(self.x[t0:t0 + k], v0, m0)
-        den = torch.add(m, self.eps_t[t0:t0 + k]).sqrt_()
+        u, v, m = self.states(self.x[t0 : t0 + k], v0, m0)
+        den = torch.add(m, self.eps_t[t0 : t0 + k]).sqrt_()
         q = dD / den
         # dd/dm = -v / (2 den^3) (Adam), -eps u / (2 den^3) (RMSProp)
-        direct = (q * v if self.velocity else q * u).div_(den).div_(den).mul_(-0.5 if self.velocity else -0.5 * self.eps)
+        direct = (
+            (q * v if self.velocity else q * u).div_(den).div_(den).mul_(-0.5 if self.velocity else -0.5 * self.eps)
+        )
         if inj_m is not None:
             direct.add_(inj_m)
         dm = torch.matmul(self.Pm[:k, :k].t(), direct.flatten(1)).view_as(u)
-        dm.addcmul_(self.pm[1:k + 1].flip(0).view(k, 1, 1), dm_next)
+        dm.addcmul_(self.pm[1 : k + 1].flip(0).view(k, 1, 1), dm_next)
         du = (dm * u).mul_(2 * (1 - self.beta))
         dv = None
         if self.velocity:
             if inj_v is not None:
                 q = q + inj_v
             dv = torch.matmul(self.Pv[:k, :k].t(), q.flatten(1)).view_as(u)
-            dv.addcmul_(self.pv[1:k + 1].flip(0).view(k, 1, 1), dv_next)
+            dv.addcmul_(self.pv[1 : k + 1].flip(0).view(k, 1, 1), dv_next)
             du.add_(dv, alpha=self.eps)
             dv = dv[0]
         else:
@@ -166,8 +171,29 @@ class FusedRecurrence:
     ctx of its own (saved tensors, the blocked drive and its block-start states)."""
 
     @staticmethod
-    def forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr,
-                alpha, beta, valid, last):
+    def forward(
+        ctx,
+        host,
+        nonlinearity,
+        spec,
+        e,
+        x,
+        w_ih,
+        b_ih,
+        bias_e,
+        h0,
+        c0,
+        p0,
+        v0,
+        m0,
+        w_hh,
+        b_hn,
+        w_hr,
+        alpha,
+        beta,
+        valid,
+        last,
+    ):
         ctx.set_materialize_grads(False)
         mode = spec.mode
         T, B = (e.shape[0], e.shape[1]) if mode == "given" else (x.shape[0], x.shape[1])
@@ -198,16 +224,24 @@ class FusedRecurrence:
             eps = spec.epsilon
 
             def drive(t):
-                u = torch.addmm(b_ih, x_steps[t], w_ih_t, out=u_buf) if b_ih is not None else \
-                    torch.mm(x_steps[t], w_ih_t, out=u_buf)
+                u = (
+                    torch.addmm(b_ih, x_steps[t], w_ih_t, out=u_buf)
+                    if b_ih is not None
+                    else torch.mm(x_steps[t], w_ih_t, out=u_buf)
+                )
                 return torch.sub(bias_e, u, alpha=eps, out=d_buf)
         else:  # normalized (Adam, RMSProp): the drive of K steps at a time, between the cell steps
             blocked = _BlockedNormalizedDrive(spec, x, w_ih, b_ih, bias_e)
             K = blocked.K
             x_blocks = blocked.x.split(K)
             zeros = ref.new_zeros(B, G)
-            st = {"v": v0 if v0 is not None else zeros, "m": m0 if m0 is not None else zeros,
-                  "v_last": zeros, "m_last": zeros, "d": None}
+            st = {
+                "v": v0 if v0 is not None else zeros,
+                "m": m0 if m0 is not None else zeros,
+                "v_last": zeros,
+                "m_last": zeros,
+                "d": None,
+            }
             # The states entering each block, for the backward: one buffer per state, into which
             # the flushed carries are written directly (v: Adam only).
             nb = len(x_blocks)
@@ -247,7 +281,7 @@ class FusedRecurrence:
             c = c0
             a_all = acts.unbind(0)
             i_s, f_s, g_s, o_s = (y.unbind(0) for y in acts.split(H, 2))
-            if_s = acts[:, :, :2 * H].unbind(0)
+            if_s = acts[:, :, : 2 * H].unbind(0)
             c_steps = cs.unbind(0)
             if w_hr is not None:
                 w_hr_t, y = w_hr.t(), ref.new_empty(B, H)
@@ -268,10 +302,10 @@ class FusedRecurrence:
                 else:  # the projection h = (o * tanh(c)) W_hr^T
                     h = torch.mm(torch.tanh(c, out=y).mul_(o_s[t]), w_hr_t, out=h_steps[t])
         else:  # gru
-            w_rz, w_n = wt[:, :2 * H], wt[:, 2 * H:]
+            w_rz, w_n = wt[:, : 2 * H], wt[:, 2 * H :]
             rz_s, n_s = (y.unbind(0) for y in acts.split([2 * H, H], 2))
             r_s = acts[:, :, :H].unbind(0)
-            z_s = acts[:, :, H:2 * H].unbind(0)
+            z_s = acts[:, :, H : 2 * H].unbind(0)
             rn_steps = rn.unbind(0)
             if lookahead:
                 prz_s, pn_s = (y.unbind(0) for y in ps.split([2 * H, H], 2))
@@ -279,16 +313,16 @@ class FusedRecurrence:
                 d = drive(t)
                 rn_t = torch.addmm(b_hn, h, w_n, out=rn_steps[t])
                 if lookahead:
-                    prz = torch.addmm(d[:, :2 * H], h, w_rz, out=prz_s[t])
-                    torch.mul(prz, a_steps[t], out=rz_s[t]).addcmul_(p_prev[:, :2 * H], b_steps[t], value=-1)
+                    prz = torch.addmm(d[:, : 2 * H], h, w_rz, out=prz_s[t])
+                    torch.mul(prz, a_steps[t], out=rz_s[t]).addcmul_(p_prev[:, : 2 * H], b_steps[t], value=-1)
                     rz_s[t].sigmoid_()
-                    pn = torch.addcmul(d[:, 2 * H:], r_s[t], rn_t, out=pn_s[t])
-                    torch.mul(pn, a_steps[t], out=n_s[t]).addcmul_(p_prev[:, 2 * H:], b_steps[t], value=-1)
+                    pn = torch.addcmul(d[:, 2 * H :], r_s[t], rn_t, out=pn_s[t])
+                    torch.mul(pn, a_steps[t], out=n_s[t]).addcmul_(p_prev[:, 2 * H :], b_steps[t], value=-1)
                     n_s[t].tanh_()
                     p_prev = p_steps[t]
                 else:
-                    torch.addmm(d[:, :2 * H], h, w_rz, out=rz_s[t]).sigmoid_()
-                    torch.addcmul(d[:, 2 * H:], r_s[t], rn_t, out=n_s[t]).tanh_()
+                    torch.addmm(d[:, : 2 * H], h, w_rz, out=rz_s[t]).sigmoid_()
+                    torch.addcmul(d[:, 2 * H :], r_s[t], rn_t, out=n_s[t]).tanh_()
                 n = n_s[t]
                 h = torch.sub(h, n, out=h_steps[t]).mul_(z_s[t]).add_(n)  # n + z (h_prev - n)
         ctx.host, ctx.nonlinearity, ctx.lookahead, ctx.spec = host, nonlinearity, lookahead, spec
@@ -304,7 +338,7 @@ class FusedRecurrence:
 
     @staticmethod
     def backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last):
-        x, w_ih, b_ih, h0, c0, v0, m0, w_hh, w_hr, hs, acts, cs, rn, alpha, beta, valid, last = ctx.saved_tensors
+        x, w_ih, _b_ih, h0, c0, v0, m0, w_hh, w_hr, hs, acts, cs, rn, alpha, beta, valid, last = ctx.saved_tensors
         host, lookahead, spec = ctx.host, ctx.lookahead, ctx.spec
         mode = spec.mode
         T, B, P = hs.shape  # P: the width of h (proj_size with a projection)
@@ -345,9 +379,9 @@ class FusedRecurrence:
             # The activation derivatives do not depend on the backward recurrence: compute them
             # for a block of steps at a time (block-sized temporaries), leaving ~6 ops per step.
             K = _LSTM_BACKWARD_BLOCK
-            dg_ifg = dg[:, :, :3 * H].unflatten(2, (3, H)).unbind(0)
-            dg_o = dg[:, :, 3 * H:].unbind(0)
-            f_s = acts[:, :, H:2 * H].unbind(0)
+            dg_ifg = dg[:, :, : 3 * H].unflatten(2, (3, H)).unbind(0)
+            dg_o = dg[:, :, 3 * H :].unbind(0)
+            f_s = acts[:, :, H : 2 * H].unbind(0)
             dc = None
             if w_hr is not None:
                 # with the projection h = y W_hr^T (y = o tanh(c)): dy = dh W_hr; the total dh of
@@ -360,9 +394,9 @@ class FusedRecurrence:
                 t0 = max(t1 - K, 0)
                 i, f, g, o = acts[t0:t1].split(H, 2)
                 tc = torch.tanh(cs[t0:t1])
-                c_prev = cs[t0 - 1:t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), cs[:t1 - 1]])
-                k_c = (1 - tc * tc).mul_(o)                 # dc += dh * o (1 - tanh(c)^2)
-                k_o = (o - o * o).mul_(tc)                  # dg_o = dh * tanh(c) o (1 - o)
+                c_prev = cs[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), cs[: t1 - 1]])
+                k_c = (1 - tc * tc).mul_(o)  # dc += dh * o (1 - tanh(c)^2)
+                k_o = (o - o * o).mul_(tc)  # dg_o = dh * tanh(c) o (1 - o)
                 k_ifg = torch.cat([(i - i * i).mul_(g), (f - f * f).mul_(c_prev), (1 - g * g).mul_(i)], 2)
                 k_c_s, k_o_s = k_c.unbind(0), k_o.unbind(0)
                 k_ifg_s = k_ifg.unflatten(2, (3, H)).unbind(0)
@@ -392,11 +426,11 @@ class FusedRecurrence:
             r_s, z_s, n_s = (y.unbind(0) for y in acts.split(H, 2))
             rn_steps = rn.unbind(0)
             dg_r, dg_z, dg_n = (y.unbind(0) for y in dg.split(H, 2))
-            dp_rz = dp[:, :, :2 * H].unbind(0)
-            dp_n = dp[:, :, 2 * H:].unbind(0)
+            dp_rz = dp[:, :, : 2 * H].unbind(0)
+            dp_n = dp[:, :, 2 * H :].unbind(0)
             drn = hs.new_empty(T, B, H)  # gradient w.r.t. R_n + b_hn
             drn_steps = drn.unbind(0)
-            w_rz, w_n = w_hh[:2 * H], w_hh[2 * H:]
+            w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]
             k = hs.new_empty(B, H)
             for t in range(T - 1, -1, -1):
                 dh = d_hs_steps[t] if dh is None else dh.add_(d_hs_steps[t])
@@ -424,7 +458,7 @@ class FusedRecurrence:
         if valid is not None:
             # Padded steps can hold anything (even inf with ReLU): where, not a product with 0.
             h_prev = torch.where(valid, h_prev, 0)
-        grads_in = torch.cat([dp[:, :, :2 * H], drn], 2) if host == "gru" else dp
+        grads_in = torch.cat([dp[:, :, : 2 * H], drn], 2) if host == "gru" else dp
         d_w_hh = grads_in.reshape(T * B, G).t().mm(h_prev.reshape(T * B, P))
         d_p0 = dg[0] * (-b_steps[0]) if lookahead else None
         d_x: Any  # (when the input needs a gradient only)
@@ -454,7 +488,7 @@ class FusedRecurrence:
                     last_b = last.view(1, B, 1)
                 for b in range(len(starts) - 1, -1, -1):
                     t0 = b * K
-                    xb = blocked.x[t0:t0 + K]
+                    xb = blocked.x[t0 : t0 + K]
                     k = xb.shape[0]
                     inj_v = inj_m = None
                     # the gradients of the returned final states enter at each sequence's last step
@@ -463,28 +497,58 @@ class FusedRecurrence:
                             at = torch.zeros(k, 1, 1, dtype=torch.bool, device=x.device)
                             at[-1] = b == len(starts) - 1
                         else:
-                            at = (torch.arange(t0, t0 + k, device=x.device).view(k, 1, 1) == last_b)
+                            at = torch.arange(t0, t0 + k, device=x.device).view(k, 1, 1) == last_b
                         if d_m_last is not None:
                             inj_m = torch.where(at, d_m_last.unsqueeze(0), 0)
                         if d_v_last is not None:
                             inj_v = torch.where(at, d_v_last.unsqueeze(0), 0)
                     du_b, dv_next, dm_next = blocked.backward(
-                        t0, starts[b][0], starts[b][1], dp[t0:t0 + k], dv_next, dm_next, inj_v, inj_m)
+                        t0, starts[b][0], starts[b][1], dp[t0 : t0 + k], dv_next, dm_next, inj_v, inj_m
+                    )
                     du_b2 = du_b.view(k * B, G)
                     d_w_ih.addmm_(du_b2.t(), xb.reshape(k * B, I))
                     if d_b_ih is not None:
                         d_b_ih.add_(du_b2.sum(0))
                     if need_x:
-                        torch.mm(du_b2, w_ih, out=d_x[t0:t0 + k].view(k * B, I))
+                        torch.mm(du_b2, w_ih, out=d_x[t0 : t0 + k].view(k * B, I))
                 d_m0 = dm_next * spec.beta if m0 is not None else None
                 if spec.velocity and v0 is not None:
                     d_v0 = dv_next * spec.mu
-        return (None, None, None, d_e, d_x, d_w_ih, d_b_ih, d_bias_e, d_h0, d_c0, d_p0, d_v0, d_m0,
-                d_w_hh, d_b_hn, d_w_hr, None, None, None, None)
+        return (
+            None,
+            None,
+            None,
+            d_e,
+            d_x,
+            d_w_ih,
+            d_b_ih,
+            d_bias_e,
+            d_h0,
+            d_c0,
+            d_p0,
+            d_v0,
+            d_m0,
+            d_w_hh,
+            d_b_hn,
+            d_w_hr,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def _lookahead_dp(t: int, T: int, dg: Tensor, dp: Tensor, a_steps: Sequence[Tensor], b_steps: Sequence[Tensor],
-                  d_ps_steps: Optional[Sequence[Tensor]], lo: int, hi: int) -> None:
+def _lookahead_dp(
+    t: int,
+    T: int,
+    dg: Tensor,
+    dp: Tensor,
+    a_steps: Sequence[Tensor],
+    b_steps: Sequence[Tensor],
+    d_ps_steps: Sequence[Tensor] | None,
+    lo: int,
+    hi: int,
+) -> None:
     """``dp_t = alpha_t dg_t - beta_{t+1} dg_{t+1} (+ the incoming gradient of p_t)`` on ``lo:hi``
     (the lookahead combination ``g_t = alpha_t p_t - beta_t p_{t-1}``)."""
     out = torch.mul(dg[t, :, lo:hi], a_steps[t], out=dp[t, :, lo:hi])
@@ -492,5 +556,3 @@ def _lookahead_dp(t: int, T: int, dg: Tensor, dp: Tensor, a_steps: Sequence[Tens
         out.addcmul_(dg[t + 1, :, lo:hi], b_steps[t + 1], value=-1)
     if d_ps_steps is not None:
         out.add_(d_ps_steps[t][:, lo:hi])
-
-

@@ -13,8 +13,6 @@ above the smallest normal float).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -25,14 +23,37 @@ from .fused_kernel import DriveSpec
 __all__ = ["fused_reference", "modrelu_reference", "lookahead_reference"]
 
 
-def _pick(seq: Tensor, last: Optional[Tensor]) -> Tensor:
+def _pick(seq: Tensor, last: Tensor | None) -> Tensor:
     if last is None:
         return seq[-1]
     return seq.gather(0, last.view(1, -1, 1).expand(1, seq.shape[1], seq.shape[2]))[0]
 
 
-def fused_reference(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
-                    w_hh, b_hn, w_hr, alpha, beta_k, valid, last):
+def fused_reference(
+    host,
+    nonlinearity,
+    kind,
+    mu,
+    epsilon,
+    beta,
+    e,
+    x,
+    w_ih,
+    b_ih,
+    bias_e,
+    h0,
+    c0,
+    p0,
+    v0,
+    m0,
+    w_hh,
+    b_hn,
+    w_hr,
+    alpha,
+    beta_k,
+    valid,
+    last,
+):
     """``(hs, cs, ps, v_last, m_last)`` of ``momentumrnn::fused_recurrence``."""
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
     mode = spec.mode
@@ -71,12 +92,12 @@ def fused_reference(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_i
         d = drive[t]
         r = h @ w_hh.t()
         if host == "gru":
-            p_rz = r[:, :2 * H] + d[:, :2 * H]
-            g_rz = alpha[t] * p_rz - beta_k[t] * p_prev[:, :2 * H] if lookahead else p_rz
+            p_rz = r[:, : 2 * H] + d[:, : 2 * H]
+            g_rz = alpha[t] * p_rz - beta_k[t] * p_prev[:, : 2 * H] if lookahead else p_rz
             rz = torch.sigmoid(g_rz)
             reset, z = rz[:, :H], rz[:, H:]
-            p_n = d[:, 2 * H:] + reset * (r[:, 2 * H:] + b_hn)
-            g_n = alpha[t] * p_n - beta_k[t] * p_prev[:, 2 * H:] if lookahead else p_n
+            p_n = d[:, 2 * H :] + reset * (r[:, 2 * H :] + b_hn)
+            g_n = alpha[t] * p_n - beta_k[t] * p_prev[:, 2 * H :] if lookahead else p_n
             n = torch.tanh(g_n)
             h = n + z * (h - n)
             if lookahead:

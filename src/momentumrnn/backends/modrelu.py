@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from torch import Tensor
 import torch
+from torch import Tensor
 
 from ..lengths import at_last_step
 from ..schemes import MomentumState
@@ -37,8 +37,9 @@ class ModReLUParams(NamedTuple):
     paired: bool
 
 
-def run(layer: Layer, p: ModReLUParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-        hp: HyperParameters) -> StepResult:
+def run(
+    layer: Layer, p: ModReLUParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState, hp: HyperParameters
+) -> StepResult:
     mu, eps = hp
     T, B, _ = x.shape
     N = p.w_in.shape[0]

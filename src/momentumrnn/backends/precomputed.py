@@ -41,8 +41,15 @@ def _identity(n: int, like: torch.Tensor) -> torch.Tensor:
     return eye
 
 
-def run(layer: GatedLayer, p: GatedParams, x: torch.Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-        hp: HyperParameters) -> StepResult:
+def run(
+    layer: GatedLayer,
+    p: GatedParams,
+    x: torch.Tensor,
+    seq: SeqInfo,
+    hidden0: Hidden,
+    mom0: MomentumState,
+    hp: HyperParameters,
+) -> StepResult:
     mu, eps = hp
     T, B, I = x.shape
     GH = p.w_ih.shape[0]

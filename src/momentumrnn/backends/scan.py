@@ -27,7 +27,8 @@ sequence's last step.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     class _ScanLayer(Layer, Protocol):
         def _real_step(self, p: Any) -> RealStep: ...
+
 
 __all__ = ["run", "available", "RealStep"]
 
@@ -97,11 +99,14 @@ def _split(values: tuple) -> tuple[list[Tensor], Callable[[Sequence[Tensor]], tu
     return [values[i] for i in where], rebuild
 
 
-def run(layer: _ScanLayer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-        hp: HyperParameters) -> StepResult:
+def run(
+    layer: _ScanLayer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState, hp: HyperParameters
+) -> StepResult:
     if _scan_op is None:
-        raise RuntimeError(f"the scan backend needs torch's scan operator, which torch {torch.__version__} lacks; "
-                           "use layer.backend = 'stepwise'")
+        raise RuntimeError(
+            f"the scan backend needs torch's scan operator, which torch {torch.__version__} lacks; "
+            "use layer.backend = 'stepwise'"
+        )
     if exporting.onnx_exporting():
         # An ONNX graph is for inference: everything entering scan is detached, so that neither the
         # capture nor the exporter's decompositions (which replay the graph with the parameters'
@@ -120,10 +125,13 @@ def run(layer: _ScanLayer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, m
     # starts at zero starts as zeros (the literal step's own default); the restart counter is no
     # carry but an input, the counters before each step (known in advance: next_steps)
     carried = [f for f in scheme.state_fields if f != "step"]
-    hidden = {name: t if t is not None else x.new_zeros(B, hidden_slots[name].internal_width)
-              for name, t in hidden0.items()}
-    mom = {f: getattr(mom0, f) if getattr(mom0, f) is not None else x.new_zeros(B, mom_slots[f].internal_width)
-           for f in carried}
+    hidden = {
+        name: t if t is not None else x.new_zeros(B, hidden_slots[name].internal_width) for name, t in hidden0.items()
+    }
+    mom = {
+        f: getattr(mom0, f) if getattr(mom0, f) is not None else x.new_zeros(B, mom_slots[f].internal_width)
+        for f in carried
+    }
     entered = real.enter(MomentumState(**mom))
     mom = {f: getattr(entered, f) for f in carried}
     xs = {"x": x}
@@ -146,9 +154,9 @@ def run(layer: _ScanLayer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, m
 
     def body(*args: Tensor) -> list[Tensor]:
         hidden, mom = pytree.tree_unflatten(list(args[:n_init]), init_spec)
-        xs_t = pytree.tree_unflatten(list(args[n_init:n_init + n_xs]), xs_spec)
-        q = rebuild_params(args[n_init + n_xs:n_init + n_xs + n_params])
-        h_p = rebuild_hp(args[n_init + n_xs + n_params:])
+        xs_t = pytree.tree_unflatten(list(args[n_init : n_init + n_xs]), xs_spec)
+        q = rebuild_params(args[n_init + n_xs : n_init + n_xs + n_params])
+        h_p = rebuild_hp(args[n_init + n_xs + n_params :])
         state = MomentumState(**mom, step=xs_t.get("k_prev"))
         out_t, new_hidden, new_mom = real.step(q, xs_t["x"], hidden, state, h_p)
         new_mom = {f: getattr(new_mom, f) for f in carried}

@@ -8,7 +8,7 @@ take exactly the same steps.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, overload
+from typing import TYPE_CHECKING, overload
 
 import torch
 from torch import Tensor
@@ -30,19 +30,21 @@ def internal(value: Tensor, slot: Slot) -> Tensor: ...
 def internal(value: None, slot: Slot) -> None: ...
 
 
-def internal(value: Optional[Tensor], slot: Slot) -> Optional[Tensor]:
+def internal(value: Tensor | None, slot: Slot) -> Tensor | None:
     """A state tensor in the internal form (complex as ``[Re, Im]`` pairs)."""
     if value is None or not slot.complex:
         return value
     return torch.cat([value.real, value.imag], -1)
 
 
-def run(layer: Layer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-        hp: HyperParameters) -> StepResult:
+def run(
+    layer: Layer, p: tuple, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState, hp: HyperParameters
+) -> StepResult:
     hidden_slots, mom_slots = layer._slots()
     hidden: Hidden = {name: to_external(t, hidden_slots[name]) for name, t in hidden0.items()}
-    mom = MomentumState(*(t if name == "step" else to_external(t, mom_slots[name])
-                          for name, t in zip(MomentumState._fields, mom0)))
+    mom = MomentumState(
+        *(t if name == "step" else to_external(t, mom_slots[name]) for name, t in zip(MomentumState._fields, mom0))
+    )
     outs: list[Tensor] = []
     seqs: dict[str, list[Tensor]] = {name: [] for name in hidden}
     fields = layer.scheme.state_fields

@@ -29,7 +29,7 @@ after every optimizer step (the latch; the toolkit does).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,8 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EigenvalueNormalizedRNN", "ENRNNMatrix", "SpectralRadius", "spectral_radius"]
 
-registry.register_host("enrnn", "ENRNN", "modrelu",
-                       "ENRNN: B = [[W1, 0], [W3, W2 / rho(W2)]], Helfrich & Ye 2020")
+registry.register_host("enrnn", "ENRNN", "modrelu", "ENRNN: B = [[W1, 0], [W3, W2 / rho(W2)]], Helfrich & Ye 2020")
 
 
 def _top_eigen(M: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,7 +80,7 @@ def _radius_setup(ctx: Any, inputs: tuple[Tensor], output: tuple[Tensor, Tensor]
     ctx.save_for_backward(inputs[0], output[1])
 
 
-def _radius_backward(ctx: Any, g: Optional[Tensor], _: Optional[Tensor]) -> Optional[Tensor]:
+def _radius_backward(ctx: Any, g: Tensor | None, _: Tensor | None) -> Tensor | None:
     M, grad = ctx.saved_tensors
     if g is None:
         return None
@@ -125,8 +124,15 @@ class ENRNNMatrix(nn.Module):
 
     normalized: Tensor
 
-    def __init__(self, long_size: int, short_size: int, num_negative: int, coupled: bool = True,
-                 device: Device = None, dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(
+        self,
+        long_size: int,
+        short_size: int,
+        num_negative: int,
+        coupled: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.n1, self.n2, self.coupled = int(long_size), int(short_size), bool(coupled)
         self.cayley = ScaledCayley(self.n1, num_negative, device=device, dtype=dtype)
@@ -158,7 +164,7 @@ class ENRNNMatrix(nn.Module):
         """``W2bar``: ``W2 / rho(W2)`` once the latch is on, else ``W2``."""
         return W2 / spectral_radius(W2) if self.latched() else W2
 
-    def forward(self, P1: Tensor, W2: Tensor, W3: Optional[Tensor] = None) -> Tensor:
+    def forward(self, P1: Tensor, W2: Tensor, W3: Tensor | None = None) -> Tensor:
         W1 = self.cayley(P1)
         top = torch.cat([W1, W1.new_zeros(self.n1, self.n2)], 1)
         low = torch.cat([W3 if W3 is not None else W1.new_zeros(self.n2, self.n1), self.short_matrix(W2)], 1)
@@ -168,7 +174,8 @@ class ENRNNMatrix(nn.Module):
         if self._registered:
             raise NotImplementedError(
                 "ENRNN's recurrent matrix cannot be assigned; set its originals instead "
-                "(layer.parametrizations.weight_hh_l0.original0 / original1 / original2)")
+                "(layer.parametrizations.weight_hh_l0.original0 / original1 / original2)"
+            )
         shapes = [(self.n1, self.n1), (self.n2, self.n2)] + ([(self.n2, self.n1)] if self.coupled else [])
         return tuple(B.new_zeros(s) for s in shapes)
 
@@ -228,23 +235,35 @@ class EigenvalueNormalizedRNN(ModReLUBase):
         dropout: float = 0.0,
         bidirectional: bool = False,
         device: Device = None,
-        dtype: Optional[torch.dtype] = None,
+        dtype: torch.dtype | None = None,
         *,
-        short_size: Optional[int] = None,
-        num_negative: Optional[int] = None,
+        short_size: int | None = None,
+        num_negative: int | None = None,
         coupled: bool = True,
-        scheme: Optional[str] = None,
-        mu: Optional[float] = None,
-        epsilon: Optional[float] = None,
-        beta: Optional[float] = None,
-        restart: Optional[int] = None,
+        scheme: str | None = None,
+        mu: float | None = None,
+        epsilon: float | None = None,
+        beta: float | None = None,
+        restart: int | None = None,
         learn_mu: bool = False,
         learn_epsilon: bool = False,
         carry_momentum: bool = False,
     ) -> None:
         super().__init__()
-        self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-                    mu, epsilon, beta, restart, carry_momentum)
+        self._setup(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first,
+            dropout,
+            bidirectional,
+            scheme,
+            mu,
+            epsilon,
+            beta,
+            restart,
+            carry_momentum,
+        )
         self._setup_modrelu(bias, dtype, False)
         H = self.hidden_size
         if H < 2:
@@ -252,14 +271,17 @@ class EigenvalueNormalizedRNN(ModReLUBase):
         n2 = H // 4 if short_size is None else _checks.check_size("short_size", short_size)
         n2 = max(n2, 1)
         if n2 >= H:
-            raise ValueError(f"short_size must be less than hidden_size = {H} (n1 = hidden_size - short_size "
-                             f"long-term units), got {short_size}")
+            raise ValueError(
+                f"short_size must be less than hidden_size = {H} (n1 = hidden_size - short_size "
+                f"long-term units), got {short_size}"
+            )
         self.short_size, self.long_size = n2, H - n2
         if num_negative is None:
-            num_negative = int(round(0.3 * self.long_size))
+            num_negative = round(0.3 * self.long_size)
         if isinstance(num_negative, bool) or not isinstance(num_negative, int):
-            raise TypeError(f"num_negative (number of -1 entries of W1's scaling D) must be an int, "
-                            f"got {num_negative!r}")
+            raise TypeError(
+                f"num_negative (number of -1 entries of W1's scaling D) must be an int, got {num_negative!r}"
+            )
         if not 0 <= num_negative <= self.long_size:
             raise ValueError(f"num_negative must be in [0, n1 = {self.long_size}], got {num_negative}")
         self.num_negative = num_negative
@@ -268,9 +290,11 @@ class EigenvalueNormalizedRNN(ModReLUBase):
 
     @classmethod
     def _class_doc(cls, spec: SchemeSpec) -> str:
-        return (f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary} on ENRNN.\n\n    Same arguments as "
-                ":class:`EigenvalueNormalizedRNN` without ``scheme``.\n"
-                + cast(str, EigenvalueNormalizedRNN.__doc__).split("\n", 1)[1])
+        return (
+            f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary} on ENRNN.\n\n    Same arguments as "
+            ":class:`EigenvalueNormalizedRNN` without ``scheme``.\n"
+            + cast(str, EigenvalueNormalizedRNN.__doc__).split("\n", 1)[1]
+        )
 
     def _register_direction(self, sfx: str, in_features: int, factory: Factory) -> None:
         H = self.hidden_size

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,16 @@ registry.register_host("lstm", "LSTM", "gated", "torch.nn.LSTM cell")
 registry.register_host("gru", "GRU", "gated", "torch.nn.GRU cell")
 
 
-def gated_step(host: str, nonlinearity: Optional[str], p: GatedParams, x: Tensor, hidden: Hidden, mom: MomentumState,
-               scheme: Scheme, hp: HyperParameters) -> StepResult:
+def gated_step(
+    host: str,
+    nonlinearity: str | None,
+    p: GatedParams,
+    x: Tensor,
+    hidden: Hidden,
+    mom: MomentumState,
+    scheme: Scheme,
+    hp: HyperParameters,
+) -> StepResult:
     """The literal step of a gated cell with its scheme: ``(h, {"h": h[, "c": c]}, momentum)``.
     ``x`` ``(B, I)``; ``hidden`` values may be ``None`` (zeros). An LSTM with projections
     (``p.w_hr``) outputs ``h = W_hr (o * tanh(c))``, and ``W_hh`` reads that projected ``h``."""
@@ -59,17 +67,19 @@ def gated_step(host: str, nonlinearity: Optional[str], p: GatedParams, x: Tensor
         if p.w_hr is not None:
             h = F.linear(h, p.w_hr)
         return h, {"h": h, "c": c}, advance()
-    reset, z = torch.sigmoid(drive.combine(r[..., :2 * H], slice(0, 2 * H))).chunk(2, -1)
-    n = torch.tanh(drive.combine(reset * r[..., 2 * H:], slice(2 * H, 3 * H)))
+    reset, z = torch.sigmoid(drive.combine(r[..., : 2 * H], slice(0, 2 * H))).chunk(2, -1)
+    n = torch.tanh(drive.combine(reset * r[..., 2 * H :], slice(2 * H, 3 * H)))
     h = (1 - z) * n + z * h
     return h, {"h": h}, advance()
 
 
 _CELL_LOOPS = {
     "rnn": "h = tanh(d + W_hh h + b_hh)",
-    "lstm": "i, f, g, o = (d + W_hh h + b_hh).chunk(4)\nc = sigmoid(f) * c + sigmoid(i) * tanh(g); h = sigmoid(o) * tanh(c)"
-            "\nh = W_hr @ h  # proj_size > 0 only",
-    "gru": "r, z = sigmoid(d[:2H] + W_h(r,z) h + b_h(r,z)).chunk(2)\nn = tanh(d[2H:] + r * (W_hn h + b_hn)); h = (1 - z) * n + z * h",
+    "lstm": "i, f, g, o = (d + W_hh h + b_hh).chunk(4)\n"
+    "c = sigmoid(f) * c + sigmoid(i) * tanh(g); h = sigmoid(o) * tanh(c)"
+    "\nh = W_hr @ h  # proj_size > 0 only",
+    "gru": "r, z = sigmoid(d[:2H] + W_h(r,z) h + b_h(r,z)).chunk(2)\n"
+    "n = tanh(d[2H:] + r * (W_hn h + b_hn)); h = (1 - z) * n + z * h",
 }
 
 _DOC = r"""{summary}.
@@ -111,17 +121,48 @@ _DOC = r"""{summary}.
 
 #: torch.nn's constructor arguments in their positional order, per host
 _TORCH_ARGS = {
-    "lstm": ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
-             "proj_size", "device", "dtype"),
-    "gru": ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
-            "proj_size", "device", "dtype"),
-    "rnn": ("input_size", "hidden_size", "num_layers", "nonlinearity", "bias", "batch_first", "dropout",
-            "bidirectional", "proj_size", "device", "dtype"),
+    "lstm": (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "device",
+        "dtype",
+    ),
+    "gru": (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "device",
+        "dtype",
+    ),
+    "rnn": (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "nonlinearity",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "device",
+        "dtype",
+    ),
 }
 _PROJ_DOC = {
     "lstm": "\n        proj_size: if > 0, an LSTM with projections (LSTMP, as ``torch.nn.LSTM``):\n"
-            "            ``h_t = W_hr (o_t * tanh(c_t))`` of ``proj_size`` features, read by ``W_hh`` and the\n"
-            "            next layer; the momentum (on the ``4 * hidden_size`` input drive) is unchanged.",
+    "            ``h_t = W_hr (o_t * tanh(c_t))`` of ``proj_size`` features, read by ``W_hh`` and the\n"
+    "            next layer; the momentum (on the ``4 * hidden_size`` input drive) is unchanged.",
     "gru": "\n        proj_size: 0 only (as ``torch.nn.GRU``).",
     "rnn": "\n        proj_size: 0 only (as ``torch.nn.RNN``).",
 }
@@ -138,7 +179,7 @@ class MomentumRNNBase(SequenceBase):
     _generic = "build_layer"
 
     proj_size: int
-    nonlinearity: Optional[str]
+    nonlinearity: str | None
     weight_ih_l0: Tensor
 
     def __init__(
@@ -152,32 +193,47 @@ class MomentumRNNBase(SequenceBase):
         bidirectional: bool = False,
         proj_size: int = 0,
         device: Device = None,
-        dtype: Optional[torch.dtype] = None,
+        dtype: torch.dtype | None = None,
         *,
-        mu: Optional[float] = None,
-        epsilon: Optional[float] = None,
-        beta: Optional[float] = None,
-        restart: Optional[int] = None,
-        nonlinearity: Optional[str] = None,
+        mu: float | None = None,
+        epsilon: float | None = None,
+        beta: float | None = None,
+        restart: int | None = None,
+        nonlinearity: str | None = None,
         learn_mu: bool = False,
         learn_epsilon: bool = False,
         init: str = "torch",
         forget_bias: float = 1.0,
-        scheme: Optional[str] = None,
+        scheme: str | None = None,
         carry_momentum: bool = False,
     ) -> None:
         super().__init__()
         if self.host not in GATES:
-            raise TypeError(f"{type(self).__name__} has no gated host; use a paper-named class (MomentumLSTM, ...) "
-                            "or build_layer(host, scheme, ...)")
-        self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-                    mu, epsilon, beta, restart, carry_momentum)
+            raise TypeError(
+                f"{type(self).__name__} has no gated host; use a paper-named class (MomentumLSTM, ...) "
+                "or build_layer(host, scheme, ...)"
+            )
+        self._setup(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first,
+            dropout,
+            bidirectional,
+            scheme,
+            mu,
+            epsilon,
+            beta,
+            restart,
+            carry_momentum,
+        )
         self.bias = bool(bias)
         self.nonlinearity = _checks.check_nonlinearity(self.host, nonlinearity)
         self.proj_size = _checks.check_proj_size(self.host, proj_size, self.hidden_size)
         if init not in ("torch", "authors"):
-            raise ValueError(f"init must be 'torch' (torch.nn's default) or 'authors' (the authors' "
-                             f"initialisation), got {init!r}")
+            raise ValueError(
+                f"init must be 'torch' (torch.nn's default) or 'authors' (the authors' initialisation), got {init!r}"
+            )
         self.init = init
         self.forget_bias = float(forget_bias)
         self._flat_weights_names: list[str] = []
@@ -196,28 +252,43 @@ class MomentumRNNBase(SequenceBase):
         loop = spec.loop
         cell = _CELL_LOOPS[cls.host]
         if spec.lookahead:
-            cell = cell.replace("d + W_hh h + b_hh", "g").replace("d[:2H] + W_h(r,z) h + b_h(r,z)", "g[:2H]") \
+            cell = (
+                cell.replace("d + W_hh h + b_hh", "g")
+                .replace("d[:2H] + W_h(r,z) h + b_h(r,z)", "g[:2H]")
                 .replace("d[2H:] + r * (W_hn h + b_hn)", "g[2H:] (its r_t: r * (W_hn h + b_hn))")
+            )
         fields = [f for f in spec.fields if f != "step"]
         return _DOC.format(
             summary=f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary}",
             torch_name=torch_name,
-            torch_args=textwrap.fill(", ".join(_TORCH_ARGS[cls.host]) + f": as in ``torch.nn.{torch_name}``, in this "
-                                     "order (the ones below are keyword-only).", 100, initial_indent=" " * 8,
-                                     subsequent_indent=" " * 12),
+            torch_args=textwrap.fill(
+                ", ".join(_TORCH_ARGS[cls.host]) + f": as in ``torch.nn.{torch_name}``, in this "
+                "order (the ones below are keyword-only).",
+                100,
+                initial_indent=" " * 8,
+                subsequent_indent=" " * 12,
+            ),
             nonlinearity_doc="\n        nonlinearity: ``'tanh'`` or ``'relu'``." if cls.host == "rnn" else "",
             proj_doc=_PROJ_DOC[cls.host],
             hp_doc=hp_doc,
             native_state="``(h_0, c_0)``" if cls.host == "lstm" else "``h_0``",
             native_out="(h_n, c_n)" if cls.host == "lstm" else "h_n",
             c_doc=",\n          ``c_n`` ``(D * num_layers, N, hidden_size)``" if cls.host == "lstm" else "",
-            carried="(" + ", ".join(state_names({"h": 0, "c": 0} if cls.host == "lstm" else {"h": 0},
-                                                spec.fields, True)) + ")",
-            carry_in=("\n          With ``carry_momentum=True``, also the state a previous call returned (continues\n"
-                      "          the sequence exactly, momentum included).") if spec.fields else "",
-            fields_doc=(f" with {', '.join(fields)}\n          ``(D * num_layers, N, {GATES[cls.host]} * hidden_size)``"
-                        + (" and the int64 restart counter ``step`` ``(D * num_layers, N)``"
-                           if "step" in spec.fields else "")) if spec.fields else " (no momentum fields: torch.nn's)",
+            carried="("
+            + ", ".join(state_names({"h": 0, "c": 0} if cls.host == "lstm" else {"h": 0}, spec.fields, True))
+            + ")",
+            carry_in=(
+                "\n          With ``carry_momentum=True``, also the state a previous call returned (continues\n"
+                "          the sequence exactly, momentum included)."
+            )
+            if spec.fields
+            else "",
+            fields_doc=(
+                f" with {', '.join(fields)}\n          ``(D * num_layers, N, {GATES[cls.host]} * hidden_size)``"
+                + (" and the int64 restart counter ``step`` ``(D * num_layers, N)``" if "step" in spec.fields else "")
+            )
+            if spec.fields
+            else " (no momentum fields: torch.nn's)",
             loop=_indent(loop + "\n" + cell),
         )
 
@@ -253,17 +324,22 @@ class MomentumRNNBase(SequenceBase):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         n = (4 if self.bias else 2) + (1 if self.proj_size else 0)
-        return [[getattr(self, name) for name in self._flat_weights_names[i:i + n]]
-                for i in range(0, len(self._flat_weights_names), n)]
+        return [
+            [getattr(self, name) for name in self._flat_weights_names[i : i + n]]
+            for i in range(0, len(self._flat_weights_names), n)
+        ]
 
     def _direction(self, layer: int, direction: int) -> GatedParams:
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        return GatedParams(getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx),
-                           getattr(self, "bias_ih" + sfx) if self.bias else None,
-                           getattr(self, "bias_hh" + sfx) if self.bias else None,
-                           getattr(self, "weight_hr" + sfx) if self.proj_size else None)
+        return GatedParams(
+            getattr(self, "weight_ih" + sfx),
+            getattr(self, "weight_hh" + sfx),
+            getattr(self, "bias_ih" + sfx) if self.bias else None,
+            getattr(self, "bias_hh" + sfx) if self.bias else None,
+            getattr(self, "weight_hr" + sfx) if self.proj_size else None,
+        )
 
-    def _weights(self, layer: int, direction: int) -> tuple[Optional[Tensor], ...]:
+    def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
         """``(w_ih, w_hh, b_ih, b_hh, w_hr)`` of one layer and direction (``None`` where absent)."""
         return tuple(self._direction(layer, direction))
 
@@ -280,14 +356,19 @@ class MomentumRNNBase(SequenceBase):
     def _reference(self) -> Tensor:
         return self.weight_ih_l0
 
-    def _literal_step(self, p: GatedParams, x: Tensor, hidden: Hidden, mom: MomentumState,
-                      hp: HyperParameters) -> StepResult:
+    def _literal_step(
+        self, p: GatedParams, x: Tensor, hidden: Hidden, mom: MomentumState, hp: HyperParameters
+    ) -> StepResult:
         return gated_step(self.host, self.nonlinearity, p, x, hidden, mom, self.scheme, hp)
 
     def _real_step(self, p: GatedParams) -> RealStep:
         """The literal step on the internal form of the state (the same: gated states are real)."""
-        return RealStep(lambda q, x, hidden, mom, hp: gated_step(self.host, self.nonlinearity, GatedParams(*q), x,
-                                                                 hidden, mom, self.scheme, hp), tuple(p))
+        return RealStep(
+            lambda q, x, hidden, mom, hp: gated_step(
+                self.host, self.nonlinearity, GatedParams(*q), x, hidden, mom, self.scheme, hp
+            ),
+            tuple(p),
+        )
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -305,12 +386,35 @@ class MomentumRNNBase(SequenceBase):
         return s + self._repr_learned()
 
 
-
-def _rnn_init(self: MomentumRNNBase, input_size: int, hidden_size: int, num_layers: int = 1,
-              nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-              bidirectional: bool = False, proj_size: int = 0, device: Device = None,
-              dtype: Optional[torch.dtype] = None, **kwargs: Any) -> None:
+def _rnn_init(
+    self: MomentumRNNBase,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    nonlinearity: str = "tanh",
+    bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+    device: Device = None,
+    dtype: torch.dtype | None = None,
+    **kwargs: Any,
+) -> None:
     """The constructor of the RNN host's layers: ``torch.nn.RNN``'s arguments in its positional order
     (``nonlinearity`` fourth), then the keyword-only arguments of :class:`MomentumRNNBase`."""
-    MomentumRNNBase.__init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                             proj_size, device, dtype, nonlinearity=nonlinearity, **kwargs)
+    MomentumRNNBase.__init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers,
+        bias,
+        batch_first,
+        dropout,
+        bidirectional,
+        proj_size,
+        device,
+        dtype,
+        nonlinearity=nonlinearity,
+        **kwargs,
+    )

@@ -9,7 +9,8 @@ the modReLU backends take, and the literal one-step update.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["ModReLUBase", "modrelu_step", "real_modrelu_step"]
 
 
-def modrelu_step(p: ModReLUParams, x: Tensor, hidden: Hidden, mom: MomentumState, scheme: Scheme,
-                 hp: HyperParameters) -> StepResult:
+def modrelu_step(
+    p: ModReLUParams, x: Tensor, hidden: Hidden, mom: MomentumState, scheme: Scheme, hp: HyperParameters
+) -> StepResult:
     """The literal step ``h = modReLU(combine(h B, d))`` of a modReLU host with its scheme, on
     complex numbers for unitary hosts: ``(output [Re h, Im h] or h, {"h": h}, momentum)``."""
     if p.paired:
@@ -67,18 +69,22 @@ def real_modrelu_step(p: ModReLUParams, scheme: Scheme) -> RealStep:
     moment on the modulus, :func:`~momentumrnn.schemes.pair_square`, carried in that layout: both
     halves equal)."""
     if not p.paired:
-        def step(q: tuple[Tensor, ...], x: Tensor, hidden: Mapping[str, Tensor], mom: MomentumState,
-                 hp: HyperParameters) -> StepResult:
+
+        def step(
+            q: tuple[Tensor, ...], x: Tensor, hidden: Mapping[str, Tensor], mom: MomentumState, hp: HyperParameters
+        ) -> StepResult:
             w_in, W, bias = q
             drive, advance = scheme.step(x @ w_in.t(), mom, *hp)
             h = modrelu(drive.combine(hidden["h"] @ W), bias)
             return h, {"h": h}, advance()
+
         return RealStep(step, (p.w_in, p.W, p.bias))
     Wr, Wi = p.W[0], p.W[1]
     Bm = torch.cat([torch.cat([Wr, Wi], 1), torch.cat([-Wi, Wr], 1)], 0)
 
-    def pair_step(q: tuple[Tensor, ...], x: Tensor, hidden: Mapping[str, Tensor], mom: MomentumState,
-                  hp: HyperParameters) -> StepResult:
+    def pair_step(
+        q: tuple[Tensor, ...], x: Tensor, hidden: Mapping[str, Tensor], mom: MomentumState, hp: HyperParameters
+    ) -> StepResult:
         w_in, Bm, bias = q
         drive, advance = scheme.step(x @ w_in.t(), mom, *hp, square=pair_square)
         h = _modrelu_pairs(drive.combine(hidden["h"] @ Bm), bias)
@@ -105,10 +111,12 @@ class ModReLUBase(SequenceBase):
     modrelu_bias_l0: Tensor
     _export_sources: dict[str, dict[str, Tensor]]
 
-    def _setup_modrelu(self, bias: bool, dtype: Optional[torch.dtype], complex_input: bool) -> None:
+    def _setup_modrelu(self, bias: bool, dtype: torch.dtype | None, complex_input: bool) -> None:
         if bias:
-            raise ValueError("modReLU hosts have no input bias (W_ih x_t enters the momentum as is); the "
-                             "modReLU bias is always learned. Pass bias=False or leave it out")
+            raise ValueError(
+                "modReLU hosts have no input bias (W_ih x_t enters the momentum as is); the "
+                "modReLU bias is always learned. Pass bias=False or leave it out"
+            )
         self.bias = False
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
             raise TypeError(f"dtype must be a real floating dtype (complex tensors of scuRNN follow it), got {dtype}")
@@ -132,18 +140,25 @@ class ModReLUBase(SequenceBase):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(data).__name__}")
         ref = self._reference()
         if self.unitary and ref.dtype in (torch.float16, torch.bfloat16):
-            raise TypeError(f"{self._name} has {ref.dtype} parameters, but its hidden state is complex and torch has no "
-                            "complex bfloat16 and too few complex float16 operations (torch.polar, complex matmul on "
-                            "CPU); keep the layer in float32 or float64 (under torch.autocast it computes in float32)")
+            raise TypeError(
+                f"{self._name} has {ref.dtype} parameters, but its hidden state is complex and torch has no "
+                "complex bfloat16 and too few complex float16 operations (torch.polar, complex matmul on "
+                "CPU); keep the layer in float32 or float64 (under torch.autocast it computes in float32)"
+            )
         if self.complex_input:
             if not data.is_complex():
-                raise TypeError(f"{self._name} was built with complex_input=True and expects complex {name}, "
-                                f"got real dtype {data.dtype}")
+                raise TypeError(
+                    f"{self._name} was built with complex_input=True and expects complex {name}, "
+                    f"got real dtype {data.dtype}"
+                )
             if data.real.dtype != ref.dtype:
                 raise TypeError(f"{name} has dtype {data.dtype} but the layer's parameters are {ref.dtype}")
         elif data.is_complex():
-            hint = (" (build it with complex_input=True to take complex input)" if self.unitary
-                    else "; only the scuRNN host takes complex input")
+            hint = (
+                " (build it with complex_input=True to take complex input)"
+                if self.unitary
+                else "; only the scuRNN host takes complex input"
+            )
             raise TypeError(f"{self._name} expects real {name}, got complex dtype {data.dtype}{hint}")
         else:
             _checks.check_tensor(name, data, ref.dtype, ref.device)
@@ -180,10 +195,11 @@ class ModReLUBase(SequenceBase):
     # construction, by every eager forward, by .to() / .double() (which replace buffers) and by
     # load_state_dict (assign=True replaces parameters: what an unpickled layer went through)
     def _record_export_sources(self) -> None:
-        self._export_sources = {sfx: exporting.sources(self.parametrizations["weight_hh" + sfx])
-                                for sfx in self._suffixes}
+        self._export_sources = {
+            sfx: exporting.sources(self.parametrizations["weight_hh" + sfx]) for sfx in self._suffixes
+        }
 
-    def _build(self, learn_mu: bool, learn_epsilon: bool, device: Device, dtype: Optional[torch.dtype]) -> None:
+    def _build(self, learn_mu: bool, learn_epsilon: bool, device: Device, dtype: torch.dtype | None) -> None:
         super()._build(learn_mu, learn_epsilon, device, dtype)
         self._record_export_sources()
         self.register_load_state_dict_post_hook(_sources_after_load)
@@ -195,11 +211,16 @@ class ModReLUBase(SequenceBase):
 
     def _direction(self, layer: int, direction: int) -> ModReLUParams:
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        return ModReLUParams(self._input_weight(layer, sfx), self._recurrent_weight(sfx),
-                             getattr(self, "modrelu_bias" + sfx), self.unitary)
+        return ModReLUParams(
+            self._input_weight(layer, sfx),
+            self._recurrent_weight(sfx),
+            getattr(self, "modrelu_bias" + sfx),
+            self.unitary,
+        )
 
-    def _literal_step(self, p: ModReLUParams, x: Tensor, hidden: Hidden, mom: MomentumState,
-                      hp: HyperParameters) -> StepResult:
+    def _literal_step(
+        self, p: ModReLUParams, x: Tensor, hidden: Hidden, mom: MomentumState, hp: HyperParameters
+    ) -> StepResult:
         return modrelu_step(p, x, hidden, mom, self.scheme, hp)
 
     def _real_step(self, p: ModReLUParams) -> RealStep:

@@ -11,7 +11,8 @@ a complex input).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Optional, Union, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -45,8 +46,9 @@ _HOST_OF = {v: k for k, v in HOSTS.items()}
 registry.register_host("exprnn", "ExpRNN", "modrelu", "expRNN: B = expm(A), Lezcano-Casado & Martinez-Rubio 2019")
 registry.register_host("dtriv", "DTRIV", "modrelu", "DTRIV: B = base expm(A), base changed every K optimizer steps")
 registry.register_host("scornn", "ScoRNN", "modrelu", "scoRNN: B = (I + A)^-1 (I - A) D, fixed +-1 diagonal D")
-registry.register_host("scurnn", "ScuRNN", "modrelu",
-                       "scuRNN: unitary scaled Cayley, trainable unit-modulus diagonal, complex state")
+registry.register_host(
+    "scurnn", "ScuRNN", "modrelu", "scuRNN: unitary scaled Cayley, trainable unit-modulus diagonal, complex state"
+)
 
 
 class OrthogonalRNN(ModReLUBase):
@@ -98,7 +100,7 @@ class OrthogonalRNN(ModReLUBase):
     """
 
     _generic = "OrthogonalRNN"
-    _rebuild_attributes = ModReLUBase._rebuild_attributes + ("K",)  # DTRIV's K is assignable
+    _rebuild_attributes = (*ModReLUBase._rebuild_attributes, "K")  # DTRIV's K is assignable
 
     def __init__(
         self,
@@ -110,19 +112,19 @@ class OrthogonalRNN(ModReLUBase):
         dropout: float = 0.0,
         bidirectional: bool = False,
         device: Device = None,
-        dtype: Optional[torch.dtype] = None,
+        dtype: torch.dtype | None = None,
         *,
-        parametrization: Optional[str] = None,
-        scheme: Optional[str] = None,
-        mu: Optional[float] = None,
-        epsilon: Optional[float] = None,
-        beta: Optional[float] = None,
-        restart: Optional[int] = None,
+        parametrization: str | None = None,
+        scheme: str | None = None,
+        mu: float | None = None,
+        epsilon: float | None = None,
+        beta: float | None = None,
+        restart: int | None = None,
         learn_mu: bool = False,
         learn_epsilon: bool = False,
-        K: Union[int, float, str, None] = None,
-        num_negative: Optional[int] = None,
-        init: Union[str, Callable[[Tensor], Tensor]] = "cayley",
+        K: int | float | str | None = None,
+        num_negative: int | None = None,
+        init: str | Callable[[Tensor], Tensor] = "cayley",
         complex_input: bool = False,
         carry_momentum: bool = False,
     ) -> None:
@@ -131,25 +133,43 @@ class OrthogonalRNN(ModReLUBase):
         fixed = type(self).host
         if fixed:
             if parametrization is not None and canonical_parametrization(parametrization) != HOSTS[fixed]:
-                raise TypeError(f"{cls_name} fixes the parametrization to {HOSTS[fixed]!r}; "
-                                "use OrthogonalRNN(parametrization=...) for another one")
+                raise TypeError(
+                    f"{cls_name} fixes the parametrization to {HOSTS[fixed]!r}; "
+                    "use OrthogonalRNN(parametrization=...) for another one"
+                )
             parametrization = HOSTS[fixed]
         elif parametrization is None:
             parametrization = "expm"
         self.parametrization = canonical_parametrization(parametrization)
         self.host = _HOST_OF[self.parametrization]
-        self._setup(input_size, hidden_size, num_layers, batch_first, dropout, bidirectional, scheme,
-                    mu, epsilon, beta, restart, carry_momentum)
+        self._setup(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first,
+            dropout,
+            bidirectional,
+            scheme,
+            mu,
+            epsilon,
+            beta,
+            restart,
+            carry_momentum,
+        )
         self.unitary = self.parametrization == "unitary_scaled_cayley"
         self._setup_modrelu(bias, dtype, complex_input)
         if K is not None:
             K = check_K(K)
             if self.parametrization != "dtriv":
-                raise ValueError(f"K (dynamic trivialization) applies to the DTRIV host only, not {self.parametrization!r}")
+                raise ValueError(
+                    f"K (dynamic trivialization) applies to the DTRIV host only, not {self.parametrization!r}"
+                )
         elif self.parametrization == "dtriv":
             K = 100
         if num_negative is not None and self.parametrization != "scaled_cayley":
-            raise ValueError(f"num_negative applies to the scoRNN host (scaled_cayley) only, not {self.parametrization!r}")
+            raise ValueError(
+                f"num_negative applies to the scoRNN host (scaled_cayley) only, not {self.parametrization!r}"
+            )
         self._K, self._num_negative = K, num_negative
         self.init = init
         self._init_fn = get_initializer(init)
@@ -159,8 +179,10 @@ class OrthogonalRNN(ModReLUBase):
     @classmethod
     def _class_doc(cls, spec: SchemeSpec) -> str:
         summary = f"{registry.paper_name(cls.host, spec.kind)}: {spec.summary} on {registry.HOSTS[cls.host].summary}"
-        return (f"{summary}.\n\n    Same arguments as :class:`OrthogonalRNN` without ``parametrization`` and "
-                f"``scheme``.\n" + cast(str, OrthogonalRNN.__doc__).split("\n", 1)[1])
+        return (
+            f"{summary}.\n\n    Same arguments as :class:`OrthogonalRNN` without ``parametrization`` and "
+            f"``scheme``.\n" + cast(str, OrthogonalRNN.__doc__).split("\n", 1)[1]
+        )
 
     def _register_direction(self, sfx: str, in_features: int, factory: Factory) -> None:
         H = self.hidden_size
@@ -176,7 +198,7 @@ class OrthogonalRNN(ModReLUBase):
 
     # ------------------------------------------------------------------ parameters
     @property
-    def K(self) -> Union[int, float, None]:
+    def K(self) -> int | float | None:
         """DTRIV: optimizer steps between base changes (int or ``math.inf``); None for the other
         hosts. Assignable."""
         if self.parametrization != "dtriv":
@@ -184,7 +206,7 @@ class OrthogonalRNN(ModReLUBase):
         return cast(DynamicExpm, self._parametrization("_l0")).K
 
     @K.setter
-    def K(self, value: Union[int, float, str]) -> None:
+    def K(self, value: int | float | str) -> None:
         if self.parametrization != "dtriv":
             raise ValueError(f"K (dynamic trivialization) applies to the DTRIV host only, not {self.parametrization!r}")
         value = check_K(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..schemes import SCHEME_KINDS
 from .initializers import INITIALIZERS, cayley_init_, henaff_init_, torus_init_
 from .modrelu import modrelu
 from .parametrizations import (
@@ -23,11 +24,10 @@ from .parametrizations import (
     orthogonality_error,
 )
 from .training import DynamicTrivialization, register_optimizer_hook, split_parameters
-from ..schemes import SCHEME_KINDS
 
 if TYPE_CHECKING:  # the host classes, imported lazily below (the core imports this package)
-    from ..hosts.orthogonal import HOSTS, OrthogonalRNN  # noqa: F401
-    from ..layers import *  # noqa: F401,F403
+    from ..hosts.orthogonal import HOSTS, OrthogonalRNN
+    from ..layers import *
     from ..sequence import SequenceBase
 
 #: every scheme runs on the orthogonal hosts
@@ -103,9 +103,27 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "OrthogonalRNN", "HOSTS", "ORTHOGONAL_SCHEMES", "ORTHOGONAL_LAYER_NAMES", "build_orthogonal_layer",
-    "layer_class", "split_parameters", "DynamicTrivialization", "register_optimizer_hook",
-    "PARAMETRIZATIONS", "OrthogonalParametrization", "Expm", "DynamicExpm", "ScaledCayley",
-    "UnitaryScaledCayley", "orthogonality_error", "INITIALIZERS", "cayley_init_", "henaff_init_",
-    "torus_init_", "modrelu", "modrelu_recurrence", "modrelu_lookahead",
+    "OrthogonalRNN",
+    "HOSTS",
+    "ORTHOGONAL_SCHEMES",
+    "ORTHOGONAL_LAYER_NAMES",
+    "build_orthogonal_layer",
+    "layer_class",
+    "split_parameters",
+    "DynamicTrivialization",
+    "register_optimizer_hook",
+    "PARAMETRIZATIONS",
+    "OrthogonalParametrization",
+    "Expm",
+    "DynamicExpm",
+    "ScaledCayley",
+    "UnitaryScaledCayley",
+    "orthogonality_error",
+    "INITIALIZERS",
+    "cayley_init_",
+    "henaff_init_",
+    "torus_init_",
+    "modrelu",
+    "modrelu_recurrence",
+    "modrelu_lookahead",
 ]

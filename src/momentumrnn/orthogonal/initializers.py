@@ -16,7 +16,7 @@ They take the tensor to fill and an optional ``generator``, and return it.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -38,24 +38,30 @@ def block_diagonal_skew_(A: Tensor, values: Tensor) -> Tensor:
     return A
 
 
-def _uniform(n: int, low: float, high: float, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     return (low + (high - low) * u).to(like.device)
 
 
-def cayley_init_(A: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+def cayley_init_(A: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """The authors' Cayley initialization (their default)."""
     s = _uniform(A.shape[0] // 2, 0.0, math.pi / 2, A, generator)
     return block_diagonal_skew_(A, -torch.sqrt((1 - torch.cos(s)) / (1 + torch.cos(s))))
 
 
-def henaff_init_(A: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+def henaff_init_(A: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Henaff et al.'s initialization: block entries uniform in ``[-pi, pi]``."""
     return block_diagonal_skew_(A, _uniform(A.shape[0] // 2, -math.pi, math.pi, A, generator))
 
 
-def torus_init_(A: Tensor, generator: Optional[torch.Generator] = None, *, low: float = -math.pi,
-                high: float = math.pi, map: str = "expm") -> Tensor:
+def torus_init_(
+    A: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    low: float = -math.pi,
+    high: float = math.pi,
+    map: str = "expm",
+) -> Tensor:
     """``B`` a block rotation with angles uniform in ``[low, high]`` under the map ``map``
     (``"expm"``, or ``"cayley"`` for the scaled Cayley maps)."""
     if not low <= high:
@@ -74,7 +80,7 @@ def torus_init_(A: Tensor, generator: Optional[torch.Generator] = None, *, low: 
 INITIALIZERS = {"cayley": cayley_init_, "henaff": henaff_init_, "torus": torus_init_}
 
 
-def get_initializer(init: Union[str, Callable[[Tensor], Tensor]]) -> Callable[..., Tensor]:
+def get_initializer(init: str | Callable[[Tensor], Tensor]) -> Callable[..., Tensor]:
     """An initializer by name (``"cayley"``, ``"henaff"``, ``"torus"``) or a callable ``f(A)``."""
     if callable(init):
         return init

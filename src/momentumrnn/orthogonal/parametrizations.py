@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -81,24 +81,28 @@ def canonical_parametrization(name: str) -> str:
         raise TypeError(f"parametrization must be a string, got {type(name).__name__}")
     key = name.lower().replace("-", "_")
     if key not in _ALIASES:
-        raise ValueError(f"unknown parametrization {name!r}; expected one of {', '.join(PARAMETRIZATIONS)} "
-                         f"(or a host name: exprnn, dtriv, scornn, scurnn)")
+        raise ValueError(
+            f"unknown parametrization {name!r}; expected one of {', '.join(PARAMETRIZATIONS)} "
+            f"(or a host name: exprnn, dtriv, scornn, scurnn)"
+        )
     return _ALIASES[key]
 
 
-def check_K(K: Union[int, float, str]) -> Union[int, float]:
+def check_K(K: int | float | str) -> int | float:
     """``K`` of the dynamic trivialization: a positive int, or ``inf`` (``math.inf``, ``"inf"``,
     ``"infty"``). Returns an int or ``math.inf``."""
     if isinstance(K, str) and K.lower() in ("inf", "infty", "infinity"):
         return math.inf
-    if isinstance(K, float) and K == math.inf:
+    if isinstance(K, float) and math.inf == K:
         return math.inf
     if isinstance(K, bool) or not isinstance(K, numbers.Integral):
-        raise TypeError(f"K (steps between base changes of the dynamic trivialization) must be a positive "
-                        f"int or inf, got {K!r}")
+        raise TypeError(
+            f"K (steps between base changes of the dynamic trivialization) must be a positive int or inf, got {K!r}"
+        )
     if K <= 0:
-        raise ValueError(f"K (steps between base changes of the dynamic trivialization) must be a positive "
-                         f"int or inf, got {K}")
+        raise ValueError(
+            f"K (steps between base changes of the dynamic trivialization) must be a positive int or inf, got {K}"
+        )
     return int(K)
 
 
@@ -114,16 +118,29 @@ def skew_hermitian(P: Tensor) -> Tensor:
     return torch.complex(skew(P), L + L.tril(-1).mT)
 
 
-def _eye_like(P: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+def _eye_like(P: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     return torch.eye(P.shape[-1], dtype=dtype or P.dtype, device=P.device)
 
 
 # Pade [13/13] scaling and squaring (Higham 2005, "The scaling and squaring method for the matrix
 # exponential revisited"). For a skew-symmetric X the diagonal Pade approximant q(X)^-1 q(-X)...
 # is orthogonal, so B is orthogonal up to rounding whatever the degree.
-_PADE13 = (64764752532480000.0, 32382376266240000.0, 7771770303897600.0, 1187353796428800.0,
-           129060195264000.0, 10559470521600.0, 670442572800.0, 33522128640.0, 1323241920.0,
-           40840800.0, 960960.0, 16380.0, 182.0, 1.0)
+_PADE13 = (
+    64764752532480000.0,
+    32382376266240000.0,
+    7771770303897600.0,
+    1187353796428800.0,
+    129060195264000.0,
+    10559470521600.0,
+    670442572800.0,
+    33522128640.0,
+    1323241920.0,
+    40840800.0,
+    960960.0,
+    16380.0,
+    182.0,
+    1.0,
+)
 _THETA13 = 5.371920351148152
 
 
@@ -132,7 +149,7 @@ def pade_expm(A: Tensor) -> Tensor:
     norm = float(A.detach().abs().sum(-2).max()) if A.numel() else 0.0
     # (a non-finite norm skips the scaling: the result is then non-finite too, like the input)
     s = max(0, math.ceil(math.log2(norm / _THETA13))) if _THETA13 < norm < math.inf else 0
-    X = A * (0.5 ** s) if s else A
+    X = A * (0.5**s) if s else A
     b = _PADE13
     eye = _eye_like(A)
     X2 = X @ X
@@ -146,7 +163,7 @@ def pade_expm(A: Tensor) -> Tensor:
     return R
 
 
-def _expm_value(A: Tensor, base: Optional[Tensor]) -> Tensor:
+def _expm_value(A: Tensor, base: Tensor | None) -> Tensor:
     """``base @ expm(A)`` computed in float64, rounded to ``A``'s dtype."""
     wide = torch.float64
     B = pade_expm(A.to(wide))
@@ -161,13 +178,13 @@ def _expm_value(A: Tensor, base: Optional[Tensor]) -> Tensor:
 # vector-Jacobian product of the Pade approximant) in the parameter dtype (float32 for half
 # precision, where torch has no LU); the double backward differentiates the float64 value.
 @torch.library.custom_op("momentumrnn::expm_map", mutates_args=())
-def _expm_op(A: Tensor, base: Optional[Tensor]) -> Tensor:
+def _expm_op(A: Tensor, base: Tensor | None) -> Tensor:
     with torch.autocast(A.device.type, enabled=False):  # (autocast may be on in the caller's thread)
         return _expm_value(A, base).contiguous()
 
 
 @_expm_op.register_fake
-def _(A: Tensor, base: Optional[Tensor]) -> Tensor:
+def _(A: Tensor, base: Tensor | None) -> Tensor:
     return A.new_empty(A.shape)
 
 
@@ -178,27 +195,30 @@ _EAGER_DISPATCH = (torch._C._dispatch_tls_local_include_set(), torch._C._dispatc
 
 
 @torch.library.custom_op("momentumrnn::expm_map_backward", mutates_args=())
-def _expm_backward_op(A: Tensor, base: Optional[Tensor], G: Tensor) -> Tensor:
+def _expm_backward_op(A: Tensor, base: Tensor | None, G: Tensor) -> Tensor:
     if base is not None:
         G = base.mT @ G
     work = torch.float32 if A.dtype in (torch.float16, torch.bfloat16) else A.dtype
-    with torch._C._ForceDispatchKeyGuard(*_EAGER_DISPATCH), torch.enable_grad(), \
-            torch.autocast(A.device.type, enabled=False):
+    with (
+        torch._C._ForceDispatchKeyGuard(*_EAGER_DISPATCH),
+        torch.enable_grad(),
+        torch.autocast(A.device.type, enabled=False),
+    ):
         A_ = A.detach().to(work).requires_grad_(True)
         (dA,) = torch.autograd.grad(pade_expm(A_), A_, G.to(work))
     return dA.to(A.dtype).contiguous()
 
 
 @_expm_backward_op.register_fake
-def _(A: Tensor, base: Optional[Tensor], G: Tensor) -> Tensor:
+def _(A: Tensor, base: Tensor | None, G: Tensor) -> Tensor:
     return A.new_empty(A.shape)
 
 
-def _expm_setup(ctx: Any, inputs: tuple[Tensor, Optional[Tensor]], output: Tensor) -> None:
+def _expm_setup(ctx: Any, inputs: tuple[Tensor, Tensor | None], output: Tensor) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _expm_backward(ctx: Any, G: Optional[Tensor]) -> tuple[Optional[Tensor], None]:
+def _expm_backward(ctx: Any, G: Tensor | None) -> tuple[Tensor | None, None]:
     A, base = ctx.saved_tensors
     if G is None or not ctx.needs_input_grad[0]:
         return None, None
@@ -214,14 +234,14 @@ _expm_op.register_autograd(_expm_backward, setup_context=_expm_setup)
 
 class _ExpmMap(torch.autograd.Function):
     @staticmethod
-    def forward(A: Tensor, base: Optional[Tensor]) -> Tensor:
+    def forward(A: Tensor, base: Tensor | None) -> Tensor:
         return _expm_op(A, base)
 
     setup_context = staticmethod(_expm_setup)
     backward = staticmethod(_expm_backward)
 
 
-def expm_map(A: Tensor, base: Optional[Tensor] = None) -> Tensor:
+def expm_map(A: Tensor, base: Tensor | None = None) -> Tensor:
     """``base @ expm(A)`` (``base`` optional, not differentiated)."""
     base = None if base is None else base.detach()
     return _expm_op(A, base) if torch.jit.is_tracing() else _ExpmMap.apply(A, base)
@@ -250,7 +270,12 @@ class OrthogonalParametrization(nn.Module):
     name = ""
     unitary = False
     #: tolerance of ``max |B^H B - I|`` accepted by ``right_inverse``
-    assign_tolerance = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-4, torch.float64: 1e-8}
+    assign_tolerance: ClassVar[dict[torch.dtype, float]] = {
+        torch.float16: 1e-2,
+        torch.bfloat16: 1e-2,
+        torch.float32: 1e-4,
+        torch.float64: 1e-8,
+    }
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -264,11 +289,14 @@ class OrthogonalParametrization(nn.Module):
 
     def _check_original(self, P: Tensor) -> None:
         if P.dim() != 2 or P.shape[0] != P.shape[1]:
-            raise ValueError(f"{self.name}: the unconstrained recurrent parameter must be a square matrix, "
-                             f"got shape {tuple(P.shape)}")
+            raise ValueError(
+                f"{self.name}: the unconstrained recurrent parameter must be a square matrix, "
+                f"got shape {tuple(P.shape)}"
+            )
         if P.shape[0] != self.n:
-            raise ValueError(f"{self.name}: the recurrent parameter must be {self.n} x {self.n}, "
-                             f"got {P.shape[0]} x {P.shape[1]}")
+            raise ValueError(
+                f"{self.name}: the recurrent parameter must be {self.n} x {self.n}, got {P.shape[0]} x {P.shape[1]}"
+            )
 
     def _check_assigned(self, B: Tensor) -> None:
         if not isinstance(B, Tensor):
@@ -335,8 +363,9 @@ class DynamicExpm(Expm):
     steps: Tensor
     base_changes: Tensor
 
-    def __init__(self, n: int, K: Union[int, float, str] = 100, device: Device = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(
+        self, n: int, K: int | float | str = 100, device: Device = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(n)
         self.K = check_K(K)
         self.register_buffer("base", torch.eye(n, device=device, dtype=dtype))
@@ -362,7 +391,7 @@ class DynamicExpm(Expm):
     def optimizer_step(self, P: Tensor) -> bool:
         """Count one optimizer step; change the base every ``K`` steps. Returns whether it did."""
         self.steps += 1
-        if self.K != math.inf and int(self.steps) % self.K == 0:
+        if math.inf != self.K and int(self.steps) % self.K == 0:
             self.change_base_(P)
             return True
         return False
@@ -389,17 +418,23 @@ class ScaledCayley(OrthogonalParametrization):
 
     D: Tensor
 
-    def __init__(self, n: int, num_negative: int = 0, device: Device = None, dtype: Optional[torch.dtype] = None,
-                 ) -> None:
+    def __init__(
+        self,
+        n: int,
+        num_negative: int = 0,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(n)
         if isinstance(num_negative, bool) or not isinstance(num_negative, numbers.Integral):
-            raise TypeError(f"num_negative (number of -1 entries of the scaling matrix D) must be an int, "
-                            f"got {num_negative!r}")
+            raise TypeError(
+                f"num_negative (number of -1 entries of the scaling matrix D) must be an int, got {num_negative!r}"
+            )
         if not 0 <= num_negative <= n:
             raise ValueError(f"num_negative must be in [0, hidden_size = {n}], got {num_negative}")
         self.num_negative: int = int(num_negative)
         D = torch.ones(n, device=device, dtype=dtype)
-        D[n - self.num_negative:] = -1
+        D[n - self.num_negative :] = -1
         self.register_buffer("D", D)
 
     def extra_repr(self) -> str:
@@ -417,8 +452,10 @@ class ScaledCayley(OrthogonalParametrization):
         try:
             return torch.linalg.solve(eye + M, eye - M)
         except RuntimeError:
-            raise ValueError("B D^-1 has the eigenvalue -1, so it has no scaled Cayley preimage with this D; "
-                             "choose another num_negative") from None
+            raise ValueError(
+                "B D^-1 has the eigenvalue -1, so it has no scaled Cayley preimage with this D; "
+                "choose another num_negative"
+            ) from None
 
 
 class UnitaryScaledCayley(OrthogonalParametrization):
@@ -428,7 +465,7 @@ class UnitaryScaledCayley(OrthogonalParametrization):
     name = "unitary_scaled_cayley"
     unitary = True
 
-    def __init__(self, n: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(self, n: int, device: Device = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(n)
         self.theta = nn.Parameter(torch.empty(n, device=device, dtype=dtype))
         with torch.no_grad():
@@ -450,8 +487,9 @@ class UnitaryScaledCayley(OrthogonalParametrization):
         try:
             A = torch.linalg.solve(eye + M, eye - M)
         except RuntimeError:
-            raise ValueError("B D^-1 has the eigenvalue -1, so it has no scaled Cayley preimage with this "
-                             "theta; change theta first") from None
+            raise ValueError(
+                "B D^-1 has the eigenvalue -1, so it has no scaled Cayley preimage with this theta; change theta first"
+            ) from None
         return A.real.triu(1) + A.imag.tril()
 
     def init_from_skew_(self, P: Tensor, S: Tensor) -> None:
@@ -488,9 +526,15 @@ PARAMETRIZATIONS = {
 }
 
 
-def make_parametrization(name: str, n: int, *, K: Union[int, float, str, None] = None,
-                         num_negative: Optional[int] = None, device: Device = None,
-                         dtype: Optional[torch.dtype] = None) -> OrthogonalParametrization:
+def make_parametrization(
+    name: str,
+    n: int,
+    *,
+    K: int | float | str | None = None,
+    num_negative: int | None = None,
+    device: Device = None,
+    dtype: torch.dtype | None = None,
+) -> OrthogonalParametrization:
     """Instantiate a parametrization by name, checking that the options fit it."""
     name = canonical_parametrization(name)
     if K is not None and name != "dtriv":
@@ -506,8 +550,9 @@ def make_parametrization(name: str, n: int, *, K: Union[int, float, str, None] =
     return UnitaryScaledCayley(n, device=device, dtype=dtype)
 
 
-def register(module: nn.Module, tensor_name: str,
-             parametrization: Union[OrthogonalParametrization, ComplexView, ENRNNMatrix]) -> None:
+def register(
+    module: nn.Module, tensor_name: str, parametrization: OrthogonalParametrization | ComplexView | ENRNNMatrix
+) -> None:
     """``register_parametrization`` keeping the registered tensor as the ``original`` (and allowing
     a dtype change, e.g. real ``P`` to complex ``B``)."""
     from torch.nn.utils import parametrize

@@ -10,7 +10,8 @@ Typical use (the authors' permuted-MNIST DTRIV recipe)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Mapping, Tuple, Union, cast
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 from torch.nn.utils import parametrize
@@ -34,7 +35,7 @@ def _parametrized(module: nn.Module) -> Iterator[tuple[parametrize.Parametrizati
                     yield plist, first
 
 
-def split_parameters(module: nn.Module) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
+def split_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """``(orthogonal, other)``: the parameters to train with the orthogonal learning rate (what
     each layer's ``orthogonal_parameters()`` lists: skew parameters, scuRNN's ``theta``, ENRNN's
     ``W1`` skew parameter; for other modules, the parameters behind orthogonal parametrizations)
@@ -70,7 +71,7 @@ class DynamicTrivialization:
 
     Do not combine with the layers' ``on_optimizer_step()`` (the steps would be counted twice)."""
 
-    def __init__(self, module: nn.Module, K: Union[int, float, str, None] = None) -> None:
+    def __init__(self, module: nn.Module, K: int | float | str | None = None) -> None:
         self.K = None if K is None else check_K(K)
         self._targets = [(plist.original, p) for plist, p in _parametrized(module) if isinstance(p, DynamicExpm)]
         if self.K is not None:
@@ -92,8 +93,9 @@ class DynamicTrivialization:
             p.change_base_(original)
 
 
-def register_optimizer_hook(optimizer: torch.optim.Optimizer, module: nn.Module,
-                            K: Union[int, float, str, None] = None) -> RemovableHandle:
+def register_optimizer_hook(
+    optimizer: torch.optim.Optimizer, module: nn.Module, K: int | float | str | None = None
+) -> RemovableHandle:
     """Run :class:`DynamicTrivialization` ``(module, K)`` after every ``optimizer.step()`` (through
     ``register_step_post_hook``, so any optimizer works). Register it on ONE optimizer: the one
     that updates the orthogonal parameters. Returns the hook handle (``.remove()`` to stop)."""
@@ -105,4 +107,3 @@ def register_optimizer_hook(optimizer: torch.optim.Optimizer, module: nn.Module,
     handle = optimizer.register_step_post_hook(hook)
     handle.trivialization = dt  # type: ignore[attr-defined]  # (an attribute of our own on torch's handle)
     return handle
-

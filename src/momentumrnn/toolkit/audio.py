@@ -31,23 +31,25 @@ import soundfile
 
 from .errors import ToolkitError
 
-RATE = 8000                 # Hz, after resampling
-N_FFT = 256                 # 32 ms frames at 8 kHz
-HOP = 128                   # 50 % overlap
-BINS = N_FFT // 2 + 1       # 129
-LOG_FLOOR = 1e-5            # 10 log10(|X|^2 + 1e-5): -50 dB floor
+RATE = 8000  # Hz, after resampling
+N_FFT = 256  # 32 ms frames at 8 kHz
+HOP = 128  # 50 % overlap
+BINS = N_FFT // 2 + 1  # 129
+LOG_FLOOR = 1e-5  # 10 log10(|X|^2 + 1e-5): -50 dB floor
 PAD_DB = 10.0 * math.log10(LOG_FLOOR)
 
 
 # ---------------------------------------------------------------------------------------------
 # reading: header checks (clear errors, truncation), then libsndfile decodes
 
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise ToolkitError(f"cannot read {path} ({e.strerror or e}); check the file or restore it from "
-                           "the TIMIT distribution") from None
+        raise ToolkitError(
+            f"cannot read {path} ({e.strerror or e}); check the file or restore it from the TIMIT distribution"
+        ) from None
 
 
 def sphere_header(data: bytes, path: Any = "<bytes>") -> tuple[int, int]:
@@ -85,11 +87,14 @@ def sphere_header(data: bytes, path: Any = "<bytes>") -> tuple[int, int]:
     if not isinstance(rate, int) or rate <= 0:
         raise ToolkitError(f"{path}: the SPHERE header has no valid sample_rate; {fix}")
     coding = str(fields.get("sample_coding", "pcm")).strip().lower()
-    convert = (f"convert it to 16-bit PCM first (e.g. `sph2pipe -f wav {Path(str(path)).name} out.wav` or sox) "
-               "or use the uncompressed LDC release")
+    convert = (
+        f"convert it to 16-bit PCM first (e.g. `sph2pipe -f wav {Path(str(path)).name} out.wav` or sox) "
+        "or use the uncompressed LDC release"
+    )
     if not coding.startswith("pcm") or any(w in coding for w in ("shorten", "wavpack", "shortpack")):
-        raise ToolkitError(f"{path}: SPHERE sample_coding {coding!r} is not supported (compressed or non-PCM "
-                           f"audio); {convert}")
+        raise ToolkitError(
+            f"{path}: SPHERE sample_coding {coding!r} is not supported (compressed or non-PCM audio); {convert}"
+        )
     width = fields.get("sample_n_bytes", 2)
     if width != 2:
         raise ToolkitError(f"{path}: {width}-byte samples (sample_n_bytes); only 16-bit PCM is supported; {convert}")
@@ -106,8 +111,10 @@ def sphere_header(data: bytes, path: Any = "<bytes>") -> tuple[int, int]:
     if not isinstance(count, int) or count < 0:
         raise ToolkitError(f"{path}: bad SPHERE sample_count {count!r}; {fix}")
     if len(data) - size < count * frame_bytes:
-        raise ToolkitError(f"{path} is truncated: its header announces {count} samples, the file holds "
-                           f"{(len(data) - size) // frame_bytes}; {fix}")
+        raise ToolkitError(
+            f"{path} is truncated: its header announces {count} samples, the file holds "
+            f"{(len(data) - size) // frame_bytes}; {fix}"
+        )
     return count, channels
 
 
@@ -118,8 +125,8 @@ def riff_header(data: bytes, path: Any = "<bytes>") -> int:
         raise ToolkitError(f"{path} is not a RIFF WAV file; {fix}")
     pos, fmt, size_pcm = 12, None, None
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        body = data[pos + 8:pos + 8 + size]
+        cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             if len(body) < 16:
                 raise ToolkitError(f"{path}: truncated WAV fmt chunk; {fix}")
@@ -129,13 +136,16 @@ def riff_header(data: bytes, path: Any = "<bytes>") -> int:
             fmt = (tag, channels, rate, bits)
         elif cid == b"data":
             if len(body) < size:
-                raise ToolkitError(f"{path} is truncated: its data chunk announces {size} bytes, the file holds "
-                                   f"{len(body)}; restore it")
+                raise ToolkitError(
+                    f"{path} is truncated: its data chunk announces {size} bytes, the file holds "
+                    f"{len(body)}; restore it"
+                )
             size_pcm = size
         pos += 8 + size + (size & 1)
     if fmt is None or size_pcm is None:
-        raise ToolkitError(f"{path}: WAV file without {'fmt' if fmt is None else 'data'} chunk (truncated or "
-                           f"corrupt); {fix}")
+        raise ToolkitError(
+            f"{path}: WAV file without {'fmt' if fmt is None else 'data'} chunk (truncated or corrupt); {fix}"
+        )
     tag, channels, rate, bits = fmt
     if tag != 1 or bits != 16:
         what = "floating-point" if tag == 3 else f"{bits}-bit" if tag == 1 else f"format tag {tag}"
@@ -150,11 +160,13 @@ def _decode(data: bytes, path: Any, frames: int) -> tuple[np.ndarray, int]:
     try:
         x, rate = soundfile.read(io.BytesIO(data), dtype="float64", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
-        raise ToolkitError(f"{path}: libsndfile cannot decode it ({e}); restore it or convert it to 16-bit "
-                           "PCM WAV (sox)") from None
+        raise ToolkitError(
+            f"{path}: libsndfile cannot decode it ({e}); restore it or convert it to 16-bit PCM WAV (sox)"
+        ) from None
     if x.shape[0] < frames:
-        raise ToolkitError(f"{path} is truncated: its header announces {frames} samples, {x.shape[0]} decode; "
-                           "restore it")
+        raise ToolkitError(
+            f"{path} is truncated: its header announces {frames} samples, {x.shape[0]} decode; restore it"
+        )
     return x[:frames].mean(axis=1), int(rate)
 
 
@@ -178,15 +190,16 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         return parse_riff(data, path)
     if len(data) < 8:
         raise ToolkitError(f"{path} is empty or truncated (not a SPHERE or WAV file); restore it")
-    raise ToolkitError(f"{path} is neither a NIST SPHERE nor a RIFF WAV file; restore it from the TIMIT "
-                       "distribution")
+    raise ToolkitError(f"{path} is neither a NIST SPHERE nor a RIFF WAV file; restore it from the TIMIT distribution")
 
 
 # ---------------------------------------------------------------------------------------------
 # features
 
-def resample(x: np.ndarray, orig: int, new: int, *, zeros: int = 32, rolloff: float = 0.92,
-             beta: float = 8.6) -> np.ndarray:
+
+def resample(
+    x: np.ndarray, orig: int, new: int, *, zeros: int = 32, rolloff: float = 0.92, beta: float = 8.6
+) -> np.ndarray:
     """Band-limited resampling by ``new / orig`` (``scipy.signal.resample_poly``): a Kaiser-windowed
     sinc low-pass at ``rolloff * min(orig, new) / 2`` spanning ``zeros`` zero crossings of the lower
     rate on each side (Kaiser ``beta`` 8.6: about 85 dB of stop-band attenuation). 16 kHz -> 8 kHz:
@@ -200,7 +213,7 @@ def resample(x: np.ndarray, orig: int, new: int, *, zeros: int = 32, rolloff: fl
     g = math.gcd(int(orig), int(new))
     up, down = int(new) // g, int(orig) // g
     low = min(orig, new)
-    half = int(math.ceil(zeros * orig * up / low))
+    half = math.ceil(zeros * orig * up / low)
     taps = signal.firwin(2 * half + 1, rolloff * low / 2, window=("kaiser", beta), fs=orig * up, scale=False)
     return signal.resample_poly(x, up, down, window=taps)  # resample_poly itself applies the gain `up`
 
@@ -225,8 +238,17 @@ def stft(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
     if x.size < n_fft:  # one zero-padded frame (scipy would shrink the window instead)
         x = np.pad(x, (0, n_fft - x.size))
     w = hann(n_fft)
-    _, _, spec = signal.stft(x, window=w, nperseg=n_fft, noverlap=n_fft - hop, boundary=None, padded=True,
-                             detrend=False, return_onesided=True, scaling="spectrum")
+    _, _, spec = signal.stft(
+        x,
+        window=w,
+        nperseg=n_fft,
+        noverlap=n_fft - hop,
+        boundary=None,
+        padded=True,
+        detrend=False,
+        return_onesided=True,
+        scaling="spectrum",
+    )
     return spec.T * w.sum()  # scipy scales by 1 / sum(w): undo it for the plain DFT of each frame
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -39,8 +39,10 @@ def load_checkpoint_file(path: Path, map_location: Any = "cpu") -> dict:
             "or start the run again with --overwrite"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
-        raise ToolkitError(f"checkpoint {path} is not a Lightning checkpoint of momentumrnn; "
-                           "restore it, or start the run again with --overwrite")
+        raise ToolkitError(
+            f"checkpoint {path} is not a Lightning checkpoint of momentumrnn; "
+            "restore it, or start the run again with --overwrite"
+        )
     return ckpt
 
 
@@ -48,7 +50,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Saves to a temporary file in the same directory, fsyncs, then ``os.replace``s it over the
     target: a kill during a save leaves the previous checkpoint intact. Loads weights-only."""
 
-    def save_checkpoint(self, checkpoint: dict, path: Union[str, Path], storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
@@ -72,8 +74,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if tmp.exists():
                 tmp.unlink()
 
-    def load_checkpoint(self, path: Union[str, Path], map_location: Optional[Any] = None,
-                        weights_only: Optional[bool] = None) -> dict:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict:
         ckpt = load_checkpoint_file(Path(path), map_location=map_location or "cpu")
         relocate_callback_states(ckpt, Path(path).parent)
         return ckpt
@@ -104,8 +107,17 @@ class Recorder:
     """Rank 0's writer of the run directory: one CSV row per evaluation (also sent to the
     loggers, i.e. TensorBoard), summary.json after every evaluation, curves.png at the end."""
 
-    def __init__(self, run_dir: Path, cfg: dict, task: Task, label: str, *, params: int, echo: bool = True,
-                 echo_rows: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: dict,
+        task: Task,
+        label: str,
+        *,
+        params: int,
+        echo: bool = True,
+        echo_rows: bool = False,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.task = task
@@ -140,14 +152,13 @@ class Recorder:
         self.rows.append(dict(row))
         runfiles.append_metrics(self.run_dir, row, self.columns)
         for lg in trainer.loggers:
-            lg.log_metrics({k.replace("_", "/", 1): v for k, v in row.items() if k not in ("step",)},
-                           step=row["step"])
+            lg.log_metrics({k.replace("_", "/", 1): v for k, v in row.items() if k not in ("step",)}, step=row["step"])
         self.write_summary("running", trainer=trainer)
         if self.echo_rows:
             vals = "  ".join(f"{k} {row[k]:.4f}" for k in self.columns[3:-1] if isinstance(row.get(k), float))
             print(f"  epoch {row['epoch']:.2f}  step {row['step']}  {vals}  [{row['time_s']:.0f} s]", flush=True)
 
-    def summary(self, status: str, trainer: Optional[pl.Trainer] = None) -> dict:
+    def summary(self, status: str, trainer: pl.Trainer | None = None) -> dict:
         s = runfiles.summarize_rows(self.rows, self.metric, self.mode, self.target)
         out = {
             "status": status,
@@ -163,28 +174,40 @@ class Recorder:
             "epochs_done": self.rows[-1]["epoch"] if self.rows else 0,
             "train_time_s": self.rows[-1]["time_s"] if self.rows else 0.0,
             "notes": self.notes,
-            "files": {"config": runfiles.CONFIG, "metrics": runfiles.METRICS, "curves": runfiles.CURVES,
-                      "tensorboard": "tb", "last_checkpoint": f"{runfiles.CKPT_DIR}/{runfiles.LAST}",
-                      "best_checkpoint": f"{runfiles.CKPT_DIR}/{runfiles.BEST}"},
+            "files": {
+                "config": runfiles.CONFIG,
+                "metrics": runfiles.METRICS,
+                "curves": runfiles.CURVES,
+                "tensorboard": "tb",
+                "last_checkpoint": f"{runfiles.CKPT_DIR}/{runfiles.LAST}",
+                "best_checkpoint": f"{runfiles.CKPT_DIR}/{runfiles.BEST}",
+            },
         }
         return out
 
-    def write_summary(self, status: str, trainer: Optional[pl.Trainer] = None) -> dict:
+    def write_summary(self, status: str, trainer: pl.Trainer | None = None) -> dict:
         s = self.summary(status, trainer)
         runfiles.write_summary(self.run_dir, s)
         return s
 
     def plot(self) -> None:
-        plot_curves([{"label": self.label, "rows": self.rows}], self.run_dir / runfiles.CURVES,
-                    title=f"{self.label} on {self.cfg['task']['name']} (seed {self.cfg['train']['seed']})",
-                    target=self.target, metric=self.metric)
+        plot_curves(
+            [{"label": self.label, "rows": self.rows}],
+            self.run_dir / runfiles.CURVES,
+            title=f"{self.label} on {self.cfg['task']['name']} (seed {self.cfg['train']['seed']})",
+            target=self.target,
+            metric=self.metric,
+        )
 
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar, showing the running train loss and the last test metric."""
 
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                    ) -> dict[str, Union[int, str, float, dict[str, float]]]:
+    def get_metrics(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+    ) -> dict[str, int | str | float | dict[str, float]]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items

@@ -15,9 +15,10 @@ from __future__ import annotations
 import functools
 import os
 
-import momentumrnn as core
 import torch
 from torch import nn
+
+import momentumrnn as core
 
 from .errors import ToolkitError
 
@@ -34,8 +35,11 @@ def cpu_count() -> int:
 
 def on_cpu(train_cfg: dict) -> bool:
     acc = train_cfg.get("accelerator", "auto")
-    return acc == "cpu" or (acc == "auto" and not torch.cuda.is_available()
-                            and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()))
+    return acc == "cpu" or (
+        acc == "auto"
+        and not torch.cuda.is_available()
+        and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    )
 
 
 def check_devices(train_cfg: dict) -> None:
@@ -43,11 +47,13 @@ def check_devices(train_cfg: dict) -> None:
     n = int(train_cfg["devices"])
     cores = cpu_count()
     if n > 1 and on_cpu(train_cfg) and n > cores:
-        raise ToolkitError(f"--devices {n}: on CPU every device is one training process, and this machine has "
-                           f"{cores} CPU core(s); use --devices {cores} or fewer (or train on GPUs)")
+        raise ToolkitError(
+            f"--devices {n}: on CPU every device is one training process, and this machine has "
+            f"{cores} CPU core(s); use --devices {cores} or fewer (or train on GPUs)"
+        )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bf16_native_ok(host: str) -> tuple[bool, str]:
     """Can this CPU run the native ``host`` kernel (rnn, lstm, gru) forward and backward under
     bf16 autocast? ``(ok, first line of the failure)``, tried once per process."""
@@ -83,5 +89,7 @@ def check_bf16(train_cfg: dict, model_cfg: dict) -> None:
         return
     ok, why = bf16_native_ok(host)
     if not ok:
-        raise ToolkitError(f"--precision bf16: this CPU cannot run the {host.upper()} kernel in bf16 (oneDNN: "
-                           f"{why}); use --precision fp32, or a CPU with bf16 support (AVX512-BF16 / AMX) or a GPU")
+        raise ToolkitError(
+            f"--precision bf16: this CPU cannot run the {host.upper()} kernel in bf16 (oneDNN: "
+            f"{why}); use --precision fp32, or a CPU with bf16 support (AVX512-BF16 / AMX) or a GPU"
+        )

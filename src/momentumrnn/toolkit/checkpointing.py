@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -62,13 +62,26 @@ class LastCheckpoint(ModelCheckpoint):
     triggers, the time decision broadcast from rank 0), moved to the end of the evaluation that
     follows the batch, if one does (see the module's docstring)."""
 
-    def __init__(self, dirpath: Path, *, every_n_epochs: Optional[int] = None,
-                 every_n_train_steps: Optional[int] = None, train_time_interval: Optional[timedelta] = None,
-                 ) -> None:
-        super().__init__(dirpath=dirpath, filename=Path(runfiles.LAST).stem, monitor=None, save_top_k=1,
-                         enable_version_counter=False, auto_insert_metric_name=False,
-                         every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps,
-                         train_time_interval=train_time_interval, save_on_train_epoch_end=False)
+    def __init__(
+        self,
+        dirpath: Path,
+        *,
+        every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=Path(runfiles.LAST).stem,
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            save_on_train_epoch_end=False,
+        )
         self._in_batch_end = False
         self._deferred = False
 
@@ -78,8 +91,9 @@ class LastCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = trainer.global_step
 
     # -- deferral ----------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: Any, batch_idx: int
+    ) -> None:
         self._in_batch_end = True
         try:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -127,9 +141,17 @@ def checkpoint_callbacks(run_dir: Path, train_cfg: dict, monitor: str, mode: str
     out = [
         # the best evaluation, saved right after it (also at an epoch's last evaluation: a run stopped
         # between the evaluation and the epoch end then keeps it)
-        ModelCheckpoint(dirpath=ckdir, filename=Path(runfiles.BEST).stem, monitor=monitor, mode=mode,
-                        save_top_k=1, save_last=False, enable_version_counter=False,
-                        auto_insert_metric_name=False, save_on_train_epoch_end=False),
+        ModelCheckpoint(
+            dirpath=ckdir,
+            filename=Path(runfiles.BEST).stem,
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=False,
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+            save_on_train_epoch_end=False,
+        ),
         LastCheckpoint(ckdir, every_n_epochs=1),
     ]
     if train_cfg.get("checkpoint_every_minutes"):

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from tqdm import tqdm
@@ -32,7 +32,7 @@ from .interrupts import STOP_SIGNALS, RunInterrupted, signal_name, slurm_restart
 from .models import split_parameters
 from .options import ORTH_OPTIM_KEYS, model_label
 from .report import make_report
-from .runner import (COMPARE_FILE, RunFailed, _nonempty, check_new_dir, is_writer, say, slug, train_run)
+from .runner import COMPARE_FILE, RunFailed, _nonempty, check_new_dir, is_writer, say, slug, train_run
 from .tasks import build_task
 
 if TYPE_CHECKING:
@@ -60,8 +60,11 @@ def train_command(rc: dict, run_dir: Path) -> str:
 
 def plan_runs(cfg: dict, out_dir: Path) -> list[tuple[dict, Path]]:
     """``(run config, run directory)`` of every model x seed of a comparison."""
-    return [(run_config(cfg, model, seed), out_dir / slug(model_label(model)) / f"seed{seed}")
-            for model in cfg["models"] for seed in cfg["seeds"]]
+    return [
+        (run_config(cfg, model, seed), out_dir / slug(model_label(model)) / f"seed{seed}")
+        for model in cfg["models"]
+        for seed in cfg["seeds"]
+    ]
 
 
 def scope_settings(rc: dict, model: nn.Module) -> list[str]:
@@ -78,16 +81,26 @@ def scope_settings(rc: dict, model: nn.Module) -> list[str]:
 
 def write_job_list(plan: list[tuple[dict, Path]], path: Path) -> None:
     """The job list: one ``momentumrnn train`` command a line (a ``#`` header says how to use it)."""
-    lines = ["# momentumrnn job list: one self-contained `momentumrnn train` command per line, for any",
-             "# scheduler (e.g. a SLURM array: sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" THIS_FILE | bash; see",
-             "# docs/toolkit.md). A job that was stopped continues with the same line plus --resume.",
-             "# Then: momentumrnn report <comparison directory>"]
+    lines = [
+        "# momentumrnn job list: one self-contained `momentumrnn train` command per line, for any",
+        '# scheduler (e.g. a SLURM array: sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" THIS_FILE | bash; see',
+        "# docs/toolkit.md). A job that was stopped continues with the same line plus --resume.",
+        "# Then: momentumrnn report <comparison directory>",
+    ]
     runfiles.atomic_write_text(path, "\n".join(lines + [train_command(rc, d) for rc, d in plan]) + "\n")
 
 
-def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: Optional[bool] = None, target: Optional[float] = None, jobs: int = 1,
-                 job_list: Optional[Path] = None) -> str:
+def compare_runs(
+    cfg: dict,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    target: float | None = None,
+    jobs: int = 1,
+    job_list: Path | None = None,
+) -> str:
     """Train every model of ``cfg['models']`` with every seed of ``cfg['seeds']``, then report.
 
     ``jobs > 1`` trains that many runs at once, each in its own process (``momentumrnn train``
@@ -112,12 +125,16 @@ def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: b
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
         except Exception:
             raise ToolkitError(f"{saved_path} is corrupt; restore it or start again with --overwrite") from None
-        changes = config_changes({k: v for k, v in saved.items() if k not in ("models", "seeds")},
-                                 {k: v for k, v in cfg.items() if k not in ("models", "seeds")})
+        changes = config_changes(
+            {k: v for k, v in saved.items() if k not in ("models", "seeds")},
+            {k: v for k, v in cfg.items() if k not in ("models", "seeds")},
+        )
         if changes or saved.get("models") != cfg["models"] or saved.get("seeds") != cfg["seeds"]:
             which = changes[0] if changes else ("models" if saved.get("models") != cfg["models"] else "seeds")
-            raise ToolkitError(f"--resume: {out_dir} was started with a different {which}; repeat the "
-                               "original settings or choose another --out")
+            raise ToolkitError(
+                f"--resume: {out_dir} was started with a different {which}; repeat the "
+                "original settings or choose another --out"
+            )
     plan = plan_runs(cfg, out_dir)
     # validate every model before training any; shared settings go to the models that use them
     task = build_task(cfg["task"])
@@ -135,16 +152,24 @@ def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: b
     if job_list is not None:
         if writer:
             write_job_list(plan, Path(job_list))
-        return (f"wrote {len(plan)} jobs to {job_list} (one `momentumrnn train` command per line) and the "
-                f"comparison to {saved_path}; run the jobs anywhere, copy their run directories under {out_dir} "
-                f"if they ran elsewhere, then: momentumrnn report {out_dir}")
+        return (
+            f"wrote {len(plan)} jobs to {job_list} (one `momentumrnn train` command per line) and the "
+            f"comparison to {saved_path}; run the jobs anywhere, copy their run directories under {out_dir} "
+            f"if they ran elsewhere, then: momentumrnn report {out_dir}"
+        )
     n = len(plan)
     todo = []
     for i, (rc, d) in enumerate(plan):
         run_resume = resume and _nonempty(d)
         summary = runfiles.read_summary(d) if run_resume else None
-        if summary and summary.get("status") == "completed" and writer and rc["train"]["epochs"] <= (summary.get("epochs_planned") or 0) \
-                and (rc["train"]["devices"] * rc["train"]["num_nodes"]) == 1 and not rc["train"]["max_steps"]:
+        if (
+            summary
+            and summary.get("status") == "completed"
+            and writer
+            and rc["train"]["epochs"] <= (summary.get("epochs_planned") or 0)
+            and (rc["train"]["devices"] * rc["train"]["num_nodes"]) == 1
+            and not rc["train"]["max_steps"]
+        ):
             say(f"[{i + 1}/{n}] {model_label(rc['model'])} seed {rc['train']['seed']}: already complete")
             continue
         todo.append((i, rc, d, run_resume))
@@ -153,11 +178,21 @@ def compare_runs(cfg: dict, out_dir: Path, *, resume: bool = False, overwrite: b
     else:
         for i, rc, d, run_resume in todo:
             try:
-                train_run(rc, d, resume=run_resume, overwrite=False, label=model_label(rc["model"]),
-                          progress=progress, prefix=f"[{i + 1}/{n}] ")
+                train_run(
+                    rc,
+                    d,
+                    resume=run_resume,
+                    overwrite=False,
+                    label=model_label(rc["model"]),
+                    progress=progress,
+                    prefix=f"[{i + 1}/{n}] ",
+                )
             except RunInterrupted as e:
-                raise RunInterrupted(f"{e.what} ({model_label(rc['model'])} seed {rc['train']['seed']})",
-                                     "continue the comparison with the same command and --resume", e.signum) from None
+                raise RunInterrupted(
+                    f"{e.what} ({model_label(rc['model'])} seed {rc['train']['seed']})",
+                    "continue the comparison with the same command and --resume",
+                    e.signum,
+                ) from None
     if not writer:
         return ""
     return make_report([out_dir], out_dir=out_dir, target=target)
@@ -179,8 +214,8 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
     def pump(proc: subprocess.Popen[str], prefix: str, rc: dict) -> None:
         assert proc.stdout is not None  # (stdout=PIPE)
         bar = None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
             with lock:
                 m = _HEADER.search(line)
                 if bars and m and bar is None:
@@ -222,7 +257,7 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
     received: list[int] = []
 
     # the jobs save their checkpoints and stop; none starts
-    def forward(signum: int, frame: Optional[FrameType]) -> None:
+    def forward(signum: int, frame: FrameType | None) -> None:
         if not received:
             received.append(int(signum))
         for proc in list(running):
@@ -254,11 +289,16 @@ def _run_parallel(todo: list, n: int, jobs: int, out_dir: Path) -> None:
             signal.signal(s, h)
         shutil.rmtree(recipes, ignore_errors=True)
     if received:
-        raise RunInterrupted(f"{signal_name(received[0])}: the running jobs saved their checkpoints",
-                             "continue the comparison with the same command and --resume", received[0])
+        raise RunInterrupted(
+            f"{signal_name(received[0])}: the running jobs saved their checkpoints",
+            "continue the comparison with the same command and --resume",
+            received[0],
+        )
     if failed:
-        raise RunFailed(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their output above, fix the "
-                        f"cause and continue with --resume")
+        raise RunFailed(
+            f"{len(failed)} run(s) failed: {', '.join(failed)}; see their output above, fix the "
+            f"cause and continue with --resume"
+        )
 
 
 def fresh_dir(base: Path) -> Path:

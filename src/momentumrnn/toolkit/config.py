@@ -21,29 +21,43 @@ Precedence for a model's keys: ``presets[<model>]`` < ``model`` section < the ``
 (In ``compare`` the ``model`` section holds the settings shared by all models, e.g. hidden_size.)
 """
 
-
 from __future__ import annotations
 
 import copy
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
-from .errors import ToolkitError
-from .options import (  # noqa: F401  (re-exported: the resolver's public names)
-    DEFAULTS, MODEL_IDENTITY, MODEL_SCHEMA, MODEL_TOOLKIT_KEYS, OPTIM_SCHEMA, REPORT_SCHEMA,
-    RESUMABLE_CHANGES, SECTIONS, TRAIN_SCHEMA, Opt, _type_name, coerce, model_key, model_label,
-    model_spec, suggest, unknown_key,
-)
 from . import tasks
+from .errors import ToolkitError
+from .options import (
+    DEFAULTS,
+    MODEL_IDENTITY,
+    MODEL_SCHEMA,
+    MODEL_TOOLKIT_KEYS,
+    OPTIM_SCHEMA,
+    REPORT_SCHEMA,
+    RESUMABLE_CHANGES,
+    SECTIONS,
+    TRAIN_SCHEMA,
+    Opt,
+    _type_name,
+    coerce,
+    model_key,
+    model_label,
+    model_spec,
+    suggest,
+    unknown_key,
+)
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 # ---------------------------------------------------------------------------------------------
 # loading recipes and overrides
+
 
 def _yaml() -> ModuleType:
     return yaml
@@ -142,7 +156,6 @@ def merge_model(lower: dict, higher: dict) -> dict:
     return lower
 
 
-
 def split_overrides(overrides: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], dict]:
     """Separate ``model.*`` overrides (applied last, per model) from the others."""
     other: list[tuple[str, Any]] = []
@@ -188,6 +201,7 @@ def apply_overrides(recipe: dict, overrides: list[tuple[str, Any]]) -> dict:
 # ---------------------------------------------------------------------------------------------
 # validation
 
+
 def _validate_section(name: str, values: dict, schema: dict[str, Opt]) -> dict:
     out = {}
     for k, v in values.items():
@@ -228,9 +242,8 @@ def validate_model(model: dict, where: str = "model") -> dict:
             f"{where}: give either name ({out['name']}) or host and scheme "
             f"({out.get('host')}/{out.get('scheme')}), not both"
         )
-    if not out.get("name"):
-        if not out.get("host") or not out.get("scheme"):
-            raise ToolkitError(f"{where}: name a model: model.name (e.g. MomentumLSTM) or model.host and model.scheme")
+    if not out.get("name") and (not out.get("host") or not out.get("scheme")):
+        raise ToolkitError(f"{where}: name a model: model.name (e.g. MomentumLSTM) or model.host and model.scheme")
     return out
 
 
@@ -257,11 +270,13 @@ def resolve_models(cfg: dict, entries: list, cli_model: dict, *, single: bool = 
     presets = cfg.get("presets") or {}
     shared = cfg.get("model") or {}
     out = []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = model_spec(entry)
-        elif not isinstance(entry, dict):
-            raise ToolkitError(f"models[{i}]: expected a model name or a mapping, got {entry!r}")
+    for i, given in enumerate(entries):
+        if isinstance(given, str):
+            entry = model_spec(given)
+        elif isinstance(given, dict):
+            entry = given
+        else:
+            raise ToolkitError(f"models[{i}]: expected a model name or a mapping, got {given!r}")
         key_entry = merge_model(merge_model(shared, entry), cli_model)
         m = dict(presets.get(model_key(key_entry), {}))
         m = merge_model(m, shared)
@@ -271,8 +286,9 @@ def resolve_models(cfg: dict, entries: list, cli_model: dict, *, single: bool = 
     return out
 
 
-def resolve(recipe: Optional[dict], overrides: list[tuple[str, Any]], *, command: str = "train",
-            origin: str = "the recipe") -> dict:
+def resolve(
+    recipe: dict | None, overrides: list[tuple[str, Any]], *, command: str = "train", origin: str = "the recipe"
+) -> dict:
     """Resolve a run config (``command='train'``) or a comparison (``'compare'``).
 
     Returns ``{'task', 'model', 'optim', 'train', 'report'}`` for train, plus ``models`` (a list
@@ -285,7 +301,7 @@ def resolve(recipe: Optional[dict], overrides: list[tuple[str, Any]], *, command
     # a recipe that names its own models replaces the default model identity
     if "model" in recipe:
         merged["model"] = merge_model(DEFAULTS["model"], recipe["model"])
-    _check_recipe_shape({k: v for k, v in merged.items()}, origin)
+    _check_recipe_shape(dict(merged.items()), origin)
     cfg: dict[str, Any] = {
         "task": _validate_task(merged.get("task") or {}),
         "optim": _validate_section("optim", merged.get("optim") or {}, OPTIM_SCHEMA),
@@ -362,9 +378,14 @@ def config_changes(saved: dict, new: dict) -> list[str]:
     A key missing from the saved config (a run made before the option existed) counts as unchanged
     when the new value is the option's default."""
     a, b = flatten(saved), flatten(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
-                  and not k.startswith("report.")  # reporting never changes training
-                  and not (k not in a and b[k] == _schema_default(k, new)))
+    return sorted(
+        k
+        for k in set(a) | set(b)
+        if a.get(k) != b.get(k)
+        and k not in RESUMABLE_CHANGES
+        and not k.startswith("report.")  # reporting never changes training
+        and not (k not in a and b[k] == _schema_default(k, new))
+    )
 
 
 def dump_yaml(data: Any) -> str:

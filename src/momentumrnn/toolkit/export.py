@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -50,12 +51,12 @@ CHECK_TOLERANCE = 1e-4
 class ExportResult:
     path: Path
     checkpoint: Path
-    step: Optional[int]
+    step: int | None
     inputs: list  # (name, dtype, shape) with symbolic dimensions as names
     outputs: list
     #: ``((batch, time), max |onnxruntime - torch|, max |torch|)`` per checked shape; None:
     #: onnxruntime is not installed
-    check: Optional[list]
+    check: list | None
 
 
 class _Prediction(nn.Module):
@@ -71,7 +72,7 @@ class _Prediction(nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _checkpoint(run_dir: Path, which: Optional[str]) -> tuple[Path, Optional[str]]:
+def _checkpoint(run_dir: Path, which: str | None) -> tuple[Path, str | None]:
     """The checkpoint file to load and a note when the default had to fall back."""
     ckpt_dir = run_dir / runfiles.CKPT_DIR
     files = {"best": ckpt_dir / runfiles.BEST, "last": ckpt_dir / runfiles.LAST}
@@ -85,8 +86,10 @@ def _checkpoint(run_dir: Path, which: Optional[str]) -> tuple[Path, Optional[str
         return files["best"], None
     if files["last"].is_file():
         return files["last"], f"{ckpt_dir} has no {runfiles.BEST}; using {runfiles.LAST}"
-    raise ToolkitError(f"{run_dir} has no checkpoint ({ckpt_dir}/{runfiles.BEST} or {runfiles.LAST}); "
-                       "train it first (momentumrnn train ... --out RUN_DIR)")
+    raise ToolkitError(
+        f"{run_dir} has no checkpoint ({ckpt_dir}/{runfiles.BEST} or {runfiles.LAST}); "
+        "train it first (momentumrnn train ... --out RUN_DIR)"
+    )
 
 
 def _destination(onnx: Path, overwrite: bool) -> Path:
@@ -106,8 +109,10 @@ def _need(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ToolkitError(f"momentumrnn export --onnx needs the package {module} (torch's ONNX exporter); "
-                           "install it: pip install 'momentumrnn[onnx]'") from None
+        raise ToolkitError(
+            f"momentumrnn export --onnx needs the package {module} (torch's ONNX exporter); "
+            "install it: pip install 'momentumrnn[onnx]'"
+        ) from None
 
 
 def _spec(values: Iterable[Any]) -> list:
@@ -121,8 +126,10 @@ def _spec(values: Iterable[Any]) -> list:
     return out
 
 
-def load_model(run_dir: Path, checkpoint: Optional[str] = None,
-               ) -> tuple[Task, nn.Module, Path, Optional[int], Optional[str]]:
+def load_model(
+    run_dir: Path,
+    checkpoint: str | None = None,
+) -> tuple[Task, nn.Module, Path, int | None, str | None]:
     """``(task, model in eval mode, checkpoint path, step, note)`` of a run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -133,20 +140,27 @@ def load_model(run_dir: Path, checkpoint: Optional[str] = None,
     task = build_task(cfg["task"], seed=cfg["train"].get("seed"))
     model = task.build_model(cfg["model"])
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        raise ToolkitError(f"checkpoint {path} does not fit the model of {run_dir / 'config.yaml'} ({first}); "
-                           "it was made by another model or library version") from None
+        raise ToolkitError(
+            f"checkpoint {path} does not fit the model of {run_dir / 'config.yaml'} ({first}); "
+            "it was made by another model or library version"
+        ) from None
     model.eval()
     step = ckpt.get("global_step")
     return task, model, path, int(step) if isinstance(step, int) else None, note
 
 
-def export_run(run_dir: Path, onnx: Path, checkpoint: Optional[str] = None, overwrite: bool = False,
-               say: Callable[[str], None] = print) -> ExportResult:
+def export_run(
+    run_dir: Path,
+    onnx: Path,
+    checkpoint: str | None = None,
+    overwrite: bool = False,
+    say: Callable[[str], None] = print,
+) -> ExportResult:
     """Export the model of ``run_dir`` to ``onnx`` (see the module docstring)."""
     dest = _destination(onnx, overwrite)
     _need("onnx")
@@ -162,15 +176,22 @@ def export_run(run_dir: Path, onnx: Path, checkpoint: Optional[str] = None, over
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(wrapped, (x,), None, input_names=["x"], output_names=[output],
-                                        dynamic_shapes=({0: batch, 1: time},), verbose=False)
+            program = torch.onnx.export(
+                wrapped,
+                (x,),
+                None,
+                input_names=["x"],
+                output_names=[output],
+                dynamic_shapes=({0: batch, 1: time},),
+                verbose=False,
+            )
     except Exception as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if ln.startswith("<class")), lines[0] if lines else type(e).__name__)
         raise ToolkitError(f"the model of {run_dir} cannot be exported to ONNX: {why[:300]}") from None
     assert program is not None  # (no file given: the program is returned)
     proto = program.model_proto
-    if proto.ByteSize() >= 2 ** 31 - 1:
+    if proto.ByteSize() >= 2**31 - 1:
         raise ToolkitError(f"the model of {run_dir} is larger than 2 GB, ONNX's limit for one file")
     runfiles.atomic_write_bytes(dest, proto.SerializeToString())
     result = ExportResult(dest, path, step, _spec(proto.graph.input), _spec(proto.graph.output), None)
@@ -178,7 +199,7 @@ def export_run(run_dir: Path, onnx: Path, checkpoint: Optional[str] = None, over
     return result
 
 
-def _check(path: Path, model: nn.Module, task: Task, gen: torch.Generator) -> Optional[list]:
+def _check(path: Path, model: nn.Module, task: Task, gen: torch.Generator) -> list | None:
     """max |onnxruntime - torch| at the example's shape and another one (None without onnxruntime)."""
     try:
         import onnxruntime as ort

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from .compare import compare_runs, plan_runs
 from .errors import ToolkitError
 from .options import Opt, coerce, model_label
-from .plots import plt_module as _plt, save_figure as _save
+from .plots import plt_module as _plt
+from .plots import save_figure as _save
 from .probe import load_grad_norms
 from .runfiles import atomic_write_text
 from .runner import is_writer
@@ -34,8 +34,9 @@ def default_probe_steps(cfg: dict) -> list[int]:
     return sorted({round(i * (total - 1) / max(k - 1, 1)) for i in range(k)})
 
 
-def run_grads(cfg: dict, out: Path, *, resume: bool = False, overwrite: bool = False, jobs: int = 1,
-              job_list: Optional[Path] = None) -> Optional[str]:
+def run_grads(
+    cfg: dict, out: Path, *, resume: bool = False, overwrite: bool = False, jobs: int = 1, job_list: Path | None = None
+) -> str | None:
     """Train (or list the jobs of) every run of ``cfg`` with the probe on, then write
     ``grads_heatmap.png``, ``grads_lines.png``, ``grads.csv`` and ``grads.md`` into ``out``.
     Returns the Markdown table (None on a worker process or for a job list)."""
@@ -45,10 +46,14 @@ def run_grads(cfg: dict, out: Path, *, resume: bool = False, overwrite: bool = F
         cfg["train"]["grad_norm_steps"] = default_probe_steps(cfg)
     coerce("--at", Opt("int_list", None, lo=0), cfg["train"]["grad_norm_steps"])
     if is_writer():
-        print(f"probing ||dL/dh_t|| at steps {cfg['train']['grad_norm_steps']} on the first "
-              f"{cfg['train']['grad_norm_batch']} training examples", flush=True)
-    note = compare_runs(cfg, out, resume=resume, overwrite=overwrite, target=cfg["report"]["target"], jobs=jobs,
-                        job_list=job_list)
+        print(
+            f"probing ||dL/dh_t|| at steps {cfg['train']['grad_norm_steps']} on the first "
+            f"{cfg['train']['grad_norm_batch']} training examples",
+            flush=True,
+        )
+    note = compare_runs(
+        cfg, out, resume=resume, overwrite=overwrite, target=cfg["report"]["target"], jobs=jobs, job_list=job_list
+    )
     if job_list is not None:
         print(note + " (or re-run this grads command with --resume for the heatmaps)")
         return None
@@ -56,20 +61,25 @@ def run_grads(cfg: dict, out: Path, *, resume: bool = False, overwrite: bool = F
         return None
     series = collect_grad_norms([(model_label(rc["model"]), d) for rc, d in plan_runs(cfg, Path(out).absolute())])
     if not series:
-        raise ToolkitError(f"no gradient norms were recorded in {out}: did training reach the probed steps "
-                           f"{cfg['train']['grad_norm_steps']}?")
+        raise ToolkitError(
+            f"no gradient norms were recorded in {out}: did training reach the probed steps "
+            f"{cfg['train']['grad_norm_steps']}?"
+        )
     title = f"{cfg['task']['name']}: ||dL/dh_t|| during training"
     plot_grad_heatmaps(series, out / "grads_heatmap.png", title=title)
     plot_grad_lines(series, out / "grads_lines.png", title=f"{cfg['task']['name']}: ||dL/dh_t|| against t")
     atomic_write_text(out / "grads.csv", grads_csv(series))
     table = grads_table(series)
-    atomic_write_text(out / "grads.md", "# ||dL/dh_t|| during training\n\n" + table +
-                      "\n![heatmap](grads_heatmap.png)\n\n![lines](grads_lines.png)\n")
+    atomic_write_text(
+        out / "grads.md",
+        "# ||dL/dh_t|| during training\n\n" + table + "\n![heatmap](grads_heatmap.png)\n\n![lines](grads_lines.png)\n",
+    )
     return table
 
 
 # ---------------------------------------------------------------------------------------------
 # figures and tables of `momentumrnn grads`
+
 
 def collect_grad_norms(runs: list[tuple[str, Path]]) -> list[dict]:
     """``[(label, run_dir)]`` -> per label: steps and norms averaged (geometric mean) over its runs."""
@@ -94,7 +104,7 @@ def collect_grad_norms(runs: list[tuple[str, Path]]) -> list[dict]:
     return out
 
 
-def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Optional[Path]:
+def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Path | None:
     """The paper's figure: one panel per model, time step (x) vs training iteration (y), colour =
     log10 ||dL/dh_t|| on one shared scale."""
     series = [s for s in series if s["norms"].size]
@@ -108,14 +118,23 @@ def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Opt
         return None
     vmin, vmax = float(finite.min()), float(finite.max())
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-    fig, axes = plt.subplots(1, len(series), figsize=(3.9 * len(series) + 1.2, 3.9), squeeze=False,
-                             sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(series), figsize=(3.9 * len(series) + 1.2, 3.9), squeeze=False, sharey=True, layout="constrained"
+    )
     im = None
     for ax, s, lg in zip(axes[0], series, logs):
         T = lg.shape[1]
         K = lg.shape[0]
-        im = ax.imshow(lg, aspect="auto", origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
-                       extent=(0.5, T + 0.5, -0.5, K - 0.5), interpolation="nearest")
+        im = ax.imshow(
+            lg,
+            aspect="auto",
+            origin="lower",
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            extent=(0.5, T + 0.5, -0.5, K - 0.5),
+            interpolation="nearest",
+        )
         ticks = list(range(K)) if K <= 10 else list(np.linspace(0, K - 1, 8).round().astype(int))
         ax.set_yticks(ticks)
         ax.set_yticklabels([str(int(s["steps"][i])) for i in ticks])
@@ -129,7 +148,7 @@ def plot_grad_heatmaps(series: list[dict], out: Path, *, title: str = "") -> Opt
     return out
 
 
-def plot_grad_lines(series: list[dict], out: Path, *, title: str = "") -> Optional[Path]:
+def plot_grad_lines(series: list[dict], out: Path, *, title: str = "") -> Path | None:
     """||dL/dh_t|| against t (log scale): one panel per probed iteration, one line per model."""
     series = [s for s in series if s["norms"].size]
     if not series:
@@ -163,8 +182,10 @@ def plot_grad_lines(series: list[dict], out: Path, *, title: str = "") -> Option
 def grads_table(series: list[dict]) -> str:
     """Markdown: per model and probed iteration, ||dL/dh_1||, ||dL/dh_T|| and their ratio (how much
     of the gradient survives the whole sequence)."""
-    lines = ["| model | iteration | ‖dL/dh_1‖ | ‖dL/dh_T/2‖ | ‖dL/dh_T‖ | ‖dL/dh_1‖ / ‖dL/dh_T‖ |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | iteration | ‖dL/dh_1‖ | ‖dL/dh_T/2‖ | ‖dL/dh_T‖ | ‖dL/dh_1‖ / ‖dL/dh_T‖ |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for s in series:
         for i, step in enumerate(s["steps"]):
             n = s["norms"][i]

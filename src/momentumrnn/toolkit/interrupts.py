@@ -33,8 +33,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.callbacks import Checkpoint
@@ -70,7 +71,7 @@ def describe_exit(returncode: int) -> str:
 class StopRequested(SIGTERMException):
     """Raised inside the fit loop on every rank once the checkpoint of ``step`` is written."""
 
-    def __init__(self, signum: int, step: int, requeued: Optional[str] = None):
+    def __init__(self, signum: int, step: int, requeued: str | None = None):
         super().__init__(128 + signum)
         self.signum, self.step, self.requeued = signum, step, requeued
 
@@ -90,6 +91,7 @@ class RunInterrupted(ToolkitError):
 # ---------------------------------------------------------------------------------------------
 # SLURM
 
+
 def on_slurm() -> bool:
     """SLURM started this process (Lightning's test: ``srun`` / a batch job, not an interactive one)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -97,7 +99,7 @@ def on_slurm() -> bool:
     return SLURMEnvironment.detect()
 
 
-def slurm_environment() -> Optional[SLURMEnvironment]:
+def slurm_environment() -> SLURMEnvironment | None:
     """Lightning's ``SLURMEnvironment`` without its in-handler requeue, when SLURM runs this
     process (else None: Lightning picks its environment itself)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -105,7 +107,7 @@ def slurm_environment() -> Optional[SLURMEnvironment]:
     return SLURMEnvironment(auto_requeue=False, requeue_signal=REQUEUE_SIGNAL) if on_slurm() else None
 
 
-def slurm_job_id() -> Optional[str]:
+def slurm_job_id() -> str | None:
     """The job to requeue (an array task as ``ARRAYJOB_TASK``), as Lightning's handler finds it."""
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
     if array is not None and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
@@ -136,6 +138,7 @@ def slurm_restarted() -> bool:
 # ---------------------------------------------------------------------------------------------
 # the stop
 
+
 class StopOnSignal(Checkpoint):
     """Turns SIGTERM / SIGINT / SIGUSR1 into a stop at the next exact save point of all ranks.
 
@@ -146,24 +149,23 @@ class StopOnSignal(Checkpoint):
     ``requeue`` is called on rank 0 after the save when the SLURM requeue signal stopped the run;
     ``dead_line(rank, returncode)`` is the line that reports a dead worker (:class:`WorkerWatch`)."""
 
-    def __init__(self, requeue: Optional[Callable[[], str]] = None,
-                 dead_line: Optional[Callable[[int, int], str]] = None):
+    def __init__(self, requeue: Callable[[], str] | None = None, dead_line: Callable[[int, int], str] | None = None):
         super().__init__()
         self.requeue = requeue
         self.dead_line = dead_line
-        self.last: Optional[LastCheckpoint] = None
+        self.last: LastCheckpoint | None = None
         self.writers: list = []
         self.received = 0  # the first signal this process got
         self.agreed = 0  # the signal all ranks stop for
         self.stopping = False  # the workers may now exit
-        self.watch: Optional[WorkerWatch] = None
+        self.watch: WorkerWatch | None = None
         self._parent = os.getppid()
         self._pending = False  # stop at the end of the evaluation that follows this batch
 
     def bind(self, last: LastCheckpoint, writers: list) -> None:
         self.last, self.writers = last, list(writers)
 
-    def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if not self.received:
             self.received = int(signum)
 
@@ -204,8 +206,9 @@ class StopOnSignal(Checkpoint):
         flag = torch.tensor([float(self.received)], device=trainer.strategy.root_device)
         return int(trainer.strategy.reduce(flag, reduce_op="max").item())
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: Any, batch_idx: int
+    ) -> None:
         if self._pending:  # the evaluation Lightning announced did not run (never seen): stop now
             self._stop(trainer)
         if self.agreed:
@@ -237,6 +240,7 @@ class StopOnSignal(Checkpoint):
 # ---------------------------------------------------------------------------------------------
 # dead workers
 
+
 def _silence_lightning_observer() -> None:
     """End Lightning's child-process observer (it would SIGKILL rank 0 within 5 s of a worker's
     death): with no processes to watch it finishes at its next check."""
@@ -255,14 +259,18 @@ class WorkerWatch(threading.Thread):
         self.first_rank = first_rank
         self.stop = stop
         self.line = line
-        self.dead: Optional[tuple[int, int]] = None  # (rank, returncode) of the first death
+        self.dead: tuple[int, int] | None = None  # (rank, returncode) of the first death
         self.reported = threading.Event()  # the line is out (by the main thread or by this one)
         self._lock = threading.Lock()
         self._done = threading.Event()
 
     @classmethod
-    def start_for(cls, trainer: pl.Trainer, stop: StopOnSignal, line: Callable[[int, int], str],
-                  ) -> Optional["WorkerWatch"]:
+    def start_for(
+        cls,
+        trainer: pl.Trainer,
+        stop: StopOnSignal,
+        line: Callable[[int, int], str],
+    ) -> WorkerWatch | None:
         procs = list(getattr(trainer.strategy.launcher, "procs", None) or [])
         if not procs or not trainer.is_global_zero:
             return None
@@ -274,7 +282,7 @@ class WorkerWatch(threading.Thread):
     def finish(self) -> None:
         self._done.set()
 
-    def death(self) -> Optional[tuple[int, int]]:
+    def death(self) -> tuple[int, int] | None:
         """(rank, returncode) of a worker that died (waits briefly for the exit to be visible)."""
         for _ in range(20):
             self._poll()

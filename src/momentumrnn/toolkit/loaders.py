@@ -20,8 +20,9 @@ A batch is ``(x, y, w, n)``: raw inputs and targets of this rank's piece, per-ex
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
+from typing import Any, Protocol
 
 import torch
 
@@ -40,7 +41,7 @@ class Rows(Protocol):
 class Split:
     """One data split held in memory: raw inputs ``x`` (first dim = examples) and targets ``y``."""
 
-    x: Union[torch.Tensor, Rows]
+    x: torch.Tensor | Rows
     y: torch.Tensor
 
     def __len__(self) -> int:
@@ -67,8 +68,8 @@ class BatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        epoch_fn: Optional[Callable[[], int]] = None,
-        skip_fn: Optional[Callable[[], int]] = None,
+        epoch_fn: Callable[[], int] | None = None,
+        skip_fn: Callable[[], int] | None = None,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -96,10 +97,10 @@ class BatchLoader:
         """This rank's share of a global batch: indices and weights (padding has weight 0)."""
         n = idx.numel()
         per = math.ceil(n / self.world_size)
-        mine = idx[self.rank * per: (self.rank + 1) * per]
+        mine = idx[self.rank * per : (self.rank + 1) * per]
         w = torch.ones(per)
         if mine.numel() < per:
-            w[mine.numel():] = 0.0
+            w[mine.numel() :] = 0.0
             mine = torch.cat([mine, idx[:1].expand(per - mine.numel())])
         return mine, w
 
@@ -110,7 +111,7 @@ class BatchLoader:
             skip = max(0, int(self.skip_fn()))
         order = self.order(self.epoch_fn())
         for b in range(skip, len(self)):
-            idx = order[b * self.batch_size: (b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             mine, w = self.piece(idx)
             yield (self.split.x[mine], self.split.y[mine], w, torch.tensor(idx.numel(), dtype=torch.long))
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import momentumrnn as core
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import momentumrnn as core
 
 from .errors import ToolkitError
 from .optimizers import MixedOptimizer, RMSpropTF
@@ -69,8 +71,9 @@ def build_recurrent(model_cfg: dict, input_size: int) -> core.SequenceBase:
             host = model_cfg["host"]
             if not isinstance(host, str) or host.lower() not in core.HOSTS:
                 hosts = known_hosts()
-                raise ToolkitError(f"unknown model host {host!r}{suggest(str(host), hosts)}; choose one of "
-                                   f"{', '.join(hosts)}")
+                raise ToolkitError(
+                    f"unknown model host {host!r}{suggest(str(host), hosts)}; choose one of {', '.join(hosts)}"
+                )
             return core.build_layer(host.lower(), model_cfg["scheme"], input_size, hidden, **kwargs)
     except ToolkitError:
         raise
@@ -94,7 +97,7 @@ class SequenceModel(nn.Module):
         self.head = head
         self._head_input = head_input
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:
             out, _ = self.recurrent(x)
             return self.head(self._head_input(out))
@@ -126,7 +129,7 @@ def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
         for n in names:
             b = getattr(layer, n)
             h = b.numel() // 4
-            b[h:2 * h] += shift
+            b[h : 2 * h] += shift
 
 
 def build_model(model_cfg: dict, task: Task) -> nn.Module:
@@ -166,8 +169,12 @@ def make_optimizer(optim_cfg: dict, model: nn.Module, *, asgd: bool = False) -> 
     orth_name = optim_cfg.get("orth_name")
     if orth and orth_name and orth_name != optim_cfg["name"] and not asgd:
         # e.g. the authors' TIMIT DTRIV: Adam for the rest, RMSprop for the orthogonal parameters
-        return MixedOptimizer([_optimizer(optim_cfg["name"], groups, optim_cfg, lr, asgd=False),
-                               _optimizer(orth_name, [orth_group], optim_cfg, lr_orth, asgd=False)])
+        return MixedOptimizer(
+            [
+                _optimizer(optim_cfg["name"], groups, optim_cfg, lr, asgd=False),
+                _optimizer(orth_name, [orth_group], optim_cfg, lr_orth, asgd=False),
+            ]
+        )
     if orth:
         groups.append(orth_group)
     return _optimizer(optim_cfg["name"], groups, optim_cfg, lr, asgd=asgd)
@@ -176,19 +183,31 @@ def make_optimizer(optim_cfg: dict, model: nn.Module, *, asgd: bool = False) -> 
 def _optimizer(name: str, groups: list, optim_cfg: dict, lr: float, *, asgd: bool) -> torch.optim.Optimizer:
     wd = optim_cfg["weight_decay"]
     if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=optim_cfg["alpha"], eps=optim_cfg["eps"],
-                                   momentum=optim_cfg["momentum"], weight_decay=wd)
+        return torch.optim.RMSprop(
+            groups,
+            lr=lr,
+            alpha=optim_cfg["alpha"],
+            eps=optim_cfg["eps"],
+            momentum=optim_cfg["momentum"],
+            weight_decay=wd,
+        )
     if name == "rmsprop_tf":
-        return RMSpropTF(groups, lr=lr, alpha=optim_cfg["alpha"], eps=optim_cfg["eps"],
-                         momentum=optim_cfg["momentum"], weight_decay=wd)
+        return RMSpropTF(
+            groups,
+            lr=lr,
+            alpha=optim_cfg["alpha"],
+            eps=optim_cfg["eps"],
+            momentum=optim_cfg["momentum"],
+            weight_decay=wd,
+        )
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=tuple(optim_cfg["betas"]), eps=optim_cfg["eps"],
-                                weight_decay=wd)
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(optim_cfg["betas"]), eps=optim_cfg["eps"], weight_decay=wd)
     if name in ("sgd", "sgd_asgd"):
         if asgd:
             return torch.optim.ASGD(groups, lr=lr, t0=0, lambd=0.0, weight_decay=wd)
-        return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg["momentum"], weight_decay=wd,
-                               nesterov=optim_cfg["nesterov"])
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=optim_cfg["momentum"], weight_decay=wd, nesterov=optim_cfg["nesterov"]
+        )
     raise ToolkitError(f"unknown optimizer {name!r}")
 
 
@@ -196,7 +215,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def check_optim(optim_cfg: dict, model: nn.Module) -> Optional[str]:
+def check_optim(optim_cfg: dict, model: nn.Module) -> str | None:
     """A one-line warning for settings that do not apply to this model (or None)."""
     if optim_cfg["name"] == "sgd" and optim_cfg["nesterov"] and optim_cfg["momentum"] <= 0:
         raise ToolkitError("optim.nesterov needs optim.momentum > 0")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -28,8 +29,9 @@ class RunModule(pl.LightningModule):
     The task is called through its run interface (``train_loader``, ``train_step``, ...: see
     ``tasks/base.py``) with a :class:`RunContext`; it never calls back into this module."""
 
-    def __init__(self, cfg: dict, task: Task, model: torch.nn.Module, train: Split, test: Split,
-                 recorder: Optional[Any] = None) -> None:
+    def __init__(
+        self, cfg: dict, task: Task, model: torch.nn.Module, train: Split, test: Split, recorder: Any | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.task = task
@@ -48,7 +50,7 @@ class RunModule(pl.LightningModule):
         self.train_time = 0.0
         self.evals = 0
         self.last_eval_step = -1
-        self._t0: Optional[float] = None
+        self._t0: float | None = None
         self._swapped: list = []
         self._lr_restore: list = []
 
@@ -62,12 +64,18 @@ class RunModule(pl.LightningModule):
             return float(nb) if math.isfinite(nb) else math.inf
 
         return RunContext(
-            seed=self.seed, batch_size=t["batch_size"], eval_batch_size=t["eval_batch_size"],
-            rank=trainer.global_rank, world_size=trainer.world_size,
-            epoch=lambda: trainer.current_epoch, step=lambda: trainer.global_step,
+            seed=self.seed,
+            batch_size=t["batch_size"],
+            eval_batch_size=t["eval_batch_size"],
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            epoch=lambda: trainer.current_epoch,
+            step=lambda: trainer.global_step,
             batches_done=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
             # (all_gather maps a tensor to a tensor; its stub types every container it takes)
-            batches_per_epoch=batches_per_epoch, gather=cast(Callable[[torch.Tensor], torch.Tensor], self.all_gather))
+            batches_per_epoch=batches_per_epoch,
+            gather=cast(Callable[[torch.Tensor], torch.Tensor], self.all_gather),
+        )
 
     def train_dataloader(self) -> Iterable[Any]:
         return self.task.train_loader(self.train_split, self.context())
@@ -82,7 +90,7 @@ class RunModule(pl.LightningModule):
     def _add(self, acc: torch.Tensor, out: StepOutput) -> None:
         """Add a step's metric sums (missing ones count 0) and count to the running totals."""
         vals = [torch.as_tensor(out.sums.get(k, 0.0), dtype=torch.float64).detach().cpu() for k in self.names]
-        acc += torch.stack(vals + [torch.as_tensor(out.count, dtype=torch.float64).detach().cpu()])
+        acc += torch.stack([*vals, torch.as_tensor(out.count, dtype=torch.float64).detach().cpu()])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # every step draws its random numbers (dropout, ...) from (seed, step, rank) only, so a
@@ -90,7 +98,7 @@ class RunModule(pl.LightningModule):
         torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank))
         self._t0 = time.perf_counter()
 
-    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         out = self.task.train_step(self.model, batch, self.context())
         self._add(self._acc, out)
         if out.lr_scale != 1.0:  # this step only: optimizer_step restores the learning rates
@@ -98,15 +106,27 @@ class RunModule(pl.LightningModule):
                 self._lr_restore.append((group, group["lr"]))
                 group["lr"] = group["lr"] * out.lr_scale
         count = float(self._acc[-1])
-        self.log("loss", float(self._acc[0]) / max(count, 1.0), prog_bar=True, logger=False,
-                 on_step=True, on_epoch=False, batch_size=max(1, int(float(out.count))))
+        self.log(
+            "loss",
+            float(self._acc[0]) / max(count, 1.0),
+            prog_bar=True,
+            logger=False,
+            on_step=True,
+            on_epoch=False,
+            batch_size=max(1, int(float(out.count))),
+        )
         return out.loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._add(self._vacc, self.task.eval_step(self.model, batch, self.context()))
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Union[torch.optim.Optimizer, LightningOptimizer],
-                       optimizer_closure: Optional[Callable[[], Any]] = None) -> None:
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: torch.optim.Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
         try:
             optimizer.step(closure=optimizer_closure)
         finally:
@@ -150,7 +170,7 @@ class RunModule(pl.LightningModule):
             p.data.copy_(saved)
         self._swapped = []
         both = self._reduce(torch.cat([self._acc, self._vacc]))
-        tr, te = both[: len(self._acc)], both[len(self._acc):]
+        tr, te = both[: len(self._acc)], both[len(self._acc) :]
         self._acc = self._zeros()
         row: dict[str, Any] = {}
         nb = max(1, int(self.trainer.num_training_batches)) if math.isfinite(self.trainer.num_training_batches) else 1

@@ -6,8 +6,8 @@ authors trained with (its running average starts at ones, its epsilon sits insid
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, overload
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
@@ -78,7 +78,7 @@ class MixedOptimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], float]) -> float: ...
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -108,11 +108,20 @@ class RMSpropTF(torch.optim.Optimizer):
     ``alpha = 0.9``, ``eps = 1e-10``, ``momentum = 0``. (``torch.optim.RMSprop`` starts at zeros and
     adds eps outside the root: the first steps differ by orders of magnitude.)"""
 
-    def __init__(self, params: ParamsT, lr: float = 1e-3, alpha: float = 0.9, eps: float = 1e-10, momentum: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        alpha: float = 0.9,
+        eps: float = 1e-10,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
         if not lr > 0 or not 0 < alpha < 1 or not eps > 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(f"RMSpropTF: bad settings lr={lr}, alpha={alpha}, eps={eps}, momentum={momentum}, "
-                             f"weight_decay={weight_decay}")
+            raise ValueError(
+                f"RMSpropTF: bad settings lr={lr}, alpha={alpha}, eps={eps}, momentum={momentum}, "
+                f"weight_decay={weight_decay}"
+            )
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay))
 
     @overload
@@ -121,7 +130,7 @@ class RMSpropTF(torch.optim.Optimizer):
     def step(self, closure: Callable[[], float]) -> float: ...
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():

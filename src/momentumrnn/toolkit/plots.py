@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from .errors import ToolkitError
 
@@ -53,8 +53,15 @@ def _xy(rows: list[dict], key: str, x: str) -> tuple[list, list]:
     return xs, ys
 
 
-def plot_curves(series: list[dict], out: Path, *, title: str = "", x: str = "epoch",
-                target: Optional[float] = None, metric: Optional[str] = None) -> Optional[Path]:
+def plot_curves(
+    series: list[dict],
+    out: Path,
+    *,
+    title: str = "",
+    x: str = "epoch",
+    target: float | None = None,
+    metric: str | None = None,
+) -> Path | None:
     """One PNG with a panel per metric (loss, accuracy): train dashed, test solid.
 
     ``series``: dicts with ``label`` (legend / colour group), ``rows`` (metrics.csv rows) and
@@ -84,15 +91,31 @@ def plot_curves(series: list[dict], out: Path, *, title: str = "", x: str = "epo
                     # several seeds on the same evaluation points: their mean, and the min-max band
                     xs = curves[0][0]
                     ys = [[c[1][i] for c in curves] for i in range(len(xs))]
-                    ax.plot(xs, [sum(v) / n for v in ys], style, color=color[lab], label=legend,
-                            marker="o" if len(xs) <= 12 else None, markersize=3)
+                    ax.plot(
+                        xs,
+                        [sum(v) / n for v in ys],
+                        style,
+                        color=color[lab],
+                        label=legend,
+                        marker="o" if len(xs) <= 12 else None,
+                        markersize=3,
+                    )
                     if split == "test":
-                        ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=color[lab],
-                                        alpha=0.15, linewidth=0)
+                        ax.fill_between(
+                            xs, [min(v) for v in ys], [max(v) for v in ys], color=color[lab], alpha=0.15, linewidth=0
+                        )
                     continue
                 for i, (xs, ys) in enumerate(curves):  # one line per run
-                    ax.plot(xs, ys, style, color=color[lab], alpha=0.9 if n == 1 else 0.55,
-                            label=legend if i == 0 else None, marker="o" if len(xs) <= 12 else None, markersize=3)
+                    ax.plot(
+                        xs,
+                        ys,
+                        style,
+                        color=color[lab],
+                        alpha=0.9 if n == 1 else 0.55,
+                        label=legend if i == 0 else None,
+                        marker="o" if len(xs) <= 12 else None,
+                        markersize=3,
+                    )
         if target is not None and metric == f"test_{name}":
             ax.axhline(target, color="grey", linewidth=0.8, linestyle=":", label=f"target {target:g}")
         ax.set_xlabel(x)

@@ -18,8 +18,9 @@ every probe, so a resumed run keeps them).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -39,6 +40,7 @@ GRAD_FILE = "grad_norms.npz"
 # ---------------------------------------------------------------------------------------------
 # the measurement
 
+
 def _state_h(state: Any) -> torch.Tensor:
     h = state[0] if isinstance(state, tuple) else state
     if not isinstance(h, torch.Tensor):
@@ -46,8 +48,9 @@ def _state_h(state: Any) -> torch.Tensor:
     return h
 
 
-def hidden_gradient_norms(model: torch.nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, *,
-                          dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
+def hidden_gradient_norms(
+    model: torch.nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, *, dtype: torch.dtype | None = torch.float64
+) -> torch.Tensor:
     """``||dL/dh_t||`` (Frobenius norm over the batch and the hidden units of the top layer), for
     ``t = 1..T``, of the task's mean loss on the batch ``(x, y)`` (raw, as the loader gives it).
 
@@ -58,8 +61,10 @@ def hidden_gradient_norms(model: torch.nn.Module, task: Task, x: torch.Tensor, y
     in float32), and the point is to see how fast it decays. ``dtype=None`` probes the model as is.
     """
     if getattr(model, "recurrent", None) is None or getattr(model, "head", None) is None:
-        raise ToolkitError("grads needs a model made of a recurrent layer and a head (the sequence "
-                           "tasks); this task's model is not one")
+        raise ToolkitError(
+            "grads needs a model made of a recurrent layer and a head (the sequence "
+            "tasks); this task's model is not one"
+        )
     if dtype is not None and next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model).to(dtype)
     layer: Any  # (any recurrent layer: its options are read with getattr)
@@ -82,7 +87,7 @@ def hidden_gradient_norms(model: torch.nn.Module, task: Task, x: torch.Tensor, y
             state = None
             outs, hs = [], []
             for t in range(T):
-                out_t, state = layer(inp[:, t:t + 1], state)
+                out_t, state = layer(inp[:, t : t + 1], state)
                 outs.append(out_t)
                 hs.append(_state_h(state))
             out = torch.cat(outs, dim=1)
@@ -118,6 +123,7 @@ def hidden_gradient_norms(model: torch.nn.Module, task: Task, x: torch.Tensor, y
 # ---------------------------------------------------------------------------------------------
 # storage (one npz per run: steps (K,), norms (K, T))
 
+
 def load_grad_norms(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(run_dir) / GRAD_FILE
     if not path.exists():
@@ -126,16 +132,19 @@ def load_grad_norms(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as d:
             steps, norms = np.asarray(d["steps"], dtype=np.int64), np.asarray(d["norms"], dtype=np.float64)
     except Exception:
-        raise ToolkitError(f"{path} is corrupt; delete it (the probes will be recomputed only for steps "
-                           "not yet trained) or restore it") from None
+        raise ToolkitError(
+            f"{path} is corrupt; delete it (the probes will be recomputed only for steps not yet trained) or restore it"
+        ) from None
     if norms.ndim != 2 or norms.shape[0] != steps.shape[0]:
         raise ToolkitError(f"{path} has inconsistent arrays; delete or restore it")
     return steps, norms
 
 
 def save_grad_norms(run_dir: Path, steps: np.ndarray, norms: np.ndarray) -> None:
-    atomic_write(Path(run_dir) / GRAD_FILE, lambda f: np.savez(f, steps=np.asarray(steps, dtype=np.int64),
-                                                              norms=np.asarray(norms, dtype=np.float64)))
+    atomic_write(
+        Path(run_dir) / GRAD_FILE,
+        lambda f: np.savez(f, steps=np.asarray(steps, dtype=np.int64), norms=np.asarray(norms, dtype=np.float64)),
+    )
 
 
 def probe_batch(split: Split, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,14 +155,15 @@ def probe_batch(split: Split, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def make_probe_callback(run_dir: Path, steps: Sequence[int], size: int) -> pl.Callback:
     """A Lightning callback recording the gradient norms at the given optimizer steps (rank 0)."""
-    wanted = sorted(set(int(s) for s in steps))
+    wanted = sorted({int(s) for s in steps})
 
     class GradientProbe(pl.Callback):
         def __init__(self) -> None:
             self.steps, self.norms = load_grad_norms(run_dir)
 
-        def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                                 batch_idx: int) -> None:
+        def on_train_batch_start(
+            self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        ) -> None:
             step = int(trainer.global_step)
             if trainer.global_rank != 0 or step not in wanted or step in set(self.steps.tolist()):
                 return

@@ -19,8 +19,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Optional
+from typing import Any, BinaryIO
 
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
@@ -121,7 +122,7 @@ def truncate_metrics(run_dir: Path, max_step: int, columns: list[str]) -> int:
     return len(rows)
 
 
-def read_summary(run_dir: Path) -> Optional[dict]:
+def read_summary(run_dir: Path) -> dict | None:
     path = Path(run_dir) / SUMMARY
     if not path.exists():
         return None
@@ -142,20 +143,20 @@ def metric_is_better(a: float, b: float, mode: str) -> bool:
     return a > b if mode == "max" else a < b
 
 
-def reached(value: Any, target: Optional[float], mode: str) -> bool:
+def reached(value: Any, target: float | None, mode: str) -> bool:
     if target is None or not isinstance(value, (int, float)) or math.isnan(value):
         return False
     return value >= target if mode == "max" else value <= target
 
 
-def summarize_rows(rows: list[dict], metric: str, mode: str, target: Optional[float]) -> dict:
+def summarize_rows(rows: list[dict], metric: str, mode: str, target: float | None) -> dict:
     """final / best values of ``metric`` (e.g. ``test_acc``) and when ``target`` was first reached."""
     out: dict[str, Any] = {"metric": metric, "mode": mode, "target": target, "evaluations": len(rows)}
     if not rows:
         out.update(final=None, best=None, reached_target=None)
         return out
     last = rows[-1]
-    out["final"] = {k: v for k, v in last.items()}
+    out["final"] = dict(last.items())
     best = None
     for r in rows:
         v = r.get(metric)
@@ -163,16 +164,17 @@ def summarize_rows(rows: list[dict], metric: str, mode: str, target: Optional[fl
             best = r
     out["best"] = None if best is None else {"value": best[metric], "epoch": best["epoch"], "step": best["step"]}
     hit = next((r for r in rows if reached(r.get(metric), target, mode)), None)
-    out["reached_target"] = None if hit is None else {
-        "epoch": hit["epoch"], "step": hit["step"], "time_s": hit.get("time_s")}
+    out["reached_target"] = (
+        None if hit is None else {"epoch": hit["epoch"], "step": hit["step"], "time_s": hit.get("time_s")}
+    )
     return out
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
     """Run directories under the given paths (a path may be a run or hold runs at any depth)."""
     found: list[Path] = []
-    for p in paths:
-        p = Path(p)
+    for given in paths:
+        p = Path(given)
         if (p / CONFIG).exists() or (p / SUMMARY).exists():
             found.append(p)
             continue

@@ -5,15 +5,16 @@ ablation), x seeds; an annotated heatmap (``sweep.png``), ``sweep.md`` and ``swe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
 from .compare import compare_runs, plan_runs
 from .errors import ToolkitError
 from .options import model_label
-from .plots import plt_module as _plt, save_figure as _save
+from .plots import plt_module as _plt
+from .plots import save_figure as _save
 from .runfiles import atomic_write_text, read_summary
 from .runner import is_writer
 
@@ -28,14 +29,26 @@ def check_grid(name: str, values: list) -> list[float]:
     return [float(v) for v in values]
 
 
-def run_sweep(cfg: dict, out: Path, base: dict, mus: list[float], eps: list[float], *, value: str = "final",
-              baseline: bool = False, resume: bool = False, overwrite: bool = False, jobs: int = 1,
-              job_list: Optional[Path] = None) -> Optional[str]:
+def run_sweep(
+    cfg: dict,
+    out: Path,
+    base: dict,
+    mus: list[float],
+    eps: list[float],
+    *,
+    value: str = "final",
+    baseline: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    jobs: int = 1,
+    job_list: Path | None = None,
+) -> str | None:
     """Train (or list the jobs of) the sweep ``cfg`` (its ``models``: :func:`!sweep_models` of ``base``,
     plus a baseline model last when ``baseline``), then draw and tabulate the grid into ``out``.
     Returns the Markdown table (None on a worker process or for a job list)."""
-    note = compare_runs(cfg, out, resume=resume, overwrite=overwrite, target=cfg["report"]["target"], jobs=jobs,
-                        job_list=job_list)
+    note = compare_runs(
+        cfg, out, resume=resume, overwrite=overwrite, target=cfg["report"]["target"], jobs=jobs, job_list=job_list
+    )
     if job_list is not None:
         print(note + " (or re-run this sweep command with --resume for the grid)")
         return None
@@ -49,8 +62,11 @@ def run_sweep(cfg: dict, out: Path, base: dict, mus: list[float], eps: list[floa
     base_value = None
     if baseline:
         blabel = model_label(cfg["models"][-1])
-        vals = [(s.get("final") or {}).get(metric) if value == "final" else (s.get("best") or {}).get("value")
-                for s in summaries if s.get("label") == blabel]
+        vals = [
+            (s.get("final") or {}).get(metric) if value == "final" else (s.get("best") or {}).get("value")
+            for s in summaries
+            if s.get("label") == blabel
+        ]
         nums = [v for v in vals if isinstance(v, (int, float))]
         if nums:
             base_value = (blabel, sum(nums) / len(nums))
@@ -59,8 +75,9 @@ def run_sweep(cfg: dict, out: Path, base: dict, mus: list[float], eps: list[floa
     plot_sweep(mean, std, mus, eps, out / "sweep.png", metric=what, mode=mode, title=title, baseline=base_value)
     md = sweep_markdown(mean, std, mus, eps, metric=what, mode=mode, baseline=base_value)
     atomic_write_text(out / "sweep.md", f"# {title}\n\n{md}\n![sweep](sweep.png)\n")
-    rows = ["mu,epsilon,mean,std"] + [f"{m!r},{e!r},{float(mean[i, j])!r},{float(std[i, j])!r}"
-                                      for i, m in enumerate(mus) for j, e in enumerate(eps)]
+    rows = ["mu,epsilon,mean,std"] + [
+        f"{m!r},{e!r},{float(mean[i, j])!r},{float(std[i, j])!r}" for i, m in enumerate(mus) for j, e in enumerate(eps)
+    ]
     atomic_write_text(out / "sweep.csv", "\n".join(rows) + "\n")
     return md
 
@@ -71,15 +88,16 @@ def sweep_label(mu: float, eps: float) -> str:
 
 def sweep_models(model: dict, mus: Sequence[float], epsilons: Sequence[float]) -> list[dict]:
     """The ``models`` list of a sweep: ``model`` with every (mu, epsilon) of the grid."""
-    out = []
-    for mu in mus:
-        for eps in epsilons:
-            out.append({**model, "mu": float(mu), "epsilon": float(eps), "label": sweep_label(mu, eps)})
-    return out
+    return [
+        {**model, "mu": float(mu), "epsilon": float(eps), "label": sweep_label(mu, eps)}
+        for mu in mus
+        for eps in epsilons
+    ]
 
 
-def sweep_grid(summaries: list[dict], mus: Sequence[float], epsilons: Sequence[float], *,
-               value: str = "final") -> tuple[np.ndarray, np.ndarray]:
+def sweep_grid(
+    summaries: list[dict], mus: Sequence[float], epsilons: Sequence[float], *, value: str = "final"
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over seeds of each cell's final (or best) metric: arrays (len(mus), len(eps)),
     NaN where no run finished an evaluation."""
     mean = np.full((len(mus), len(epsilons)), np.nan)
@@ -101,16 +119,31 @@ def sweep_grid(summaries: list[dict], mus: Sequence[float], epsilons: Sequence[f
     return mean, std
 
 
-def plot_sweep(mean: np.ndarray, std: np.ndarray, mus: Sequence[float], epsilons: Sequence[float],
-               out: Path, *, metric: str, mode: str, title: str = "",
-               baseline: Optional[tuple[str, float]] = None) -> Path:
+def plot_sweep(
+    mean: np.ndarray,
+    std: np.ndarray,
+    mus: Sequence[float],
+    epsilons: Sequence[float],
+    out: Path,
+    *,
+    metric: str,
+    mode: str,
+    title: str = "",
+    baseline: tuple[str, float] | None = None,
+) -> Path:
     """Annotated heatmap (rows mu, columns epsilon) of the final metric; better cells are lighter."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.1 * len(epsilons) + 2.8, 0.8 * len(mus) + 2.0))
     cmap = "viridis" if mode == "max" else "viridis_r"
     finite = mean[np.isfinite(mean)]
-    im = ax.imshow(np.ma.masked_invalid(mean), cmap=cmap, origin="lower", aspect="auto",
-                   vmin=float(finite.min()) if finite.size else None, vmax=float(finite.max()) if finite.size else None)
+    im = ax.imshow(
+        np.ma.masked_invalid(mean),
+        cmap=cmap,
+        origin="lower",
+        aspect="auto",
+        vmin=float(finite.min()) if finite.size else None,
+        vmax=float(finite.max()) if finite.size else None,
+    )
     ax.set_xticks(range(len(epsilons)))
     ax.set_xticklabels([f"{e:g}" for e in epsilons])
     ax.set_yticks(range(len(mus)))
@@ -135,11 +168,22 @@ def plot_sweep(mean: np.ndarray, std: np.ndarray, mus: Sequence[float], epsilons
     return out
 
 
-def sweep_markdown(mean: np.ndarray, std: np.ndarray, mus: Sequence[float], epsilons: Sequence[float], *,
-                   metric: str, mode: str, baseline: Optional[tuple[str, float]] = None) -> str:
+def sweep_markdown(
+    mean: np.ndarray,
+    std: np.ndarray,
+    mus: Sequence[float],
+    epsilons: Sequence[float],
+    *,
+    metric: str,
+    mode: str,
+    baseline: tuple[str, float] | None = None,
+) -> str:
     head = "| μ \\ ε | " + " | ".join(f"{e:g}" for e in epsilons) + " |"
-    lines = [f"{metric} ({'higher' if mode == 'max' else 'lower'} is better), mean ± std over seeds\n",
-             head, "|---:|" + "---:|" * len(epsilons)]
+    lines = [
+        f"{metric} ({'higher' if mode == 'max' else 'lower'} is better), mean ± std over seeds\n",
+        head,
+        "|---:|" + "---:|" * len(epsilons),
+    ]
     finite = mean[np.isfinite(mean)]
     best = (finite.max() if mode == "max" else finite.min()) if finite.size else None
     for i, mu in enumerate(mus):

@@ -9,7 +9,8 @@ built one-layer module per level, so the last one can have ``emb_size`` units fo
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +23,20 @@ from .options import model_key
 
 # AWD-LSTM's PTB settings (the defaults of the model keys of task ptb)
 AWD_DEFAULTS: dict[str, Any] = {
-    "emb_size": 400, "num_layers": 3, "dropout": 0.4, "dropouth": 0.25, "dropouti": 0.4,
-    "dropoute": 0.1, "wdrop": 0.5, "tie_weights": True,
+    "emb_size": 400,
+    "num_layers": 3,
+    "dropout": 0.4,
+    "dropouth": 0.25,
+    "dropouti": 0.4,
+    "dropoute": 0.1,
+    "wdrop": 0.5,
+    "tie_weights": True,
 }
 
 # model
 
-def locked_dropout(x: torch.Tensor, p: float, training: bool, columns: Optional[tuple[int, int]] = None) -> torch.Tensor:
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool, columns: tuple[int, int] | None = None) -> torch.Tensor:
     """Variational dropout of a batch-first ``(B, T, F)`` tensor: one mask per sequence, the same at
     every step. ``columns = (offset, total)``: the mask is drawn for ``total`` sequences and rows
     ``offset:offset+B`` are used (so a batch split over processes gets the one-process masks)."""
@@ -37,7 +45,7 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool, columns: Optional[
     B = x.shape[0]
     off, total = columns or (0, B)
     mask = x.new_empty(total, 1, x.shape[2]).bernoulli_(1 - p).div_(1 - p)
-    return x * mask[off: off + B]
+    return x * mask[off : off + B]
 
 
 def embedded_dropout(weight: torch.Tensor, tokens: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -75,7 +83,8 @@ def weight_drop_(layer: nn.Module, p: float, names: Sequence[str] = ("weight_hh_
         if parametrize.is_parametrized(layer, name) or not isinstance(w, nn.Parameter):
             raise ToolkitError(
                 f"model.wdrop needs a plain recurrent weight {name} in {type(layer).__name__}, which this layer "
-                "does not have (orthogonal hosts parametrize it); set model.wdrop=0")
+                "does not have (orthogonal hosts parametrize it); set model.wdrop=0"
+            )
         drop = DropConnect(p)
         drop.eval()  # no random draw while registering
         parametrize.register_parametrization(layer, name, drop)
@@ -107,12 +116,23 @@ class WordLM(nn.Module):
     one state per layer (momentum state included) and ``raw`` / ``dropped`` are the last layer's
     output before / after its dropout (for AR / TAR)."""
 
-    def __init__(self, vocab_size: int, layers: Sequence[nn.Module], emb_size: int, *, dropout: float = 0.4,
-                 dropouth: float = 0.25, dropouti: float = 0.4, dropoute: float = 0.1, tie_weights: bool = True):
+    def __init__(
+        self,
+        vocab_size: int,
+        layers: Sequence[nn.Module],
+        emb_size: int,
+        *,
+        dropout: float = 0.4,
+        dropouth: float = 0.25,
+        dropouti: float = 0.4,
+        dropoute: float = 0.1,
+        tie_weights: bool = True,
+    ):
         super().__init__()
         self.encoder = nn.Embedding(vocab_size, emb_size)
         self.rnns = nn.ModuleList(layers)
-        out = int(getattr(layers[-1], "output_size", getattr(layers[-1], "hidden_size")))
+        last: Any = layers[-1]  # a recurrent layer: output_size when it has one (projections), else hidden_size
+        out = int(getattr(last, "output_size", last.hidden_size))
         if tie_weights and out != emb_size:
             raise ToolkitError(f"tied weights need the last layer's output ({out}) to equal emb_size ({emb_size})")
         self.decoder = nn.Linear(out, vocab_size)
@@ -125,8 +145,9 @@ class WordLM(nn.Module):
         else:
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
 
-    def forward(self, tokens: torch.Tensor, state: Optional[Sequence[Any]] = None,
-                columns: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, list[Any], dict[str, torch.Tensor]]:
+    def forward(
+        self, tokens: torch.Tensor, state: Sequence[Any] | None = None, columns: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, list[Any], dict[str, torch.Tensor]]:
         train = self.training
         x = embedded_dropout(self.encoder.weight, tokens, self.dropoute, train)
         x = locked_dropout(x, self.dropouti, train, columns)
@@ -146,12 +167,14 @@ def _check_float(key: str, v: Any, lo: float, hi: float, hi_open: bool = True) -
         raise ToolkitError(f"model.{key}: expected a number, got {v!r}")
     v = float(v)
     if v < lo or (v >= hi if hi_open else v > hi):
-        raise ToolkitError(f"model.{key}: {v!r} is out of range (must be >= {lo:g} and {'<' if hi_open else '<='} {hi:g})")
+        raise ToolkitError(
+            f"model.{key}: {v!r} is out of range (must be >= {lo:g} and {'<' if hi_open else '<='} {hi:g})"
+        )
     return v
 
 
 def _check_int(key: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) and not (isinstance(v, float) and v.is_integer()):
+    if isinstance(v, bool) or (not isinstance(v, int) and not (isinstance(v, float) and v.is_integer())):
         raise ToolkitError(f"model.{key}: expected an integer, got {v!r}")
     if int(v) < lo:
         raise ToolkitError(f"model.{key}: {v!r} is out of range (must be >= {lo})")
@@ -184,5 +207,13 @@ def build_word_lm(model_cfg: dict, vocab_size: int) -> WordLM:
     if drops["wdrop"] > 0:
         for layer in layers:
             weight_drop_(layer, drops["wdrop"])
-    return WordLM(vocab_size, layers, emb, dropout=drops["dropout"], dropouth=drops["dropouth"],
-                  dropouti=drops["dropouti"], dropoute=drops["dropoute"], tie_weights=tie)
+    return WordLM(
+        vocab_size,
+        layers,
+        emb,
+        dropout=drops["dropout"],
+        dropouth=drops["dropouth"],
+        dropouti=drops["dropouti"],
+        dropoute=drops["dropoute"],
+        tie_weights=tie,
+    )

@@ -11,8 +11,8 @@ Importing this package registers them all in :data:`TASKS`. A new task subclasse
 :class:`Task` and is decorated with :func:`register`.
 """
 
-from .base import TASKS, RunContext, StepOutput, Task, build_task, get_task_class, register
 from ..loaders import Split
-from . import mnist, synthetic, ptb, timit, sequences  # noqa: F401  (each registers its tasks)
+from . import mnist, ptb, sequences, synthetic, timit  # noqa: F401  (each registers its tasks)
+from .base import TASKS, RunContext, StepOutput, Task, build_task, get_task_class, register
 
 __all__ = ["TASKS", "RunContext", "StepOutput", "Task", "Split", "build_task", "get_task_class", "register"]

@@ -24,9 +24,10 @@ per-example losses weighted so that N processes compute what one does.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,24 +39,22 @@ from ..models import build_model
 from ..options import Opt, suggest
 
 #: task name -> Task subclass (filled by :func:`register`)
-TASKS: dict[str, type["Task"]] = {}
+TASKS: dict[str, type[Task]] = {}
 
 
-def register(cls: type["Task"]) -> type["Task"]:
+def register(cls: type[Task]) -> type[Task]:
     TASKS[cls.name] = cls
     return cls
 
 
-def get_task_class(name: str) -> type["Task"]:
+def get_task_class(name: str) -> type[Task]:
     key = str(name).lower()
     if key not in TASKS:
-        raise ToolkitError(
-            f"unknown task {name!r}{suggest(key, TASKS)}; choose one of {', '.join(sorted(TASKS))}"
-        )
+        raise ToolkitError(f"unknown task {name!r}{suggest(key, TASKS)}; choose one of {', '.join(sorted(TASKS))}")
     return TASKS[key]
 
 
-def build_task(task_cfg: dict, seed: Optional[int] = None) -> "Task":
+def build_task(task_cfg: dict, seed: int | None = None) -> Task:
     """The task of a resolved ``task`` section; ``seed``: the run's train.seed (``task.run_seed``)."""
     cls = get_task_class(task_cfg["name"])
     task = cls({k: v for k, v in task_cfg.items() if k != "name"})
@@ -71,11 +70,20 @@ class RunContext:
     """What a task may know of the run in progress. The position fields are functions, read when a
     loader starts an epoch (after a checkpoint has been restored), not when it is built."""
 
-    def __init__(self, *, seed: int = 0, batch_size: int = 1, eval_batch_size: Optional[int] = None,
-                 rank: int = 0, world_size: int = 1, epoch: Callable[[], int] = _zero,
-                 step: Callable[[], int] = _zero, batches_done: Callable[[], int] = _zero,
-                 batches_per_epoch: Callable[[], float] = lambda: math.inf,
-                 gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        batch_size: int = 1,
+        eval_batch_size: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: Callable[[], int] = _zero,
+        step: Callable[[], int] = _zero,
+        batches_done: Callable[[], int] = _zero,
+        batches_per_epoch: Callable[[], float] = lambda: math.inf,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.eval_batch_size = eval_batch_size
@@ -116,7 +124,7 @@ class StepOutput:
     ``count`` (how many examples / tokens the sums cover), ``lr_scale`` (a factor on the
     learning rates of this optimizer step only, e.g. AWD-LSTM's ``seq_len / bptt``)."""
 
-    loss: Optional[torch.Tensor]
+    loss: torch.Tensor | None
     sums: dict = field(default_factory=dict)
     count: Any = 0.0
     lr_scale: float = 1.0
@@ -125,16 +133,16 @@ class StepOutput:
 class Task:
     name = ""
     summary = ""
-    options: dict[str, Opt] = {}
+    options: ClassVar[dict[str, Opt]] = {}
     #: "classification" (cross-entropy on the last step, metric acc) or "regression" (MSE, metric loss)
     kind = "classification"
     input_size = 1
     num_outputs = 10
     #: the metric that picks the best checkpoint and the convergence target: "acc" or "loss"
     metric = "acc"
-    default_target: Optional[float] = None
+    default_target: float | None = None
     #: the run's seed (train.seed), set by :func:`build_task` when known
-    run_seed: Optional[int] = None
+    run_seed: int | None = None
     #: rebuild the loaders every epoch (epochs of different lengths, e.g. random BPTT windows)
     reload_loaders_every_epoch = False
 
@@ -152,7 +160,7 @@ class Task:
         """Raw batch -> float model input ``(B, T, input_size)`` (or what the model reads)."""
         return x.float()
 
-    def example_input(self, batch: int, steps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def example_input(self, batch: int, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random model input of ``batch`` sequences of ``steps`` steps, as :meth:`inputs` makes
         them (``momentumrnn export`` traces and checks the model with it)."""
         return torch.randn(batch, steps, self.input_size, generator=generator)
@@ -179,14 +187,14 @@ class Task:
     def make_head(self, features: int) -> nn.Module:
         return nn.Linear(features, self.num_outputs)
 
-    def head_input(self, output: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def head_input(self, output: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Recurrent output ``(B, T, F)`` -> what the head reads: the last step (each sequence's
         last valid step when ``lengths`` are given)."""
         if lengths is None:
             return output[:, -1]
         return output[torch.arange(output.shape[0], device=output.device), lengths.to(output.device) - 1]
 
-    def lengths(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+    def lengths(self, x: torch.Tensor) -> torch.Tensor | None:
         """The valid lengths of a raw batch's sequences (they then run packed), or None."""
         return None
 
@@ -224,8 +232,16 @@ class Task:
     # -- the run's interface -----------------------------------------------------------------------
     def train_loader(self, train: Split, ctx: RunContext) -> Iterable[Any]:
         """Batches ``(x, y, w, n)`` of this process's share of each global batch (see loaders)."""
-        return BatchLoader(train, ctx.batch_size, shuffle=True, seed=ctx.seed, rank=ctx.rank,
-                           world_size=ctx.world_size, epoch_fn=ctx.epoch_fn, skip_fn=ctx.skip_fn)
+        return BatchLoader(
+            train,
+            ctx.batch_size,
+            shuffle=True,
+            seed=ctx.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            epoch_fn=ctx.epoch_fn,
+            skip_fn=ctx.skip_fn,
+        )
 
     def eval_loader(self, test: Split, ctx: RunContext) -> Iterable[Any]:
         bs = ctx.eval_batch_size or max(ctx.batch_size, 256)
@@ -264,7 +280,7 @@ class Task:
         """Restore what :meth:`run_state` saved (``{}`` for checkpoints without task state)."""
 
 
-def check_size(split: Split, n: Optional[int], what: str, key: str) -> Split:
+def check_size(split: Split, n: int | None, what: str, key: str) -> Split:
     """The first ``n`` examples of ``split`` (all with None); ``n`` larger than the split is an error."""
     if n is None:
         return split

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,8 +23,16 @@ from ..options import Opt
 from ..runfiles import atomic_write
 from .base import Task, check_size, register
 from .mnist_files import (  # noqa: F401  (re-exported: the family's readers)
-    IDX_FILES, IDX_FIX, find_idx_files, load_csv, load_data_file, load_idx_dir, load_npz, read_idx,
-    read_mnist_csv, split_per_class,
+    IDX_FILES,
+    IDX_FIX,
+    find_idx_files,
+    load_csv,
+    load_data_file,
+    load_idx_dir,
+    load_npz,
+    read_idx,
+    read_mnist_csv,
+    split_per_class,
 )
 
 BUNDLED_MNIST = Path(__file__).resolve().parents[1] / "data" / "mnist_demo.npz"
@@ -52,7 +60,7 @@ def balanced_indices(y: np.ndarray, n: int) -> np.ndarray:
     return np.sort(idx)
 
 
-def take_subset(split: Split, n: Optional[int], what: str, key: str, how: str = "first") -> Split:
+def take_subset(split: Split, n: int | None, what: str, key: str, how: str = "first") -> Split:
     """The first ``n`` examples, or (``how='balanced'``) a class-balanced deterministic choice."""
     if n is None or how == "first":
         return check_size(split, n, what, key)
@@ -64,17 +72,31 @@ def take_subset(split: Split, n: Optional[int], what: str, key: str, how: str = 
 
 # -- the tasks ----------------------------------------------------------------------------------
 
+
 def _mnist_options(data_dir_help: str) -> dict[str, Opt]:
     return {
         "data_dir": Opt("str", None, data_dir_help, nullable=True),
-        "data_file": Opt("str", None, "an .npz with x_train, y_train, x_test, y_test (uint8), or an MNIST "
-                         ".csv[.gz] (784 pixels then the label per row; split per class 80/20)", nullable=True),
-        "download": Opt("bool", False, "download the missing IDX files (checksummed) into data_dir, or into "
-                        "~/.cache/momentumrnn/ when data_dir is null"),
+        "data_file": Opt(
+            "str",
+            None,
+            "an .npz with x_train, y_train, x_test, y_test (uint8), or an MNIST "
+            ".csv[.gz] (784 pixels then the label per row; split per class 80/20)",
+            nullable=True,
+        ),
+        "download": Opt(
+            "bool",
+            False,
+            "download the missing IDX files (checksummed) into data_dir, or into "
+            "~/.cache/momentumrnn/ when data_dir is null",
+        ),
         "train_size": Opt("int", None, "use N training images (null: all)", lo=1, nullable=True),
         "test_size": Opt("int", None, "use N test images (null: all)", lo=1, nullable=True),
-        "subset": Opt("choice", "first", "which N images train_size / test_size keep: first (file order) or "
-                      "balanced (the first N/10 of each class)", choices=SUBSETS),
+        "subset": Opt(
+            "choice",
+            "first",
+            "which N images train_size / test_size keep: first (file order) or balanced (the first N/10 of each class)",
+            choices=SUBSETS,
+        ),
     }
 
 
@@ -85,14 +107,15 @@ class _MNISTLike(Task):
     metric = "acc"
     #: key of :data:`download.SOURCES`
     source = "mnist"
-    options = _mnist_options("folder of MNIST-format IDX files (null: the bundled 5k subset, or the download "
-                             "cache with download: true)")
+    options = _mnist_options(
+        "folder of MNIST-format IDX files (null: the bundled 5k subset, or the download cache with download: true)"
+    )
 
     def system_dirs(self) -> list[Path]:
         """Folders used, when complete, if ``data_dir`` is null (besides the download cache)."""
         return []
 
-    def idx_dir(self) -> Optional[Path]:
+    def idx_dir(self) -> Path | None:
         """The folder of IDX files to read, or None (the task's default data)."""
         if self.opts.get("data_dir"):
             return Path(os.path.expanduser(self.opts["data_dir"]))
@@ -108,8 +131,9 @@ class _MNISTLike(Task):
 
     def _fixes(self, d: Path) -> tuple[str, str]:
         name = dl.SOURCES[self.source].name
-        missing = (f"copy the files into {d} by hand, or add `--set task.download=true` to download "
-                   f"{name} there (checksummed)")
+        missing = (
+            f"copy the files into {d} by hand, or add `--set task.download=true` to download {name} there (checksummed)"
+        )
         return missing, f"{IDX_FIX} (or copy a good copy into {d})"
 
     def download_missing(self, d: Path) -> None:
@@ -124,8 +148,10 @@ class _MNISTLike(Task):
             raise ToolkitError("task: give data_dir or data_file, not both")
         if o.get("data_file"):
             if o.get("download"):
-                raise ToolkitError("task.download fetches IDX files into task.data_dir; it does not apply to "
-                                   "task.data_file (set one or the other)")
+                raise ToolkitError(
+                    "task.download fetches IDX files into task.data_dir; it does not apply to "
+                    "task.data_file (set one or the other)"
+                )
             train, test = load_data_file(o["data_file"])
         else:
             d = self.idx_dir()
@@ -139,14 +165,16 @@ class _MNISTLike(Task):
                 missing_fix, fix = self._fixes(d)
                 train, test = load_idx_dir(d, missing_fix=missing_fix, fix=fix)
         how = o.get("subset") or "first"
-        return (take_subset(train, o.get("train_size"), "training", "train_size", how),
-                take_subset(test, o.get("test_size"), "test", "test_size", how))
+        return (
+            take_subset(train, o.get("train_size"), "training", "train_size", how),
+            take_subset(test, o.get("test_size"), "test", "test_size", how),
+        )
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.float().div_(255.0).unsqueeze(-1)
 
 
-def draw_permutation(perm_seed: int, run_seed: Optional[int] = None) -> np.ndarray:
+def draw_permutation(perm_seed: int, run_seed: int | None = None) -> np.ndarray:
     """The pixel permutation of ``perm_seed`` (numpy PCG64); with ``run_seed``, one drawn from
     both (``task.perm_per_seed``)."""
     seed = perm_seed if run_seed is None else np.random.SeedSequence([perm_seed, run_seed])
@@ -157,12 +185,16 @@ class _Permuted:
     """Mixin of the permuted tasks: one fixed pixel permutation, saved in the run (permutation.npy)
     and reloaded on resume."""
 
-    perm_options = {
+    perm_options: ClassVar[dict[str, Opt]] = {
         "perm_seed": Opt("int", 0, "seed of the fixed permutation (independent of the run's seed)", lo=0),
-        "perm_per_seed": Opt("bool", False, "draw another permutation for each run seed (from perm_seed and "
-                             "train.seed); default: the same permutation for every seed"),
+        "perm_per_seed": Opt(
+            "bool",
+            False,
+            "draw another permutation for each run seed (from perm_seed and "
+            "train.seed); default: the same permutation for every seed",
+        ),
     }
-    _perm: Optional[torch.Tensor] = None
+    _perm: torch.Tensor | None = None
     opts: dict  # (the task's)
 
     @property
@@ -172,8 +204,10 @@ class _Permuted:
             if self.opts.get("perm_per_seed"):
                 run_seed = getattr(self, "run_seed", None)
                 if run_seed is None:
-                    raise ToolkitError("task.perm_per_seed needs the run's seed: build the task with "
-                                       "build_task(cfg['task'], seed=cfg['train']['seed'])")
+                    raise ToolkitError(
+                        "task.perm_per_seed needs the run's seed: build the task with "
+                        "build_task(cfg['task'], seed=cfg['train']['seed'])"
+                    )
             perm = draw_permutation(self.opts.get("perm_seed", 0), run_seed)
             self._perm = torch.as_tensor(perm.astype(np.int64))
         return self._perm
@@ -189,8 +223,9 @@ class _Permuted:
             try:
                 saved = np.load(path, allow_pickle=False)
             except Exception:
-                raise ToolkitError(f"{path} is corrupt; restore it (or delete it to recreate it from "
-                                   "task.perm_seed)") from None
+                raise ToolkitError(
+                    f"{path} is corrupt; restore it (or delete it to recreate it from task.perm_seed)"
+                ) from None
             if saved.shape != (784,) or sorted(saved.tolist()) != list(range(784)):
                 raise ToolkitError(f"{path} is not a permutation of 784 pixels; restore or delete it")
             self.permutation = torch.as_tensor(saved.astype(np.int64))
@@ -205,20 +240,26 @@ class _Permuted:
 @register
 class SequentialMNIST(_MNISTLike):
     name = "smnist"
-    summary = ("sequential MNIST: 784 pixels one by one (input size 1), 10 classes; bundled 4000/1000 real "
-               "subset, IDX files (task.data_dir, task.download) or a CSV (task.data_file)")
+    summary = (
+        "sequential MNIST: 784 pixels one by one (input size 1), 10 classes; bundled 4000/1000 real "
+        "subset, IDX files (task.data_dir, task.download) or a CSV (task.data_file)"
+    )
     default_target = 0.9
 
 
-_FASHION_DIR_HELP = (f"folder of Fashion-MNIST IDX files (null: {FASHION_DIR} when complete, else the download "
-                     "cache ~/.cache/momentumrnn/fashion-mnist)")
+_FASHION_DIR_HELP = (
+    f"folder of Fashion-MNIST IDX files (null: {FASHION_DIR} when complete, else the download "
+    "cache ~/.cache/momentumrnn/fashion-mnist)"
+)
 
 
 @register
 class SequentialFashionMNIST(_MNISTLike):
     name = "fmnist"
-    summary = (f"sequential Fashion-MNIST (IDX files; default {FASHION_DIR}, from Debian's "
-               "dataset-fashion-mnist, or downloaded with task.download)")
+    summary = (
+        f"sequential Fashion-MNIST (IDX files; default {FASHION_DIR}, from Debian's "
+        "dataset-fashion-mnist, or downloaded with task.download)"
+    )
     source = "fashion-mnist"
     default_target = 0.8
     options = _mnist_options(_FASHION_DIR_HELP)
@@ -229,18 +270,25 @@ class SequentialFashionMNIST(_MNISTLike):
     def default_data(self) -> tuple[Split, Split]:
         cache = dl.cache_dir(self.source)
         have = sum(p is not None for p in find_idx_files(Path(FASHION_DIR)).values())
-        state = ("does not exist" if not Path(FASHION_DIR).is_dir() else
-                 f"holds {have} of the 4 IDX files (is apt-get still installing it?)")
-        raise ToolkitError(f"Fashion-MNIST not found: {FASHION_DIR} {state} and the download cache {cache} is "
-                           "incomplete; run `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or add "
-                           f"`--set task.download=true` to download it into {cache}, or set task.data_dir "
-                           "to a folder holding the four IDX files")
+        state = (
+            "does not exist"
+            if not Path(FASHION_DIR).is_dir()
+            else f"holds {have} of the 4 IDX files (is apt-get still installing it?)"
+        )
+        raise ToolkitError(
+            f"Fashion-MNIST not found: {FASHION_DIR} {state} and the download cache {cache} is "
+            "incomplete; run `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or add "
+            f"`--set task.download=true` to download it into {cache}, or set task.data_dir "
+            "to a folder holding the four IDX files"
+        )
 
     def _fixes(self, d: Path) -> tuple[str, str]:
         missing, fix = super()._fixes(d)
         if d == Path(FASHION_DIR):
-            fix = ("reinstall Debian's copy (`apt-get install --reinstall dataset-fashion-mnist`), or set "
-                   "task.data_dir to another copy")
+            fix = (
+                "reinstall Debian's copy (`apt-get install --reinstall dataset-fashion-mnist`), or set "
+                "task.data_dir to another copy"
+            )
         return missing, fix
 
 
@@ -249,13 +297,12 @@ class PermutedMNIST(_Permuted, _MNISTLike):
     name = "psmnist"
     summary = "permuted sequential MNIST: one fixed pixel permutation (task.perm_seed), saved in the run"
     default_target = 0.9
-    options = {**_MNISTLike.options, **_Permuted.perm_options}
+    options: ClassVar[dict[str, Opt]] = {**_MNISTLike.options, **_Permuted.perm_options}
 
 
 @register
 class PermutedFashionMNIST(_Permuted, SequentialFashionMNIST):
     name = "pfmnist"
-    summary = ("permuted sequential Fashion-MNIST: one fixed pixel permutation (task.perm_seed), saved in "
-               "the run")
+    summary = "permuted sequential Fashion-MNIST: one fixed pixel permutation (task.perm_seed), saved in the run"
     default_target = 0.8
-    options = {**SequentialFashionMNIST.options, **_Permuted.perm_options}
+    options: ClassVar[dict[str, Opt]] = {**SequentialFashionMNIST.options, **_Permuted.perm_options}

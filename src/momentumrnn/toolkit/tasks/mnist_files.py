@@ -10,13 +10,14 @@ import gzip
 import os
 import zlib
 from pathlib import Path
-from typing import Optional, Union, cast
+from typing import cast
 
 import numpy as np
 import torch
 
 from ..errors import ToolkitError
 from ..loaders import Split
+
 
 def load_npz(path: Path) -> tuple[Split, Split]:
     path = Path(path)
@@ -26,10 +27,14 @@ def load_npz(path: Path) -> tuple[Split, Split]:
         with np.load(path, allow_pickle=False) as d:
             arrays = {k: np.asarray(d[k]) for k in ("x_train", "y_train", "x_test", "y_test")}
     except KeyError as e:
-        raise ToolkitError(f"data file {str(path)!r} lacks array {e}; expected x_train, y_train, x_test, y_test") from None
+        raise ToolkitError(
+            f"data file {str(path)!r} lacks array {e}; expected x_train, y_train, x_test, y_test"
+        ) from None
     except Exception as e:
-        raise ToolkitError(f"data file {str(path)!r} is corrupt or not an .npz archive ({type(e).__name__}); "
-                           "restore it (make_demo_subset.py rebuilds the bundled one)") from None
+        raise ToolkitError(
+            f"data file {str(path)!r} is corrupt or not an .npz archive ({type(e).__name__}); "
+            "restore it (make_demo_subset.py rebuilds the bundled one)"
+        ) from None
     return _mnist_splits(arrays, str(path))
 
 
@@ -40,20 +45,24 @@ def _mnist_splits(a: dict, origin: str) -> tuple[Split, Split]:
         if x.ndim == 3:
             x = x.reshape(x.shape[0], -1)
         if x.ndim != 2 or x.shape[1] != 784 or y.shape != (x.shape[0],) or x.shape[0] == 0:
-            raise ToolkitError(f"{origin}: {s} images must be (N, 784) or (N, 28, 28) with N labels, "
-                               f"got {x.shape} and {y.shape}")
+            raise ToolkitError(
+                f"{origin}: {s} images must be (N, 784) or (N, 28, 28) with N labels, got {x.shape} and {y.shape}"
+            )
         if x.dtype != np.uint8:
             raise ToolkitError(f"{origin}: x_{s} must be uint8 pixels 0..255, got {x.dtype}")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
-            raise ToolkitError(f"{origin}: y_{s} must hold integer labels 0..9 (got {y.dtype}, "
-                               f"range {y.min()}..{y.max()})")
+            raise ToolkitError(
+                f"{origin}: y_{s} must hold integer labels 0..9 (got {y.dtype}, range {y.min()}..{y.max()})"
+            )
         out.append(Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))))
     return out[0], out[1]
 
 
 IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
 }
 IDX_FIX = "delete it and run again with `--set task.download=true` to download it again"
 
@@ -64,10 +73,12 @@ def idx_candidates(directory: Path, stem: str) -> list[Path]:
     return [directory / stem, directory / f"{stem}.gz", directory / alt, directory / f"{alt}.gz"]
 
 
-def find_idx_files(directory: Path) -> dict[str, Optional[Path]]:
+def find_idx_files(directory: Path) -> dict[str, Path | None]:
     """Key (x_train, ...) -> the file present in ``directory``, or None."""
-    return {key: next((p for p in idx_candidates(Path(directory), stem) if p.is_file()), None)
-            for key, stem in IDX_FILES.items()}
+    return {
+        key: next((p for p in idx_candidates(Path(directory), stem) if p.is_file()), None)
+        for key, stem in IDX_FILES.items()
+    }
 
 
 def _read_bytes(path: Path, fix: str) -> bytes:
@@ -85,7 +96,7 @@ def _read_bytes(path: Path, fix: str) -> bytes:
     return data
 
 
-def read_idx(path: Path, ndim: Optional[int] = None, fix: str = IDX_FIX) -> np.ndarray:
+def read_idx(path: Path, ndim: int | None = None, fix: str = IDX_FIX) -> np.ndarray:
     """An IDX file (MNIST format, optionally gzipped) as a uint8 array; ``ndim``: the expected number
     of dimensions (3 for images, 1 for labels). Every error names the file and ``fix``."""
     path = Path(path)
@@ -93,45 +104,55 @@ def read_idx(path: Path, ndim: Optional[int] = None, fix: str = IDX_FIX) -> np.n
     if not data:
         raise ToolkitError(f"{path} is empty; {fix}")
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ToolkitError(f"{path} is not an unsigned-byte IDX file (bad magic number "
-                           f"{data[:4].hex()}, expected 0000080{ndim or 'N'}); {fix}")
+        raise ToolkitError(
+            f"{path} is not an unsigned-byte IDX file (bad magic number "
+            f"{data[:4].hex()}, expected 0000080{ndim or 'N'}); {fix}"
+        )
     nd = data[3]
     if ndim is not None and nd != ndim:
         what = "images" if ndim == 3 else "labels"
-        raise ToolkitError(f"{path} holds {nd}-dimensional data but {what} need {ndim} dimensions (are the "
-                           f"image and label files swapped?); {fix}")
+        raise ToolkitError(
+            f"{path} holds {nd}-dimensional data but {what} need {ndim} dimensions (are the "
+            f"image and label files swapped?); {fix}"
+        )
     header = 4 + 4 * nd
     if len(data) < header:
         raise ToolkitError(f"{path} is truncated (incomplete header); {fix}")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(nd)]
     size = int(np.prod(dims)) if dims else 0
     if len(data) != header + size:
         how = "too short" if len(data) < header + size else "too long"
-        raise ToolkitError(f"{path} is truncated or corrupt: {len(data) - header} bytes of data for shape "
-                           f"{tuple(dims)} ({how}); {fix}")
+        raise ToolkitError(
+            f"{path} is truncated or corrupt: {len(data) - header} bytes of data for shape {tuple(dims)} ({how}); {fix}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-def load_idx_dir(directory: Union[str, os.PathLike], *, missing_fix: Optional[str] = None, fix: Optional[str] = None
-                 ) -> tuple[Split, Split]:
+def load_idx_dir(
+    directory: str | os.PathLike, *, missing_fix: str | None = None, fix: str | None = None
+) -> tuple[Split, Split]:
     """The four MNIST-format IDX files of ``directory`` as (train, test). ``missing_fix`` / ``fix``:
     what the error messages tell the user to do about missing / corrupt files."""
     d = Path(os.path.expanduser(str(directory)))
-    missing_fix = missing_fix or (f"copy them into {d}, or add `--set task.download=true` to download "
-                                  "them there")
+    missing_fix = missing_fix or (f"copy them into {d}, or add `--set task.download=true` to download them there")
     fix = fix or f"{IDX_FIX} (or copy a good copy into {d})"
     if not d.exists():
-        raise ToolkitError(f"task.data_dir {str(directory)!r} is not a directory (it does not exist); it must hold "
-                           f"the four MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...): {missing_fix}")
+        raise ToolkitError(
+            f"task.data_dir {str(directory)!r} is not a directory (it does not exist); it must hold "
+            f"the four MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...): {missing_fix}"
+        )
     if not d.is_dir():
-        raise ToolkitError(f"task.data_dir {str(directory)!r} is a file, not a directory; give the folder holding "
-                           "the four MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...)")
+        raise ToolkitError(
+            f"task.data_dir {str(directory)!r} is a file, not a directory; give the folder holding "
+            "the four MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...)"
+        )
     paths = find_idx_files(d)
     missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         names = ", ".join(f"{s}[.gz]" for s in missing)
-        raise ToolkitError(f"{d} lacks {names} ({4 - len(missing)} of the 4 MNIST-format IDX files are "
-                           f"there); {missing_fix}")
+        raise ToolkitError(
+            f"{d} lacks {names} ({4 - len(missing)} of the 4 MNIST-format IDX files are there); {missing_fix}"
+        )
     # (none missing: checked above)
     arrays = {k: read_idx(cast(Path, p), 3 if k.startswith("x") else 1, fix) for k, p in paths.items()}
     for s in ("train", "test"):
@@ -141,13 +162,17 @@ def load_idx_dir(directory: Union[str, os.PathLike], *, missing_fix: Optional[st
             raise ToolkitError(f"{px} holds images of {x.shape[1]}x{x.shape[2]} pixels, not 28x28; {fix}")
         if len(x) != len(y):
             both = fix.replace("delete it and", "delete both and").replace("download it again", "download them again")
-            raise ToolkitError(f"{px} holds {len(x)} images but {py} holds {len(y)} labels; one of them is "
-                               f"truncated or from another data set: {both}")
+            raise ToolkitError(
+                f"{px} holds {len(x)} images but {py} holds {len(y)} labels; one of them is "
+                f"truncated or from another data set: {both}"
+            )
         if len(x) == 0:
             raise ToolkitError(f"{px} holds no images; {fix}")
         if y.max() > 9:
-            raise ToolkitError(f"{py} holds labels up to {int(y.max())} ({int((y > 9).sum())} above 9), "
-                               f"not a 10-class MNIST-format label file; {fix}")
+            raise ToolkitError(
+                f"{py} holds labels up to {int(y.max())} ({int((y > 9).sum())} above 9), "
+                f"not a 10-class MNIST-format label file; {fix}"
+            )
     return _mnist_splits(arrays, str(d))
 
 
@@ -171,8 +196,9 @@ def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ToolkitError(f"{path} is not a text CSV file; give a CSV of 785 integer columns "
-                           "(784 pixels then the label)") from None
+        raise ToolkitError(
+            f"{path} is not a text CSV file; give a CSV of 785 integer columns (784 pixels then the label)"
+        ) from None
     lines = text.splitlines()
     numbers = [i for i, ln in enumerate(lines, 1) if ln.strip()]
     if not numbers:
@@ -183,9 +209,11 @@ def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if first[0] == "label":
             label_first = True
         elif first[-1] != "label":
-            raise ToolkitError(f"{_csv_where(path, numbers[0])}: a header row without a 'label' column as first "
-                               f"or last column ({', '.join(first[:3])}, ...); remove it or name the label "
-                               "column 'label'")
+            raise ToolkitError(
+                f"{_csv_where(path, numbers[0])}: a header row without a 'label' column as first "
+                f"or last column ({', '.join(first[:3])}, ...); remove it or name the label "
+                "column 'label'"
+            )
         numbers = numbers[1:]
         if not numbers:
             raise ToolkitError(f"{path} has a header row but no data rows")
@@ -199,14 +227,16 @@ def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         for ln, row in zip(numbers, body):
             toks = row.split(",")
             if len(toks) != 785:
-                raise ToolkitError(f"{_csv_where(path, ln)}: {len(toks)} columns, expected 785 (784 pixels "
-                                   f"then the label); {CSV_FIX}")
+                raise ToolkitError(
+                    f"{_csv_where(path, ln)}: {len(toks)} columns, expected 785 (784 pixels then the label); {CSV_FIX}"
+                )
             for j, t in enumerate(toks, 1):
                 try:
                     int(t.strip())
                 except ValueError:
-                    raise ToolkitError(f"{_csv_where(path, ln)}, column {j}: {t.strip()!r} is not an integer; "
-                                       f"{CSV_FIX}") from None
+                    raise ToolkitError(
+                        f"{_csv_where(path, ln)}, column {j}: {t.strip()!r} is not an integer; {CSV_FIX}"
+                    ) from None
         raise ToolkitError(f"{path} cannot be read as a CSV of integers; {CSV_FIX}")
     assert rows is not None  # (read: bad is None)
     if label_first:
@@ -216,8 +246,9 @@ def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     out = (pixels < 0) | (pixels > 255)
     if out.any():
         r, c = np.argwhere(out)[0]
-        raise ToolkitError(f"{_csv_where(path, numbers[r])}: pixel {c + 1} is {int(pixels[r, c])}, outside 0..255; "
-                           f"{CSV_FIX}")
+        raise ToolkitError(
+            f"{_csv_where(path, numbers[r])}: pixel {c + 1} is {int(pixels[r, c])}, outside 0..255; {CSV_FIX}"
+        )
     out = (labels < 0) | (labels > 9)
     if out.any():
         r = int(np.flatnonzero(out)[0])
@@ -225,8 +256,9 @@ def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return pixels.astype(np.uint8), labels.astype(np.uint8)
 
 
-def split_per_class(labels: np.ndarray, test_fraction: float = CSV_TEST_FRACTION,
-                    seed: int = CSV_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def split_per_class(
+    labels: np.ndarray, test_fraction: float = CSV_TEST_FRACTION, seed: int = CSV_SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic class-stratified split (the procedure of ``make_demo_subset.py``): per class,
     a fixed pseudo-random order, the first ``round(fraction * n_class)`` go to the test set; each
     set is then put in a fixed pseudo-random order. Returns (train indices, test indices)."""
@@ -235,7 +267,7 @@ def split_per_class(labels: np.ndarray, test_fraction: float = CSV_TEST_FRACTION
     for c in range(10):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        k = int(round(test_fraction * len(idx)))
+        k = round(test_fraction * len(idx))
         test.append(idx[:k])
         train.append(idx[k:])
     train_idx, test_idx = np.concatenate(train), np.concatenate(test)
@@ -248,24 +280,30 @@ def load_csv(path: Path) -> tuple[Split, Split]:
     x, y = read_mnist_csv(path)
     tr, te = split_per_class(y)
     if len(tr) == 0 or len(te) == 0:
-        raise ToolkitError(f"{path} has too few rows ({len(y)}) for a train/test split (20% of each class "
-                           "goes to the test set); give at least 3 rows per class")
+        raise ToolkitError(
+            f"{path} has too few rows ({len(y)}) for a train/test split (20% of each class "
+            "goes to the test set); give at least 3 rows per class"
+        )
     return _mnist_splits({"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}, str(path))
 
 
-def load_data_file(path: Union[str, os.PathLike]) -> tuple[Split, Split]:
+def load_data_file(path: str | os.PathLike) -> tuple[Split, Split]:
     """``task.data_file``: an .npz (x_train, y_train, x_test, y_test) or an MNIST .csv / .csv.gz."""
     p = Path(os.path.expanduser(str(path)))
     name = p.name.lower()
     if name.endswith((".csv", ".csv.gz")):
         if not p.is_file():
-            raise ToolkitError(f"task.data_file {str(path)!r} not found; give an existing MNIST CSV "
-                               "(785 integer columns: 784 pixels then the label)")
+            raise ToolkitError(
+                f"task.data_file {str(path)!r} not found; give an existing MNIST CSV "
+                "(785 integer columns: 784 pixels then the label)"
+            )
         return load_csv(p)
     if name.endswith(".npz"):
         return load_npz(p)
-    raise ToolkitError(f"task.data_file {str(path)!r}: expected an .npz (x_train, y_train, x_test, y_test) "
-                       "or an MNIST .csv / .csv.gz file")
+    raise ToolkitError(
+        f"task.data_file {str(path)!r}: expected an .npz (x_train, y_train, x_test, y_test) "
+        "or an MNIST .csv / .csv.gz file"
+    )
 
 
 # -- subsets for CPU-budget runs ----------------------------------------------------------------

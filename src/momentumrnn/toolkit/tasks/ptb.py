@@ -42,7 +42,8 @@ Resume and DDP
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, cast
+from collections.abc import Iterable
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -55,22 +56,38 @@ from ..wordlm import AWD_DEFAULTS, build_word_lm, map_state, state_to_plain  # n
 from .base import RunContext, StepOutput, Task, register
 from .ptb_data import SPLITS, StreamLoader, batchify, load_corpus
 
+
 @register
 class PennTreebank(Task):
     name = "ptb"
-    summary = ("Penn Treebank word-level language modelling (AWD-LSTM: embedding, weight drop, locked "
-               "dropout, tied decoder, AR/TAR, random BPTT windows, carried state); metric perplexity")
+    summary = (
+        "Penn Treebank word-level language modelling (AWD-LSTM: embedding, weight drop, locked "
+        "dropout, tied decoder, AR/TAR, random BPTT windows, carried state); metric perplexity"
+    )
     kind = "language"
     metric = "ppl"
     default_target = None
     reload_loaders_every_epoch = True  # random windows: each epoch has its own number of batches
-    options = {
-        "data_dir": Opt("str", None, "folder of train.txt, valid.txt, test.txt (Mikolov's PTB; ptb.*.txt also "
-                        "accepted); null: the download cache (with task.download)", nullable=True),
-        "split": Opt("choice", "train-valid", "train-valid (standard), train-test, or valid-test (PTB-small: "
-                     "train on valid.txt, evaluate on test.txt)", choices=tuple(SPLITS)),
-        "vocab": Opt("choice", "train", "vocabulary from the training text (unseen evaluation words -> <unk>) "
-                     "or from all files of the setting", choices=("train", "all")),
+    options: ClassVar[dict[str, Opt]] = {
+        "data_dir": Opt(
+            "str",
+            None,
+            "folder of train.txt, valid.txt, test.txt (Mikolov's PTB; ptb.*.txt also "
+            "accepted); null: the download cache (with task.download)",
+            nullable=True,
+        ),
+        "split": Opt(
+            "choice",
+            "train-valid",
+            "train-valid (standard), train-test, or valid-test (PTB-small: train on valid.txt, evaluate on test.txt)",
+            choices=tuple(SPLITS),
+        ),
+        "vocab": Opt(
+            "choice",
+            "train",
+            "vocabulary from the training text (unseen evaluation words -> <unk>) or from all files of the setting",
+            choices=("train", "all"),
+        ),
         "download": Opt("bool", False, "fetch missing files (md5-checked) from a standard mirror"),
         "bptt": Opt("int", 70, "mean training window (tokens); evaluation windows", lo=1),
         "variable_bptt": Opt("bool", True, "AWD-LSTM's random window lengths (else fixed bptt)"),
@@ -81,14 +98,14 @@ class PennTreebank(Task):
     def __init__(self, opts: dict):
         super().__init__(opts)
         self.opts.setdefault("split", "train-valid")
-        self.corpus: Optional[dict] = None
+        self.corpus: dict | None = None
         self.columns = (0, 1)  # this rank's training columns: (offset, total)
         self.eval_columns = (0, 1)
         self._state: Any = None  # carried training state (tuples, this rank's columns)
         # (plain global state, position) restored from a checkpoint
-        self._pending: Optional[tuple[Any, tuple[int, ...]]] = None
+        self._pending: tuple[Any, tuple[int, ...]] | None = None
         self._position: tuple[int, ...] = (-1, 0)  # (epoch, next window) of the carried state
-        self._progress: Optional[float] = None
+        self._progress: float | None = None
         self._eval_state: Any = None
 
     # -- data --------------------------------------------------------------------------------
@@ -106,8 +123,9 @@ class PennTreebank(Task):
     def _corpus(self) -> dict:
         if self.corpus is None:
             o = self.opts
-            self.corpus = load_corpus(o.get("data_dir"), o["split"], o.get("vocab", "train"),
-                                      download=bool(o.get("download")))
+            self.corpus = load_corpus(
+                o.get("data_dir"), o["split"], o.get("vocab", "train"), download=bool(o.get("download"))
+            )
         return self.corpus
 
     def load(self) -> tuple[Split, Split]:
@@ -120,13 +138,15 @@ class PennTreebank(Task):
         ebs = t["eval_batch_size"] or 10
         for key, bs in (("train.batch_size", t["batch_size"]), ("train.eval_batch_size", ebs)):
             if bs % world:
-                raise ToolkitError(f"task ptb splits the {bs} columns of {key} over {world} processes: make it "
-                                   f"a multiple of {world} (or change --devices)")
+                raise ToolkitError(
+                    f"task ptb splits the {bs} columns of {key} over {world} processes: make it "
+                    f"a multiple of {world} (or change --devices)"
+                )
 
     def build_model(self, model_cfg: dict) -> nn.Module:
         return build_word_lm(model_cfg, len(self._corpus()["vocab"]))
 
-    def example_input(self, batch: int, steps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def example_input(self, batch: int, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Token ids ``(batch, steps)`` of the vocabulary."""
         return torch.randint(0, len(self._corpus()["vocab"]), (batch, steps), generator=generator)
 
@@ -135,8 +155,9 @@ class PennTreebank(Task):
         tokens = cast(torch.Tensor, split.x)  # (the token stream: a tensor)
         stream = batchify(tokens, columns)
         if stream.shape[0] < 2:
-            raise ToolkitError(f"the {what} text ({tokens.numel()} tokens) is too short for {columns} columns; "
-                               "lower the batch size")
+            raise ToolkitError(
+                f"the {what} text ({tokens.numel()} tokens) is too short for {columns} columns; lower the batch size"
+            )
         return stream
 
     def steps_per_epoch(self, n_train: int, batch_size: int) -> int:
@@ -150,16 +171,25 @@ class PennTreebank(Task):
         per = total // ctx.world_size
         self.columns = (ctx.rank * per, total)
         return StreamLoader(
-            self._stream(train, total, "training"), self.opts["bptt"], variable=self.opts["variable_bptt"],
-            seed=ctx.seed, columns=(ctx.rank * per, (ctx.rank + 1) * per), epoch_fn=ctx.epoch_fn,
-            skip_fn=ctx.skip_fn)
+            self._stream(train, total, "training"),
+            self.opts["bptt"],
+            variable=self.opts["variable_bptt"],
+            seed=ctx.seed,
+            columns=(ctx.rank * per, (ctx.rank + 1) * per),
+            epoch_fn=ctx.epoch_fn,
+            skip_fn=ctx.skip_fn,
+        )
 
     def eval_loader(self, test: Split, ctx: RunContext) -> Iterable[Any]:
         total = ctx.eval_batch_size or 10
         per = total // ctx.world_size
         self.eval_columns = (ctx.rank * per, total)
-        return StreamLoader(self._stream(test, total, "evaluation"), self.opts["bptt"],
-                            variable=False, columns=(ctx.rank * per, (ctx.rank + 1) * per))
+        return StreamLoader(
+            self._stream(test, total, "evaluation"),
+            self.opts["bptt"],
+            variable=False,
+            columns=(ctx.rank * per, (ctx.rank + 1) * per),
+        )
 
     # -- steps -------------------------------------------------------------------------------
     def _carried(self, epoch: int, index: int) -> Any:
@@ -170,17 +200,19 @@ class PennTreebank(Task):
             plain, pos = self._pending
             self._pending = None
             lo = self.columns[0]
-            self._state = map_state(plain, lambda t: t[:, lo: lo + self._local_columns].contiguous())
+            self._state = map_state(plain, lambda t: t[:, lo : lo + self._local_columns].contiguous())
             self._position = pos
         if self._position[0] < 0:
             raise ToolkitError(
                 f"training resumes at window {index} of epoch {epoch} but the checkpoint holds no carried hidden "
-                "state for it (was it written by another version?); start the run again with --overwrite")
+                "state for it (was it written by another version?); start the run again with --overwrite"
+            )
         if self._position != (epoch, index):
             raise ToolkitError(
                 f"the carried hidden state belongs to window {self._position[1]} of epoch {self._position[0]}, "
                 f"but training continues with window {index} of epoch {epoch}; the checkpoint does not match "
-                "this run (start it again with --overwrite)")
+                "this run (start it again with --overwrite)"
+            )
         return self._state
 
     def train_step(self, model: nn.Module, batch: Any, ctx: RunContext) -> StepOutput:
@@ -218,7 +250,9 @@ class PennTreebank(Task):
     def finish_row(self, row: dict) -> None:
         for side in ("train", "test"):
             loss = row.get(f"{side}_loss")
-            row[f"{side}_ppl"] = math.exp(min(loss, 700.0)) if isinstance(loss, float) and loss == loss else float("nan")
+            row[f"{side}_ppl"] = (
+                math.exp(min(loss, 700.0)) if isinstance(loss, float) and loss == loss else float("nan")
+            )
         if self._progress is not None:
             row["epoch"] = round(self._progress, 6)
 

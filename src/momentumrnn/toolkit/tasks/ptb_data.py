@@ -8,8 +8,9 @@ accepted) in a folder; words split on whitespace, ``<eos>`` at each line end. Se
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -34,12 +35,13 @@ MIN_SEQ_LEN = 5
 # ---------------------------------------------------------------------------------------------
 # data
 
+
 def ptb_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "momentumrnn" / "ptb"
 
 
-def find_file(directory: Path, which: str) -> Optional[Path]:
+def find_file(directory: Path, which: str) -> Path | None:
     for name in FILE_NAMES[which]:
         if (directory / name).is_file():
             return directory / name
@@ -75,8 +77,9 @@ def read_words(path: Path) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ToolkitError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); it is corrupt or "
-                           f"not the PTB text: {fix}") from None
+        raise ToolkitError(
+            f"{path} is not UTF-8 text (bad byte at offset {e.start}); it is corrupt or not the PTB text: {fix}"
+        ) from None
     words: list[str] = []
     for line in text.splitlines():
         words.extend(line.split())
@@ -121,8 +124,10 @@ class Vocabulary:
                 j = unk
             out[i] = j
         if unk is None and unseen:
-            raise ToolkitError(f"{origin}: {unseen} word(s) not in the training vocabulary and it has no "
-                               f"{UNK} to map them to (e.g. {', '.join(map(repr, missing))}); {fix}")
+            raise ToolkitError(
+                f"{origin}: {unseen} word(s) not in the training vocabulary and it has no "
+                f"{UNK} to map them to (e.g. {', '.join(map(repr, missing))}); {fix}"
+            )
         return torch.from_numpy(out), unseen
 
 
@@ -131,7 +136,7 @@ def _download(directory: Path, names: Sequence[str], *, timeout: float = 60.0) -
     dl.download_missing(dl.SOURCES["ptb"], directory, names, timeout=timeout)
 
 
-def load_corpus(data_dir: Optional[str], split: str, vocab_mode: str, *, download: bool = False) -> dict:
+def load_corpus(data_dir: str | None, split: str, vocab_mode: str, *, download: bool = False) -> dict:
     """Read the files of ``split`` (``train-valid`` / ``train-test`` / ``valid-test``): returns
     ``{'train', 'test'}`` id tensors, the ``vocab``, and ``unk_test`` (evaluation words mapped to
     ``<unk>`` because training never saw them)."""
@@ -144,7 +149,8 @@ def load_corpus(data_dir: Optional[str], split: str, vocab_mode: str, *, downloa
             raise ToolkitError(
                 f"task.data_dir is not set: give the folder holding {expected} (Mikolov's PTB layout "
                 "train.txt / valid.txt / test.txt; ptb.train.txt, ... also accepted), or set "
-                f"task.download=true to fetch them into {directory} (needs a network)")
+                f"task.download=true to fetch them into {directory} (needs a network)"
+            )
     else:
         directory = Path(os.path.expanduser(data_dir))
         if not directory.is_dir() and not download:
@@ -158,10 +164,14 @@ def load_corpus(data_dir: Optional[str], split: str, vocab_mode: str, *, downloa
         names = ", ".join(FILE_NAMES[k][0] for k in missing)
         hint = ""
         if "train" in missing and find_file(directory, "valid") and find_file(directory, "test"):
-            hint = ("; only valid.txt and test.txt are there: task.split=valid-test trains on valid.txt and "
-                    "evaluates on test.txt (PTB-small)")
-        raise ToolkitError(f"{names} not found in {directory} (task.split={split} needs {expected}); copy "
-                           f"the file(s) there or set task.download=true{hint}")
+            hint = (
+                "; only valid.txt and test.txt are there: task.split=valid-test trains on valid.txt and "
+                "evaluates on test.txt (PTB-small)"
+            )
+        raise ToolkitError(
+            f"{names} not found in {directory} (task.split={split} needs {expected}); copy "
+            f"the file(s) there or set task.download=true{hint}"
+        )
     paths = {k: cast(Path, find_file(directory, k)) for k in need}  # (none missing: checked above)
     words = {k: read_words(paths[k]) for k in need}
     vocab = Vocabulary()
@@ -174,8 +184,13 @@ def load_corpus(data_dir: Optional[str], split: str, vocab_mode: str, *, downloa
     fix = "set task.vocab=all to build the vocabulary from every file"
     train_ids, _ = vocab.ids(words[train_key], str(paths[train_key]), fix)
     test_ids, unk = vocab.ids(words[test_key], str(paths[test_key]), fix)
-    return {"train": train_ids, "test": test_ids, "vocab": vocab, "unk_test": unk,
-            "files": {k: str(p) for k, p in paths.items()}}
+    return {
+        "train": train_ids,
+        "test": test_ids,
+        "vocab": vocab,
+        "unk_test": unk,
+        "files": {k: str(p) for k, p in paths.items()},
+    }
 
 
 def batchify(ids: torch.Tensor, columns: int) -> torch.Tensor:
@@ -187,6 +202,7 @@ def batchify(ids: torch.Tensor, columns: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # windows over the stream
+
 
 def _seed(seed: int, epoch: int) -> int:
     return (int(seed) * 2_654_435_761 + int(epoch) * 40_503 + 7) % (2**63 - 1)
@@ -219,11 +235,19 @@ class StreamLoader:
     ``[epoch, window index, seq_len, windows this epoch]``. Resumable like :class:`BatchLoader`
     (Lightning's ``state_dict`` protocol; the position comes from the restored loop)."""
 
-    def __init__(self, stream: torch.Tensor, bptt: int, *, variable: bool, seed: int = 0,
-                 columns: tuple[int, int] = (0, -1), epoch_fn: Optional[Callable[[], int]] = None,
-                 skip_fn: Optional[Callable[[], int]] = None):
+    def __init__(
+        self,
+        stream: torch.Tensor,
+        bptt: int,
+        *,
+        variable: bool,
+        seed: int = 0,
+        columns: tuple[int, int] = (0, -1),
+        epoch_fn: Callable[[], int] | None = None,
+        skip_fn: Callable[[], int] | None = None,
+    ):
         lo, hi = columns
-        self.stream = stream[:, lo: (hi if hi >= 0 else stream.shape[1])]
+        self.stream = stream[:, lo : (hi if hi >= 0 else stream.shape[1])]
         self.bptt = int(bptt)
         self.variable = bool(variable)
         self.seed = int(seed)
@@ -235,8 +259,9 @@ class StreamLoader:
     def plan(self, epoch: int) -> list[tuple[int, int]]:
         key = epoch if self.variable else 0
         if key not in self._plans:
-            self._plans = {key: window_plan(self.stream.shape[0], self.bptt, variable=self.variable,
-                                            seed=self.seed, epoch=key)}
+            self._plans = {
+                key: window_plan(self.stream.shape[0], self.bptt, variable=self.variable, seed=self.seed, epoch=key)
+            }
         return self._plans[key]
 
     def __len__(self) -> int:
@@ -251,8 +276,8 @@ class StreamLoader:
         plan = self.plan(epoch)
         for k in range(skip, len(plan)):
             i, n = plan[k]
-            x = self.stream[i: i + n].t().contiguous()
-            y = self.stream[i + 1: i + 1 + n].t().contiguous()
+            x = self.stream[i : i + n].t().contiguous()
+            y = self.stream[i + 1 : i + 1 + n].t().contiguous()
             yield x, y, torch.tensor([epoch, k, n, len(plan)], dtype=torch.long)
 
     def state_dict(self) -> dict:

@@ -18,7 +18,7 @@ every machine and process, and a batch holds the same examples whatever else it 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +30,12 @@ from .base import Task, register
 
 BLANK = 0
 MARKER = 9
-ALPHABET = 8          # symbols 1..8
-INPUT_SIZE = 10       # one-hot: blank, 8 symbols, marker
-OUTPUT_CLASSES = 9    # blank + 8 symbols (the marker is never an output)
+ALPHABET = 8  # symbols 1..8
+INPUT_SIZE = 10  # one-hot: blank, 8 symbols, marker
+OUTPUT_CLASSES = 9  # blank + 8 symbols (the marker is never an output)
 
 _M32 = 0xFFFFFFFF
-_MUL = 0x045D9F3B     # odd 27-bit constant: products of 32-bit values stay below 2**63 (no overflow)
+_MUL = 0x045D9F3B  # odd 27-bit constant: products of 32-bit values stay below 2**63 (no overflow)
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
@@ -102,17 +102,18 @@ def memoryless_baseline(T: int, K: int = 10) -> float:
 @register
 class CopyingTask(Task):
     name = "copy"
-    summary = ("copying task (synthetic, as in expRNN): remember 10 symbols of 8 over a delay of seq_len "
-               "blanks; per-step cross-entropy over all T + 20 steps (memoryless baseline "
-               "10 log 8 / (T + 20): 0.173 at T = 100, 0.0204 at T = 1000), accuracy on the copied symbols")
+    summary = (
+        "copying task (synthetic, as in expRNN): remember 10 symbols of 8 over a delay of seq_len "
+        "blanks; per-step cross-entropy over all T + 20 steps (memoryless baseline "
+        "10 log 8 / (T + 20): 0.173 at T = 100, 0.0204 at T = 1000), accuracy on the copied symbols"
+    )
     kind = "classification"
     input_size = INPUT_SIZE
     num_outputs = OUTPUT_CLASSES
     metric = "loss"
     default_target = None
-    options = {
-        "seq_len": Opt("int", 100, "delay T: blanks between the symbols and the marker (sequence length T + 2K)",
-                       lo=1),
+    options: ClassVar[dict[str, Opt]] = {
+        "seq_len": Opt("int", 100, "delay T: blanks between the symbols and the marker (sequence length T + 2K)", lo=1),
         "copy_len": Opt("int", 10, "K: symbols to remember", lo=1),
         "train_size": Opt("int", 100_000, "training sequences (generated on demand: no memory cost)", lo=1),
         "test_size": Opt("int", 1000, "test sequences", lo=1),
@@ -132,8 +133,10 @@ class CopyingTask(Task):
         return memoryless_baseline(self.T, self.K)
 
     def describe(self) -> str:
-        return (f"copying task: {self.K} symbols, delay T = {self.T} (length {self.T + 2 * self.K}); memoryless "
-                f"baseline {self.K} log 8 / (T + {2 * self.K}) = {self.baseline:.4f}")
+        return (
+            f"copying task: {self.K} symbols, delay T = {self.T} (length {self.T + 2 * self.K}); memoryless "
+            f"baseline {self.K} log 8 / (T + {2 * self.K}) = {self.baseline:.4f}"
+        )
 
     def load(self) -> tuple[Split, Split]:
         seed = self.opts.get("data_seed", 1234)
@@ -155,7 +158,7 @@ class CopyingTask(Task):
         out[:, -K:] = x[:, :K].long()
         return out
 
-    def head_input(self, output: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def head_input(self, output: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return output  # one prediction per step
 
     def per_sample_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -171,14 +174,16 @@ class CopyingTask(Task):
 @register
 class AddingProblem(Task):
     name = "adding"
-    summary = ("adding problem (synthetic): sum the two marked values of a random sequence; "
-               "regression, MSE (predicting 1 scores about 0.167)")
+    summary = (
+        "adding problem (synthetic): sum the two marked values of a random sequence; "
+        "regression, MSE (predicting 1 scores about 0.167)"
+    )
     kind = "regression"
     input_size = 2
     num_outputs = 1
     metric = "loss"
     default_target = 0.05
-    options = {
+    options: ClassVar[dict[str, Opt]] = {
         "seq_len": Opt("int", 100, "sequence length T", lo=2),
         "train_size": Opt("int", 10000, "training examples", lo=1),
         "test_size": Opt("int", 1000, "test examples", lo=1),

@@ -50,12 +50,10 @@ corpus in both layouts (the tests use it), and ``task.fixture: true`` makes one 
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar
 
 import torch
 
@@ -64,46 +62,93 @@ from ..errors import ToolkitError
 from ..loaders import Split
 from ..options import Opt
 from .base import Task, register
-from .timit_data import (FIXTURE_HINT, FrameStore, Frames, _unpad, cache_root, load_raw, load_tensor_split,
-                         tensor_layout, TENSOR_FILES)
+from .timit_data import (
+    FIXTURE_HINT,
+    TENSOR_FILES,
+    Frames,
+    FrameStore,
+    _unpad,
+    cache_root,
+    load_raw,
+    load_tensor_split,
+    tensor_layout,
+)
 from .timit_fixture import ensure_fixture
+
 
 @register
 class TIMITTask(Task):
     name = "timit"
-    summary = ("TIMIT next-frame prediction: 129 log-magnitude STFT bins (8 kHz, 256-point Hann frames, 50% "
-               "overlap), predict frame t+1 from frames <= t; MSE over valid frames (lower is better); raw LDC "
-               "TIMIT or the authors' training.pt/val.pt/test.pt (licensed data: task.fixture for a synthetic one)")
+    summary = (
+        "TIMIT next-frame prediction: 129 log-magnitude STFT bins (8 kHz, 256-point Hann frames, 50% "
+        "overlap), predict frame t+1 from frames <= t; MSE over valid frames (lower is better); raw LDC "
+        "TIMIT or the authors' training.pt/val.pt/test.pt (licensed data: task.fixture for a synthetic one)"
+    )
     kind = "regression"
     input_size = BINS
     num_outputs = BINS
     metric = "loss"
     default_target = None
-    options = {
-        "data_dir": Opt("str", None, "TIMIT folder (TRAIN/ and TEST/, LDC layout) or the folder of the authors' "
-                        "training.pt, val.pt, test.pt (or train_x.npy, ...)", nullable=True),
-        "fixture": Opt("bool", False, "with data_dir null: a small synthetic corpus in TIMIT's layout, generated "
-                       "once into the cache (to try the pipeline without TIMIT)"),
-        "format": Opt("choice", "auto", "auto, raw (LDC .WAV files) or tensors (the authors' preprocessed files)",
-                      choices=("auto", "raw", "tensors")),
-        "pairing": Opt("choice", "next_frame", "next_frame: predict y[t+1] from y[<=t]; stored (tensors only): the "
-                       "authors' loop, input x scored against y as stored", choices=("next_frame", "stored")),
-        "eval_split": Opt("choice", "test", "the evaluated split: test (400 utterances, development-set speakers) "
-                          "or val (192, core-test speakers), the authors' names", choices=("test", "val")),
-        "normalize": Opt("bool", True, "per-bin mean / std of the training frames applied to all splits "
-                         "(false: dB as stored, the scale of the paper's MSEs)"),
+    options: ClassVar[dict[str, Opt]] = {
+        "data_dir": Opt(
+            "str",
+            None,
+            "TIMIT folder (TRAIN/ and TEST/, LDC layout) or the folder of the authors' "
+            "training.pt, val.pt, test.pt (or train_x.npy, ...)",
+            nullable=True,
+        ),
+        "fixture": Opt(
+            "bool",
+            False,
+            "with data_dir null: a small synthetic corpus in TIMIT's layout, generated "
+            "once into the cache (to try the pipeline without TIMIT)",
+        ),
+        "format": Opt(
+            "choice",
+            "auto",
+            "auto, raw (LDC .WAV files) or tensors (the authors' preprocessed files)",
+            choices=("auto", "raw", "tensors"),
+        ),
+        "pairing": Opt(
+            "choice",
+            "next_frame",
+            "next_frame: predict y[t+1] from y[<=t]; stored (tensors only): the "
+            "authors' loop, input x scored against y as stored",
+            choices=("next_frame", "stored"),
+        ),
+        "eval_split": Opt(
+            "choice",
+            "test",
+            "the evaluated split: test (400 utterances, development-set speakers) "
+            "or val (192, core-test speakers), the authors' names",
+            choices=("test", "val"),
+        ),
+        "normalize": Opt(
+            "bool",
+            True,
+            "per-bin mean / std of the training frames applied to all splits "
+            "(false: dB as stored, the scale of the paper's MSEs)",
+        ),
         "train_size": Opt("int", None, "use the first N training utterances (null: all)", lo=1, nullable=True),
         "test_size": Opt("int", None, "use the first N evaluated utterances (null: all)", lo=1, nullable=True),
-        "authors_train_filter": Opt("bool", False, "raw: drop every training file whose path contains 'sa' (the "
-                                    "authors' filter, which also drops speakers like FSAH0: 3640 utterances, "
-                                    "not 3696)"),
-        "cache_dir": Opt("str", None, "where preprocessed raw TIMIT (and the fixture) are cached (null: "
-                         "~/.cache/momentumrnn)", nullable=True),
+        "authors_train_filter": Opt(
+            "bool",
+            False,
+            "raw: drop every training file whose path contains 'sa' (the "
+            "authors' filter, which also drops speakers like FSAH0: 3640 utterances, "
+            "not 3696)",
+        ),
+        "cache_dir": Opt(
+            "str",
+            None,
+            "where preprocessed raw TIMIT (and the fixture) are cached (null: ~/.cache/momentumrnn)",
+            nullable=True,
+        ),
     }
 
     def __init__(self, opts: dict):
         super().__init__(opts)
-        self.stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self.source = ""
         self.log = lambda msg: print(msg, file=sys.stderr)
 
@@ -113,9 +158,11 @@ class TIMITTask(Task):
 
     def check_run(self, cfg: dict) -> None:
         if (cfg.get("model") or {}).get("bidirectional"):
-            raise ToolkitError("task timit: a bidirectional layer reads the frames it has to predict (its backward "
-                               "direction runs from the future); next-frame prediction needs a causal model: remove "
-                               "model.bidirectional")
+            raise ToolkitError(
+                "task timit: a bidirectional layer reads the frames it has to predict (its backward "
+                "direction runs from the future); next-frame prediction needs a causal model: remove "
+                "model.bidirectional"
+            )
 
     # -- data ------------------------------------------------------------------------------------
     def _source(self) -> tuple[Path, str]:
@@ -123,16 +170,20 @@ class TIMITTask(Task):
         fmt = self.opts.get("format", "auto")
         if not data_dir:
             if not self.opts.get("fixture"):
-                raise ToolkitError("TIMIT is licensed (LDC93S1) and not bundled: set task.data_dir to your copy "
-                                   "(TRAIN/ and TEST/, or the authors' training.pt, val.pt, test.pt); to try the "
-                                   "pipeline without it set task.fixture: true (a synthetic corpus) or run "
-                                   "`momentumrnn make-fixture DIR`")
+                raise ToolkitError(
+                    "TIMIT is licensed (LDC93S1) and not bundled: set task.data_dir to your copy "
+                    "(TRAIN/ and TEST/, or the authors' training.pt, val.pt, test.pt); to try the "
+                    "pipeline without it set task.fixture: true (a synthetic corpus) or run "
+                    "`momentumrnn make-fixture DIR`"
+                )
             root = ensure_fixture(self._cache_base())
             return (root / "timit", "raw") if fmt != "tensors" else (root / "tensors", "tensors")
         d = Path(os.path.expanduser(str(data_dir)))
         if not d.is_dir():
-            raise ToolkitError(f"task.data_dir {str(data_dir)!r} is not a directory; give the TIMIT folder (TRAIN/ "
-                               f"and TEST/) or the folder of the authors' training.pt, val.pt, test.pt; {FIXTURE_HINT}")
+            raise ToolkitError(
+                f"task.data_dir {str(data_dir)!r} is not a directory; give the TIMIT folder (TRAIN/ "
+                f"and TEST/) or the folder of the authors' training.pt, val.pt, test.pt; {FIXTURE_HINT}"
+            )
         if fmt == "auto":
             fmt = "tensors" if tensor_layout(d) else "raw"
         return d, fmt
@@ -147,19 +198,27 @@ class TIMITTask(Task):
         need = ("train", self.opts.get("eval_split", "test"))
         if fmt == "raw":
             if self.stored:
-                raise ToolkitError("task.pairing=stored applies to the authors' preprocessed tensors only; raw "
-                                   "TIMIT is always next-frame prediction (pairing: next_frame)")
+                raise ToolkitError(
+                    "task.pairing=stored applies to the authors' preprocessed tensors only; raw "
+                    "TIMIT is always next-frame prediction (pairing: next_frame)"
+                )
             cache = self.opts.get("cache_dir")
-            frames = load_raw(d, cache_dir=Path(os.path.expanduser(str(cache))) / "timit" if cache else None,
-                              authors_train_filter=bool(self.opts.get("authors_train_filter")), log=self.log)
+            frames = load_raw(
+                d,
+                cache_dir=Path(os.path.expanduser(str(cache))) / "timit" if cache else None,
+                authors_train_filter=bool(self.opts.get("authors_train_filter")),
+                log=self.log,
+            )
             self.source = f"raw TIMIT in {d}"
             sel = {s: frames[s] for s in need}
             return sel, sel
         layout = tensor_layout(d)
         if layout is None:
-            raise ToolkitError(f"{d} holds none of the authors' files ({', '.join(TENSOR_FILES.values())}, or "
-                               "train_x.npy, train_z.npy, lens_train.npy, ...); set task.format=raw for the LDC "
-                               f"layout; {FIXTURE_HINT}")
+            raise ToolkitError(
+                f"{d} holds none of the authors' files ({', '.join(TENSOR_FILES.values())}, or "
+                "train_x.npy, train_z.npy, lens_train.npy, ...); set task.format=raw for the LDC "
+                f"layout; {FIXTURE_HINT}"
+            )
         inputs, targets = {}, {}
         for s in need:
             x, y, lens = load_tensor_split(d, s, layout)
@@ -215,14 +274,14 @@ class TIMITTask(Task):
         steps, 0 on padding; ``y`` holds ``1 / Lbar``)."""
         valid = x[..., -1] > 0
         if self.stored:
-            tgt, w = x[..., BINS:2 * BINS], valid
+            tgt, w = x[..., BINS : 2 * BINS], valid
         else:
             tgt, w = x[:, 1:, :BINS], valid[:, 1:]
         tgt = torch.where(w[..., None], tgt, 0.0).float()
         weight = w.float() * y.float().reshape(-1, 1)
         return torch.cat([tgt, weight[..., None]], dim=-1)
 
-    def head_input(self, output: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def head_input(self, output: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return output  # a prediction at every step
 
     def per_sample_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

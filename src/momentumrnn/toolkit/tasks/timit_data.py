@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,21 +19,27 @@ from ..audio import BINS, HOP, LOG_FLOOR, N_FFT, RATE, preprocess, read_audio
 from ..errors import ToolkitError
 from ..runfiles import atomic_write
 
-PREP_VERSION = 1            # bump when the preprocessing changes (invalidates caches)
+PREP_VERSION = 1  # bump when the preprocessing changes (invalidates caches)
 #: the 50 speakers of the standard TIMIT development set (Halberstadt; Kaldi's conf/dev_spk.list)
-DEV_SPEAKERS = frozenset("""
+DEV_SPEAKERS = frozenset(
+    """
 faks0 fdac1 fjem0 mgwt0 mjar0 mmdb1 mmdm2 mpdf0 fcmh0 fkms0 mbdg0 mbwm0 mcsh0 fadg0 fdms0 fedw0
 mgjf0 mglb0 mrtk0 mtaa0 mtdt0 mthc0 mwjg0 fnmr0 frew0 fsem0 mbns0 mmjr0 mdls0 mdlf0 mdvc0 mers0
 fmah0 fdrw0 mrcs0 mrjm4 fcal1 mmwh0 fjsj0 majc0 mjsw0 mreb0 fgjd0 fjmg0 mroa0 mteb0 mjfc0 mrjr0
-fmml0 mrws1""".upper().split())
+fmml0 mrws1""".upper().split()
+)
 #: the 24 speakers of the TIMIT core test set
-CORE_TEST_SPEAKERS = frozenset("""
+CORE_TEST_SPEAKERS = frozenset(
+    """
 mdab0 mwbt0 felc0 mtas1 mwew0 fpas0 mjmp0 mlnt0 fpkt0 mlll0 mtls0 fjlm0 mbpm0 mklt0 fnlp0 mcmj0
-mjdh0 fmgd0 mgrt0 mnjm0 fdhc0 mjln0 mpam0 fmld0""".upper().split())
+mjdh0 fmgd0 mgrt0 mnjm0 fdhc0 mjln0 mpam0 fmld0""".upper().split()
+)
 SPLITS = ("train", "val", "test")
 
-FIXTURE_HINT = ("no TIMIT at hand? `momentumrnn make-fixture DIR` writes a small "
-                "synthetic corpus in the LDC layout (or set task.fixture: true)")
+FIXTURE_HINT = (
+    "no TIMIT at hand? `momentumrnn make-fixture DIR` writes a small "
+    "synthetic corpus in the LDC layout (or set task.fixture: true)"
+)
 
 
 def cache_root() -> Path:
@@ -41,20 +48,20 @@ def cache_root() -> Path:
     return Path(base) / "momentumrnn"
 
 
-
 # ---------------------------------------------------------------------------------------------
 # the corpus in the LDC layout
 
+
 @dataclass(frozen=True)
 class Utterance:
-    split: str       # train, val, test
-    speaker: str     # FCJF0
-    name: str        # SX307
+    split: str  # train, val, test
+    speaker: str  # FCJF0
+    name: str  # SX307
     path: Path
-    rel: str         # path relative to the corpus root, as found (TRAIN/DR1/FCJF0/SX307.WAV)
+    rel: str  # path relative to the corpus root, as found (TRAIN/DR1/FCJF0/SX307.WAV)
 
 
-def _child(d: Path, name: str) -> Optional[Path]:
+def _child(d: Path, name: str) -> Path | None:
     try:
         for p in d.iterdir():
             if p.name.lower() == name.lower() and p.is_dir():
@@ -69,14 +76,18 @@ def timit_root(directory: Any) -> Path:
     ``data/``)."""
     d = Path(os.path.expanduser(str(directory)))
     if not d.is_dir():
-        raise ToolkitError(f"task.data_dir {str(directory)!r} is not a directory; give the TIMIT folder that holds "
-                           f"TRAIN/ and TEST/ (or the authors' training.pt, val.pt, test.pt); {FIXTURE_HINT}")
+        raise ToolkitError(
+            f"task.data_dir {str(directory)!r} is not a directory; give the TIMIT folder that holds "
+            f"TRAIN/ and TEST/ (or the authors' training.pt, val.pt, test.pt); {FIXTURE_HINT}"
+        )
     for cand in (d, _child(d, "timit"), _child(d, "data")):
         if cand is not None and _child(cand, "train") is not None and _child(cand, "test") is not None:
             return cand
-    raise ToolkitError(f"{d} holds neither TIMIT's TRAIN/ and TEST/ folders (LDC layout, e.g. "
-                       "TRAIN/DR1/FCJF0/SX307.WAV) nor the authors' preprocessed training.pt, val.pt, test.pt; "
-                       f"point task.data_dir at one of them; {FIXTURE_HINT}")
+    raise ToolkitError(
+        f"{d} holds neither TIMIT's TRAIN/ and TEST/ folders (LDC layout, e.g. "
+        "TRAIN/DR1/FCJF0/SX307.WAV) nor the authors' preprocessed training.pt, val.pt, test.pt; "
+        f"point task.data_dir at one of them; {FIXTURE_HINT}"
+    )
 
 
 def scan_timit(directory: Any, *, authors_train_filter: bool = False) -> dict[str, list[Utterance]]:
@@ -112,21 +123,28 @@ def scan_timit(directory: Any, *, authors_train_filter: bool = False) -> dict[st
                 continue  # SX307.WAV wins over its converted copy SX307.WAV.wav
             seen[key] = Utterance(split, speaker, name, p, rel)
     if found == 0:
-        raise ToolkitError(f"no .WAV files under {root}/TRAIN and {root}/TEST; the LDC layout is "
-                           f"TRAIN/DR1/FCJF0/SX307.WAV; {FIXTURE_HINT}")
+        raise ToolkitError(
+            f"no .WAV files under {root}/TRAIN and {root}/TEST; the LDC layout is "
+            f"TRAIN/DR1/FCJF0/SX307.WAV; {FIXTURE_HINT}"
+        )
     for u in sorted(seen.values(), key=lambda u: u.rel):
         out[u.split].append(u)
-    for split, what in (("train", "TRAIN (SA sentences excluded)"),
-                        ("val", "TEST from the 24 core-test speakers (MDAB0, FELC0, ...)"),
-                        ("test", "TEST from the 50 development-set speakers (FAKS0, MGWT0, ...)")):
+    for split, what in (
+        ("train", "TRAIN (SA sentences excluded)"),
+        ("val", "TEST from the 24 core-test speakers (MDAB0, FELC0, ...)"),
+        ("test", "TEST from the 50 development-set speakers (FAKS0, MGWT0, ...)"),
+    ):
         if not out[split]:
-            raise ToolkitError(f"{root}: the {split} split is empty: no utterance in {what}; is this the full "
-                               f"TIMIT corpus in the LDC layout? {FIXTURE_HINT}")
+            raise ToolkitError(
+                f"{root}: the {split} split is empty: no utterance in {what}; is this the full "
+                f"TIMIT corpus in the LDC layout? {FIXTURE_HINT}"
+            )
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # preprocessing with a cache
+
 
 @dataclass
 class Frames:
@@ -136,18 +154,17 @@ class Frames:
     lengths: torch.Tensor
     ids: list
 
-    def head(self, n: Optional[int]) -> "Frames":
+    def head(self, n: int | None) -> Frames:
         if n is None or n >= len(self.lengths):
             return self
         stop = int(self.lengths[:n].sum())
         return Frames(self.data[:stop], self.lengths[:n], self.ids[:n])
 
-    def keep(self, mask: torch.Tensor) -> "Frames":
+    def keep(self, mask: torch.Tensor) -> Frames:
         if bool(mask.all()):
             return self
         rows = torch.repeat_interleave(mask, self.lengths)
-        return Frames(self.data[rows], self.lengths[mask],
-                      [i for i, k in zip(self.ids, mask.tolist()) if k])
+        return Frames(self.data[rows], self.lengths[mask], [i for i, k in zip(self.ids, mask.tolist()) if k])
 
 
 def _cache_key(utts: dict[str, list[Utterance]]) -> str:
@@ -161,7 +178,7 @@ def _cache_key(utts: dict[str, list[Utterance]]) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def _load_cache(path: Path, key: str) -> Optional[dict[str, Frames]]:
+def _load_cache(path: Path, key: str) -> dict[str, Frames] | None:
     try:
         with np.load(path, allow_pickle=False) as d:
             if str(d["key"]) != key:
@@ -171,15 +188,23 @@ def _load_cache(path: Path, key: str) -> Optional[dict[str, Frames]]:
                 data, lengths = np.asarray(d[f"{s}_frames"]), np.asarray(d[f"{s}_lengths"])
                 if data.ndim != 2 or data.shape[1] != BINS or lengths.sum() != data.shape[0]:
                     return None
-                out[s] = Frames(torch.from_numpy(data.astype(np.float32)), torch.from_numpy(lengths.astype(np.int64)),
-                                [str(i) for i in d[f"{s}_ids"]])
+                out[s] = Frames(
+                    torch.from_numpy(data.astype(np.float32)),
+                    torch.from_numpy(lengths.astype(np.int64)),
+                    [str(i) for i in d[f"{s}_ids"]],
+                )
             return out
     except Exception:
         return None
 
 
-def load_raw(directory: Any, *, cache_dir: Optional[Any] = None, authors_train_filter: bool = False,
-             log: Optional[Callable[[str], None]] = None) -> dict[str, Frames]:
+def load_raw(
+    directory: Any,
+    *,
+    cache_dir: Any | None = None,
+    authors_train_filter: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Frames]:
     """The preprocessed frames (dB, not normalised) of every split of a raw TIMIT folder, from the
     cache when it is up to date (else computed and cached)."""
     utts = scan_timit(directory, authors_train_filter=authors_train_filter)
@@ -217,12 +242,14 @@ def load_raw(directory: Any, *, cache_dir: Optional[Any] = None, authors_train_f
 # the authors' preprocessed tensors
 
 TENSOR_FILES = {"train": "training.pt", "val": "val.pt", "test": "test.pt"}
-NPY_FILES = {"train": ("train_x.npy", "train_z.npy", "lens_train.npy"),
-             "val": ("eval_x.npy", "eval_z.npy", "lens_eval.npy"),
-             "test": ("test_x.npy", "test_z.npy", "lens_test.npy")}
+NPY_FILES = {
+    "train": ("train_x.npy", "train_z.npy", "lens_train.npy"),
+    "val": ("eval_x.npy", "eval_z.npy", "lens_eval.npy"),
+    "test": ("test_x.npy", "test_z.npy", "lens_test.npy"),
+}
 
 
-def tensor_layout(d: Path) -> Optional[str]:
+def tensor_layout(d: Path) -> str | None:
     """``"pt"`` (training.pt, ...), ``"npy"`` (train_x.npy, ...) or None."""
     if any((d / f).exists() for f in TENSOR_FILES.values()):
         return "pt"
@@ -232,16 +259,20 @@ def tensor_layout(d: Path) -> Optional[str]:
 
 
 def _check_triple(x: Any, y: Any, lens: Any, *, origin: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    fix = ("re-create it (expRNN's README: timit_prediction.py, then torch.save((x, y, lens))) or point "
-           "task.data_dir at the raw TIMIT folders")
+    fix = (
+        "re-create it (expRNN's README: timit_prediction.py, then torch.save((x, y, lens))) or point "
+        "task.data_dir at the raw TIMIT folders"
+    )
     if not all(isinstance(t, torch.Tensor) for t in (x, y, lens)):
         raise ToolkitError(f"{origin} must hold three tensors (x, y, lengths); {fix}")
     if x.ndim != 3 or x.shape[-1] != BINS or tuple(y.shape) != tuple(x.shape):
-        raise ToolkitError(f"{origin}: x and y must both be (N, T, {BINS}), got {tuple(x.shape)} and "
-                           f"{tuple(y.shape)}; {fix}")
+        raise ToolkitError(
+            f"{origin}: x and y must both be (N, T, {BINS}), got {tuple(x.shape)} and {tuple(y.shape)}; {fix}"
+        )
     if lens.ndim != 1 or lens.shape[0] != x.shape[0] or lens.is_floating_point() or lens.is_complex():
-        raise ToolkitError(f"{origin}: lengths must be N = {x.shape[0]} integers, got {tuple(lens.shape)} "
-                           f"{lens.dtype}; {fix}")
+        raise ToolkitError(
+            f"{origin}: lengths must be N = {x.shape[0]} integers, got {tuple(lens.shape)} {lens.dtype}; {fix}"
+        )
     if x.shape[0] == 0 or int(lens.min()) < 1 or int(lens.max()) > x.shape[1]:
         raise ToolkitError(f"{origin}: lengths must be between 1 and T = {x.shape[1]}; {fix}")
     if not (x.is_floating_point() and y.is_floating_point()):
@@ -253,29 +284,39 @@ def load_tensor_split(d: Path, split: str, layout: str) -> tuple[torch.Tensor, t
     if layout == "pt":
         path = d / TENSOR_FILES[split]
         if not path.exists():
-            raise ToolkitError(f"{path} not found: the authors' layout needs {', '.join(TENSOR_FILES.values())} "
-                               "in one folder (expRNN's timit_loader)")
+            raise ToolkitError(
+                f"{path} not found: the authors' layout needs {', '.join(TENSOR_FILES.values())} "
+                "in one folder (expRNN's timit_loader)"
+            )
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ToolkitError(f"{path} is corrupt or not a torch.save-d (x, y, lengths) tuple "
-                               f"({type(e).__name__}); re-create it (expRNN's README) or point task.data_dir at "
-                               "the raw TIMIT folders") from None
+            raise ToolkitError(
+                f"{path} is corrupt or not a torch.save-d (x, y, lengths) tuple "
+                f"({type(e).__name__}); re-create it (expRNN's README) or point task.data_dir at "
+                "the raw TIMIT folders"
+            ) from None
         if not isinstance(obj, (tuple, list)) or len(obj) != 3:
-            raise ToolkitError(f"{path} must hold a tuple (x, y, lengths) as expRNN's TIMIT loader reads it; "
-                               "re-create it (expRNN's README)")
+            raise ToolkitError(
+                f"{path} must hold a tuple (x, y, lengths) as expRNN's TIMIT loader reads it; "
+                "re-create it (expRNN's README)"
+            )
         return _check_triple(*obj, origin=str(path))
     arrays = []
     for name in NPY_FILES[split]:
         path = d / name
         if not path.exists():
-            raise ToolkitError(f"{path} not found: the .npy layout needs {', '.join(NPY_FILES[split])} for the "
-                               f"{split} split (the files of expRNN's README)")
+            raise ToolkitError(
+                f"{path} not found: the .npy layout needs {', '.join(NPY_FILES[split])} for the "
+                f"{split} split (the files of expRNN's README)"
+            )
         try:
             arrays.append(torch.from_numpy(np.load(path, allow_pickle=False)))
         except Exception as e:
-            raise ToolkitError(f"{path} is corrupt or not a .npy array ({type(e).__name__}); re-create it or "
-                               "point task.data_dir at the raw TIMIT folders") from None
+            raise ToolkitError(
+                f"{path} is corrupt or not a .npy array ({type(e).__name__}); re-create it or "
+                "point task.data_dir at the raw TIMIT folders"
+            ) from None
     return _check_triple(*arrays, origin=f"{d}/{NPY_FILES[split][0]}")
 
 
@@ -286,6 +327,7 @@ def _unpad(t: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # in-memory store: utterances without padding, indexed like a padded tensor
+
 
 class FrameStore:
     """One split: frames of all utterances back to back (``data (sum(lengths), C)``), indexed like

@@ -15,7 +15,7 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,12 +26,27 @@ from .timit_data import TENSOR_FILES, scan_timit
 
 FIXTURE_VERSION = 1
 
-TRAIN_SPEAKERS = ("DR1/FCJF0", "DR1/MDPK0", "DR1/FSAH0", "DR1/MRCG0", "DR2/FAEM0", "DR2/MTAT0", "DR2/FDXW0",
-                  "DR2/MWSB0", "DR3/FALK0", "DR3/MJMM0", "DR3/FCKE0", "DR3/MRTJ0", "DR4/FALR0", "DR4/MTRC0",
-                  "DR4/FBAS0", "DR4/MSFH0")
-FIXTURE_DEV = ("DR1/FAKS0", "DR4/MGWT0")      # development-set speakers -> "test"
-FIXTURE_CORE = ("DR1/MDAB0", "DR1/FELC0")     # core-test speakers -> "val"
-FIXTURE_OTHER = ("DR2/MZZZ9",)                # other TEST speakers: unused
+TRAIN_SPEAKERS = (
+    "DR1/FCJF0",
+    "DR1/MDPK0",
+    "DR1/FSAH0",
+    "DR1/MRCG0",
+    "DR2/FAEM0",
+    "DR2/MTAT0",
+    "DR2/FDXW0",
+    "DR2/MWSB0",
+    "DR3/FALK0",
+    "DR3/MJMM0",
+    "DR3/FCKE0",
+    "DR3/MRTJ0",
+    "DR4/FALR0",
+    "DR4/MTRC0",
+    "DR4/FBAS0",
+    "DR4/MSFH0",
+)
+FIXTURE_DEV = ("DR1/FAKS0", "DR4/MGWT0")  # development-set speakers -> "test"
+FIXTURE_CORE = ("DR1/MDAB0", "DR1/FELC0")  # core-test speakers -> "val"
+FIXTURE_OTHER = ("DR2/MZZZ9",)  # other TEST speakers: unused
 
 
 def sphere_bytes(samples: np.ndarray, rate: int, *, byte_order: str = "01", utterance: str = "") -> bytes:
@@ -41,9 +56,17 @@ def sphere_bytes(samples: np.ndarray, rate: int, *, byte_order: str = "01", utte
     if utterance:
         lines.append(f"utterance_id -s{len(utterance)} {utterance}")
     lo, hi = (int(pcm.min()), int(pcm.max())) if pcm.size else (0, 0)
-    lines += ["channel_count -i 1", f"sample_count -i {pcm.size}", f"sample_rate -i {rate}",
-              f"sample_min -i {lo}", f"sample_max -i {hi}",
-              "sample_n_bytes -i 2", f"sample_byte_format -s2 {byte_order}", "sample_sig_bits -i 16", "end_head"]
+    lines += [
+        "channel_count -i 1",
+        f"sample_count -i {pcm.size}",
+        f"sample_rate -i {rate}",
+        f"sample_min -i {lo}",
+        f"sample_max -i {hi}",
+        "sample_n_bytes -i 2",
+        f"sample_byte_format -s2 {byte_order}",
+        "sample_sig_bits -i 16",
+        "end_head",
+    ]
     header = ("\n".join(lines) + "\n").encode("ascii")
     header += b" " * (1024 - len(header))
     return header + pcm.astype("<i2" if byte_order == "01" else ">i2").tobytes()
@@ -53,8 +76,17 @@ def riff_bytes(samples: np.ndarray, rate: int) -> bytes:
     """16-bit PCM mono samples in a RIFF WAV file."""
     pcm = np.asarray(samples, dtype="<i2").tobytes()
     fmt = struct.pack("<HHIIHH", 1, 1, rate, 2 * rate, 2, 16)
-    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(pcm)) + b"WAVE"
-            + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(pcm))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(pcm))
+        + pcm
+    )
 
 
 def synth_utterance(rng: np.random.Generator, seconds: float, rate: int = 16000) -> np.ndarray:
@@ -88,8 +120,15 @@ def synth_utterance(rng: np.random.Generator, seconds: float, rate: int = 16000)
     return np.clip(np.round(out * 32767 * 0.8), -32768, 32767).astype(np.int16)
 
 
-def make_fixture(directory: Any, *, train_speakers: int = 8, utterances: int = 4,
-                 seconds: tuple[float, float] = (0.5, 1.2), seed: int = 0, tensors: bool = True) -> dict:
+def make_fixture(
+    directory: Any,
+    *,
+    train_speakers: int = 8,
+    utterances: int = 4,
+    seconds: tuple[float, float] = (0.5, 1.2),
+    seed: int = 0,
+    tensors: bool = True,
+) -> dict:
     """Write a small synthetic TIMIT: ``DIR/timit`` in the LDC layout (SPHERE .WAV files at 16 kHz,
     SA1/SA2 plus ``utterances`` SI/SX sentences per speaker; one speaker as RIFF WAV, one as
     big-endian SPHERE, one ``.WAV.wav`` copy; dev-set, core-test and other TEST speakers), and, with
@@ -113,9 +152,9 @@ def make_fixture(directory: Any, *, train_speakers: int = 8, utterances: int = 4
             pcm = synth_utterance(rng, rng.uniform(*seconds))
             path = d / f"{name}.WAV"
             if part == "TRAIN" and i == 1:
-                path.write_bytes(riff_bytes(pcm, 16000))             # a RIFF file named .WAV
+                path.write_bytes(riff_bytes(pcm, 16000))  # a RIFF file named .WAV
             else:
-                order = "10" if part == "TRAIN" and i == 2 else "01"     # one big-endian speaker
+                order = "10" if part == "TRAIN" and i == 2 else "01"  # one big-endian speaker
                 uid = f"{spk[4:].lower()}_{name.lower()}"
                 path.write_bytes(sphere_bytes(pcm, 16000, byte_order=order, utterance=uid))
             if part == "TRAIN" and i == 0 and j == 2:
@@ -133,7 +172,7 @@ def make_fixture(directory: Any, *, train_speakers: int = 8, utterances: int = 4
             x = torch.full((len(feats), T, BINS), PAD_DB)
             for k, f in enumerate(feats):
                 y[k, : len(f)] = torch.from_numpy(f)
-                x[k, : len(f) - 1] = torch.from_numpy(f[1:])   # Wisdom's targets: the next frame
+                x[k, : len(f) - 1] = torch.from_numpy(f[1:])  # Wisdom's targets: the next frame
             lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
             torch.save((x, y, lens), tdir / fname)
         out["tensors"] = tdir
@@ -164,6 +203,7 @@ def ensure_fixture(cache: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # momentumrnn make-fixture DIR (and python -m momentumrnn.toolkit.tasks.timit_fixture make-fixture DIR)
 
+
 def add_fixture_arguments(f: argparse.ArgumentParser) -> None:
     """The options of ``make-fixture`` (also a sub-command of ``momentumrnn``)."""
     f.add_argument("dir", help="output folder (DIR/timit and DIR/tensors are created)")
@@ -175,8 +215,13 @@ def add_fixture_arguments(f: argparse.ArgumentParser) -> None:
 
 def run_make_fixture(args: argparse.Namespace) -> int:
     """Write the fixture of parsed ``make-fixture`` arguments; ToolkitError on bad values."""
-    out = make_fixture(args.dir, train_speakers=args.train_speakers, utterances=args.utterances,
-                       seed=args.seed, tensors=not args.no_tensors)
+    out = make_fixture(
+        args.dir,
+        train_speakers=args.train_speakers,
+        utterances=args.utterances,
+        seed=args.seed,
+        tensors=not args.no_tensors,
+    )
     print(f"wrote {out['files']} audio files in the LDC layout: {out['timit']}")
     if "tensors" in out:
         counts = ", ".join(f"{k} {v}" for k, v in out["utterances"].items())
@@ -185,13 +230,14 @@ def run_make_fixture(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m momentumrnn.toolkit.tasks.timit_fixture make-fixture DIR`` (= ``momentumrnn
     make-fixture DIR``)."""
     p = argparse.ArgumentParser(prog="momentumrnn", description="TIMIT helpers of the momentumrnn toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
-    add_fixture_arguments(sub.add_parser("make-fixture", help="write a small synthetic TIMIT (LDC layout + "
-                                         "the authors' tensors)"))
+    add_fixture_arguments(
+        sub.add_parser("make-fixture", help="write a small synthetic TIMIT (LDC layout + the authors' tensors)")
+    )
     args = p.parse_args(argv)
     try:
         return run_make_fixture(args)

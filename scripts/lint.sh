@@ -2,7 +2,7 @@
 # Lint, format and type checks, as configured in pyproject.toml: ruff (lint), ruff format, mypy.
 #   bash scripts/lint.sh           run all three; exit 1 if any has a finding
 #   bash scripts/lint.sh --report  run all three, print the findings per rule / error code, exit 0
-#                                  (what .ci/run does until the code is clean: see .ci/run)
+#                                  (to list what to fix; .ci/run runs the strict form)
 #   bash scripts/lint.sh --fix     apply ruff's safe fixes and the formatter, then run all three
 # Python: $MOMENTUMRNN_PYTHON, else .venv/bin/python (bash scripts/setup.sh makes it).
 set -uo pipefail

@@ -29,9 +29,12 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from torch._ops import _OpNamespace
 
 __all__ = ["load", "status", "SOURCE"]
 
@@ -154,7 +157,7 @@ def _build() -> tuple:
     return None, f"compiling {SOURCE.name} with {cxx} failed: {errors[-1]}"
 
 
-def load():
+def load() -> Optional[_OpNamespace]:
     """The compiled operators (``torch.ops.momentumrnn_ext``), building them on first use; ``None``
     where they cannot be built (the reason: :func:`status`)."""
     if _state["tried"]:
@@ -163,7 +166,7 @@ def load():
         if _state["tried"]:
             return _state["ops"]
         path, reason = _build()
-        ops = None
+        ops: Optional[_OpNamespace] = None
         if path is not None:
             try:
                 torch.ops.load_library(str(path))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -33,14 +33,19 @@ from .ops import call, invoke, kernel_op
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 
+if TYPE_CHECKING:
+    from .._typing import GatedLayer, Hidden, HyperParameters, StepResult
+    from ..lengths import SeqInfo
+    from .native import GatedParams
+
 __all__ = ["run", "lookahead_loop", "lookahead_loop_backward", "clear_graphs"]
 
 _BLOCK = 16
 _MAX_GRAPHS = 8
-_graphs: "collections.OrderedDict" = collections.OrderedDict()
+_graphs: collections.OrderedDict[tuple, _Graph] = collections.OrderedDict()
 
 
-def _perm(host: int, H: int, device) -> Optional[Tensor]:
+def _perm(host: int, H: int, device: torch.device) -> Optional[Tensor]:
     """The LSTM's gate order [o, i, f, g] (from torch's [i, f, g, o]); None otherwise."""
     if host != 2:
         return None
@@ -53,7 +58,9 @@ def _inverse(perm: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- forward
-def _forward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, p0, alpha, beta_k, last, host: int, eps: float):
+def _forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],
+             h0: Tensor, c0: Optional[Tensor], p0: Tensor, alpha: Tensor, beta_k: Tensor, last: Optional[Tensor],
+             host: int, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The loop on tensors (no autograd, no host synchronisation: capturable)."""
     T, B, I = x.shape
     G, H = w_hh.shape
@@ -74,7 +81,7 @@ def _forward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, p0, alpha, beta_k, last,
     wt = w_hh.t()
     h, p_prev = h0, p0
     if host == 2:
-        c = c0
+        c = cast(Tensor, c0)  # the LSTM's
         for t in range(T):
             torch.addmm(D[t], h, wt, out=P[t])
             a = torch.lerp(p_prev, P[t], alpha[t], out=A[t])  # alpha p_t - beta p_{t-1}
@@ -85,6 +92,7 @@ def _forward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, p0, alpha, beta_k, last,
             p_prev = P[t]
     elif host == 3:
         w_rz, w_n = wt[:, :2 * H], wt[:, 2 * H:]
+        b_hn = cast(Tensor, b_hn)  # the GRU's
         for t in range(T):
             torch.addmm(b_hn, h, w_n, out=rn[t])
             torch.addmm(D[t, :, :2 * H], h, w_rz, out=P[t, :, :2 * H])
@@ -110,8 +118,11 @@ def _forward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, p0, alpha, beta_k, last,
 
 
 # ---------------------------------------------------------------------------- backward
-def _backward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs, cs, A, tc, rn, d_hs, d_cs,
-              d_p_last, host: int, eps: float, need_x: bool):
+def _backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],
+              h0: Tensor, c0: Optional[Tensor], alpha: Tensor, beta_k: Tensor, last: Optional[Tensor], hs: Tensor,
+              cs: Tensor, A: Tensor, tc: Tensor, rn: Tensor, d_hs: Optional[Tensor], d_cs: Optional[Tensor],
+              d_p_last: Optional[Tensor], host: int, eps: float, need_x: bool
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, B, I = x.shape
     G, H = w_hh.shape
     perm = _perm(host, H, x.device)
@@ -129,12 +140,13 @@ def _backward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs
         inj = torch.where(at, d_p.unsqueeze(0), 0)
     dG = x.new_empty(T, B, G)   # gradient of the total pre-activation g_t
     dP = x.new_empty(T, B, G)   # gradient of p_t (= of D_t)
-    dR = x.new_empty(T, B, H) if host == 3 else None  # GRU: of W_hn h + b_hn
+    # (typed as tensors: they are None only for the hosts that do not read them)
+    dR = cast(Tensor, x.new_empty(T, B, H) if host == 3 else None)  # GRU: of W_hn h + b_hn
     dh = x.new_empty(B, H)
     dH = x.new_zeros(B, H)
-    dc = (d_cs[T - 1].clone() if d_cs is not None else x.new_zeros(B, H)) if host == 2 else None
+    dc = cast(Tensor, (d_cs[T - 1].clone() if d_cs is not None else x.new_zeros(B, H)) if host == 2 else None)
 
-    def lookahead(t, lo, hi):
+    def lookahead(t: int, lo: int, hi: int) -> None:
         torch.mul(dG[t, :, lo:hi], alpha[t], out=dP[t, :, lo:hi])
         if t + 1 < T:
             dP[t, :, lo:hi].addcmul_(dG[t + 1, :, lo:hi], beta_k[t + 1], value=-1)
@@ -147,7 +159,7 @@ def _backward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs
         if host == 2:
             o, i, f, g = A[t0:t1].split(H, 2)
             tcb = tc[t0:t1]
-            c_prev = cs[t0 - 1:t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), cs[:t1 - 1]])
+            c_prev = cs[t0 - 1:t1 - 1] if t0 > 0 else torch.cat([cast(Tensor, c0).unsqueeze(0), cs[:t1 - 1]])
             k_c = (1 - tcb * tcb).mul_(o)
             k_o = (o - o * o).mul_(tcb)
             k_ifg = torch.stack([(i - i * i).mul_(g), (f - f * f).mul_(c_prev), (1 - g * g).mul_(i)], 2)
@@ -209,8 +221,8 @@ def _backward(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs
 class _Graph:
     """One captured call: static inputs, the graph, static outputs."""
 
-    def __init__(self, fn, tensors: list, config: dict):
-        with torch.no_grad(), torch.cuda.device(tensors[0].device):
+    def __init__(self, fn: Callable[..., tuple[Tensor, ...]], tensors: list[Optional[Tensor]], config: dict[str, Any]):
+        with torch.no_grad(), torch.cuda.device(cast(Tensor, tensors[0]).device):  # tensors[0]: x
             self.inputs = [t.detach().clone() if t is not None else None for t in tensors]
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
@@ -221,11 +233,11 @@ class _Graph:
             with torch.cuda.graph(self.graph):
                 self.outputs = fn(*self.inputs, **config)
 
-    def __call__(self, tensors: list):
-        with torch.no_grad(), torch.cuda.device(tensors[0].device):
+    def __call__(self, tensors: list[Optional[Tensor]]) -> tuple[Tensor, ...]:
+        with torch.no_grad(), torch.cuda.device(cast(Tensor, tensors[0]).device):
             for s, t in zip(self.inputs, tensors):
                 if s is not None:
-                    s.copy_(t)
+                    s.copy_(cast(Tensor, t))  # a static input for each tensor given
             self.graph.replay()
             return tuple(o.clone() for o in self.outputs)
 
@@ -234,9 +246,12 @@ def _graphs_enabled() -> bool:
     return os.environ.get("MOMENTUMRNN_CUDA_GRAPHS", "1") not in ("0", "")
 
 
-def _call(fn, tensors: list, config: dict):
+_Outputs = TypeVar("_Outputs", bound="tuple[Tensor, ...]")
+
+
+def _call(fn: Callable[..., _Outputs], tensors: list[Optional[Tensor]], config: dict[str, Any]) -> _Outputs:
     """``fn(*tensors, **config)``, through a cached CUDA graph on CUDA."""
-    dev = tensors[0].device
+    dev = cast(Tensor, tensors[0]).device  # x
     if dev.type != "cuda" or not _graphs_enabled() or torch.cuda.is_current_stream_capturing():
         return fn(*tensors, **config)
     key = (fn.__name__, tuple(sorted(config.items())), str(dev),
@@ -248,7 +263,7 @@ def _call(fn, tensors: list, config: dict):
             _graphs.popitem(last=False)
     else:
         _graphs.move_to_end(key)
-    return graph(tensors)
+    return cast(_Outputs, graph(tensors))  # (copies of) fn's outputs
 
 
 def clear_graphs() -> None:
@@ -268,7 +283,9 @@ def lookahead_loop(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tens
 
 
 @lookahead_loop.register_fake
-def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, p0, alpha, beta_k, last, host, eps):
+def _(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],
+      h0: Tensor, c0: Optional[Tensor], p0: Tensor, alpha: Tensor, beta_k: Tensor, last: Optional[Tensor], host: int,
+      eps: float) -> tuple[Tensor, ...]:
     T, B, _ = x.shape
     G, H = w_hh.shape
     return (x.new_empty(T, B, H), x.new_empty(T, B, H) if host == 2 else x.new_empty(0), x.new_empty(B, G),
@@ -290,8 +307,10 @@ def lookahead_loop_backward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bia
 
 
 @lookahead_loop_backward.register_fake
-def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs, cs, gates, tc, rn, d_hs, d_cs, d_p_last,
-      host, eps, need_x):
+def _(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], bias_e: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],
+      h0: Tensor, c0: Optional[Tensor], alpha: Tensor, beta_k: Tensor, last: Optional[Tensor], hs: Tensor, cs: Tensor,
+      gates: Tensor, tc: Tensor, rn: Tensor, d_hs: Optional[Tensor], d_cs: Optional[Tensor],
+      d_p_last: Optional[Tensor], host: int, eps: float, need_x: bool) -> tuple[Tensor, ...]:
     T, B, I = x.shape
     G, H = w_hh.shape
     e = x.new_empty(0)
@@ -303,7 +322,7 @@ def _(x, w_ih, b_ih, bias_e, w_hh, b_hn, h0, c0, alpha, beta_k, last, hs, cs, ga
 _INPUTS = ("x", "w_ih", "b_ih", "bias_e", "w_hh", "b_hn", "h0", "c0", "p0", "alpha", "beta_k", "last")
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.set_materialize_grads(False)
     named = dict(zip(_INPUTS, inputs))
     ctx.host, ctx.eps = inputs[len(_INPUTS):]
@@ -312,9 +331,11 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*(named[k] for k in _INPUTS if named[k] is not None), hs, cs, gates, tc, rn)
 
 
-def _backward_rule(ctx, d_hs, d_cs, d_p_last, *unused):
+def _backward_rule(ctx: Any, d_hs: Optional[Tensor], d_cs: Optional[Tensor], d_p_last: Optional[Tensor],
+                   *unused: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
     saved = list(ctx.saved_tensors)
-    named = {k: (saved.pop(0) if present else None) for k, present in zip(_INPUTS, ctx.present)}
+    # the tensor inputs by name, None where absent
+    named: dict[str, Any] = {k: (saved.pop(0) if present else None) for k, present in zip(_INPUTS, ctx.present)}
     hs, cs, gates, tc, rn = saved
     needs = dict(zip(_INPUTS, ctx.needs_input_grad))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the literal loop
@@ -342,7 +363,7 @@ torch.library.register_autograd("momentumrnn::lookahead_loop", _backward_rule, s
 
 class _LookaheadFunction(torch.autograd.Function):
     @staticmethod
-    def forward(*args):
+    def forward(*args: Any) -> Any:
         return invoke(lookahead_loop, *args)
 
     setup_context = staticmethod(_setup_context)
@@ -350,7 +371,8 @@ class _LookaheadFunction(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------- backend
-def run(layer, p, x, seq, hidden0, mom0, hp):
+def run(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
+        hp: HyperParameters) -> StepResult:
     """A gated host's direction with the lookahead drive (learnable epsilon: the Python loop)."""
     mu, eps = hp
     if isinstance(eps, Tensor) or x.shape[1] == 0:

@@ -35,7 +35,7 @@ import ctypes.util
 import os
 import platform
 import sys
-from typing import Optional
+from typing import Mapping, Optional
 
 __all__ = ["keep_freed_memory", "describe", "OPT_OUT", "THRESHOLD"]
 
@@ -53,14 +53,14 @@ _GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PA
 _state: dict = {"applied": False, "line": None}
 
 
-def _process_symbols():
+def _process_symbols() -> Optional[ctypes.CDLL]:
     try:
         return ctypes.CDLL(None)
     except OSError:  # Windows: no handle to the process's own symbols
         return None
 
 
-def _caching_allocator(proc) -> Optional[str]:
+def _caching_allocator(proc: Optional[ctypes.CDLL]) -> Optional[str]:
     """The name of a caching allocator linked or preloaded into this process, if any."""
     if proc is None:
         return None
@@ -70,7 +70,7 @@ def _caching_allocator(proc) -> Optional[str]:
     return None
 
 
-def _user_glibc_settings(environ) -> list:
+def _user_glibc_settings(environ: Mapping[str, str]) -> list[str]:
     names = [v for v in _GLIBC_ENV if environ.get(v)]
     if "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""):
         names.append("GLIBC_TUNABLES")
@@ -81,7 +81,7 @@ def _is_glibc() -> bool:
     return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def _default_line(environ=None) -> str:
+def _default_line(environ: Optional[Mapping[str, str]] = None) -> str:
     environ = os.environ if environ is None else environ
     proc = _process_symbols()
     cache = _caching_allocator(proc)
@@ -95,7 +95,7 @@ def _default_line(environ=None) -> str:
     return f"the system allocator ({sys.platform}; no setting applied)"
 
 
-def keep_freed_memory(environ=None) -> str:
+def keep_freed_memory(environ: Optional[Mapping[str, str]] = None) -> str:
     """Apply the setting this platform offers (once per process; later calls only describe it) and
     return the one-line description of the allocator in use."""
     environ = os.environ if environ is None else environ

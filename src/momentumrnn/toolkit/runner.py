@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -42,7 +42,10 @@ from .options import ORTH_OPTIM_KEYS, model_label
 from .probe import make_probe_callback
 from .tasks import build_task
 
-PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+if TYPE_CHECKING:
+    from lightning.pytorch.plugins import _PLUGIN_INPUT  # the element type of Trainer(plugins=[...])
+
+PRECISION: dict[str, Literal["32-true", "bf16-mixed"]] = {"fp32": "32-true", "bf16": "bf16-mixed"}
 COMPARE_FILE = "compare.yaml"
 # temporary files of atomic writes (``.NAME.tmp-PID``) that a killed writer can leave behind
 _STALE_TMP = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -235,7 +238,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_trainer(prep: PreparedRun, module, *, progress: bool, stop: Optional[StopOnSignal] = None):
+def make_trainer(prep: PreparedRun, module: RunModule, *, progress: bool,
+                 stop: Optional[StopOnSignal] = None) -> pl.Trainer:
     t = prep.cfg["train"]
     callbacks = checkpoint_callbacks(prep.run_dir, t, module.monitor, prep.task.mode)
     if stop is not None:
@@ -247,14 +251,16 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool, stop: Optional[St
         callbacks.append(ProgressBar(refresh_rate=1 if sys.stderr.isatty() else 10, leave=False))
     if stop is not None:
         callbacks.append(stop)  # a Checkpoint: Lightning calls it after the ModelCheckpoints
-    logger_kwargs = {"purge_step": prep.ckpt_step} if prep.resume and prep.ckpt_step else {}
+    logger_kwargs: dict[str, Any] = {"purge_step": prep.ckpt_step} if prep.resume and prep.ckpt_step else {}
     logger = TensorBoardLogger(save_dir=str(prep.run_dir), name="tb", version="", default_hp_metric=False,
                                **logger_kwargs)
     world = t["devices"] * t["num_nodes"]
-    strategy = "auto"
+    strategy: Union[str, DDPStrategy] = "auto"
     if world > 1:
         strategy = DDPStrategy(find_unused_parameters=False)
     accelerator = {"cuda": "gpu"}.get(t["accelerator"], t["accelerator"])
+    plugins: list[_PLUGIN_INPUT] = [AtomicCheckpointIO()]
+    plugins += [env for env in (slurm_environment(),) if env is not None]
     return pl.Trainer(
         accelerator=accelerator,
         devices=t["devices"],
@@ -277,7 +283,7 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool, stop: Optional[St
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()] + [env for env in (slurm_environment(),) if env is not None],
+        plugins=plugins,
         default_root_dir=str(prep.run_dir),
         log_every_n_steps=1,
     )
@@ -343,7 +349,7 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
     return summary
 
 
-def _interrupted(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop: StopOnSignal,
+def _interrupted(prep: PreparedRun, recorder: Optional[Recorder], trainer: pl.Trainer, stop: StopOnSignal,
                  e: SystemExit) -> BaseException:
     """The exception that ends a run stopped by a signal: the resume line on rank 0."""
     if isinstance(e, StopRequested):
@@ -368,8 +374,8 @@ def _last_step(prep: PreparedRun, stop: StopOnSignal) -> Optional[int]:
     return max(steps) if steps else None
 
 
-def _dead_line(prep: PreparedRun, trainer, stop: StopOnSignal, rank: Optional[int], code: Optional[int]) -> str:
-    who = (f"DDP rank {rank} died ({describe_exit(code)})" if rank is not None else
+def _dead_line(prep: PreparedRun, trainer: pl.Trainer, stop: StopOnSignal, rank: Optional[int], code: Optional[int]) -> str:
+    who = (f"DDP rank {rank} died ({describe_exit(code)})" if rank is not None and code is not None else
            "DDP rank 0 died" if not prep.writer else
            "another DDP process died (its launcher, e.g. torchrun or srun, names it)")
     step = _last_step(prep, stop)
@@ -378,7 +384,7 @@ def _dead_line(prep: PreparedRun, trainer, stop: StopOnSignal, rank: Optional[in
             f"{resume_command(prep.run_dir)}")
 
 
-def _dead_peer(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop: StopOnSignal) -> BaseException:
+def _dead_peer(prep: PreparedRun, recorder: Optional[Recorder], trainer: pl.Trainer, stop: StopOnSignal) -> BaseException:
     """A collective failed because another process died: one line, by one process."""
     if recorder is None:  # a worker: it speaks only when rank 0 (its launcher) is gone
         if stop.orphaned():

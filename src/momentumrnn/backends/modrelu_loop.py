@@ -33,7 +33,8 @@ acts on the modulus of each pair ``(h_j, h_{j+H})``. ``h B`` is one real ``2H x 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence, cast
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -110,20 +111,20 @@ class DriveFactors(NamedTuple):
 
     xs: Tensor
     a: Tensor
-    pv: Optional[Tensor] = None
-    v0: Optional[Tensor] = None
-    qs: Optional[Tensor] = None
-    c: Optional[Tensor] = None
-    pm: Optional[Tensor] = None
-    m0: Optional[Tensor] = None
+    pv: Tensor | None = None
+    v0: Tensor | None = None
+    qs: Tensor | None = None
+    c: Tensor | None = None
+    pm: Tensor | None = None
+    m0: Tensor | None = None
 
 
 class _FactoredDrive:
     """Block-wise forward and backward of a :class:`DriveFactors` drive."""
 
-    def __init__(self, f: DriveFactors, paired: bool, needs_grad: Optional[Sequence[bool]]):
+    def __init__(self, f: DriveFactors, paired: bool, needs_grad: Sequence[bool] | None):
         self.f, self.paired = f, paired
-        T, B, self.I = f.xs.shape
+        _, B, self.I = f.xs.shape
         self.N, self.B = f.a.shape[0], B
         self.normalized = f.qs is not None
         self.needs = needs_grad  # (xs, a, v0, qs, c, m0, pv, pm)
@@ -169,10 +170,16 @@ class _FactoredDrive:
     def backward_init(self) -> None:
         # a factor that needs a gradient is given (and the backward's drive has needs_grad)
         f, L, B, needs = self.f, BLOCK, self.B, cast(Sequence[bool], self.needs)
-        self.grads: list[Optional[Tensor]] = [
-            torch.empty_like(f.xs) if needs[0] else None, torch.zeros_like(f.a),
-            torch.zeros_like(cast(Tensor, f.v0)) if needs[2] else None, None, None, None,
-            torch.empty_like(cast(Tensor, f.pv)) if needs[6] else None, None]
+        self.grads: list[Tensor | None] = [
+            torch.empty_like(f.xs) if needs[0] else None,
+            torch.zeros_like(f.a),
+            torch.zeros_like(cast(Tensor, f.v0)) if needs[2] else None,
+            None,
+            None,
+            None,
+            torch.empty_like(cast(Tensor, f.pv)) if needs[6] else None,
+            None,
+        ]
         if self.normalized:
             self.grads[3] = torch.empty_like(cast(Tensor, f.qs)) if needs[3] else None
             self.grads[4] = torch.zeros_like(cast(Tensor, f.c))
@@ -211,10 +218,7 @@ class _FactoredDrive:
             return
         Hm = self.Hm
         v = self._V(t0, t1, self.v[:n]).view(n * B, N).mul_(r)
-        if self.paired:
-            w = torch.sum(v.view(n * B, 2, Hm), 1, out=self.w[:n].view(n * B, Hm))
-        else:
-            w = v
+        w = torch.sum(v.view(n * B, 2, Hm), 1, out=self.w[:n].view(n * B, Hm)) if self.paired else v
         rdf = rd.view(n * B, Hm)
         w.mul_(rdf).mul_(rdf)  # -2 dM
         cast(Tensor, dc).addmm_(w.t(), cast(Tensor, f.qs)[t0:t1].reshape(n * B, self.Iq))
@@ -226,7 +230,7 @@ class _FactoredDrive:
             g = (w.view(n, B, Hm) * cast(Tensor, f.m0)).sum(2, keepdim=True)
             dpm[t0:t1] = g.sum(1, keepdim=True) if dpm.shape[1] == 1 else g
 
-    def backward_result(self) -> tuple[Optional[Tensor], ...]:
+    def backward_result(self) -> tuple[Tensor | None, ...]:
         dxs, da, dv0, dqs, dc, dm0, dpv, dpm = self.grads
         for g in (dqs, dc, dm0, dpm):
             if g is not None:
@@ -239,9 +243,22 @@ class ModReLURecurrence:
     ``autograd.Function``; :mod:`.ops` runs them inside its custom operators."""
 
     @staticmethod
-    def forward(ctx: Any, h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: Optional[Tensor],
-                xs: Optional[Tensor], a: Optional[Tensor], pv: Optional[Tensor], v0: Optional[Tensor],
-                qs: Optional[Tensor], c: Optional[Tensor], pm: Optional[Tensor], m0: Optional[Tensor]) -> Tensor:
+    def forward(
+        ctx: Any,
+        h0: Tensor,
+        W: Tensor,
+        bias: Tensor,
+        paired: bool,
+        d: Tensor | None,
+        xs: Tensor | None,
+        a: Tensor | None,
+        pv: Tensor | None,
+        v0: Tensor | None,
+        qs: Tensor | None,
+        c: Tensor | None,
+        pm: Tensor | None,
+        m0: Tensor | None,
+    ) -> Tensor:
         ctx.set_materialize_grads(False)
         factored = d is None
         if d is None:  # factored: xs and a given
@@ -255,8 +272,8 @@ class ModReLURecurrence:
             T, B, N = d.shape
             hs = torch.empty_like(d, memory_format=torch.contiguous_format)
         h_steps = hs.unbind(0)
-        rs: Optional[Tensor]
-        alphas: Optional[Tensor]
+        rs: Tensor | None
+        alphas: Tensor | None
         if paired:
             H = N // 2
             rs = hs.new_empty(T, B, H)  # |z|
@@ -286,7 +303,7 @@ class ModReLURecurrence:
         return hs
 
     @staticmethod
-    def backward(ctx: Any, d_hs: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
+    def backward(ctx: Any, d_hs: Tensor | None) -> tuple[Tensor | None, ...]:
         if d_hs is None:
             return (None,) * 13
         if ctx.factored:
@@ -361,11 +378,11 @@ class ModReLURecurrence:
             if not full:
                 # dW += h_{t-1}^T dz_t over the block
                 if t0 > 0:
-                    d_W.addmm_(hs[t0 - 1:t1 - 1].flatten(0, 1).t(), dzb.flatten(0, 1))
+                    d_W.addmm_(hs[t0 - 1 : t1 - 1].flatten(0, 1).t(), dzb.flatten(0, 1))
                 else:
                     d_W.addmm_(h0.t(), dzb[0])
                     if n > 1:
-                        d_W.addmm_(hs[:n - 1].flatten(0, 1).t(), dzb[1:].flatten(0, 1))
+                        d_W.addmm_(hs[: n - 1].flatten(0, 1).t(), dzb[1:].flatten(0, 1))
                 cast(Tensor, later).copy_(dzb[0])
         dz0 = dz[0]  # (the first step's dz: in the block buffer, the first block was done last)
         d_h0 = product.acc(torch.zeros_like(h0), dz0) if paired else dz0 @ Wt
@@ -388,8 +405,19 @@ class ModReLULookahead:
     forward and backward; returns ``(hs, ps)``."""
 
     @staticmethod
-    def forward(ctx: Any, h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
-                cb: Tensor, p0: Tensor, valid: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx: Any,
+        h0: Tensor,
+        W: Tensor,
+        bias: Tensor,
+        paired: bool,
+        x: Tensor,
+        a: Tensor,
+        ca: Tensor,
+        cb: Tensor,
+        p0: Tensor,
+        valid: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         T, B, _ = x.shape
         N = a.shape[0]
@@ -397,8 +425,8 @@ class ModReLULookahead:
         hs = ps.new_empty(T, B, N)
         p_steps, h_steps = ps.unbind(0), hs.unbind(0)
         ca_steps, cb_steps = ca.unbind(0), cb.unbind(0)
-        rs: Optional[Tensor]
-        alphas: Optional[Tensor]
+        rs: Tensor | None
+        alphas: Tensor | None
         if paired:
             H = N // 2
             rs, alphas = hs.new_empty(T, B, H), hs.new_empty(T, B, H)
@@ -424,7 +452,7 @@ class ModReLULookahead:
         return hs, ps
 
     @staticmethod
-    def backward(ctx: Any, d_hs: Optional[Tensor], d_ps: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
+    def backward(ctx: Any, d_hs: Tensor | None, d_ps: Tensor | None) -> tuple[Tensor | None, ...]:
         h0, W, bias, x, a, ca, cb, hs, rs, alphas, valid = ctx.saved_tensors
         paired = ctx.paired
         T, B, N = hs.shape

@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, Union, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import torch
-from torch import Tensor, _VF
+from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..filters import cumulative_decay, linear_filter
@@ -36,9 +37,9 @@ class GatedParams(NamedTuple):
 
     w_ih: Tensor
     w_hh: Tensor
-    b_ih: Optional[Tensor]
-    b_hh: Optional[Tensor]
-    w_hr: Optional[Tensor] = None
+    b_ih: Tensor | None
+    b_hh: Tensor | None
+    w_hr: Tensor | None = None
 
 
 #: a native RNN kernel of ``_VF`` (``lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu``): ``(out, h_T[, c_T])``
@@ -50,12 +51,12 @@ class _Cell(Protocol):
     stand-in of :func:`_probe`)."""
 
     host: str
-    nonlinearity: Optional[str]
+    nonlinearity: str | None
     hidden_size: int
     training: bool
 
 
-def flat_weights(p: GatedParams, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None) -> list[Tensor]:
+def flat_weights(p: GatedParams, w_ih: Tensor | None = None, b_ih: Tensor | None = None) -> list[Tensor]:
     """The weights of one direction in the native kernels' order, ``[w_ih, w_hh, (b_ih, b_hh), (w_hr)]``
     (torch.nn's ``_flat_weights``), with ``w_ih`` / ``b_ih`` replaced where given."""
     weights = [p.w_ih if w_ih is None else w_ih, p.w_hh]
@@ -67,25 +68,34 @@ def flat_weights(p: GatedParams, w_ih: Optional[Tensor] = None, b_ih: Optional[T
     return weights
 
 
-def native_call(layer: _Cell, x: Tensor, lengths: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
-                weights: list[Tensor]) -> tuple[Tensor, Tensor, Any]:
+def native_call(
+    layer: _Cell,
+    x: Tensor,
+    lengths: Tensor | None,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    weights: list[Tensor],
+) -> tuple[Tensor, Tensor, Any]:
     """One native single-layer, single-direction call on :func:`flat_weights`; returns
-    ``(out, h_T, c_T)`` (``c_T`` the LSTM's, else None). An LSTM with projections (a fifth / third weight ``w_hr``) is told by
-    the kernel from ``h0`` being narrower than ``c0`` (ATen's ``lstm``: ``has_projections``)."""
+    ``(out, h_T, c_T)`` (``c_T`` the LSTM's, else None). An LSTM with projections (a fifth / third
+    weight ``w_hr``) is told by the kernel from ``h0`` being narrower than ``c0`` (ATen's ``lstm``:
+    ``has_projections``)."""
     has_biases = len(weights) in (4, 5)
     T, B, _ = x.shape
     H = layer.hidden_size
     if h0 is None:
         h0 = x.new_zeros(B, weights[1].shape[1])  # the width of h: W_hh's columns
     # the LSTM's kernel takes hx = (h, c), the others one tensor: called through one signature
-    hx: Union[Tensor, tuple[Tensor, ...]]
+    hx: Tensor | tuple[Tensor, ...]
     if layer.host == "lstm":
         hx = (h0.unsqueeze(0), (c0 if c0 is not None else x.new_zeros(B, H)).unsqueeze(0))
         fn = cast(_Kernel, _VF.lstm)
     else:
         hx = h0.unsqueeze(0)
-        fn = cast(_Kernel, _VF.gru if layer.host == "gru" else
-                  (_VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu))
+        fn = cast(
+            _Kernel,
+            _VF.gru if layer.host == "gru" else (_VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu),
+        )
     if lengths is None:
         res = fn(x, hx, weights, has_biases, 1, 0.0, layer.training, False, False)
         out, state = res[0], res[1:]
@@ -102,7 +112,7 @@ def native_call(layer: _Cell, x: Tensor, lengths: Optional[Tensor], h0: Optional
     return out, hT, cT
 
 
-_CAPABLE: dict[tuple[str, Optional[str], str, torch.dtype], bool] = {}
+_CAPABLE: dict[tuple[str, str | None, str, torch.dtype], bool] = {}
 
 
 def capable(layer: Layer, x: Tensor) -> bool:
@@ -123,14 +133,16 @@ def capable(layer: Layer, x: Tensor) -> bool:
     return _CAPABLE[key]
 
 
-def _probe(host: str, nonlinearity: Optional[str], device: torch.device, dtype: torch.dtype) -> bool:
+def _probe(host: str, nonlinearity: str | None, device: torch.device, dtype: torch.dtype) -> bool:
     G = {"rnn": 1, "lstm": 4, "gru": 3}[host] * 2
     tiny = SimpleNamespace(host=host, nonlinearity=nonlinearity, hidden_size=2, training=True)
     try:
         with torch.enable_grad():
             x = torch.randn(3, 2, 2, device=device, dtype=dtype, requires_grad=True)
-            weights = [torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
-                       for shape in ((G, 2), (G, 2), (G,), (G,))]
+            weights = [
+                torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+                for shape in ((G, 2), (G, 2), (G,), (G,))
+            ]
             out = native_call(tiny, x, None, None, None, weights)[0]
             out.float().sum().backward()
         return bool(torch.isfinite(out).all()) and x.grad is not None
@@ -138,12 +150,19 @@ def _probe(host: str, nonlinearity: Optional[str], device: torch.device, dtype: 
         return False
 
 
-def _finals(layer: GatedLayer, hT: Tensor, cT: Optional[Tensor]) -> dict:
+def _finals(layer: GatedLayer, hT: Tensor, cT: Tensor | None) -> dict:
     return {"h": hT, "c": cT} if layer.host == "lstm" else {"h": hT}
 
 
-def run_native(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-               hp: HyperParameters) -> StepResult:
+def run_native(
+    layer: GatedLayer,
+    p: GatedParams,
+    x: Tensor,
+    seq: SeqInfo,
+    hidden0: Hidden,
+    mom0: MomentumState,
+    hp: HyperParameters,
+) -> StepResult:
     """A trivial drive: the native kernel, and the momentum state of a plain cell (``v_t = u_t``,
     the restart counter running)."""
     out, hT, cT = native_call(layer, x, seq.lengths, hidden0["h"], hidden0.get("c"), flat_weights(p))
@@ -159,8 +178,15 @@ def run_native(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidde
     return out, _finals(layer, hT, cT), MomentumState(v=v, step=step)
 
 
-def run_filtered(layer: GatedLayer, p: GatedParams, x: Tensor, seq: SeqInfo, hidden0: Hidden, mom0: MomentumState,
-                 hp: HyperParameters) -> StepResult:
+def run_filtered(
+    layer: GatedLayer,
+    p: GatedParams,
+    x: Tensor,
+    seq: SeqInfo,
+    hidden0: Hidden,
+    mom0: MomentumState,
+    hp: HyperParameters,
+) -> StepResult:
     """A linear drive: the native kernel on the filtered input."""
     mu, eps = hp
     T, B, _ = x.shape

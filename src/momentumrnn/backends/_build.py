@@ -29,9 +29,12 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from torch._ops import _OpNamespace
 
 __all__ = ["load", "status", "SOURCE"]
 
@@ -46,8 +49,16 @@ _state: dict = {"tried": False, "ops": None, "reason": "not built yet", "path": 
 # The flags torch's own build uses for its kernels of each capability (x86); anything else builds
 # ATen's portable vector types.
 _CAPABILITY_FLAGS = {
-    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
-               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX512": [
+        "-mavx512f",
+        "-mavx512bw",
+        "-mavx512vl",
+        "-mavx512dq",
+        "-mavx2",
+        "-mfma",
+        "-DCPU_CAPABILITY=AVX512",
+        "-DCPU_CAPABILITY_AVX512",
+    ],
     "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
 }
 
@@ -55,14 +66,14 @@ _CAPABILITY_FLAGS = {
 def _capability() -> str:
     try:
         cap = str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # noqa: BLE001 - older torch
+    except Exception:  # older torch
         return "DEFAULT"
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return "DEFAULT"
     return cap if cap in _CAPABILITY_FLAGS else "DEFAULT"
 
 
-def _compiler() -> Optional[str]:
+def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         if name and shutil.which(name):
             return shutil.which(name)
@@ -73,7 +84,8 @@ def _cache_dir() -> Path:
     if os.environ.get("MOMENTUMRNN_EXTENSIONS_DIR"):
         return Path(os.environ["MOMENTUMRNN_EXTENSIONS_DIR"])
     base = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch_extensions")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch_extensions"
+    )
     return Path(base) / "momentumrnn"
 
 
@@ -81,9 +93,18 @@ def _flags(std: str) -> list:
     """The compiler flags: the instruction set from the capability torch detected on this CPU, on top
     of the x86-64 baseline (so that a compiler configured with another default ``-march``, e.g. the
     build machine's, cannot put other instructions in)."""
-    flags = ["-O3", f"-std={std}", "-fPIC", "-shared", "-w", "-DNDEBUG", "-ffp-contract=off",
-             "-fvisibility=hidden", "-fvisibility-inlines-hidden",
-             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    flags = [
+        "-O3",
+        f"-std={std}",
+        "-fPIC",
+        "-shared",
+        "-w",
+        "-DNDEBUG",
+        "-ffp-contract=off",
+        "-fvisibility=hidden",
+        "-fvisibility-inlines-hidden",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+    ]
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags += ["-march=x86-64", "-mtune=generic"]
     flags += _CAPABILITY_FLAGS.get(_capability(), [])
@@ -105,11 +126,20 @@ def _command(cxx: str, std: str, out: Path) -> list:
 def _cache_key(cxx: str, version: str) -> str:
     """What the built library depends on: the sources, torch, the compiler, its flags (the
     instruction set among them), the platform."""
-    return hashlib.sha256(b"\0".join([
-        *(p.read_bytes() for p in SOURCES), torch.__version__.encode(), cxx.encode(), version.encode(),
-        _capability().encode(), " ".join(_flags("c++20") + _flags("c++17")).encode(), sys.platform.encode(),
-        platform.machine().encode(),
-    ])).hexdigest()[:16]
+    return hashlib.sha256(
+        b"\0".join(
+            [
+                *(p.read_bytes() for p in SOURCES),
+                torch.__version__.encode(),
+                cxx.encode(),
+                version.encode(),
+                _capability().encode(),
+                " ".join(_flags("c++20") + _flags("c++17")).encode(),
+                sys.platform.encode(),
+                platform.machine().encode(),
+            ]
+        )
+    ).hexdigest()[:16]
 
 
 def _build() -> tuple:
@@ -129,8 +159,8 @@ def _build() -> tuple:
     cache = _cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=cache, delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=cache, delete=True):
+            pass
     except OSError:
         cache = Path(tempfile.gettempdir()) / f"momentumrnn-ext-{os.getuid() if hasattr(os, 'getuid') else 0}"
         cache.mkdir(parents=True, exist_ok=True)
@@ -154,7 +184,7 @@ def _build() -> tuple:
     return None, f"compiling {SOURCE.name} with {cxx} failed: {errors[-1]}"
 
 
-def load():
+def load() -> _OpNamespace | None:
     """The compiled operators (``torch.ops.momentumrnn_ext``), building them on first use; ``None``
     where they cannot be built (the reason: :func:`status`)."""
     if _state["tried"]:
@@ -163,25 +193,32 @@ def load():
         if _state["tried"]:
             return _state["ops"]
         path, reason = _build()
-        ops = None
+        ops: _OpNamespace | None = None
         if path is not None:
             try:
                 torch.ops.load_library(str(path))
                 ops = getattr(torch.ops, _NAMESPACE)
                 ops.forward, ops.backward  # noqa: B018 - resolve both now
-            except Exception as e:  # noqa: BLE001 - any failure means: use the Python loop
+            except Exception as e:  # any failure means: use the Python loop
                 ops, reason = None, f"loading {path} failed: {e}"
         _state.update(tried=True, ops=ops, reason=reason or "loaded", path=str(path) if ops else None)
         if ops is None and not reason.startswith("disabled"):
-            warnings.warn(f"momentumrnn: the compiled CPU time loop is not available ({reason}); "
-                          "Adam / RMSProp / Nesterov layers run on the Python loop (same results, slower). "
-                          "Set MOMENTUMRNN_NO_EXTENSION=1 to skip the build and this warning.", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"momentumrnn: the compiled CPU time loop is not available ({reason}); "
+                "Adam / RMSProp / Nesterov layers run on the Python loop (same results, slower). "
+                "Set MOMENTUMRNN_NO_EXTENSION=1 to skip the build and this warning.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return ops
 
 
 def status() -> dict:
     """``{"available": bool, "reason": str, "path": str | None, "capability": str}`` (builds if needed)."""
     ops = load()
-    return {"available": ops is not None, "reason": _state["reason"], "path": _state["path"],
-            "capability": _capability()}
+    return {
+        "available": ops is not None,
+        "reason": _state["reason"],
+        "path": _state["path"],
+        "capability": _capability(),
+    }

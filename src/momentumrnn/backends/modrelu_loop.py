@@ -33,7 +33,8 @@ acts on the modulus of each pair ``(h_j, h_{j+H})``. ``h B`` is one real ``2H x 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -95,7 +96,7 @@ def _modrelu_step_pairs(z: Tensor, bias: Tensor, r: Tensor, alpha: Tensor) -> Te
     return z
 
 
-def _blocks(T: int):
+def _blocks(T: int) -> list[tuple[int, int]]:
     return [(t0, min(T, t0 + BLOCK)) for t0 in range(0, T, BLOCK)]
 
 
@@ -110,25 +111,25 @@ class DriveFactors(NamedTuple):
 
     xs: Tensor
     a: Tensor
-    pv: Optional[Tensor] = None
-    v0: Optional[Tensor] = None
-    qs: Optional[Tensor] = None
-    c: Optional[Tensor] = None
-    pm: Optional[Tensor] = None
-    m0: Optional[Tensor] = None
+    pv: Tensor | None = None
+    v0: Tensor | None = None
+    qs: Tensor | None = None
+    c: Tensor | None = None
+    pm: Tensor | None = None
+    m0: Tensor | None = None
 
 
 class _FactoredDrive:
     """Block-wise forward and backward of a :class:`DriveFactors` drive."""
 
-    def __init__(self, f: DriveFactors, paired: bool, needs_grad):
+    def __init__(self, f: DriveFactors, paired: bool, needs_grad: Sequence[bool] | None):
         self.f, self.paired = f, paired
-        T, B, self.I = f.xs.shape
+        _, B, self.I = f.xs.shape
         self.N, self.B = f.a.shape[0], B
         self.normalized = f.qs is not None
         self.needs = needs_grad  # (xs, a, v0, qs, c, m0, pv, pm)
-        if self.normalized:
-            self.Iq, self.Hm = f.qs.shape[2], f.c.shape[0]
+        if self.normalized:  # qs and c given (and pm with m0)
+            self.Iq, self.Hm = cast(Tensor, f.qs).shape[2], cast(Tensor, f.c).shape[0]
             # rden of one block, recomputed in the backward (cheaper than keeping T x B x Hm of it)
             self.rden = f.xs.new_empty(BLOCK, B, self.Hm)
             self.clamp = self.Iq > 1  # a sum of mixed-sign products: keep rounding from going below 0
@@ -137,17 +138,18 @@ class _FactoredDrive:
         f, n, B = self.f, t1 - t0, self.B
         torch.mm(f.xs[t0:t1].reshape(n * B, self.I), f.a.t(), out=out.view(n * B, self.N))
         if f.v0 is not None:
-            out.addcmul_(f.pv[t0:t1], f.v0)
+            out.addcmul_(cast(Tensor, f.pv)[t0:t1], f.v0)  # pv with v0
         return out
 
     def _rden(self, t0: int, t1: int) -> Tensor:
         f, n, B = self.f, t1 - t0, self.B
+        qs, c = cast(Tensor, f.qs), cast(Tensor, f.c)  # normalized: given
         rd = self.rden[:n]
-        torch.mm(f.qs[t0:t1].reshape(n * B, self.Iq), f.c.t(), out=rd.view(n * B, self.Hm))
+        torch.mm(qs[t0:t1].reshape(n * B, self.Iq), c.t(), out=rd.view(n * B, self.Hm))
         if self.clamp:
             rd.clamp_min_(0)
         if f.m0 is not None:
-            rd.addcmul_(f.pm[t0:t1], f.m0)
+            rd.addcmul_(cast(Tensor, f.pm)[t0:t1], f.m0)  # pm with m0
         return rd.add_(ADAM_EPS).rsqrt_()
 
     def _scale(self, v: Tensor, rd: Tensor) -> Tensor:
@@ -165,16 +167,24 @@ class _FactoredDrive:
         if self.normalized:
             self._scale(out, self._rden(t0, t1))
 
-    def backward_init(self):
-        f, L, B = self.f, BLOCK, self.B
-        self.grads = [torch.empty_like(f.xs) if self.needs[0] else None, torch.zeros_like(f.a),
-                      torch.zeros_like(f.v0) if self.needs[2] else None, None, None, None,
-                      torch.empty_like(f.pv) if self.needs[6] else None, None]
+    def backward_init(self) -> None:
+        # a factor that needs a gradient is given (and the backward's drive has needs_grad)
+        f, L, B, needs = self.f, BLOCK, self.B, cast(Sequence[bool], self.needs)
+        self.grads: list[Tensor | None] = [
+            torch.empty_like(f.xs) if needs[0] else None,
+            torch.zeros_like(f.a),
+            torch.zeros_like(cast(Tensor, f.v0)) if needs[2] else None,
+            None,
+            None,
+            None,
+            torch.empty_like(cast(Tensor, f.pv)) if needs[6] else None,
+            None,
+        ]
         if self.normalized:
-            self.grads[3] = torch.empty_like(f.qs) if self.needs[3] else None
-            self.grads[4] = torch.zeros_like(f.c)
-            self.grads[5] = torch.zeros_like(f.m0) if self.needs[5] else None
-            self.grads[7] = torch.empty_like(f.pm) if self.needs[7] else None
+            self.grads[3] = torch.empty_like(cast(Tensor, f.qs)) if needs[3] else None
+            self.grads[4] = torch.zeros_like(cast(Tensor, f.c))
+            self.grads[5] = torch.zeros_like(cast(Tensor, f.m0)) if needs[5] else None
+            self.grads[7] = torch.empty_like(cast(Tensor, f.pm)) if needs[7] else None
             self.r = f.xs.new_empty(L, B, self.N)
             self.v = f.xs.new_empty(L, B, self.N)
             self.w = f.xs.new_empty(L, B, self.Hm) if self.paired else self.v
@@ -182,6 +192,7 @@ class _FactoredDrive:
     def backward_block(self, t0: int, t1: int, dz: Tensor) -> None:
         """Gradients from ``dz`` ``(n, B, N)`` (w.r.t. ``d`` of steps ``t0..t1-1``):
         ``dV = dz rden``; ``dM = -1/2 (sum over parts of dV V) rden^2``."""
+        # (a gradient is there for a given factor, and a factor is given where its pair or mode says)
         f, n, B, N = self.f, t1 - t0, self.B, self.N
         dxs, da, dv0, dqs, dc, dm0, dpv, dpm = self.grads
         xs = f.xs[t0:t1].reshape(n * B, self.I)
@@ -195,34 +206,31 @@ class _FactoredDrive:
         else:
             r3 = dz
         r = r3.view(n * B, N)
-        da.addmm_(r.t(), xs)
+        cast(Tensor, da).addmm_(r.t(), xs)
         if dxs is not None:
             torch.mm(r, f.a, out=dxs[t0:t1].view(n * B, self.I))
         if dv0 is not None:
-            dv0.add_((r3 * f.pv[t0:t1]).sum(0))
+            dv0.add_((r3 * cast(Tensor, f.pv)[t0:t1]).sum(0))
         if dpv is not None:  # the decay of v0 (a learnable mu): sum over units (and batch if shared)
-            g = (r3 * f.v0).sum(2, keepdim=True)
+            g = (r3 * cast(Tensor, f.v0)).sum(2, keepdim=True)
             dpv[t0:t1] = g.sum(1, keepdim=True) if dpv.shape[1] == 1 else g
         if not self.normalized:
             return
         Hm = self.Hm
         v = self._V(t0, t1, self.v[:n]).view(n * B, N).mul_(r)
-        if self.paired:
-            w = torch.sum(v.view(n * B, 2, Hm), 1, out=self.w[:n].view(n * B, Hm))
-        else:
-            w = v
+        w = torch.sum(v.view(n * B, 2, Hm), 1, out=self.w[:n].view(n * B, Hm)) if self.paired else v
         rdf = rd.view(n * B, Hm)
         w.mul_(rdf).mul_(rdf)  # -2 dM
-        dc.addmm_(w.t(), f.qs[t0:t1].reshape(n * B, self.Iq))
+        cast(Tensor, dc).addmm_(w.t(), cast(Tensor, f.qs)[t0:t1].reshape(n * B, self.Iq))
         if dqs is not None:
-            torch.mm(w, f.c, out=dqs[t0:t1].view(n * B, self.Iq))
+            torch.mm(w, cast(Tensor, f.c), out=dqs[t0:t1].view(n * B, self.Iq))
         if dm0 is not None:
-            dm0.add_((w.view(n, B, Hm) * f.pm[t0:t1]).sum(0))
+            dm0.add_((w.view(n, B, Hm) * cast(Tensor, f.pm)[t0:t1]).sum(0))
         if dpm is not None:
-            g = (w.view(n, B, Hm) * f.m0).sum(2, keepdim=True)
+            g = (w.view(n, B, Hm) * cast(Tensor, f.m0)).sum(2, keepdim=True)
             dpm[t0:t1] = g.sum(1, keepdim=True) if dpm.shape[1] == 1 else g
 
-    def backward_result(self):
+    def backward_result(self) -> tuple[Tensor | None, ...]:
         dxs, da, dv0, dqs, dc, dm0, dpv, dpm = self.grads
         for g in (dqs, dc, dm0, dpm):
             if g is not None:
@@ -235,10 +243,26 @@ class ModReLURecurrence:
     ``autograd.Function``; :mod:`.ops` runs them inside its custom operators."""
 
     @staticmethod
-    def forward(ctx, h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0):
+    def forward(
+        ctx: Any,
+        h0: Tensor,
+        W: Tensor,
+        bias: Tensor,
+        paired: bool,
+        d: Tensor | None,
+        xs: Tensor | None,
+        a: Tensor | None,
+        pv: Tensor | None,
+        v0: Tensor | None,
+        qs: Tensor | None,
+        c: Tensor | None,
+        pm: Tensor | None,
+        m0: Tensor | None,
+    ) -> Tensor:
         ctx.set_materialize_grads(False)
         factored = d is None
-        if factored:
+        if d is None:  # factored: xs and a given
+            xs, a = cast(Tensor, xs), cast(Tensor, a)
             T, B, _ = xs.shape
             N = a.shape[0]
             hs = xs.new_empty(T, B, N)
@@ -248,6 +272,8 @@ class ModReLURecurrence:
             T, B, N = d.shape
             hs = torch.empty_like(d, memory_format=torch.contiguous_format)
         h_steps = hs.unbind(0)
+        rs: Tensor | None
+        alphas: Tensor | None
         if paired:
             H = N // 2
             rs = hs.new_empty(T, B, H)  # |z|
@@ -259,7 +285,7 @@ class ModReLURecurrence:
             s = hs.new_empty(B, N)
         h = h0
         for t0, t1 in _blocks(T):
-            if factored:
+            if d is None:
                 drive.forward_block(t0, t1, hs[t0:t1])
             else:
                 hs[t0:t1].copy_(d[t0:t1])
@@ -277,7 +303,7 @@ class ModReLURecurrence:
         return hs
 
     @staticmethod
-    def backward(ctx, d_hs):
+    def backward(ctx: Any, d_hs: Tensor | None) -> tuple[Tensor | None, ...]:
         if d_hs is None:
             return (None,) * 13
         if ctx.factored:
@@ -331,7 +357,7 @@ class ModReLURecurrence:
                 if t == T - 1:
                     g.copy_(g_steps[t])
                 else:
-                    nxt = dzb_steps[i + 1] if i + 1 < n else (dz[t1] if full else later)
+                    nxt = dzb_steps[i + 1] if i + 1 < n else (dz[t1] if full else cast(Tensor, later))
                     if paired:
                         product.acc(g.copy_(g_steps[t]), nxt)
                     else:
@@ -352,12 +378,12 @@ class ModReLURecurrence:
             if not full:
                 # dW += h_{t-1}^T dz_t over the block
                 if t0 > 0:
-                    d_W.addmm_(hs[t0 - 1:t1 - 1].flatten(0, 1).t(), dzb.flatten(0, 1))
+                    d_W.addmm_(hs[t0 - 1 : t1 - 1].flatten(0, 1).t(), dzb.flatten(0, 1))
                 else:
                     d_W.addmm_(h0.t(), dzb[0])
                     if n > 1:
-                        d_W.addmm_(hs[:n - 1].flatten(0, 1).t(), dzb[1:].flatten(0, 1))
-                later.copy_(dzb[0])
+                        d_W.addmm_(hs[: n - 1].flatten(0, 1).t(), dzb[1:].flatten(0, 1))
+                cast(Tensor, later).copy_(dzb[0])
         dz0 = dz[0]  # (the first step's dz: in the block buffer, the first block was done last)
         d_h0 = product.acc(torch.zeros_like(h0), dz0) if paired else dz0 @ Wt
         if full:
@@ -379,7 +405,19 @@ class ModReLULookahead:
     forward and backward; returns ``(hs, ps)``."""
 
     @staticmethod
-    def forward(ctx, h0, W, bias, paired, x, a, ca, cb, p0, valid):
+    def forward(
+        ctx: Any,
+        h0: Tensor,
+        W: Tensor,
+        bias: Tensor,
+        paired: bool,
+        x: Tensor,
+        a: Tensor,
+        ca: Tensor,
+        cb: Tensor,
+        p0: Tensor,
+        valid: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         T, B, _ = x.shape
         N = a.shape[0]
@@ -387,6 +425,8 @@ class ModReLULookahead:
         hs = ps.new_empty(T, B, N)
         p_steps, h_steps = ps.unbind(0), hs.unbind(0)
         ca_steps, cb_steps = ca.unbind(0), cb.unbind(0)
+        rs: Tensor | None
+        alphas: Tensor | None
         if paired:
             H = N // 2
             rs, alphas = hs.new_empty(T, B, H), hs.new_empty(T, B, H)
@@ -402,14 +442,17 @@ class ModReLULookahead:
             else:
                 p.addmm_(h, W)
             g = torch.mul(p, ca_steps[t], out=h_steps[t]).addcmul_(p_prev, cb_steps[t], value=-1)
-            h = _modrelu_step_pairs(g, bias, rs[t], alphas[t]) if paired else _modrelu_step_real(g, bias, s)
+            if paired:  # rs and alphas made
+                h = _modrelu_step_pairs(g, bias, cast(Tensor, rs)[t], cast(Tensor, alphas)[t])
+            else:
+                h = _modrelu_step_real(g, bias, s)
             p_prev = p
         ctx.paired = paired
         ctx.save_for_backward(h0, W, bias, x, a, ca, cb, hs, rs, alphas, valid)
         return hs, ps
 
     @staticmethod
-    def backward(ctx, d_hs, d_ps):
+    def backward(ctx: Any, d_hs: Tensor | None, d_ps: Tensor | None) -> tuple[Tensor | None, ...]:
         h0, W, bias, x, a, ca, cb, hs, rs, alphas, valid = ctx.saved_tensors
         paired = ctx.paired
         T, B, N = hs.shape

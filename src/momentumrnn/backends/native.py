@@ -12,16 +12,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import torch
-from torch import Tensor, _VF
+from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..filters import cumulative_decay, linear_filter
 from ..lengths import at_last_step
 from ..schemes import MomentumState
+
+if TYPE_CHECKING:
+    from .._typing import GatedLayer, Hidden, HyperParameters, Layer, StepResult
+    from ..lengths import SeqInfo
 
 __all__ = ["GatedParams", "flat_weights", "native_call", "run_native", "run_filtered", "capable"]
 
@@ -32,43 +37,72 @@ class GatedParams(NamedTuple):
 
     w_ih: Tensor
     w_hh: Tensor
-    b_ih: Optional[Tensor]
-    b_hh: Optional[Tensor]
-    w_hr: Optional[Tensor] = None
+    b_ih: Tensor | None
+    b_hh: Tensor | None
+    w_hr: Tensor | None = None
 
 
-def flat_weights(p: GatedParams, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None) -> list:
+#: a native RNN kernel of ``_VF`` (``lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu``): ``(out, h_T[, c_T])``
+_Kernel = Callable[..., tuple[Tensor, ...]]
+
+
+class _Cell(Protocol):
+    """What :func:`native_call` reads of a layer (a :class:`~momentumrnn._typing.GatedLayer`, or the
+    stand-in of :func:`_probe`)."""
+
+    host: str
+    nonlinearity: str | None
+    hidden_size: int
+    training: bool
+
+
+def flat_weights(p: GatedParams, w_ih: Tensor | None = None, b_ih: Tensor | None = None) -> list[Tensor]:
     """The weights of one direction in the native kernels' order, ``[w_ih, w_hh, (b_ih, b_hh), (w_hr)]``
     (torch.nn's ``_flat_weights``), with ``w_ih`` / ``b_ih`` replaced where given."""
     weights = [p.w_ih if w_ih is None else w_ih, p.w_hh]
     if p.b_hh is not None:
-        weights += [p.b_ih if b_ih is None else b_ih, p.b_hh]
+        # torch.nn's biases: both or neither
+        weights += [cast(Tensor, p.b_ih) if b_ih is None else b_ih, p.b_hh]
     if p.w_hr is not None:
         weights.append(p.w_hr)
     return weights
 
 
-def native_call(layer, x: Tensor, lengths: Optional[Tensor], h0, c0, weights: list):
+def native_call(
+    layer: _Cell,
+    x: Tensor,
+    lengths: Tensor | None,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    weights: list[Tensor],
+) -> tuple[Tensor, Tensor, Any]:
     """One native single-layer, single-direction call on :func:`flat_weights`; returns
-    ``(out, h_T, c_T)``. An LSTM with projections (a fifth / third weight ``w_hr``) is told by
-    the kernel from ``h0`` being narrower than ``c0`` (ATen's ``lstm``: ``has_projections``)."""
+    ``(out, h_T, c_T)`` (``c_T`` the LSTM's, else None). An LSTM with projections (a fifth / third
+    weight ``w_hr``) is told by the kernel from ``h0`` being narrower than ``c0`` (ATen's ``lstm``:
+    ``has_projections``)."""
     has_biases = len(weights) in (4, 5)
     T, B, _ = x.shape
     H = layer.hidden_size
     if h0 is None:
         h0 = x.new_zeros(B, weights[1].shape[1])  # the width of h: W_hh's columns
+    # the LSTM's kernel takes hx = (h, c), the others one tensor: called through one signature
+    hx: Tensor | tuple[Tensor, ...]
     if layer.host == "lstm":
         hx = (h0.unsqueeze(0), (c0 if c0 is not None else x.new_zeros(B, H)).unsqueeze(0))
-        fn = _VF.lstm
+        fn = cast(_Kernel, _VF.lstm)
     else:
         hx = h0.unsqueeze(0)
-        fn = _VF.gru if layer.host == "gru" else (_VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu)
+        fn = cast(
+            _Kernel,
+            _VF.gru if layer.host == "gru" else (_VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu),
+        )
     if lengths is None:
         res = fn(x, hx, weights, has_biases, 1, 0.0, layer.training, False, False)
         out, state = res[0], res[1:]
     else:
         packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
-        si, ui = packed.sorted_indices, packed.unsorted_indices
+        # both set: enforce_sorted=False
+        si, ui = cast(Tensor, packed.sorted_indices), cast(Tensor, packed.unsorted_indices)
         hx = tuple(t.index_select(1, si) for t in hx) if isinstance(hx, tuple) else hx.index_select(1, si)
         res = fn(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, layer.training, False)
         out = pad_packed_sequence(PackedSequence(res[0], packed.batch_sizes, si, ui), total_length=T)[0]
@@ -78,10 +112,10 @@ def native_call(layer, x: Tensor, lengths: Optional[Tensor], h0, c0, weights: li
     return out, hT, cT
 
 
-_CAPABLE: dict = {}
+_CAPABLE: dict[tuple[str, str | None, str, torch.dtype], bool] = {}
 
 
-def capable(layer, x: Tensor) -> bool:
+def capable(layer: Layer, x: Tensor) -> bool:
     """Whether the native kernel of ``layer``'s host runs, forward and backward, on ``x``'s
     device and dtype. float32 / float64: always. Other dtypes (bfloat16, float16: oneDNN's RNN
     primitives depend on the CPU's instruction set) are probed once with a tiny call and the
@@ -90,22 +124,25 @@ def capable(layer, x: Tensor) -> bool:
     dtype = x.dtype
     if dtype in (torch.float32, torch.float64):
         return True
-    key = (layer.host, layer.nonlinearity, x.device.type, dtype)
+    gated = cast("GatedLayer", layer)  # the probe of the gated hosts' native backends (backends.FALLBACK)
+    key = (gated.host, gated.nonlinearity, x.device.type, dtype)
     if key not in _CAPABLE:
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return True
-        _CAPABLE[key] = _probe(layer.host, layer.nonlinearity, x.device, dtype)
+        _CAPABLE[key] = _probe(gated.host, gated.nonlinearity, x.device, dtype)
     return _CAPABLE[key]
 
 
-def _probe(host, nonlinearity, device, dtype) -> bool:
+def _probe(host: str, nonlinearity: str | None, device: torch.device, dtype: torch.dtype) -> bool:
     G = {"rnn": 1, "lstm": 4, "gru": 3}[host] * 2
     tiny = SimpleNamespace(host=host, nonlinearity=nonlinearity, hidden_size=2, training=True)
     try:
         with torch.enable_grad():
             x = torch.randn(3, 2, 2, device=device, dtype=dtype, requires_grad=True)
-            weights = [torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
-                       for shape in ((G, 2), (G, 2), (G,), (G,))]
+            weights = [
+                torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+                for shape in ((G, 2), (G, 2), (G,), (G,))
+            ]
             out = native_call(tiny, x, None, None, None, weights)[0]
             out.float().sum().backward()
         return bool(torch.isfinite(out).all()) and x.grad is not None
@@ -113,11 +150,19 @@ def _probe(host, nonlinearity, device, dtype) -> bool:
         return False
 
 
-def _finals(layer, hT, cT) -> dict:
+def _finals(layer: GatedLayer, hT: Tensor, cT: Tensor | None) -> dict:
     return {"h": hT, "c": cT} if layer.host == "lstm" else {"h": hT}
 
 
-def run_native(layer, p: GatedParams, x, seq, hidden0, mom0, hp):
+def run_native(
+    layer: GatedLayer,
+    p: GatedParams,
+    x: Tensor,
+    seq: SeqInfo,
+    hidden0: Hidden,
+    mom0: MomentumState,
+    hp: HyperParameters,
+) -> StepResult:
     """A trivial drive: the native kernel, and the momentum state of a plain cell (``v_t = u_t``,
     the restart counter running)."""
     out, hT, cT = native_call(layer, x, seq.lengths, hidden0["h"], hidden0.get("c"), flat_weights(p))
@@ -133,7 +178,15 @@ def run_native(layer, p: GatedParams, x, seq, hidden0, mom0, hp):
     return out, _finals(layer, hT, cT), MomentumState(v=v, step=step)
 
 
-def run_filtered(layer, p: GatedParams, x, seq, hidden0, mom0, hp):
+def run_filtered(
+    layer: GatedLayer,
+    p: GatedParams,
+    x: Tensor,
+    seq: SeqInfo,
+    hidden0: Hidden,
+    mom0: MomentumState,
+    hp: HyperParameters,
+) -> StepResult:
     """A linear drive: the native kernel on the filtered input."""
     mu, eps = hp
     T, B, _ = x.shape

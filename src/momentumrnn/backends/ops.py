@@ -25,7 +25,8 @@ eager mode, at run time. The conventions (which a new kernel follows too):
 """
 
 import functools
-from typing import Optional, Tuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -34,47 +35,64 @@ from . import literal
 from .fused_kernel import DriveSpec, FusedRecurrence, _BlockedNormalizedDrive, normalized_block_size
 from .modrelu_loop import DriveFactors, ModReLULookahead, ModReLURecurrence
 
+if TYPE_CHECKING:
+    from torch.library import CustomOpDef
+
 __all__ = ["fused_recurrence", "modrelu_recurrence", "modrelu_lookahead"]
 
 
 class _Ctx:
     """What the kernel bodies expect of an autograd ctx, outside autograd."""
 
-    def __init__(self, **attrs):
+    saved_tensors: tuple[Tensor | None, ...]
+    # the normalized drive's, for the fused kernel's backward
+    blocked: _BlockedNormalizedDrive
+    starts: tuple[Tensor | None, Tensor | None]
+
+    def __init__(self, **attrs: Any) -> None:
         self.__dict__.update(attrs)
 
-    def save_for_backward(self, *tensors):
+    def save_for_backward(self, *tensors: Tensor | None) -> None:
         self.saved_tensors = tensors
 
-    def set_materialize_grads(self, value):
+    def set_materialize_grads(self, value: bool) -> None:
         pass
 
 
-def _out(t: Optional[Tensor], like: Tensor) -> Tensor:
+def _out(t: Tensor | None, like: Tensor) -> Tensor:
     """An output of an operator: the tensor (contiguous), or an empty placeholder for None."""
     return like.new_empty(0) if t is None else t.contiguous()
 
 
-def _grads_out(grads, tensors, needs) -> tuple:
+def _grads_out(
+    grads: Sequence[Tensor | None], tensors: Sequence[Tensor | None], needs: Sequence[bool]
+) -> tuple[Tensor, ...]:
     """The backward operator's outputs: the gradient of each tensor input that needs one (zeros
-    where the body has none), an empty placeholder for the others."""
+    where the body has none), an empty placeholder for the others (an input that needs one is given)."""
     ref = next(t for t in tensors if t is not None)
-    return tuple((g.contiguous() if g is not None else t.new_zeros(t.shape)) if n else ref.new_empty(0)
-                 for g, t, n in zip(grads, tensors, needs))
+    given = cast("Sequence[Tensor]", tensors)  # each one that needs a gradient is given
+    return tuple(
+        (g.contiguous() if g is not None else t.new_zeros(t.shape)) if n else ref.new_empty(0)
+        for g, t, n in zip(grads, given, needs)
+    )
 
 
-def _grads_fake(tensors, needs) -> tuple:
+def _grads_fake(tensors: Sequence[Tensor | None], needs: Sequence[bool]) -> tuple[Tensor, ...]:
     ref = next(t for t in tensors if t is not None)
-    return tuple(t.new_empty(t.shape) if n else ref.new_empty(0) for t, n in zip(tensors, needs))
+    given = cast("Sequence[Tensor]", tensors)  # each one that needs a gradient is given
+    return tuple(t.new_empty(t.shape) if n else ref.new_empty(0) for t, n in zip(given, needs))
 
 
-def autocast_off(kernel):
+_R = TypeVar("_R")
+
+
+def autocast_off(kernel: Callable[..., _R]) -> Callable[..., _R]:
     """The kernels compute in their inputs' dtype: autocast is switched off inside them (it is
     on in the caller's thread e.g. when a backward runs inside an autocast region). The context
     is entered only when autocast is on: entering it costs about 10 us, twice per layer call."""
 
     @functools.wraps(kernel)
-    def run(*args):
+    def run(*args: Any) -> _R:
         device = next(a for a in args if isinstance(a, Tensor)).device.type
         if not torch.is_autocast_enabled(device):
             return kernel(*args)
@@ -84,15 +102,15 @@ def autocast_off(kernel):
     return run
 
 
-_BODIES: dict = {}
+_BODIES: dict["CustomOpDef", Callable[..., Any]] = {}
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 
-def kernel_op(name: str, **kwargs):
+def kernel_op(name: str, **kwargs: Any) -> Callable[[Callable[..., object]], "CustomOpDef"]:
     """``torch.library.custom_op(name, mutates_args=())`` over a kernel body (autocast off
     inside); the body is also kept for :func:`invoke`."""
 
-    def wrap(kernel):
+    def wrap(kernel: Callable[..., object]) -> "CustomOpDef":
         body = autocast_off(kernel)
         op = torch.library.custom_op(name, mutates_args=(), **kwargs)(body)
         _BODIES[op] = body
@@ -101,7 +119,7 @@ def kernel_op(name: str, **kwargs):
     return wrap
 
 
-def invoke(op, *args):
+def invoke(op: "CustomOpDef", *args: Any) -> Any:
     """Call a kernel operator from its autograd.Function (forward or backward). In eager mode
     (nothing compiling, exporting or tracing; plain tensors) the body runs directly: the custom
     operator's Python layer (schema binding, redispatch, aliasing checks) adds nothing there and
@@ -114,7 +132,12 @@ def invoke(op, *args):
     return _BODIES[op](*args)
 
 
-def _differentiable(reference, tensors, grads, needs) -> list:
+def _differentiable(
+    reference: Callable[..., Sequence[Tensor | None]],
+    tensors: Sequence[Tensor | None],
+    grads: Sequence[Tensor | None],
+    needs: Sequence[bool],
+) -> list[Tensor | None]:
     """Gradients of ``reference(*tensors)`` with respect to the tensors that need them, as a
     differentiable function of everything (the double-backward path)."""
     wrt = [i for i, n in enumerate(needs) if n]
@@ -122,16 +145,21 @@ def _differentiable(reference, tensors, grads, needs) -> list:
     with torch.enable_grad(), torch.autocast(device, enabled=False):
         outs = reference(*tensors)
     pairs = [(o, g) for o, g in zip(outs, grads) if o is not None and g is not None and o.requires_grad]
-    res = [None] * len(tensors)
+    res: list[Tensor | None] = [None] * len(tensors)
     if pairs and wrt:
-        got = torch.autograd.grad([o for o, _ in pairs], [tensors[i] for i in wrt], [g for _, g in pairs],
-                                  create_graph=True, allow_unused=True)
+        got = torch.autograd.grad(
+            [o for o, _ in pairs],
+            [cast(Tensor, tensors[i]) for i in wrt],
+            [g for _, g in pairs],
+            create_graph=True,
+            allow_unused=True,
+        )
         for i, g in zip(wrt, got):
             res[i] = g
     return res
 
 
-def call(function, op, args):
+def call(function: type[torch.autograd.Function], op: "CustomOpDef", args: tuple) -> Any:
     # A traced TorchScript graph records the operator itself (autograd from register_autograd,
     # serializable); everything else goes through the autograd.Function (torch.func, compile).
     return op(*args) if torch.jit.is_tracing() else function.apply(*args)
@@ -139,86 +167,275 @@ def call(function, op, args):
 
 # ================================================================ fused gated recurrence
 # tensor inputs, in order; the first _FUSED_GRADS of them get gradients
-_FUSED_TENSORS = ("e", "x", "w_ih", "b_ih", "bias_e", "h0", "c0", "p0", "v0", "m0", "w_hh", "b_hn", "w_hr",
-                  "alpha", "beta_k", "valid", "last")
+_FUSED_TENSORS = (
+    "e",
+    "x",
+    "w_ih",
+    "b_ih",
+    "bias_e",
+    "h0",
+    "c0",
+    "p0",
+    "v0",
+    "m0",
+    "w_hh",
+    "b_hn",
+    "w_hr",
+    "alpha",
+    "beta_k",
+    "valid",
+    "last",
+)
 _FUSED_GRADS = 13
-_T = Optional[Tensor]
+_T = Tensor | None
+# Operators' outputs, a fixed number of tensors each, spelled out for the type checker (to the
+# operator's schema the same annotation as ``tuple[(Tensor,) * n]``); 13: _FUSED_GRADS
+_Tensors9 = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+_Tensors12 = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+_Tensors13 = tuple[
+    Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor
+]
 
 
 @kernel_op("momentumrnn::fused_recurrence")
-def _fused_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
-              e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
-              w_hh: Tensor, b_hn: _T, w_hr: _T, alpha: _T, beta_k: _T, valid: _T, last: _T
-              ) -> Tuple[(Tensor,) * 9]:
+def _fused_op(
+    host: str,
+    nonlinearity: str,
+    kind: str,
+    mu: float,
+    epsilon: float,
+    beta: float,
+    e: _T,
+    x: _T,
+    w_ih: _T,
+    b_ih: _T,
+    bias_e: _T,
+    h0: Tensor,
+    c0: _T,
+    p0: _T,
+    v0: _T,
+    m0: _T,
+    w_hh: Tensor,
+    b_hn: _T,
+    w_hr: _T,
+    alpha: _T,
+    beta_k: _T,
+    valid: _T,
+    last: _T,
+) -> _Tensors9:
     """``(hs, cs, ps, v_last, m_last, acts, rn, starts_v, starts_m)``; see :func:`fused_recurrence`.
     ``acts``, ``rn`` (GRU) and ``starts_v`` / ``starts_m`` ``(blocks, B, G)`` (Adam / RMSProp: the
     states entering each block) are for the backward."""
     ctx = _Ctx()
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
-    outs = FusedRecurrence.forward(ctx, host, nonlinearity, spec, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0,
-                                   w_hh, b_hn, w_hr, alpha, beta_k, valid, last)
+    outs = FusedRecurrence.forward(
+        ctx,
+        host,
+        nonlinearity,
+        spec,
+        e,
+        x,
+        w_ih,
+        b_ih,
+        bias_e,
+        h0,
+        c0,
+        p0,
+        v0,
+        m0,
+        w_hh,
+        b_hn,
+        w_hr,
+        alpha,
+        beta_k,
+        valid,
+        last,
+    )
     acts, rn = ctx.saved_tensors[10], ctx.saved_tensors[12]
     starts_v, starts_m = getattr(ctx, "starts", (None, None))
-    return tuple(_out(t, h0) for t in (*outs, acts, rn, starts_v, starts_m))
+    return cast(_Tensors9, tuple(_out(t, h0) for t in (*outs, acts, rn, starts_v, starts_m)))
 
 
 @_fused_op.register_fake
-def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr,
-      alpha, beta_k, valid, last):
+def _(
+    host: str,
+    nonlinearity: str,
+    kind: str,
+    mu: float,
+    epsilon: float,
+    beta: float,
+    e: _T,
+    x: _T,
+    w_ih: _T,
+    b_ih: _T,
+    bias_e: _T,
+    h0: Tensor,
+    c0: _T,
+    p0: _T,
+    v0: _T,
+    m0: _T,
+    w_hh: Tensor,
+    b_hn: _T,
+    w_hr: _T,
+    alpha: _T,
+    beta_k: _T,
+    valid: _T,
+    last: _T,
+) -> _Tensors9:
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
     normalized = spec.mode == "normalized"
+    x = cast(Tensor, x)  # given where read below: without a drive e, and for a normalized one
     T, B = (e.shape[0], e.shape[1]) if e is not None else (x.shape[0], x.shape[1])
     G, P = w_hh.shape  # P: the width of h; H: the cell's (they differ with a projection w_hr)
     H = w_hr.shape[1] if w_hr is not None else P
 
-    def new(use, *shape):
+    def new(use: bool, *shape: int) -> Tensor:
         return h0.new_empty(shape if use else (0,))
 
     nb = -(-T // normalized_block_size(B, G, x.element_size())) if normalized else 0
-    return (new(True, T, B, P), new(host == "lstm", T, B, H), new(alpha is not None, T, B, G),
-            new(normalized and spec.velocity, B, G), new(normalized, B, G), new(host != "rnn", T, B, G),
-            new(host == "gru", T, B, H), new(normalized and spec.velocity, nb, B, G), new(normalized, nb, B, G))
+    return (
+        new(True, T, B, P),
+        new(host == "lstm", T, B, H),
+        new(alpha is not None, T, B, G),
+        new(normalized and spec.velocity, B, G),
+        new(normalized, B, G),
+        new(host != "rnn", T, B, G),
+        new(host == "gru", T, B, H),
+        new(normalized and spec.velocity, nb, B, G),
+        new(normalized, nb, B, G),
+    )
 
 
 @kernel_op("momentumrnn::fused_recurrence_backward")
-def _fused_backward_op(host: str, nonlinearity: str, kind: str, mu: float, epsilon: float, beta: float,
-                       e: _T, x: _T, w_ih: _T, b_ih: _T, bias_e: _T, h0: Tensor, c0: _T, p0: _T, v0: _T, m0: _T,
-                       w_hh: Tensor, b_hn: _T, w_hr: _T, alpha: _T, beta_k: _T, valid: _T, last: _T,
-                       hs: Tensor, cs: Tensor, acts: Tensor, rn: Tensor, starts_v: Tensor, starts_m: Tensor,
-                       d_hs: _T, d_cs: _T, d_ps: _T, d_v_last: _T, d_m_last: _T, needs: list[bool]
-                       ) -> Tuple[(Tensor,) * _FUSED_GRADS]:
+def _fused_backward_op(
+    host: str,
+    nonlinearity: str,
+    kind: str,
+    mu: float,
+    epsilon: float,
+    beta: float,
+    e: _T,
+    x: _T,
+    w_ih: _T,
+    b_ih: _T,
+    bias_e: _T,
+    h0: Tensor,
+    c0: _T,
+    p0: _T,
+    v0: _T,
+    m0: _T,
+    w_hh: Tensor,
+    b_hn: _T,
+    w_hr: _T,
+    alpha: _T,
+    beta_k: _T,
+    valid: _T,
+    last: _T,
+    hs: Tensor,
+    cs: Tensor,
+    acts: Tensor,
+    rn: Tensor,
+    starts_v: Tensor,
+    starts_m: Tensor,
+    d_hs: _T,
+    d_cs: _T,
+    d_ps: _T,
+    d_v_last: _T,
+    d_m_last: _T,
+    needs: list[bool],
+) -> _Tensors13:
     """The gradients of ``e .. w_hr`` (``needs``) from those of ``hs, cs, ps, v_last, m_last``."""
     spec = DriveSpec(kind, mu=mu, epsilon=epsilon, beta=beta)
-    ctx = _Ctx(host=host, nonlinearity=nonlinearity, lookahead=alpha is not None, spec=spec,
-               has_b_ih=b_ih is not None, needs_input_grad=(False,) * 3 + tuple(needs))
-    ctx.saved_tensors = (x, w_ih, b_ih, h0, c0, v0, m0, w_hh, w_hr, hs, acts if host != "rnn" else None,
-                         cs if host == "lstm" else None, rn if host == "gru" else None, alpha, beta_k, valid, last)
+    ctx = _Ctx(
+        host=host,
+        nonlinearity=nonlinearity,
+        lookahead=alpha is not None,
+        spec=spec,
+        has_b_ih=b_ih is not None,
+        needs_input_grad=(False,) * 3 + tuple(needs),
+    )
+    ctx.saved_tensors = (
+        x,
+        w_ih,
+        b_ih,
+        h0,
+        c0,
+        v0,
+        m0,
+        w_hh,
+        w_hr,
+        hs,
+        acts if host != "rnn" else None,
+        cs if host == "lstm" else None,
+        rn if host == "gru" else None,
+        alpha,
+        beta_k,
+        valid,
+        last,
+    )
     if spec.mode == "normalized":
         ctx.blocked = _BlockedNormalizedDrive(spec, x, w_ih, b_ih, bias_e)
         ctx.starts = (starts_v if spec.velocity else None, starts_m)
-    grads = FusedRecurrence.backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last)[3:3 + _FUSED_GRADS]
+    grads = FusedRecurrence.backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last)[3 : 3 + _FUSED_GRADS]
     inputs = (e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr)
-    return _grads_out(grads, inputs, needs)
+    return cast(_Tensors13, _grads_out(grads, inputs, needs))
 
 
 @_fused_backward_op.register_fake
-def _(host, nonlinearity, kind, mu, epsilon, beta, e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr,
-      alpha, beta_k, valid, last, hs, cs, acts, rn, starts_v, starts_m, d_hs, d_cs, d_ps, d_v_last, d_m_last, needs):
+def _(
+    host: str,
+    nonlinearity: str,
+    kind: str,
+    mu: float,
+    epsilon: float,
+    beta: float,
+    e: _T,
+    x: _T,
+    w_ih: _T,
+    b_ih: _T,
+    bias_e: _T,
+    h0: Tensor,
+    c0: _T,
+    p0: _T,
+    v0: _T,
+    m0: _T,
+    w_hh: Tensor,
+    b_hn: _T,
+    w_hr: _T,
+    alpha: _T,
+    beta_k: _T,
+    valid: _T,
+    last: _T,
+    hs: Tensor,
+    cs: Tensor,
+    acts: Tensor,
+    rn: Tensor,
+    starts_v: Tensor,
+    starts_m: Tensor,
+    d_hs: _T,
+    d_cs: _T,
+    d_ps: _T,
+    d_v_last: _T,
+    d_m_last: _T,
+    needs: list[bool],
+) -> tuple[Tensor, ...]:
     return _grads_fake((e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr), needs)
 
 
-def _fused_setup(ctx, inputs, output):
+def _fused_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.scalars = inputs[:6]
-    hs, cs, ps, v_last, m_last, acts, rn, starts_v, starts_m = output
+    hs, cs, _ps, _v_last, _m_last, acts, rn, starts_v, starts_m = output
     ctx.set_materialize_grads(False)
     ctx.mark_non_differentiable(acts, rn, starts_v, starts_m)
     ctx.save_for_backward(*inputs[6:], hs, cs, acts, rn, starts_v, starts_m)
 
 
-def _fused_backward(ctx, d_hs, d_cs, d_ps, d_v_last, d_m_last, *_):
+def _fused_backward(
+    ctx: Any, d_hs: _T, d_cs: _T, d_ps: _T, d_v_last: _T, d_m_last: _T, *_: Tensor | None
+) -> tuple[Tensor | None, ...]:
     saved = ctx.saved_tensors
-    tensors, kept = saved[:len(_FUSED_TENSORS)], saved[len(_FUSED_TENSORS):]
-    needs = [bool(n) and t is not None for n, t in zip(ctx.needs_input_grad[6:6 + _FUSED_GRADS], tensors)]
+    tensors, kept = saved[: len(_FUSED_TENSORS)], saved[len(_FUSED_TENSORS) :]
+    needs = [bool(n) and t is not None for n, t in zip(ctx.needs_input_grad[6 : 6 + _FUSED_GRADS], tensors)]
     needs += [False] * (len(_FUSED_TENSORS) - _FUSED_GRADS)
     grads = (d_hs, d_cs, d_ps, d_v_last, d_m_last)
     if not any(needs) or all(g is None for g in grads):
@@ -237,7 +454,7 @@ _fused_op.register_autograd(_fused_backward, setup_context=_fused_setup)
 
 class _FusedFunction(torch.autograd.Function):
     @staticmethod
-    def forward(*args):
+    def forward(*args: Any) -> Any:
         return invoke(_fused_op, *args)
 
     setup_context = staticmethod(_fused_setup)
@@ -249,24 +466,24 @@ def fused_recurrence(
     h0: Tensor,
     w_hh: Tensor,
     *,
-    e: Optional[Tensor] = None,
-    spec: Optional[DriveSpec] = None,
-    x: Optional[Tensor] = None,
-    w_ih: Optional[Tensor] = None,
-    b_ih: Optional[Tensor] = None,
-    bias_e: Optional[Tensor] = None,
-    v0: Optional[Tensor] = None,
-    m0: Optional[Tensor] = None,
-    c0: Optional[Tensor] = None,
-    b_hn: Optional[Tensor] = None,
-    w_hr: Optional[Tensor] = None,
+    e: Tensor | None = None,
+    spec: DriveSpec | None = None,
+    x: Tensor | None = None,
+    w_ih: Tensor | None = None,
+    b_ih: Tensor | None = None,
+    bias_e: Tensor | None = None,
+    v0: Tensor | None = None,
+    m0: Tensor | None = None,
+    c0: Tensor | None = None,
+    b_hn: Tensor | None = None,
+    w_hr: Tensor | None = None,
     nonlinearity: str = "tanh",
-    alpha: Optional[Tensor] = None,
-    beta: Optional[Tensor] = None,
-    p0: Optional[Tensor] = None,
-    valid: Optional[Tensor] = None,
-    last: Optional[Tensor] = None,
-):
+    alpha: Tensor | None = None,
+    beta: Tensor | None = None,
+    p0: Tensor | None = None,
+    valid: Tensor | None = None,
+    last: Tensor | None = None,
+) -> tuple[Tensor, Any, Tensor | None, Tensor | None, Tensor | None]:
     """Run the fused recurrence (``momentumrnn::fused_recurrence``). Either ``e`` ``(T, B, G*H)``
     is the precomputed drive (``spec`` None) or ``spec`` says how to compute it in the loop from
     ``x`` ``(T, B, I)``, ``w_ih``, ``b_ih`` and ``bias_e`` ``(G*H,)``, starting from ``v0`` / ``m0``.
@@ -280,23 +497,67 @@ def fused_recurrence(
     ``valid`` ``(T, B, 1)`` marks real (unpadded) steps.
     """
     spec = spec or DriveSpec("given")
-    args = (host, nonlinearity, spec.kind, float(spec.mu), float(spec.epsilon), float(spec.beta),
-            e, x, w_ih, b_ih, bias_e, h0, c0, p0, v0, m0, w_hh, b_hn, w_hr, alpha, beta, valid, last)
+    args = (
+        host,
+        nonlinearity,
+        spec.kind,
+        float(spec.mu),
+        float(spec.epsilon),
+        float(spec.beta),
+        e,
+        x,
+        w_ih,
+        b_ih,
+        bias_e,
+        h0,
+        c0,
+        p0,
+        v0,
+        m0,
+        w_hh,
+        b_hn,
+        w_hr,
+        alpha,
+        beta,
+        valid,
+        last,
+    )
     hs, cs, ps, v, m = call(_FusedFunction, _fused_op, args)[:5]
     normalized = spec.mode == "normalized"
-    return (hs, cs if host == "lstm" else None, ps if alpha is not None else None,
-            v if normalized and spec.velocity else None, m if normalized else None)
+    return (
+        hs,
+        cs if host == "lstm" else None,
+        ps if alpha is not None else None,
+        v if normalized and spec.velocity else None,
+        m if normalized else None,
+    )
 
 
 # ================================================================ modReLU recurrence
 # tensor inputs: h0, W, bias, d, xs, a, pv, v0, qs, c, pm, m0 (the bool ``paired`` sits after bias)
-def _with_paired(tensors, paired):
+_E = TypeVar("_E")
+
+
+def _with_paired(tensors: Sequence[_E], paired: _E) -> tuple[_E, ...]:
     return (*tensors[:3], paired, *tensors[3:])
 
 
 @kernel_op("momentumrnn::modrelu_recurrence")
-def _modrelu_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T, v0: _T,
-                qs: _T, c: _T, pm: _T, m0: _T) -> Tuple[Tensor, Tensor, Tensor]:
+def _modrelu_op(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    d: _T,
+    xs: _T,
+    a: _T,
+    pv: _T,
+    v0: _T,
+    qs: _T,
+    c: _T,
+    pm: _T,
+    m0: _T,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(hs, rs, alphas)``: hidden states, and for complex pairs ``|z|`` and ``|h| / |z|``."""
     ctx = _Ctx()
     hs = ModReLURecurrence.forward(ctx, h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0)
@@ -305,30 +566,81 @@ def _modrelu_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T
 
 
 @_modrelu_op.register_fake
-def _(h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0):
+def _(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    d: _T,
+    xs: _T,
+    a: _T,
+    pv: _T,
+    v0: _T,
+    qs: _T,
+    c: _T,
+    pm: _T,
+    m0: _T,
+) -> tuple[Tensor, Tensor, Tensor]:
+    xs, a = cast(Tensor, xs), cast(Tensor, a)  # given where read below: without d
     T, B, N = d.shape if d is not None else (xs.shape[0], xs.shape[1], a.shape[0])
     half = (T, B, N // 2) if paired else (0,)
     return h0.new_empty(T, B, N), h0.new_empty(half), h0.new_empty(half)
 
 
 @kernel_op("momentumrnn::modrelu_recurrence_backward")
-def _modrelu_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, d: _T, xs: _T, a: _T, pv: _T,
-                         v0: _T, qs: _T, c: _T, pm: _T, m0: _T, hs: Tensor, rs: Tensor, alphas: Tensor,
-                         d_hs: Tensor, needs: list[bool]) -> Tuple[(Tensor,) * 12]:
+def _modrelu_backward_op(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    d: _T,
+    xs: _T,
+    a: _T,
+    pv: _T,
+    v0: _T,
+    qs: _T,
+    c: _T,
+    pm: _T,
+    m0: _T,
+    hs: Tensor,
+    rs: Tensor,
+    alphas: Tensor,
+    d_hs: Tensor,
+    needs: list[bool],
+) -> _Tensors12:
     ctx = _Ctx(paired=paired, factored=d is None, needs_input_grad=_with_paired(needs, False))
     factors = () if d is not None else (xs, a, pv, v0, qs, c, pm, m0)
     ctx.saved_tensors = (h0, W, bias, hs, rs if paired else None, alphas if paired else None, *factors)
     grads = ModReLURecurrence.backward(ctx, d_hs)
     grads = grads[:3] + grads[4:]
-    return _grads_out(grads, (h0, W, bias, d, xs, a, pv, v0, qs, c, pm, m0), needs)
+    return cast(_Tensors12, _grads_out(grads, (h0, W, bias, d, xs, a, pv, v0, qs, c, pm, m0), needs))
 
 
 @_modrelu_backward_op.register_fake
-def _(h0, W, bias, paired, d, xs, a, pv, v0, qs, c, pm, m0, hs, rs, alphas, d_hs, needs):
+def _(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    d: _T,
+    xs: _T,
+    a: _T,
+    pv: _T,
+    v0: _T,
+    qs: _T,
+    c: _T,
+    pm: _T,
+    m0: _T,
+    hs: Tensor,
+    rs: Tensor,
+    alphas: Tensor,
+    d_hs: Tensor,
+    needs: list[bool],
+) -> tuple[Tensor, ...]:
     return _grads_fake((h0, W, bias, d, xs, a, pv, v0, qs, c, pm, m0), needs)
 
 
-def _modrelu_setup(ctx, inputs, output):
+def _modrelu_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.paired = inputs[3]
     hs, rs, alphas = output
     ctx.set_materialize_grads(False)
@@ -336,7 +648,7 @@ def _modrelu_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs[:3], *inputs[4:], hs, rs, alphas)
 
 
-def _modrelu_backward(ctx, d_hs, *_):
+def _modrelu_backward(ctx: Any, d_hs: _T, *_: Tensor | None) -> tuple[Tensor | None, ...]:
     saved = ctx.saved_tensors
     tensors, kept = saved[:12], saved[12:]
     flags = ctx.needs_input_grad
@@ -345,8 +657,7 @@ def _modrelu_backward(ctx, d_hs, *_):
         return (None,) * 13
     paired = ctx.paired
     if torch.is_grad_enabled():
-        res = _differentiable(lambda *ts: literal.modrelu_reference(*_with_paired(ts, paired)), tensors, (d_hs,),
-                              needs)
+        res = _differentiable(lambda *ts: literal.modrelu_reference(*_with_paired(ts, paired)), tensors, (d_hs,), needs)
         return _with_paired(res, None)
     out = invoke(_modrelu_backward_op, *_with_paired(tensors, paired), *kept, d_hs, needs)
     return _with_paired([g if n else None for g, n in zip(out, needs)], None)
@@ -357,15 +668,21 @@ _modrelu_op.register_autograd(_modrelu_backward, setup_context=_modrelu_setup)
 
 class _ModReLUFunction(torch.autograd.Function):
     @staticmethod
-    def forward(*args):
+    def forward(*args: Any) -> Any:
         return invoke(_modrelu_op, *args)
 
     setup_context = staticmethod(_modrelu_setup)
     backward = staticmethod(_modrelu_backward)
 
 
-def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor, paired: bool = False,
-                       factors: Optional[DriveFactors] = None) -> Tensor:
+def modrelu_recurrence(
+    d: Tensor | None,
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool = False,
+    factors: DriveFactors | None = None,
+) -> Tensor:
     """All hidden states ``(T, B, N)`` of ``h_t = modReLU(h_{t-1} W + d_t)``
     (``momentumrnn::modrelu_recurrence``).
 
@@ -379,9 +696,11 @@ def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor,
         factors: a :class:`.DriveFactors` drive, formed block by block in the loop (no
             ``(T, B, N)`` drive nor drive gradient is materialized).
     """
+    args: tuple
     if d is not None:
         args = (h0, W, bias, paired, d) + (None,) * 8
     else:
+        factors = cast(DriveFactors, factors)  # given without d
         args = (h0, W, bias, paired, None, *(None if t is None else t.contiguous() for t in factors))
     return call(_ModReLUFunction, _modrelu_op, args)[0]
 
@@ -389,8 +708,18 @@ def modrelu_recurrence(d: Optional[Tensor], h0: Tensor, W: Tensor, bias: Tensor,
 # ================================================================ modReLU lookahead recurrence
 # tensor inputs: h0, W, bias, x, a, ca, cb, p0, valid (``paired`` after bias)
 @kernel_op("momentumrnn::modrelu_lookahead")
-def _lookahead_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
-                  cb: Tensor, p0: Tensor, valid: _T) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _lookahead_op(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    x: Tensor,
+    a: Tensor,
+    ca: Tensor,
+    cb: Tensor,
+    p0: Tensor,
+    valid: _T,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(hs, ps, rs, alphas)``."""
     ctx = _Ctx()
     hs, ps = ModReLULookahead.forward(ctx, h0, W, bias, paired, x, a, ca, cb, p0, valid)
@@ -399,36 +728,79 @@ def _lookahead_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, 
 
 
 @_lookahead_op.register_fake
-def _(h0, W, bias, paired, x, a, ca, cb, p0, valid):
+def _(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    x: Tensor,
+    a: Tensor,
+    ca: Tensor,
+    cb: Tensor,
+    p0: Tensor,
+    valid: _T,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     T, B, N = x.shape[0], x.shape[1], a.shape[0]
     half = (T, B, N // 2) if paired else (0,)
     return h0.new_empty(T, B, N), h0.new_empty(T, B, N), h0.new_empty(half), h0.new_empty(half)
 
 
 @kernel_op("momentumrnn::modrelu_lookahead_backward")
-def _lookahead_backward_op(h0: Tensor, W: Tensor, bias: Tensor, paired: bool, x: Tensor, a: Tensor, ca: Tensor,
-                           cb: Tensor, p0: Tensor, valid: _T, hs: Tensor, rs: Tensor, alphas: Tensor, d_hs: _T,
-                           d_ps: _T, needs: list[bool]) -> Tuple[(Tensor,) * 9]:
+def _lookahead_backward_op(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    x: Tensor,
+    a: Tensor,
+    ca: Tensor,
+    cb: Tensor,
+    p0: Tensor,
+    valid: _T,
+    hs: Tensor,
+    rs: Tensor,
+    alphas: Tensor,
+    d_hs: _T,
+    d_ps: _T,
+    needs: list[bool],
+) -> _Tensors9:
     ctx = _Ctx(paired=paired, needs_input_grad=_with_paired(needs, False))
     ctx.saved_tensors = (h0, W, bias, x, a, ca, cb, hs, rs if paired else None, alphas if paired else None, valid)
     grads = ModReLULookahead.backward(ctx, d_hs, d_ps)
-    return _grads_out(grads[:3] + grads[4:], (h0, W, bias, x, a, ca, cb, p0, valid), needs)
+    return cast(_Tensors9, _grads_out(grads[:3] + grads[4:], (h0, W, bias, x, a, ca, cb, p0, valid), needs))
 
 
 @_lookahead_backward_op.register_fake
-def _(h0, W, bias, paired, x, a, ca, cb, p0, valid, hs, rs, alphas, d_hs, d_ps, needs):
+def _(
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    paired: bool,
+    x: Tensor,
+    a: Tensor,
+    ca: Tensor,
+    cb: Tensor,
+    p0: Tensor,
+    valid: _T,
+    hs: Tensor,
+    rs: Tensor,
+    alphas: Tensor,
+    d_hs: _T,
+    d_ps: _T,
+    needs: list[bool],
+) -> tuple[Tensor, ...]:
     return _grads_fake((h0, W, bias, x, a, ca, cb, p0, valid), needs)
 
 
-def _lookahead_setup(ctx, inputs, output):
+def _lookahead_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.paired = inputs[3]
-    hs, ps, rs, alphas = output
+    hs, _ps, rs, alphas = output
     ctx.set_materialize_grads(False)
     ctx.mark_non_differentiable(rs, alphas)
     ctx.save_for_backward(*inputs[:3], *inputs[4:], hs, rs, alphas)
 
 
-def _lookahead_backward(ctx, d_hs, d_ps, *_):
+def _lookahead_backward(ctx: Any, d_hs: _T, d_ps: _T, *_: Tensor | None) -> tuple[Tensor | None, ...]:
     saved = ctx.saved_tensors
     tensors, kept = saved[:9], saved[9:]
     flags = ctx.needs_input_grad
@@ -438,8 +810,9 @@ def _lookahead_backward(ctx, d_hs, d_ps, *_):
         return (None,) * 10
     paired = ctx.paired
     if torch.is_grad_enabled():
-        res = _differentiable(lambda *ts: literal.lookahead_reference(*_with_paired(ts, paired)), tensors,
-                              (d_hs, d_ps), needs)
+        res = _differentiable(
+            lambda *ts: literal.lookahead_reference(*_with_paired(ts, paired)), tensors, (d_hs, d_ps), needs
+        )
         return _with_paired(res, None)
     out = invoke(_lookahead_backward_op, *_with_paired(tensors, paired), *kept, d_hs, d_ps, needs)
     return _with_paired([g if n else None for g, n in zip(out, needs)], None)
@@ -450,15 +823,25 @@ _lookahead_op.register_autograd(_lookahead_backward, setup_context=_lookahead_se
 
 class _LookaheadFunction(torch.autograd.Function):
     @staticmethod
-    def forward(*args):
+    def forward(*args: Any) -> Any:
         return invoke(_lookahead_op, *args)
 
     setup_context = staticmethod(_lookahead_setup)
     backward = staticmethod(_lookahead_backward)
 
 
-def modrelu_lookahead(x: Tensor, a: Tensor, h0: Tensor, W: Tensor, bias: Tensor, ca: Tensor, cb: Tensor,
-                      p0: Tensor, paired: bool = False, valid: Optional[Tensor] = None):
+def modrelu_lookahead(
+    x: Tensor,
+    a: Tensor,
+    h0: Tensor,
+    W: Tensor,
+    bias: Tensor,
+    ca: Tensor,
+    cb: Tensor,
+    p0: Tensor,
+    paired: bool = False,
+    valid: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """``(hs, ps)`` ``(T, B, N)`` of the lookahead recurrence (``momentumrnn::modrelu_lookahead``):
     ``p_t = h_{t-1} W + x_t a^T``, ``g_t = ca_t p_t - cb_t p_{t-1}``, ``h_t = modReLU(g_t)``;
     ``x`` ``(T, B, I)``, ``a`` ``(N, I)`` (``-epsilon W_ih``), ``ca``, ``cb`` ``(T, B', 1)``,

@@ -35,7 +35,7 @@ import ctypes.util
 import os
 import platform
 import sys
-from typing import Optional
+from collections.abc import Mapping
 
 __all__ = ["keep_freed_memory", "describe", "OPT_OUT", "THRESHOLD"]
 
@@ -43,7 +43,7 @@ __all__ = ["keep_freed_memory", "describe", "OPT_OUT", "THRESHOLD"]
 OPT_OUT = "MOMENTUMRNN_ALLOCATOR"
 #: bytes; the largest value mallopt takes (an int): blocks up to it come from the heap, and up to
 #: it of free memory stays at the heap's top instead of going back to the system
-THRESHOLD = 2 ** 31 - 1
+THRESHOLD = 2**31 - 1
 # glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -53,14 +53,14 @@ _GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PA
 _state: dict = {"applied": False, "line": None}
 
 
-def _process_symbols():
+def _process_symbols() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(None)
     except OSError:  # Windows: no handle to the process's own symbols
         return None
 
 
-def _caching_allocator(proc) -> Optional[str]:
+def _caching_allocator(proc: ctypes.CDLL | None) -> str | None:
     """The name of a caching allocator linked or preloaded into this process, if any."""
     if proc is None:
         return None
@@ -70,7 +70,7 @@ def _caching_allocator(proc) -> Optional[str]:
     return None
 
 
-def _user_glibc_settings(environ) -> list:
+def _user_glibc_settings(environ: Mapping[str, str]) -> list[str]:
     names = [v for v in _GLIBC_ENV if environ.get(v)]
     if "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""):
         names.append("GLIBC_TUNABLES")
@@ -81,7 +81,7 @@ def _is_glibc() -> bool:
     return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def _default_line(environ=None) -> str:
+def _default_line(environ: Mapping[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
     proc = _process_symbols()
     cache = _caching_allocator(proc)
@@ -95,7 +95,7 @@ def _default_line(environ=None) -> str:
     return f"the system allocator ({sys.platform}; no setting applied)"
 
 
-def keep_freed_memory(environ=None) -> str:
+def keep_freed_memory(environ: Mapping[str, str] | None = None) -> str:
     """Apply the setting this platform offers (once per process; later calls only describe it) and
     return the one-line description of the allocator in use."""
     environ = os.environ if environ is None else environ
@@ -111,8 +111,10 @@ def keep_freed_memory(environ=None) -> str:
         except (OSError, AttributeError):
             ok = False
         if ok:
-            line = (f"glibc malloc keeping freed memory (mallopt M_MMAP_THRESHOLD = M_TRIM_THRESHOLD = 2 GiB; "
-                    f"{OPT_OUT}=system to opt out)")
+            line = (
+                f"glibc malloc keeping freed memory (mallopt M_MMAP_THRESHOLD = M_TRIM_THRESHOLD = 2 GiB; "
+                f"{OPT_OUT}=system to opt out)"
+            )
         else:
             line = f"{_default_line(environ)}; mallopt refused the thresholds"
     if line is None:

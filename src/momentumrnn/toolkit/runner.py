@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -32,17 +32,29 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from . import allocator, capability, runfiles
 from .callbacks import AtomicCheckpointIO, ProgressBar, Recorder, load_checkpoint_file
 from .checkpointing import LastCheckpoint, checkpoint_callbacks
-from .interrupts import (RunInterrupted, StopOnSignal, StopRequested, describe_exit, on_slurm, requeue_slurm_job,
-                         signal_name, slurm_environment, slurm_restarted)
 from .config import config_changes, dump_yaml, flatten, load_run_config
 from .errors import ToolkitError
+from .interrupts import (
+    RunInterrupted,
+    StopOnSignal,
+    StopRequested,
+    describe_exit,
+    on_slurm,
+    requeue_slurm_job,
+    signal_name,
+    slurm_environment,
+    slurm_restarted,
+)
 from .models import check_optim, count_parameters, split_parameters
 from .module import RunModule
 from .options import ORTH_OPTIM_KEYS, model_label
 from .probe import make_probe_callback
 from .tasks import build_task
 
-PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+if TYPE_CHECKING:
+    from lightning.pytorch.plugins import _PLUGIN_INPUT  # the element type of Trainer(plugins=[...])
+
+PRECISION: dict[str, Literal["32-true", "bf16-mixed"]] = {"fp32": "32-true", "bf16": "bf16-mixed"}
 COMPARE_FILE = "compare.yaml"
 # temporary files of atomic writes (``.NAME.tmp-PID``) that a killed writer can leave behind
 _STALE_TMP = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -87,12 +99,22 @@ def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (
-        ".*does not have many workers.*", ".*exists and is not empty.*", ".*is not a `DataLoader`.*",
-        ".*The number of training batches.*", ".*Checkpoint directory.*", ".*LeafSpec.*",
-        ".*is_sharded.*", ".*Precision bf16-mixed is not supported.*", ".*on_validation_epoch_end.*",
-        ".*`isinstance\\(treespec, LeafSpec\\)`.*", ".*You're resuming from a checkpoint.*",
-        ".*that ended before the epoch ended.*", ".*`training_step` returned `None`.*",
-        ".*Trying to infer the `batch_size`.*", ".*dropout option adds dropout.*", ".*sync_dist=True.*",
+        ".*does not have many workers.*",
+        ".*exists and is not empty.*",
+        ".*is not a `DataLoader`.*",
+        ".*The number of training batches.*",
+        ".*Checkpoint directory.*",
+        ".*LeafSpec.*",
+        ".*is_sharded.*",
+        ".*Precision bf16-mixed is not supported.*",
+        ".*on_validation_epoch_end.*",
+        ".*`isinstance\\(treespec, LeafSpec\\)`.*",
+        ".*You're resuming from a checkpoint.*",
+        ".*that ended before the epoch ended.*",
+        ".*`training_step` returned `None`.*",
+        ".*Trying to infer the `batch_size`.*",
+        ".*dropout option adds dropout.*",
+        ".*sync_dist=True.*",
         ".*could not find the monitored key.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
@@ -117,26 +139,31 @@ def check_new_dir(d: Path, *, resume: bool, overwrite: bool, what: str = "run di
     if resume:
         return False
     if not overwrite:
-        raise ToolkitError(f"{what} {d} already exists; pass --resume to continue it, --overwrite to "
-                           "replace it, or choose another --out")
+        raise ToolkitError(
+            f"{what} {d} already exists; pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --out"
+        )
     if not _looks_like_run(d):
-        raise ToolkitError(f"--overwrite: {d} is not a momentumrnn run directory (no config.yaml); "
-                           "refusing to delete it, choose another --out")
+        raise ToolkitError(
+            f"--overwrite: {d} is not a momentumrnn run directory (no config.yaml); "
+            "refusing to delete it, choose another --out"
+        )
     return True
 
 
 # ---------------------------------------------------------------------------------------------
 # one run
 
+
 class PreparedRun:
     """Everything a run needs, validated, before anything is written."""
 
-    def __init__(self, cfg: dict, run_dir: Path, *, resume: bool, overwrite: bool, label: Optional[str] = None):
+    def __init__(self, cfg: dict, run_dir: Path, *, resume: bool, overwrite: bool, label: str | None = None):
         self.writer = is_writer()
         self.run_dir = Path(run_dir).absolute()
         self.resume = resume
         self.replace = False
-        self.ckpt_path: Optional[Path] = None
+        self.ckpt_path: Path | None = None
         self.ckpt_step = 0
         orth_only: list[str] = []
         if self.writer:
@@ -174,8 +201,10 @@ class PreparedRun:
             want = {f"model.{k}": tuple(v.shape) for k, v in self.model.state_dict().items()}
             if want != ckpt_shapes:
                 diff = sorted(set(want) ^ set(ckpt_shapes)) or sorted(k for k in want if want[k] != ckpt_shapes[k])
-                raise ToolkitError(f"checkpoint {self.ckpt_path} does not fit the model ({diff[0]} differs); it "
-                                   "was made by another model or library version: start again with --overwrite")
+                raise ToolkitError(
+                    f"checkpoint {self.ckpt_path} does not fit the model ({diff[0]} differs); it "
+                    "was made by another model or library version: start again with --overwrite"
+                )
         if orth_only and split_parameters(self.model)[0]:
             raise _changed(self.run_dir, saved, cfg, orth_only)
         self.optim_note = check_optim(cfg["optim"], self.model)
@@ -200,8 +229,10 @@ def _changed(run_dir: Path, saved: dict, cfg: dict, changes: list[str]) -> Toolk
     a, b = flatten(saved), flatten(cfg)
     k = changes[0]
     more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
-    return ToolkitError(f"--resume: {run_dir} ran with {k}={a.get(k)!r} but this command asks for {b.get(k)!r}{more}; "
-                        "repeat the original settings or start a new run with another --out")
+    return ToolkitError(
+        f"--resume: {run_dir} ran with {k}={a.get(k)!r} but this command asks for {b.get(k)!r}{more}; "
+        "repeat the original settings or start a new run with another --out"
+    )
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
@@ -235,7 +266,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_trainer(prep: PreparedRun, module, *, progress: bool, stop: Optional[StopOnSignal] = None):
+def make_trainer(
+    prep: PreparedRun, module: RunModule, *, progress: bool, stop: StopOnSignal | None = None
+) -> pl.Trainer:
     t = prep.cfg["train"]
     callbacks = checkpoint_callbacks(prep.run_dir, t, module.monitor, prep.task.mode)
     if stop is not None:
@@ -247,14 +280,17 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool, stop: Optional[St
         callbacks.append(ProgressBar(refresh_rate=1 if sys.stderr.isatty() else 10, leave=False))
     if stop is not None:
         callbacks.append(stop)  # a Checkpoint: Lightning calls it after the ModelCheckpoints
-    logger_kwargs = {"purge_step": prep.ckpt_step} if prep.resume and prep.ckpt_step else {}
-    logger = TensorBoardLogger(save_dir=str(prep.run_dir), name="tb", version="", default_hp_metric=False,
-                               **logger_kwargs)
+    logger_kwargs: dict[str, Any] = {"purge_step": prep.ckpt_step} if prep.resume and prep.ckpt_step else {}
+    logger = TensorBoardLogger(
+        save_dir=str(prep.run_dir), name="tb", version="", default_hp_metric=False, **logger_kwargs
+    )
     world = t["devices"] * t["num_nodes"]
-    strategy = "auto"
+    strategy: str | DDPStrategy = "auto"
     if world > 1:
         strategy = DDPStrategy(find_unused_parameters=False)
     accelerator = {"cuda": "gpu"}.get(t["accelerator"], t["accelerator"])
+    plugins: list[_PLUGIN_INPUT] = [AtomicCheckpointIO()]
+    plugins += [env for env in (slurm_environment(),) if env is not None]
     return pl.Trainer(
         accelerator=accelerator,
         devices=t["devices"],
@@ -277,14 +313,22 @@ def make_trainer(prep: PreparedRun, module, *, progress: bool, stop: Optional[St
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()] + [env for env in (slurm_environment(),) if env is not None],
+        plugins=plugins,
         default_root_dir=str(prep.run_dir),
         log_every_n_steps=1,
     )
 
 
-def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
-              label: Optional[str] = None, progress: Optional[bool] = None, prefix: str = "") -> dict:
+def train_run(
+    cfg: dict,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    label: str | None = None,
+    progress: bool | None = None,
+    prefix: str = "",
+) -> dict:
     """Train one model on one task; returns the run's summary (also in ``run_dir/summary.json``).
 
     A signal (SIGTERM, SIGINT, SIGUSR1) stops it after saving the current step: RunInterrupted
@@ -296,19 +340,29 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
     recorder = None
     if prep.writer:
         progress_on = cfg["train"]["progress"] if progress is None else progress
-        recorder = Recorder(prep.run_dir, cfg, prep.task, prep.label, params=prep.params,
-                            echo_rows=bool(progress_on) and not sys.stderr.isatty())
+        recorder = Recorder(
+            prep.run_dir,
+            cfg,
+            prep.task,
+            prep.label,
+            params=prep.params,
+            echo_rows=bool(progress_on) and not sys.stderr.isatty(),
+        )
         if prep.optim_note:
             recorder.note(prep.optim_note)
     module = RunModule(cfg, prep.task, prep.model, prep.train_split, prep.test_split, recorder=recorder)
     progress = cfg["train"]["progress"] if progress is None else progress
-    stop = StopOnSignal(requeue=requeue_slurm_job if cfg["train"]["requeue"] and on_slurm() else None,
-                        dead_line=lambda rank, code: _dead_line(prep, trainer, stop, rank, code))
+    stop = StopOnSignal(
+        requeue=requeue_slurm_job if cfg["train"]["requeue"] and on_slurm() else None,
+        dead_line=lambda rank, code: _dead_line(prep, trainer, stop, rank, code),
+    )
     trainer = make_trainer(prep, module, progress=progress, stop=stop)
-    what = (f"{prefix}{prep.label} on {cfg['task']['name']} (seed {cfg['train']['seed']}): "
-            f"{len(prep.train_split)} train / {len(prep.test_split)} test examples "
-            f"({prep.task.steps_per_epoch(len(prep.train_split), cfg['train']['batch_size'])} steps per epoch), "
-            f"{prep.params:,} parameters, {cfg['train']['devices'] * cfg['train']['num_nodes']} process(es)")
+    what = (
+        f"{prefix}{prep.label} on {cfg['task']['name']} (seed {cfg['train']['seed']}): "
+        f"{len(prep.train_split)} train / {len(prep.test_split)} test examples "
+        f"({prep.task.steps_per_epoch(len(prep.train_split), cfg['train']['batch_size'])} steps per epoch), "
+        f"{prep.params:,} parameters, {cfg['train']['devices'] * cfg['train']['num_nodes']} process(es)"
+    )
     if prep.ckpt_path is not None:
         say(f"{what}\n  resuming from step {prep.ckpt_step} ({prep.ckpt_path})")
     elif resume:
@@ -343,8 +397,9 @@ def train_run(cfg: dict, run_dir: Path, *, resume: bool = False, overwrite: bool
     return summary
 
 
-def _interrupted(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop: StopOnSignal,
-                 e: SystemExit) -> BaseException:
+def _interrupted(
+    prep: PreparedRun, recorder: Recorder | None, trainer: pl.Trainer, stop: StopOnSignal, e: SystemExit
+) -> BaseException:
     """The exception that ends a run stopped by a signal: the resume line on rank 0."""
     if isinstance(e, StopRequested):
         signum = e.signum
@@ -352,8 +407,10 @@ def _interrupted(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop:
     else:  # Lightning's own answer to a signal outside the training loop: nothing new saved
         signum = signal.SIGTERM if isinstance(e, SIGTERMException) else signal.SIGINT
         step = _last_step(prep, stop)
-        what = (f"{signal_name(signum)} at step {trainer.global_step}, before a checkpoint of it: the last "
-                f"checkpoint is {'at step %d' % step if step is not None else 'not written yet'}")
+        what = (
+            f"{signal_name(signum)} at step {trainer.global_step}, before a checkpoint of it: the last "
+            f"checkpoint is {f'at step {step}' if step is not None else 'not written yet'}"
+        )
     if recorder is None:
         return SystemExit(128 + signum)
     recorder.write_summary("interrupted")
@@ -363,22 +420,28 @@ def _interrupted(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop:
     return RunInterrupted(what, how, signum)
 
 
-def _last_step(prep: PreparedRun, stop: StopOnSignal) -> Optional[int]:
+def _last_step(prep: PreparedRun, stop: StopOnSignal) -> int | None:
     steps = [w.saved_step for w in stop.writers if w.saved_step] + ([prep.ckpt_step] if prep.ckpt_path else [])
     return max(steps) if steps else None
 
 
-def _dead_line(prep: PreparedRun, trainer, stop: StopOnSignal, rank: Optional[int], code: Optional[int]) -> str:
-    who = (f"DDP rank {rank} died ({describe_exit(code)})" if rank is not None else
-           "DDP rank 0 died" if not prep.writer else
-           "another DDP process died (its launcher, e.g. torchrun or srun, names it)")
+def _dead_line(prep: PreparedRun, trainer: pl.Trainer, stop: StopOnSignal, rank: int | None, code: int | None) -> str:
+    who = (
+        f"DDP rank {rank} died ({describe_exit(code)})"
+        if rank is not None and code is not None
+        else "DDP rank 0 died"
+        if not prep.writer
+        else "another DDP process died (its launcher, e.g. torchrun or srun, names it)"
+    )
     step = _last_step(prep, stop)
     since = f"the last checkpoint (step {step})" if step is not None else "the beginning (no checkpoint yet)"
-    return (f"{who} at step {trainer.global_step}; training stopped. Continue from {since} with: "
-            f"{resume_command(prep.run_dir)}")
+    return (
+        f"{who} at step {trainer.global_step}; training stopped. Continue from {since} with: "
+        f"{resume_command(prep.run_dir)}"
+    )
 
 
-def _dead_peer(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop: StopOnSignal) -> BaseException:
+def _dead_peer(prep: PreparedRun, recorder: Recorder | None, trainer: pl.Trainer, stop: StopOnSignal) -> BaseException:
     """A collective failed because another process died: one line, by one process."""
     if recorder is None:  # a worker: it speaks only when rank 0 (its launcher) is gone
         if stop.orphaned():
@@ -391,16 +454,25 @@ def _dead_peer(prep: PreparedRun, recorder: Optional[Recorder], trainer, stop: S
     return RunFailed(_dead_line(prep, trainer, stop, *(dead or (None, None))))
 
 
-_PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "gloo", "nccl",
-              "socket", "timed out", "connection refused")
+_PEER_LOST = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "gloo",
+    "nccl",
+    "socket",
+    "timed out",
+    "connection refused",
+)
 
 
 def _peer_died(e: BaseException) -> bool:
     """A collective failed because another process vanished (gloo / NCCL / the store)."""
     dist_errors = tuple(c for c in (getattr(torch.distributed, "DistError", None),) if c is not None)
     text = str(e).lower()
-    return (dist_errors and isinstance(e, dist_errors)) or (isinstance(e, RuntimeError)
-                                                             and any(w in text for w in _PEER_LOST))
+    return (dist_errors and isinstance(e, dist_errors)) or (
+        isinstance(e, RuntimeError) and any(w in text for w in _PEER_LOST)
+    )
 
 
 def resume_command(run_dir: Path) -> str:
@@ -417,6 +489,9 @@ def describe(summary: dict) -> str:
     txt = f"{m} {fin:.4f} (best {best.get('value', float('nan')):.4f} at epoch {best.get('epoch', 0):g})"
     hit = summary.get("reached_target")
     if summary.get("target") is not None:
-        txt += (f", target {summary['target']:g} reached at epoch {hit['epoch']:g}" if hit
-                else f", target {summary['target']:g} not reached")
+        txt += (
+            f", target {summary['target']:g} reached at epoch {hit['epoch']:g}"
+            if hit
+            else f", target {summary['target']:g} not reached"
+        )
     return txt

@@ -469,15 +469,17 @@ class ModReLULookahead:
         else:
             Wt = W.t()
             d_bias = hs.new_zeros(N)
-        if paired:
-            for t in range(T - 1, -1, -1):
-                g = dg[t]
-                if d_hs is not None:
-                    g.copy_(d_hs[t])
-                if t + 1 < T:
+        for t in range(T - 1, -1, -1):
+            g = dg[t]
+            if d_hs is not None:
+                g.copy_(d_hs[t])
+            if t + 1 < T:
+                if paired:
                     product.acc(g, dp[t + 1])
-                h = hs[t]
-                # dz = alpha g - zeta (h . g) h, d/db = rho (h . g)
+                else:
+                    g.addmm_(dp[t + 1], Wt)
+            h = hs[t]
+            if paired:  # dz = alpha g - zeta (h . g) h, d/db = rho (h . g)
                 al = alphas[t]
                 torch.mul(al, rs[t], out=rho).reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
                 torch.mul(rho, rho, out=zeta).mul_(rho).mul_(al).mul_(bias)
@@ -486,36 +488,15 @@ class ModReLULookahead:
                 d_bias.add_((hg * rho).sum(0))
                 torch.mul(hg, zeta, out=q)
                 gv.mul_(al.unsqueeze(1)).addcmul_(hv, q.unsqueeze(1), value=-1)
-                dpt = torch.mul(g, ca_steps[t], out=dp[t])
-                if t + 1 < T:
-                    dpt.addcmul_(dg[t + 1], cb_steps[t + 1], value=-1)
-                if d_ps is not None:
-                    dpt.add_(d_ps[t])
-        else:
-            # Four operations per step (the GEMM, the mask, the two lookahead terms); the signs, the
-            # masks and the bias gradient for blocks of steps at once, as in ModReLURecurrence (11
-            # per step before: 2 -> 1.5x the plain cell's time at hidden 170).
-            if d_hs is not None:
-                dg.copy_(d_hs)
-            if d_ps is not None:
-                dp.copy_(d_ps)
             else:
-                dp.zero_()
-            L = BLOCK
-            sgn, mask = hs.new_empty(L, B, N), hs.new_empty(L, B, N)
-            for t0, t1 in reversed(_blocks(T)):
-                n = t1 - t0
-                torch.sign(hs[t0:t1], out=sgn[:n])
-                torch.abs(sgn[:n], out=mask[:n])
-                for t in range(t1 - 1, t0 - 1, -1):
-                    g = dg[t]
-                    if t + 1 < T:
-                        g.addmm_(dp[t + 1], Wt)
-                    g.mul_(mask[t - t0])
-                    dpt = dp[t].addcmul_(g, ca_steps[t])
-                    if t + 1 < T:
-                        dpt.addcmul_(dg[t + 1], cb_steps[t + 1], value=-1)
-                d_bias.add_(sgn[:n].mul_(dg[t0:t1]).sum((0, 1)))
+                sgn = torch.sign(h)
+                d_bias.add_((sgn * g).sum(0))
+                g.mul_(sgn.abs_())
+            dpt = torch.mul(g, ca_steps[t], out=dp[t])
+            if t + 1 < T:
+                dpt.addcmul_(dg[t + 1], cb_steps[t + 1], value=-1)
+            if d_ps is not None:
+                dpt.add_(d_ps[t])
         d_p0 = dg[0] * (-cb_steps[0])
         d_h0 = product.acc(torch.zeros_like(h0), dp[0]) if paired else dp[0] @ Wt
         h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]], 0)

@@ -73,6 +73,13 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Tensor|nn\.Module|Module|Parameter|PackedSequence|ndarray|dtype|device)"),
     (r"py:.*", r"(typing|collections\.abc|pathlib|argparse|contextlib|enum|types|re|io|os)\..*"),
     (r"py:.*", r"(Path|Any|Callable|Optional|Union|Iterator|Iterable|Sequence|Mapping|NamedTuple)"),
+    # torch's names that annotations use unqualified: torch.types.Device, the hook handle,
+    # parametrize's ParametrizationList, the torch.ops namespace
+    (r"py:.*", r"(Device|RemovableHandle|ParametrizationList|_OpNamespace)"),
+    # the package's private annotation helpers (momentumrnn._typing's aliases and protocols, the
+    # lengths' SeqInfo, a scheme's StepDrive, the loaders' Rows protocol, init's TypeVar): named in
+    # signatures, documented where they are used, not public names of the reference
+    (r"py:.*", r"(momentumrnn\.[\w.]*\.)?(HyperParameters|Hidden|StepResult|Factory|Layer|SeqInfo|StepDrive|Rows|_Layer)"),
 ]
 
 # ---------------------------------------------------------------- every public name is documented

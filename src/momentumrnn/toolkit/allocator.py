@@ -6,8 +6,8 @@ Why: a forward + backward of a recurrent layer allocates its workspaces (hundred
 sequential-MNIST size) in blocks above glibc's mmap threshold, so by default every training step
 maps them afresh and the kernel zeroes every page again: in ``momentumrnn demo`` (glibc 2.36, two
 cores) a third of the CPU time was system time (45 million minor page faults). With freed memory
-kept, the same demo ran 1.4x faster with every reported number identical (docs/benchmarks.md,
-"Allocator").
+kept, the same demo ran 1.3-1.4x faster with every reported number identical (docs/benchmarks.md,
+"The toolkit's runs: freed memory kept").
 
 How, by what the platform offers:
 

@@ -79,7 +79,10 @@ nitpick_ignore_regex = [
     # the package's private annotation helpers (momentumrnn._typing's aliases and protocols, the
     # lengths' SeqInfo, a scheme's StepDrive, the loaders' Rows protocol, init's TypeVar): named in
     # signatures, documented where they are used, not public names of the reference
-    (r"py:.*", r"(momentumrnn\.[\w.]*\.)?(HyperParameters|Hidden|StepResult|Factory|Layer|SeqInfo|StepDrive|Rows|_Layer)"),
+    (
+        r"py:.*",
+        r"(momentumrnn\.[\w.]*\.)?(HyperParameters|Hidden|StepResult|Factory|Layer|SeqInfo|StepDrive|Rows|_Layer)",
+    ),
 ]
 
 # ---------------------------------------------------------------- every public name is documented

@@ -1,6 +1,6 @@
-"""The package's import graph has no cycle (imports inside functions included; not the type
-checkers' imports under ``if TYPE_CHECKING:``, which never run), and no core module imports the
-toolkit, not even for type checking: layers that show (core below toolkit)."""
+"""The package's import graph has no cycle (imports inside functions and under ``if
+TYPE_CHECKING:`` included: a type checker's import across layers is a cycle in the design too), and
+no core module imports the toolkit: layers that show (core below toolkit)."""
 
 import ast
 import os
@@ -29,23 +29,11 @@ def _resolve(name, mods):
     return name or None
 
 
-def _type_checking_only(tree):
-    """The import statements under ``if TYPE_CHECKING:`` (for type checkers: they never run)."""
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    return out
-
-
-def _edges(mod, path, mods, runtime_only=False):
+def _edges(mod, path, mods):
     base = mod if path.endswith("__init__.py") else mod.rpartition(".")[0]
     found = set()
     tree = ast.parse(Path(path).read_text())
-    skip = _type_checking_only(tree) if runtime_only else set()
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
@@ -93,7 +81,7 @@ def _cycles(graph):
 
 def test_no_import_cycles():
     mods = _modules()
-    graph = {m: _edges(m, p, mods, runtime_only=True) for m, p in mods.items()}
+    graph = {m: _edges(m, p, mods) for m, p in mods.items()}
     assert _cycles(graph) == []
 
 

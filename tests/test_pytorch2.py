@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 import momentumrnn as mr
 from momentumrnn import backends
-from momentumrnn.backends import native, ops
+from momentumrnn.backends import modrelu_ops, native, ops
 from momentumrnn.backends.fused_kernel import DriveSpec
 from momentumrnn.backends.modrelu_loop import DriveFactors
 
@@ -368,7 +368,7 @@ def test_modrelu_operator_gradgradcheck(paired, normalized, dense):
         tensors = [h0, W, bias, d]
 
         def fn(*_):
-            return ops.modrelu_recurrence(d, h0, W, bias, paired)
+            return modrelu_ops.modrelu_recurrence(d, h0, W, bias, paired)
     else:
         xs, a, v0 = r(Tn, Bn, In), r(N, In), r(Bn, N)
         pv = torch.rand(Tn, 1, 1, generator=g, dtype=torch.float64)
@@ -380,14 +380,15 @@ def test_modrelu_operator_gradgradcheck(paired, normalized, dense):
             tensors += [f.qs, f.c]
 
         def fn(*_):
-            return ops.modrelu_recurrence(None, h0, W, bias, paired, f)
+            return modrelu_ops.modrelu_recurrence(None, h0, W, bias, paired, f)
 
     assert torch.autograd.gradgradcheck(lambda *ts: fn(), tensors)
     # and the lookahead recurrence
     x, a, p0 = r(Tn, Bn, In), r(N, In), r(Bn, N)
     mu_k = torch.tensor([0.0, 0.25, 0.4], dtype=torch.float64).view(Tn, 1, 1)
     assert torch.autograd.gradgradcheck(
-        lambda *ts: ops.modrelu_lookahead(x, a, h0, W, bias, 1 + mu_k, mu_k, p0, paired), [x, a, h0, W, bias, p0]
+        lambda *ts: modrelu_ops.modrelu_lookahead(x, a, h0, W, bias, 1 + mu_k, mu_k, p0, paired),
+        [x, a, h0, W, bias, p0],
     )
 
 

@@ -10,13 +10,14 @@ paper's own names as documented aliases (``SRLSTM`` = ``NesterovLSTM``, the auth
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast
+
+from torch import nn
 
 from .schemes import SCHEMES, canonical_kind
 
-if TYPE_CHECKING:  # (the layer and cell classes sit above this module)
-    from .cells import MomentumCellBase
-    from .sequence import SequenceBase
+# The layer and cell classes sit above this module (they register themselves here), so it names
+# them as modules (SequenceBase / MomentumCellBase subclasses: sequence.py and cells.py register them).
 
 __all__ = [
     "HostInfo",
@@ -53,9 +54,9 @@ LAYER_ALIASES: dict = {}
 CELL_NAMES: dict = {}
 #: cell alias -> canonical cell name
 CELL_ALIASES: dict = {}
-_LAYERS: dict[tuple[str, str], type[SequenceBase]] = {}  # (host, kind) -> class
-_CELLS: dict[str, type[MomentumCellBase]] = {}
-_BY_NAME: dict[str, type[SequenceBase]] = {}
+_LAYERS: dict[tuple[str, str], type[nn.Module]] = {}  # (host, kind) -> class
+_CELLS: dict[str, type[nn.Module]] = {}
+_BY_NAME: dict[str, type[nn.Module]] = {}
 
 
 def register_host(name: str, title: str, family: str, summary: str) -> None:
@@ -81,9 +82,10 @@ def _aliases(host: str, kind: str) -> list[str]:
     return []
 
 
-def register_layer(cls: type[SequenceBase]) -> None:
+def register_layer(cls: type[nn.Module]) -> None:
     """Record a paper-named layer class (called when the class is defined)."""
-    host, kind = cls.host, cast(str, cls.scheme_kind)  # (set: a paper-named class)
+    named = cast(Any, cls)  # a SequenceBase subclass (sequence.py registers it when it is defined)
+    host, kind = named.host, cast(str, named.scheme_kind)  # (set: a paper-named class)
     if host not in HOSTS:
         raise ValueError(f"layer {cls.__name__}: host {host!r} is not registered")
     name = paper_name(host, kind)
@@ -97,9 +99,10 @@ def register_layer(cls: type[SequenceBase]) -> None:
         _BY_NAME[alias] = cls
 
 
-def register_cell(cls: type[MomentumCellBase]) -> None:
+def register_cell(cls: type[nn.Module]) -> None:
     """Record a paper-named cell class (called when the class is defined)."""
-    host, kind = cls.host, cast(str, cls.scheme_kind)  # (set: a paper-named class)
+    named = cast(Any, cls)  # a MomentumCellBase subclass (cells.py registers it when it is defined)
+    host, kind = named.host, cast(str, named.scheme_kind)  # (set: a paper-named class)
     name = paper_name(host, kind) + "Cell"
     if cls.__name__ != name:
         raise ValueError(f"cell class {cls.__name__} of host {host!r} and scheme {kind!r} must be named {name}")
@@ -110,7 +113,7 @@ def register_cell(cls: type[MomentumCellBase]) -> None:
         _CELLS[alias + "Cell"] = cls
 
 
-def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs: Any) -> SequenceBase:
+def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Module:
     """Build a layer from a host (one of :data:`HOSTS`: ``"rnn"``, ``"lstm"``, ``"gru"``,
     ``"exprnn"``, ``"dtriv"``, ``"scornn"``, ``"scurnn"``, ``"enrnn"``) and a scheme (a kind of
     :data:`~momentumrnn.SCHEMES` or an alias); ``kwargs`` are the class's constructor
@@ -123,7 +126,7 @@ def build_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwa
     return _LAYERS[key](input_size, hidden_size, **kwargs)
 
 
-def layer_class(name: str) -> type[SequenceBase]:
+def layer_class(name: str) -> type[nn.Module]:
     """The layer class of a paper name or alias: ``"MomentumLSTM"``, ``"AdamGRU"``, ``"SRLSTM"``,
     ``"LSTM"``, ``"MomentumDTRIV"``, ``"SRDTRIV"``, ``"ENRNN"``, ..."""
     if not isinstance(name, str) or name not in _BY_NAME:
@@ -134,7 +137,7 @@ def layer_class(name: str) -> type[SequenceBase]:
     return _BY_NAME[name]
 
 
-def cell_class(name: str) -> type[MomentumCellBase]:
+def cell_class(name: str) -> type[nn.Module]:
     """The cell class of a name (``"MomentumLSTMCell"``, ``"SRLSTMCell"``, ...)."""
     if not isinstance(name, str) or name not in _CELLS:
         raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(CELL_NAMES)}")

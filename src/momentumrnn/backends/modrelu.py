@@ -1,9 +1,9 @@
 """modReLU hosts (expRNN, DTRIV, scoRNN, scuRNN, ENRNN): ``h_t = modReLU(h_{t-1} B + d_t)``.
 
 Input-only drives (:mod:`.drives`) are formed from filtered inputs inside the loop of
-:func:`~.ops.modrelu_recurrence`; the lookahead drive (Nesterov: ``p_t = h_{t-1} B -
+:func:`~.modrelu_ops.modrelu_recurrence`; the lookahead drive (Nesterov: ``p_t = h_{t-1} B -
 epsilon u_t``, ``g_t = p_t + mu_k (p_t - p_{t-1})``, ``h_t = modReLU(g_t)``) runs in
-:func:`~.ops.modrelu_lookahead`. Both have hand-written backwards.
+:func:`~.modrelu_ops.modrelu_lookahead`. Both have hand-written backwards.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 from .drives import scheme_drive
-from .ops import modrelu_lookahead, modrelu_recurrence
+from .modrelu_ops import modrelu_lookahead, modrelu_recurrence
 
 if TYPE_CHECKING:
     from .._typing import Hidden, HyperParameters, Layer, StepResult

@@ -19,11 +19,11 @@ and masks of the states, the modReLU-bias gradient, the drive and its gradients,
 for blocks of ``BLOCK`` steps at once, which keeps it in cache and the number of kernel launches
 low.
 
-These are the numerical bodies; :mod:`momentumrnn.backends.ops` runs them as registered custom
+These are the numerical bodies; :mod:`momentumrnn.backends.modrelu_ops` runs them as registered custom
 operators (``momentumrnn::modrelu_recurrence``, ``momentumrnn::modrelu_lookahead`` and their
 backwards) with autograd, fake tensors and an exact double backward, and
-:func:`~momentumrnn.backends.ops.modrelu_recurrence` / :func:`~momentumrnn.backends.ops.modrelu_lookahead`
-are the functions to call.
+:func:`~momentumrnn.backends.modrelu_ops.modrelu_recurrence` /
+:func:`~momentumrnn.backends.modrelu_ops.modrelu_lookahead` are the functions to call.
 
 Complex hidden states (scuRNN) run as real vectors ``[Re h, Im h]`` (``N = 2H``) and the modReLU
 acts on the modulus of each pair ``(h_j, h_{j+H})``. ``h B`` is one real ``2H x 2H`` GEMM below

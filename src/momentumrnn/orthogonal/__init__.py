@@ -9,7 +9,7 @@ too (``from momentumrnn.orthogonal import MomentumDTRIV``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..schemes import SCHEME_KINDS
 from .initializers import INITIALIZERS, cayley_init_, henaff_init_, torus_init_
@@ -65,7 +65,7 @@ def layer_class(name: str) -> type[SequenceBase]:
     names = _layer_names()
     if name not in names and name not in _aliases():
         raise ValueError(f"unknown orthogonal layer {name!r}; expected one of {', '.join(names)}")
-    return core_layer_class(name)
+    return cast("type[SequenceBase]", core_layer_class(name))
 
 
 def build_orthogonal_layer(host: str, scheme: str, input_size: int, hidden_size: int, **kwargs: Any) -> SequenceBase:
@@ -76,7 +76,7 @@ def build_orthogonal_layer(host: str, scheme: str, input_size: int, hidden_size:
     hosts = _orthogonal_hosts()
     if not isinstance(host, str) or host.lower() not in hosts:
         raise ValueError(f"unknown orthogonal host {host!r}; expected one of {', '.join(hosts)}")
-    return build_layer(host.lower(), scheme, input_size, hidden_size, **kwargs)
+    return cast("SequenceBase", build_layer(host.lower(), scheme, input_size, hidden_size, **kwargs))
 
 
 def __getattr__(name: str) -> Any:
@@ -89,9 +89,9 @@ def __getattr__(name: str) -> Any:
     if name == "ORTHOGONAL_LAYER_NAMES":
         return _layer_names()
     if name in ("modrelu_recurrence", "modrelu_lookahead"):
-        from ..backends import ops
+        from ..backends import modrelu_ops
 
-        return getattr(ops, name)
+        return getattr(modrelu_ops, name)
     names = _layer_names()
     if name in names or name in _aliases():
         return layer_class(name)

@@ -39,8 +39,6 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from torch.types import Device
 
-    from ..hosts.enrnn import ENRNNMatrix
-
 __all__ = [
     "PARAMETRIZATIONS",
     "OrthogonalParametrization",
@@ -550,12 +548,10 @@ def make_parametrization(
     return UnitaryScaledCayley(n, device=device, dtype=dtype)
 
 
-def register(
-    module: nn.Module, tensor_name: str, parametrization: OrthogonalParametrization | ComplexView | ENRNNMatrix
-) -> None:
+def register(module: nn.Module, tensor_name: str, parametrization: nn.Module) -> None:
     """``register_parametrization`` keeping the registered tensor as the ``original`` (and allowing
     a dtype change, e.g. real ``P`` to complex ``B``)."""
     from torch.nn.utils import parametrize
 
     parametrize.register_parametrization(module, tensor_name, parametrization, unsafe=True)
-    parametrization._registered = True
+    parametrization._registered = True  # type: ignore[assignment]  # our flag on a Module (not a tensor)

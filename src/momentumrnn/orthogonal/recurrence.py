@@ -2,6 +2,6 @@
 that existing imports keep working)."""
 
 from ..backends.modrelu_loop import BLOCK, DriveFactors, _ComplexProduct
-from ..backends.ops import modrelu_lookahead, modrelu_recurrence
+from ..backends.modrelu_ops import modrelu_lookahead, modrelu_recurrence
 
 __all__ = ["BLOCK", "DriveFactors", "modrelu_recurrence", "modrelu_lookahead", "_ComplexProduct"]

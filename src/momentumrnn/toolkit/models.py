@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -26,8 +26,16 @@ from .errors import ToolkitError
 from .optimizers import MixedOptimizer, RMSpropTF
 from .options import MODEL_TOOLKIT_KEYS, model_key, suggest
 
-if TYPE_CHECKING:
-    from .tasks.base import Task
+
+class TaskShape(Protocol):
+    """What :func:`build_model` reads of a task (:class:`~momentumrnn.toolkit.tasks.base.Task`
+    has it; a protocol because the tasks import this module)."""
+
+    input_size: int
+
+    def make_head(self, features: int) -> nn.Module: ...
+
+    def head_input(self, output: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def known_layer_names() -> dict[str, tuple]:
@@ -67,14 +75,16 @@ def build_recurrent(model_cfg: dict, input_size: int) -> core.SequenceBase:
                         f"unknown model {name!r}{suggest(name, names)}; choose one of {', '.join(names)} "
                         "(or model.host + model.scheme)"
                     ) from None
-                return cls(input_size, hidden, **kwargs)
+                return cast(core.SequenceBase, cls(input_size, hidden, **kwargs))
             host = model_cfg["host"]
             if not isinstance(host, str) or host.lower() not in core.HOSTS:
                 hosts = known_hosts()
                 raise ToolkitError(
                     f"unknown model host {host!r}{suggest(str(host), hosts)}; choose one of {', '.join(hosts)}"
                 )
-            return core.build_layer(host.lower(), model_cfg["scheme"], input_size, hidden, **kwargs)
+            return cast(
+                core.SequenceBase, core.build_layer(host.lower(), model_cfg["scheme"], input_size, hidden, **kwargs)
+            )
     except ToolkitError:
         raise
     except TypeError as e:
@@ -132,7 +142,7 @@ def shift_forget_bias(layer: nn.Module, shift: float, what: str) -> None:
             b[h : 2 * h] += shift
 
 
-def build_model(model_cfg: dict, task: Task) -> nn.Module:
+def build_model(model_cfg: dict, task: TaskShape) -> nn.Module:
     """The standard model of a task (``input_size``, ``make_head``, ``head_input``): the named
     recurrent layer and the head. Tasks with a model of their own override ``Task.build_model``."""
     layer = build_recurrent(model_cfg, task.input_size)

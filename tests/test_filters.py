@@ -62,10 +62,33 @@ def test_memory_is_linear_in_T():
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
-def test_nan_only_propagates_forward():
-    x = torch.randn(100, 2, 3)
+@pytest.mark.parametrize("T", [40, 100])  # one block (the triangular solve) and several (blocked)
+def test_nan_only_propagates_forward(T):
+    x = torch.randn(T, 2, 3)
     x[37, 0, 1] = float("nan")
-    for a in (torch.tensor(0.5), torch.rand(100, 2, 1)):
-        y = linear_filter(x, a)
-        assert torch.isfinite(y[:37]).all() and torch.isnan(y[37:, 0, 1]).all()
-        assert torch.isfinite(y[:, 1]).all()
+    for a in (torch.tensor(0.5), torch.rand(T, 2, 1), torch.rand(T, 1, 1)):
+        for y0 in (None, torch.randn(2, 3)):
+            y = linear_filter(x, a, y0)
+            assert torch.isfinite(y[:37]).all() and torch.isnan(y[37:, 0, 1]).all()
+            assert torch.isfinite(y[:, 1]).all()
+
+
+@pytest.mark.parametrize("T", [1, 20, 64, 65])
+def test_gradient_through_per_step_coefficients(T):
+    # per sequence (B' = B) and shared (B' = 1) per-step coefficients, with a carried state
+    g = torch.Generator().manual_seed(T)
+    x = torch.randn(T, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y0 = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    for shape in ((T, 2, 1), (T, 1, 1)):
+        a = torch.rand(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x, a, y0: linear_filter(x, a, y0), (x, a, y0))
+
+
+def test_short_sequences_in_other_dtypes():
+    # bfloat16 has no triangular solve: the blocked path, the same values to its rounding
+    x = torch.randn(30, 2, 3)
+    for a in (torch.tensor(0.7), torch.rand(30, 2, 1)):
+        ref = loop(x.double(), a.double())
+        got = linear_filter(x.bfloat16(), a.bfloat16())
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.double(), ref, rtol=0.05, atol=0.05)

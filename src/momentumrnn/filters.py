@@ -54,14 +54,18 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
             coefficient).
         y0: optional initial state ``(B, *F)``.
 
-    All blocks are filtered by one batched matmul; then a short loop over the ``T / L`` blocks
-    passes each block's last value on (vectors only), and one element-wise pass adds the carries.
-    No per-step or per-block slicing of big tensors: its backward would allocate a full-size
-    gradient for every slice.
+    A sequence no longer than one block (float32 / float64) is one triangular solve (see
+    :func:`_solve`). Longer ones: all blocks are filtered by one batched matmul; then a short loop
+    over the ``T / L`` blocks passes each block's last value on (vectors only), and one element-wise
+    pass adds the carries. No per-step or per-block slicing of big tensors: its backward would
+    allocate a full-size gradient for every slice.
     """
     T = x.shape[0]
     if x.numel() == 0:  # no step, or an empty batch
         return x.clone()
+    B = x.shape[1]
+    if T <= _block_size(x.numel() // T) and x.dtype in _SOLVE_DTYPES:
+        return _solve(x, coeff, y0)
     # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier steps;
     # step by step it propagates forward in time only (as in torch.nn). Without a data-dependent
     # branch (no host sync; traceable by torch.compile / export): the blocks filter the input with
@@ -69,7 +73,6 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
     # sequence and feature) is set to NaN. Finite inputs: exactly the blocked result.
     bad = ~torch.isfinite(x)
     x = torch.where(bad, 0, x)
-    B = x.shape[1]
     flat = x.reshape(T, B, -1)  # (T, B, F)
     n_feat = flat.shape[1] * flat.shape[2]
     L = min(T, _block_size(n_feat))
@@ -109,6 +112,39 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
         y = _flush(y + decay * torch.stack(carries).unsqueeze(1))
     y = y.reshape(nb * L, B, -1)[:T].reshape(x.shape)
     return torch.where(torch.cumsum(bad, 0, dtype=torch.int32) > 0, torch.nan, y)
+
+
+#: the dtypes of torch.linalg.solve_triangular (CPU and CUDA); others take the blocked path
+_SOLVE_DTYPES = (torch.float32, torch.float64)
+
+
+def _solve(x: Tensor, coeff: Tensor, y0: Tensor | None) -> Tensor:
+    """One block's filter as a triangular solve: ``A y = x`` with ``A`` unit lower bidiagonal
+    (``A[t, t-1] = -coeff_t``), ``x_0`` gaining ``coeff_0 y0``. Forward substitution reads only
+    earlier steps, so a NaN / inf input reaches later steps only, as step by step, without the
+    blocked path's masking; the solve's backward is the transposed solve (and, for a learnable
+    coefficient, the gradient of ``A``). Its few operations are why: at T = 64, 16 sequences, 2
+    features, one thread, forward + backward took 160 us against 291 us blocked (99 against 234
+    at T = 1), most of the fixed cost of a heavy-ball layer at small sizes. The result is flushed
+    below the smallest normal number, as the blocked path flushes its transfer matrices."""
+    T, B = x.shape[0], x.shape[1]
+    flat = x.reshape(T, B, -1)  # (T, B, F)
+    if coeff.dim() == 0:
+        A = torch.eye(T, dtype=x.dtype, device=x.device) - torch.diag(coeff.to(x.dtype).expand(T - 1), -1)
+        rhs = flat.reshape(T, -1)
+        if y0 is not None:
+            rhs = torch.cat([rhs[:1] + coeff * y0.reshape(1, -1), rhs[1:]])
+        y = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
+    else:
+        c = coeff.reshape(T, -1).to(x.dtype)  # (T, B')
+        A = torch.eye(T, dtype=x.dtype, device=x.device) - torch.diag_embed(c[1:].t(), offset=-1)  # (B', T, T)
+        rhs = flat.transpose(0, 1) if c.shape[1] > 1 else flat.reshape(1, T, -1)  # (B', T, F')
+        if y0 is not None:
+            first = rhs[:, :1] + c[0].view(-1, 1, 1) * y0.reshape(rhs.shape[0], 1, -1)
+            rhs = torch.cat([first, rhs[:, 1:]], 1)
+        y = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
+        y = y.transpose(0, 1) if c.shape[1] > 1 else y[0]
+    return _flush(y).reshape(x.shape)
 
 
 def cumulative_decay(coeff: Tensor, T: int) -> Tensor:

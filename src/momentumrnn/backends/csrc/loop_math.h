@@ -95,14 +95,17 @@ struct Loop {
   }
 
   // ---- forward: the momentum states of one chunk (normalized drives), shared by the forward and
-  // the backward's recomputation so that both give bit-identical states.
-  MRNN_INLINE void advance(const T* u, T* m, T* v, int64_t n, V& uu, V& mm, V& vv) const {
+  // the backward's recomputation so that both give bit-identical states: m_{t-1}, v_{t-1} read from
+  // m0, v0, m_t, v_t written to m1, v1 (the forward: the same running rows; the backward: the
+  // previous and this step's rows of its buffer, so that no running copy is kept).
+  MRNN_INLINE void advance(const T* u, const T* m0, const T* v0, T* m1, T* v1, int64_t n, V& uu, V& mm,
+                           V& vv) const {
     uu = V::loadu(u, n);
-    mm = Vec<T>::flush(V(beta) * V::loadu(m, n) + V(T(1) - beta) * (uu * uu));
-    mm.store(m, n);
+    mm = Vec<T>::flush(V(beta) * V::loadu(m0, n) + V(T(1) - beta) * (uu * uu));
+    mm.store(m1, n);
     if (velocity) {
-      vv = Vec<T>::flush(V(mu) * V::loadu(v, n) + V(eps) * uu);
-      vv.store(v, n);
+      vv = Vec<T>::flush(V(mu) * V::loadu(v0, n) + V(eps) * uu);
+      vv.store(v1, n);
     }
   }
 
@@ -119,7 +122,7 @@ struct Loop {
     V bias = V::loadu(bias_e + o, n);
     if (mode == NORMALIZED) {
       V uu, mm, vv;
-      advance(r.u + o, r.m + o, r.v + o, n, uu, mm, vv);
+      advance(r.u + o, r.m + o, r.v + o, r.m + o, r.v + o, n, uu, mm, vv);
       V num = velocity ? vv : V(eps) * uu;
       return base + num / (mm + V(T(ADAM_EPS))).sqrt() + bias;
     }
@@ -197,10 +200,11 @@ struct Loop {
   }
 
   // ---- backward: the drive's adjoint for gate elements [o, o + n), given the gradient ``dg`` of
-  // their total pre-activation; returns the gradient of ``base``. Normalized: writes du over u
-  // (in place) and carries Av = mu gv, Am = beta gm; lookahead: carries DG = dg_{t+1}.
+  // their total pre-activation; returns the gradient of ``base``. Normalized: writes du (which may be
+  // u itself) and carries Av = mu gv, Am = beta gm; lookahead: carries DG = dg_{t+1}.
   struct BRow {
-    T* u;              // u on entry, du on exit (normalized)
+    const T* u;        // u (normalized)
+    T* du;             // du, written (normalized; may alias u: each element is read before written)
     const T* m;        // m_t, v_t (normalized)
     const T* v;
     T* Av;
@@ -228,7 +232,7 @@ struct Loop {
         du = V(eps) * dg * inv + V(T(2) * (T(1) - beta)) * uu * gm;
       }
       (V(beta) * gm).store(r.Am + o, n);
-      du.store(r.u + o, n);
+      du.store(r.du + o, n);
       if (r.dD) dg.store(r.dD + o, n);
       return dg;
     }

@@ -34,7 +34,12 @@ using at::Tensor;
 // ---- panels of hidden units: panel p holds units [p nbu, min(H, (p + 1) nbu)), nbu a multiple of the
 // vector width, so that each panel's GEMM has about 4 vectors of columns (64 floats with AVX-512,
 // 32 with AVX2: the widths at which brgemm ran fastest at the PTB and sMNIST shapes): forward, the
-// ng gates of nbu units; backward, nbu units (dH's columns).
+// ng gates of nbu units; backward, nbu units (dH's columns). Backward with H <= 256, at least 256
+// bytes of units: there a step's element-wise adjoint (ng B nbu elements per panel, read from rows of
+// G at a stride) outweighs its GEMM (B nbu G), and longer runs per row stream better. Measured as
+// AVX2 (one thread, Adam, B = 128, medians of 3-4 interleaved rounds): the backward at H = 128 took
+// 0.48-0.54 s with 64 floats against 0.59-0.72 s with 32, at H = 256 0.78-0.85 s against 0.87-0.99;
+// at H = 1150 (PTB) 32 stayed faster (0.58-0.61 s against 0.64-0.67), and at H = 512 no better.
 struct Panels {
   int64_t H, ng, nbu, np;
   int64_t j0(int64_t p) const { return p * nbu; }
@@ -44,7 +49,8 @@ struct Panels {
 template <typename T>
 Panels panels_for(int64_t host, int64_t H, bool backward) {
   const int64_t ng = gates_of(host), W = Vectorized<T>::size();
-  const int64_t nbu = backward ? 4 * W : W * std::max<int64_t>(1, 4 / ng);
+  const int64_t wide = std::max<int64_t>(4 * W, 256 / static_cast<int64_t>(sizeof(T)));
+  const int64_t nbu = backward ? (H <= 256 ? wide : 4 * W) : W * std::max<int64_t>(1, 4 / ng);
   return {H, ng, nbu, (H + nbu - 1) / nbu};
 }
 

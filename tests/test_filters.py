@@ -81,7 +81,7 @@ def test_gradient_through_per_step_coefficients(T):
     y0 = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
     for shape in ((T, 2, 1), (T, 1, 1)):
         a = torch.rand(*shape, generator=g, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda x, a, y0: linear_filter(x, a, y0), (x, a, y0))
+        assert torch.autograd.gradcheck(linear_filter, (x, a, y0))
 
 
 def test_short_sequences_in_other_dtypes():

@@ -55,7 +55,7 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
         y0: optional initial state ``(B, *F)``.
 
     A sequence no longer than one block (float32 / float64) is one triangular solve (see
-    :func:`_solve`). Longer ones: all blocks are filtered by one batched matmul; then a short loop
+    ``_solve``). Longer ones: all blocks are filtered by one batched matmul; then a short loop
     over the ``T / L`` blocks passes each block's last value on (vectors only), and one element-wise
     pass adds the carries. No per-step or per-block slicing of big tensors: its backward would
     allocate a full-size gradient for every slice.
@@ -64,7 +64,7 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
     if x.numel() == 0:  # no step, or an empty batch
         return x.clone()
     B = x.shape[1]
-    if T <= _block_size(x.numel() // T) and x.dtype in _SOLVE_DTYPES:
+    if x.dtype in _SOLVE_DTYPES and _block_size(x.numel() // T) >= T:
         return _solve(x, coeff, y0)
     # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier steps;
     # step by step it propagates forward in time only (as in torch.nn). Without a data-dependent

@@ -129,6 +129,8 @@ def _solve(x: Tensor, coeff: Tensor, y0: Tensor | None) -> Tensor:
     below the smallest normal number, as the blocked path flushes its transfer matrices."""
     T, B = x.shape[0], x.shape[1]
     flat = x.reshape(T, B, -1)  # (T, B, F)
+    # a constant coefficient apart: one (T, T) system, where the batched form ((1, T, T), diag_embed)
+    # cost 193-203 against 164-170 us forward + backward at T = 64 (16 x 2 features, one thread)
     if coeff.dim() == 0:
         A = torch.eye(T, dtype=x.dtype, device=x.device) - torch.diag(coeff.to(x.dtype).expand(T - 1), -1)
         rhs = flat.reshape(T, -1)

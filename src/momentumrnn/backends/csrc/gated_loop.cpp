@@ -361,8 +361,10 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                 if (b + 1 < B) {  // the next row's saved gates, drive inputs and states, and its outputs
                   const int64_t nx = (j * B + b + 1) * G;
                   prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, false);
-                  prefetch_units(uin + nx, ps.ng, H, j0, w, false);
-                  if (uin != Up) prefetch_units(Up + nx, ps.ng, H, j0, w, true);
+                  if (norm) {  // u, and du where it is written apart (the lookahead's step reads neither)
+                    prefetch_units(uin + nx, ps.ng, H, j0, w, false);
+                    if (u_kept) prefetch_units(Up + nx, ps.ng, H, j0, w, true);
+                  }
                   prefetch_units(Mbp ? Mbp + nx : nullptr, ps.ng, H, j0, w, false);
                   prefetch_units(Vbp ? Vbp + nx : nullptr, ps.ng, H, j0, w, false);
                   prefetch_units(dRp + ((off + j) * B + b + 1) * G, ps.ng, H, j0, w, true);

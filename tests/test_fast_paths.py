@@ -189,6 +189,16 @@ def test_float32_panels_threads_padding_and_gemm_depth_chunks(host, kind, calls)
     assert calls[0] == 2
 
 
+@pytest.mark.parametrize("host,kind", CASES)
+def test_float32_wide_forward_panels_on_one_thread(host, kind, calls):
+    # one thread: the forward's panels widen to up to 128 units (hidden 200: 80 + 80 + 40 units for
+    # the LSTM, 96 + 96 + 8 for the GRU, 128 + 72 for the RNN with AVX-512), padding and every length
+    layer = make(host, kind, input_size=5, hidden=200)
+    x = torch.randn(7, 6, 5, dtype=torch.float64)
+    _float32_against_float64(layer, x, [7, 2, 5, 7, 1, 4], threads=1)
+    assert calls[0] == 2
+
+
 def test_float32_forward_gemm_depth_chunks(calls):
     # hidden 1030: the forward's GEMM depth (H) in two chunks as well
     layer = make("lstm", "adam", input_size=2, hidden=1030)

@@ -123,10 +123,11 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     using T = scalar_t;
     const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
                                    bias_e, b_hn);
-    const Panels ps = panels_for<T>(host, H, false);
+    const int64_t nth = team_size(panels_for<T>(host, H, false), B, G);
+    const Panels ps = panels_for<T>(host, H, false, nth == 1);
     const Tensor wf = pack_forward<T>(w_hh, ps);
     const T* wfp = wf.const_data_ptr<T>();
-    const int64_t nth = team_size(ps, B, G), sw = ps.ng * ps.nbu;
+    const int64_t sw = ps.ng * ps.nbu;
     Tensor scratch = at::empty({nth * B * sw}, opt);  // each thread's panel result (B, ng nb)
     T* Sp = scratch.mutable_data_ptr<T>();
     T* Mp = mptr<T>(m);

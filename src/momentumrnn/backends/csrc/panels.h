@@ -46,11 +46,27 @@ struct Panels {
   int64_t width(int64_t p) const { return std::min(H, (p + 1) * nbu) - p * nbu; }
 };
 
+//
+// Forward with H <= 256 on one thread (see team_size): panels of up to 128 units, one panel up to
+// H = 128. The element-wise pass then reads each row's drive states and gate rows in runs of up to
+// 512 bytes instead of 64, and its loads stopped stalling (perf: the forward's element-wise code
+// 0.88 -> 0.36 ms a call at T = 64, B = 32, H = 64). Measured (Adam, one thread, AVX-512, forward,
+// in-process interleaved medians, 16 -> 64 / 128 units): T = 64, B = 16, H = 64 1.47 -> 1.22 ms;
+// B = 32, H = 64 3.03 -> 2.32; B = 128, H = 64 9.5 -> 6.9; B = 128, H = 128 25.4 -> 18.7;
+// B = 64, H = 256 35.1 -> 30.8; T = 2000, B = 8, H = 128 50.1 -> 33.9. At H = 1150 (PTB) the
+// narrow panels stayed fastest (343 against 363-393 ms), and with a team of threads the panels
+// stay narrow so that the threads still split a step (two-thread timings here do not settle it).
 template <typename T>
-Panels panels_for(int64_t host, int64_t H, bool backward) {
+Panels panels_for(int64_t host, int64_t H, bool backward, bool alone = false) {
   const int64_t ng = gates_of(host), W = Vectorized<T>::size();
   const int64_t wide = std::max<int64_t>(4 * W, 256 / static_cast<int64_t>(sizeof(T)));
-  const int64_t nbu = backward ? (H <= 256 ? wide : 4 * W) : W * std::max<int64_t>(1, 4 / ng);
+  int64_t nbu = backward ? (H <= 256 ? wide : 4 * W) : W * std::max<int64_t>(1, 4 / ng);
+  if (!backward && alone && H <= 256) {
+    // at most 128 units, and W_hh's panel (H x ng nbu) in one chunk of blocked_gemm (a second chunk
+    // would round the sum differently: the results stay bit-identical to the narrow panels')
+    const int64_t fit = std::min<int64_t>(128, 65536 / (H * ng)) / W * W;
+    nbu = std::max(nbu, std::min(fit, (H + W - 1) / W * W));
+  }
   return {H, ng, nbu, (H + nbu - 1) / nbu};
 }
 

@@ -62,7 +62,8 @@ def test_memory_is_linear_in_T():
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("T", [40, 100])  # one block (the triangular solve) and several (blocked)
+# the triangular solve (one block; a short sequence of few features) and several blocks
+@pytest.mark.parametrize("T", [40, 100, 300])
 def test_nan_only_propagates_forward(T):
     x = torch.randn(T, 2, 3)
     x[37, 0, 1] = float("nan")
@@ -73,7 +74,7 @@ def test_nan_only_propagates_forward(T):
             assert torch.isfinite(y[:, 1]).all()
 
 
-@pytest.mark.parametrize("T", [1, 20, 64, 65])
+@pytest.mark.parametrize("T", [1, 20, 64, 65, 300])  # 300: blocks (the others: the solve)
 def test_gradient_through_per_step_coefficients(T):
     # per sequence (B' = B) and shared (B' = 1) per-step coefficients, with a carried state
     g = torch.Generator().manual_seed(T)
@@ -82,6 +83,13 @@ def test_gradient_through_per_step_coefficients(T):
     for shape in ((T, 2, 1), (T, 1, 1)):
         a = torch.rand(*shape, generator=g, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(linear_filter, (x, a, y0))
+
+
+def test_which_path():
+    from momentumrnn.filters import _solves
+
+    assert _solves(16, 100_000) and _solves(64, 8192) and _solves(256, 64) and _solves(128, 128)
+    assert not _solves(17, 100_000) and not _solves(257, 2) and not _solves(256, 65) and not _solves(100, 8193)
 
 
 def test_short_sequences_in_other_dtypes():

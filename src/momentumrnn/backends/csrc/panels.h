@@ -56,15 +56,22 @@ struct Panels {
 // B = 64, H = 256 35.1 -> 30.8; T = 2000, B = 8, H = 128 50.1 -> 33.9. At H = 1150 (PTB) the
 // narrow panels stayed fastest (343 against 363-393 ms), and with a team of threads the panels
 // stay narrow so that the threads still split a step (two-thread timings here do not settle it).
+// The forward's GEMM at H <= 256 runs in one chunk of up to kForwardChunk elements of W_hh (512 KB
+// of floats, half this machine's L2), so that H = 256 gets 128 units too (64 with blocked_gemm's
+// default): forward at T = 64, B = 128 67.8-71.5 ms against 77.5-79.8 with 64 units (nn.LSTM 75-78).
+// One chunk per panel whatever its width keeps the sums in the same order: the results are
+// bit-identical to the narrow panels' (and to a team's).
+constexpr int64_t kForwardChunk = 131072;
+
 template <typename T>
 Panels panels_for(int64_t host, int64_t H, bool backward, bool alone = false) {
   const int64_t ng = gates_of(host), W = Vectorized<T>::size();
   const int64_t wide = std::max<int64_t>(4 * W, 256 / static_cast<int64_t>(sizeof(T)));
   int64_t nbu = backward ? (H <= 256 ? wide : 4 * W) : W * std::max<int64_t>(1, 4 / ng);
   if (!backward && alone && H <= 256) {
-    // at most 128 units, and W_hh's panel (H x ng nbu) in one chunk of blocked_gemm (a second chunk
-    // would round the sum differently: the results stay bit-identical to the narrow panels')
-    const int64_t fit = std::min<int64_t>(128, 65536 / (H * ng)) / W * W;
+    // at most 128 units, and W_hh's panel (H x ng nbu) in one chunk (a second chunk would round
+    // the sums differently)
+    const int64_t fit = std::min<int64_t>(128, kForwardChunk / (H * ng)) / W * W;
     nbu = std::max(nbu, std::min(fit, (H + W - 1) / W * W));
   }
   return {H, ng, nbu, (H + nbu - 1) / nbu};
@@ -133,8 +140,8 @@ inline void panel_gemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb
 // panel from L3 (6.6-7.8 ms per step there instead of 3.3-3.7 ms in chunks).
 template <typename T>
 void blocked_gemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const T* A,
-                  const T* B, T* C) {
-  const int64_t chunks = (K * N + 65535) / 65536, kc = (K + chunks - 1) / chunks;
+                  const T* B, T* C, int64_t chunk = 65536) {
+  const int64_t chunks = (K * N + chunk - 1) / chunk, kc = (K + chunks - 1) / chunks;
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     panel_gemm(M, N, std::min(kc, K - k0), lda, ldb, ldc, add || k0 > 0, A + k0, B + k0 * ldb, C);
   }

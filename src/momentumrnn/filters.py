@@ -55,10 +55,11 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
         y0: optional initial state ``(B, *F)``.
 
     A sequence no longer than one block, or a short one of few features (float32 / float64,
-    see ``_solves``), is one triangular solve (see ``_solve``). Longer ones: all blocks are filtered by one batched matmul; then a short loop
-    over the ``T / L`` blocks passes each block's last value on (vectors only), and one element-wise
-    pass adds the carries. No per-step or per-block slicing of big tensors: its backward would
-    allocate a full-size gradient for every slice.
+    see ``_solves``), is one triangular solve (see ``_solve``). Longer ones: all blocks are
+    filtered by one batched matmul; then a short loop over the ``T / L`` blocks passes each
+    block's last value on (vectors only), and one element-wise pass adds the carries. No
+    per-step or per-block slicing of big tensors: its backward would allocate a full-size
+    gradient for every slice.
     """
     T = x.shape[0]
     if x.numel() == 0:  # no step, or an empty batch

@@ -160,11 +160,12 @@ def _differentiable(
     return res
 
 
+_transforms_active: Callable[[], bool] | None
 try:  # what Function.apply itself calls (torch >= 2.1); another torch: Function.apply alone
-    from torch._C import _are_functorch_transforms_active
+    from torch._C import _are_functorch_transforms_active as _transforms_active
     from torch._functorch.utils import unwrap_dead_wrappers
 except ImportError:  # pragma: no cover
-    _are_functorch_transforms_active = None
+    _transforms_active = None
 
 
 def call(function: type[torch.autograd.Function], op: "CustomOpDef", args: tuple) -> Any:
@@ -179,7 +180,7 @@ def call(function: type[torch.autograd.Function], op: "CustomOpDef", args: tuple
     against 70-76 us), a quarter of ``torch.nn.LSTM``'s whole forward at that size."""
     if torch.jit.is_tracing():
         return op(*args)
-    if _are_functorch_transforms_active is None or torch.compiler.is_compiling() or _are_functorch_transforms_active():
+    if _transforms_active is None or torch.compiler.is_compiling() or _transforms_active():
         return function.apply(*args)
     return super(torch.autograd.Function, function).apply(*unwrap_dead_wrappers(args))  # type: ignore[misc]
 

@@ -179,23 +179,15 @@ def _float32_against_float64(layer, x, lengths, threads):
         torch.testing.assert_close(a.double(), b, rtol=0, atol=2e-3 * b.abs().max().item())
 
 
+# hidden 300, two threads: several panels of units and a narrower last one, split over the threads;
+# the backward's GEMM depth (gates x 300) in two chunks. Hidden 200, one thread: the forward's wide
+# panels (128 + 72 units). Sequences of every length, padding.
+@pytest.mark.parametrize("hidden,threads", [(300, 2), (200, 1)])
 @pytest.mark.parametrize("host,kind", CASES)
-def test_float32_panels_threads_padding_and_gemm_depth_chunks(host, kind, calls):
-    # hidden 300: several panels of units and a narrower last one, split over two threads; the
-    # backward's GEMM depth (gates x 300) in two chunks; sequences of every length
-    layer = make(host, kind, input_size=5, hidden=300)
+def test_float32_panels_threads_padding_and_gemm_depth_chunks(host, kind, hidden, threads, calls):
+    layer = make(host, kind, input_size=5, hidden=hidden)
     x = torch.randn(7, 6, 5, dtype=torch.float64)
-    _float32_against_float64(layer, x, [7, 2, 5, 7, 1, 4], threads=2)
-    assert calls[0] == 2
-
-
-@pytest.mark.parametrize("host,kind", CASES)
-def test_float32_wide_forward_panels_on_one_thread(host, kind, calls):
-    # one thread: the forward's panels widen to up to 128 units (hidden 200: 80 + 80 + 40 units for
-    # the LSTM, 96 + 96 + 8 for the GRU, 128 + 72 for the RNN with AVX-512), padding and every length
-    layer = make(host, kind, input_size=5, hidden=200)
-    x = torch.randn(7, 6, 5, dtype=torch.float64)
-    _float32_against_float64(layer, x, [7, 2, 5, 7, 1, 4], threads=1)
+    _float32_against_float64(layer, x, [7, 2, 5, 7, 1, 4], threads=threads)
     assert calls[0] == 2
 
 

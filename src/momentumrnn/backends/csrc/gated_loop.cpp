@@ -128,7 +128,6 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     const Tensor wf = pack_forward<T>(w_hh, ps);
     const T* wfp = wf.const_data_ptr<T>();
     const int64_t sw = ps.ng * ps.nbu;
-    const int64_t chunk = H <= 256 ? kForwardChunk : 65536;  // one chunk at H <= 256 (panels.h)
     Tensor scratch = at::empty({nth * B * sw}, opt);  // each thread's panel result (B, ng nb)
     T* Sp = scratch.mutable_data_ptr<T>();
     T* Mp = mptr<T>(m);
@@ -162,7 +161,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
             const T* hprev = t == 0 ? h0p : hsp + (t - 1) * B * H;
             for (int64_t p = p0; p < p1; ++p) {
               const int64_t j0 = ps.j0(p), w = ps.width(p), N = ps.ng * w;
-              blocked_gemm(B, N, H, H, N, N, false, hprev, wfp + p * H * sw, S, chunk);
+              blocked_gemm(B, N, H, H, N, N, false, hprev, wfp + p * H * sw, S, ps.chunk);
               for (int64_t b = 0; b < B; ++b) {
                 if (b + 1 < B) {  // the next row's drive inputs and states, and its gate outputs
                   const int64_t nx = (b + 1) * G;
@@ -303,7 +302,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     // dH[:, units of panel p] (+)= A W_hh[:, units] (the GRU keeps its direct part dh z there)
     auto recurrent = [&](const T* A, int64_t p) {
       const int64_t w = ps.width(p);
-      blocked_gemm(B, w, G, G, w, H, gru, A, wbp + p * G * ps.nbu, dHp + ps.j0(p));
+      blocked_gemm(B, w, G, G, w, H, gru, A, wbp + p * G * ps.nbu, dHp + ps.j0(p), ps.chunk);
     };
     for (int64_t blk = nb - 1; blk >= 0; --blk) {
       const int64_t t0 = blk * K, k = std::min(K, T_ - t0);

@@ -42,6 +42,7 @@ using at::Tensor;
 // at H = 1150 (PTB) 32 stayed faster (0.58-0.61 s against 0.64-0.67), and at H = 512 no better.
 struct Panels {
   int64_t H, ng, nbu, np;
+  int64_t chunk;  // blocked_gemm's chunk of W_hh (elements) for this pass's GEMMs
   int64_t j0(int64_t p) const { return p * nbu; }
   int64_t width(int64_t p) const { return std::min(H, (p + 1) * nbu) - p * nbu; }
 };
@@ -57,11 +58,11 @@ struct Panels {
 // narrow panels stayed fastest (343 against 363-393 ms), and with a team of threads the panels
 // stay narrow so that the threads still split a step (two-thread timings here do not settle it).
 // The forward's GEMM at H <= 256 runs in one chunk of up to kForwardChunk elements of W_hh (512 KB
-// of floats, half this machine's L2), so that H = 256 gets 128 units too (64 with blocked_gemm's
-// default): forward at T = 64, B = 128 67.8-71.5 ms against 77.5-79.8 with 64 units (nn.LSTM 75-78).
+// of floats, half this machine's L2), so that H = 256 gets 128 units too (64 with
+// kChunk): forward at T = 64, B = 128 67.8-71.5 ms against 77.5-79.8 with 64 units (nn.LSTM 75-78).
 // One chunk per panel whatever its width keeps the sums in the same order: the results are
 // bit-identical to the narrow panels' (and to a team's).
-constexpr int64_t kForwardChunk = 131072;
+constexpr int64_t kChunk = 65536, kForwardChunk = 131072;
 
 template <typename T>
 Panels panels_for(int64_t host, int64_t H, bool backward, bool alone = false) {
@@ -74,7 +75,7 @@ Panels panels_for(int64_t host, int64_t H, bool backward, bool alone = false) {
     const int64_t fit = std::min<int64_t>(128, kForwardChunk / (H * ng)) / W * W;
     nbu = std::max(nbu, std::min(fit, (H + W - 1) / W * W));
   }
-  return {H, ng, nbu, (H + nbu - 1) / nbu};
+  return {H, ng, nbu, (H + nbu - 1) / nbu, !backward && H <= 256 ? kForwardChunk : kChunk};
 }
 
 // Forward panels: panel p is (H, ng nb) row-major, column q nb + i = row q H + j0 + i of W_hh.
@@ -135,12 +136,12 @@ inline void panel_gemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb
   }
 }
 
-// The same with K in chunks whose B part holds about 64 K elements (256 KB of floats: L2-sized):
+// The same with K in chunks whose B part holds about `chunk` elements (kChunk: 256 KB of floats, L2-sized):
 // the backward's K = G is long (4600 at the PTB shape) and one brgemm over all of it streamed its B
 // panel from L3 (6.6-7.8 ms per step there instead of 3.3-3.7 ms in chunks).
 template <typename T>
 void blocked_gemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const T* A,
-                  const T* B, T* C, int64_t chunk = 65536) {
+                  const T* B, T* C, int64_t chunk) {
   const int64_t chunks = (K * N + chunk - 1) / chunk, kc = (K + chunks - 1) / chunks;
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     panel_gemm(M, N, std::min(kc, K - k0), lda, ldb, ldc, add || k0 > 0, A + k0, B + k0 * ldb, C);

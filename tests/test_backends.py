@@ -39,7 +39,7 @@ def test_every_drive_has_a_backend_on_every_family():
         assert family in backends.BACKENDS[name].families and drive in backends.BACKENDS[name].drives
     # what the table says runs where (the README's "How it runs")
     assert backends.select("gated", "trivial", "cpu") == "native"
-    assert backends.select("gated", "linear", "cpu") == "filtered_native"
+    assert backends.select("gated", "linear", "cpu") == "compiled_loop"
     assert backends.select("gated", "normalized", "cpu") == "compiled_loop"
     assert backends.select("gated", "lookahead", "cpu") == "compiled_loop"
     assert backends.select("gated", "normalized", "cuda") == "precomputed_native"

@@ -1,8 +1,9 @@
 """The compiled CPU time loop (backend ``compiled_loop``: ``csrc/gated_loop.cpp`` behind the
 ``momentumrnn::gated_loop`` operator) forced on every layer it runs, against the literal reference in
-float64: every host x {Adam, RMSProp, Nesterov}, stacked, bidirectional, packed with variable lengths,
-initial state, chunked, several blocks, gradcheck, double backward, subnormal flushing, NaN, the
-fallback to the Python loop, and the operator's registrations (``torch.library.opcheck``).
+float64: every host x {Adam, RMSProp, Nesterov, heavy ball, scheduled restart}, stacked,
+bidirectional, packed with variable lengths, initial state, chunked, several blocks, gradcheck,
+double backward, subnormal flushing, NaN, inference mode, the fallbacks, and the operator's
+registrations (``torch.library.opcheck``).
 
 (Every other test of the suite runs the compiled loop too where the dispatch table picks it.)"""
 
@@ -17,9 +18,11 @@ from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
+from momentumrnn import backends
 from momentumrnn.backends import _build, compiled, loop_ops
+from momentumrnn.schemes import MomentumState
 
-KINDS = ["adam", "rmsprop", "nesterov"]
+KINDS = ["adam", "rmsprop", "nesterov", "heavy_ball", "restart"]
 CASES = list(itertools.product(HOSTS, KINDS))
 
 pytestmark = pytest.mark.skipif(_build.load() is None, reason=f"no compiled loop: {_build.status()['reason']}")
@@ -198,15 +201,16 @@ def test_float32_forward_gemm_depth_chunks(calls):
     assert calls[0] == 2
 
 
-@pytest.mark.parametrize("kind", ["adam", "rmsprop"])
-def test_states_are_flushed_below_the_normal_range(kind, calls):
+@pytest.mark.parametrize("kind,fields", [("adam", {"v", "m"}), ("rmsprop", {"m"}), ("heavy_ball", {"v"})])
+def test_states_are_flushed_below_the_normal_range(kind, fields, calls):
     tiny = torch.finfo(torch.float32).tiny
-    layer = mr.build_layer("lstm", kind, 1, 8, init="authors", forget_bias=0.0, beta=0.1, carry_momentum=True)
+    extra = {"beta": 0.1} if kind != "heavy_ball" else {}
+    layer = mr.build_layer("lstm", kind, 1, 8, init="authors", forget_bias=0.0, carry_momentum=True, **extra)
     x = torch.zeros(600, 2, 1)
     x[:5] = 1.0
     _, state = layer(x)
     mom = momentum_of(layer, state)
-    assert set(mom) == ({"v", "m"} if kind == "adam" else {"m"})
+    assert set(mom) == fields
     for t in mom.values():
         assert bool(((t == 0) | (t.abs() >= tiny)).all())
         assert bool((t == 0).all())  # beta^595 and mu^595 are far below the normal range
@@ -231,6 +235,39 @@ def test_fallback_when_the_loop_cannot_be_built(monkeypatch, calls):
     assert not compiled.applies(layer, x, (0.5, 0.8))
     torch.testing.assert_close(layer(x)[0], expected, **TOL)  # the Python loop, same numbers
     assert calls[0] == 2
+
+
+@pytest.mark.parametrize("kind", ["adam", "heavy_ball"])
+def test_inference_mode_then_training(kind, calls):
+    """The loop keeps its scratch memory between calls (per thread): a call under
+    torch.inference_mode() and a training call after it (and again inside) both work and match."""
+    layer = make("lstm", kind)
+    layer.backend = "compiled_loop"
+    x = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
+    with torch.inference_mode():
+        first = layer(x.detach())[0]
+    assert_match(layer, *run_both(layer, x))
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x.detach())[0], first, rtol=0, atol=0)
+    assert calls[0] == 3
+
+
+def test_the_linear_drive_falls_back_to_the_native_kernel(monkeypatch, calls):
+    """Where the compiled loop cannot run a heavy-ball layer (a learned mu; no compiler) the
+    table's fallback gives it the native kernel on the filtered input, not the Python loop."""
+    x = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
+
+    def chosen(layer):
+        return backends.choose(layer, x, MomentumState(), layer.hyper_parameters())
+
+    assert chosen(make("lstm", "heavy_ball")) == chosen(make("gru", "restart")) == "compiled_loop"
+    layer = make("lstm", "heavy_ball", learn_mu=True)
+    assert chosen(layer) == "filtered_native"
+    assert_match(layer, *run_both(layer, x))
+    monkeypatch.setattr(compiled._build, "load", lambda: None)
+    for kind, name in (("heavy_ball", "filtered_native"), ("restart", "filtered_native"), ("adam", "fused")):
+        assert chosen(make("rnn", kind)) == name
+    assert calls[0] == 0
 
 
 def test_build_failure_warns_once_and_the_opt_out_is_silent(monkeypatch):
@@ -261,8 +298,10 @@ def test_learnable_and_empty_batch_use_the_python_loop(calls):
     assert calls[0] == 0
 
 
-@pytest.mark.parametrize("host,mode", [(2, 0), (3, 1), (0, 0)])
-def test_operator_registration(host, mode):
+@pytest.mark.parametrize(
+    "host,mode,scheduled", [(2, 0, False), (3, 1, True), (0, 0, False), (2, 2, False), (3, 2, True)]
+)
+def test_operator_registration(host, mode, scheduled):
     torch.manual_seed(0)
     T, B, I, H = 4, 2, 3, 5
     G = {0: 1, 2: 4, 3: 3}[host] * H
@@ -275,6 +314,8 @@ def test_operator_registration(host, mode):
     if mode == 1:
         beta_k = torch.rand(T, 1, dtype=torch.float64)
         alpha = 1 + beta_k
+    elif mode == 2 and scheduled:  # the linear drive's mu_t
+        alpha = torch.rand(T, 1, dtype=torch.float64)
     args = (
         x,
         w_ih,

@@ -177,8 +177,10 @@ def test_compile_keeps_nan_causal():
 
 
 def test_native_kernel_under_compile_is_replaced_by_the_table_and_refused_when_forced():
-    assert backends.select("gated", "linear", "cpu", None, under_compile=True) == "fused"
-    assert backends.select("gated", "linear", "cpu", None, under_compile=False) == "filtered_native"
+    assert backends.select("gated", "linear", "cuda", None, under_compile=True) == "fused"
+    assert backends.select("gated", "linear", "cuda", None, under_compile=False) == "filtered_native"
+    # the CPU's choice, the C++ loop, is an operator with a fake implementation: it compiles
+    assert backends.select("gated", "linear", "cpu", None, under_compile=True) == "compiled_loop"
     with pytest.raises(ValueError, match=r"cannot run under torch.compile.*do not compile"):
         backends.select("gated", "linear", "cpu", "filtered_native", under_compile=True)
     # CUDA's Adam / RMSProp path ends in cuDNN's kernel: the fused operator under torch.compile

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["linear_filter", "cumulative_decay"]
+__all__ = ["linear_filter", "cumulative_decay", "system_matrix"]
 
 
 def _flush(x: Tensor) -> Tensor:
@@ -44,7 +44,7 @@ def _transfer_matrix(coeff: Tensor, length: int) -> Tensor:
     return _flush(torch.cumprod(q, dim=-2).tril())
 
 
-def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
+def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None, system: Tensor | None = None) -> Tensor:
     """Return ``y`` with ``y_t = coeff_t * y_{t-1} + x_t`` along dim 0, ``y_{-1} = y0`` (or 0).
 
     Args:
@@ -53,6 +53,8 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
             ``B'`` in ``{1, B}`` and trailing singleton dims (a per-step, optionally per-sequence
             coefficient).
         y0: optional initial state ``(B, *F)``.
+        system: :func:`system_matrix` of ``coeff`` and ``T``, if the caller keeps it (used where
+            the filter is one triangular solve).
 
     A sequence no longer than one block, or a short one of few features (float32 / float64,
     see ``_solves``), is one triangular solve (see ``_solve``). Longer ones: all blocks are
@@ -66,7 +68,7 @@ def linear_filter(x: Tensor, coeff: Tensor, y0: Tensor | None = None) -> Tensor:
         return x.clone()
     B = x.shape[1]
     if x.dtype in _SOLVE_DTYPES and _solves(T, x.numel() // T):
-        return _solve(x, coeff, y0)
+        return _solve(x, coeff, y0, system)
     # In a block matmul a NaN / inf input times the zero upper triangle would reach earlier steps;
     # step by step it propagates forward in time only (as in torch.nn). Without a data-dependent
     # branch (no host sync; traceable by torch.compile / export): the blocks filter the input with
@@ -130,7 +132,23 @@ def _solves(T: int, n_features: int) -> bool:
     return _block_size(n_features) >= T or (T <= 256 and T * n_features <= 16384)
 
 
-def _solve(x: Tensor, coeff: Tensor, y0: Tensor | None) -> Tensor:
+def system_matrix(coeff: Tensor, T: int) -> Tensor:
+    """The transposed system of the filter's triangular solve (see ``_solve``): ``A^T`` with ``A``
+    unit lower bidiagonal, ``A[t, t-1] = -coeff_t``; ``(T, T)`` for a 0-d ``coeff``, else
+    ``(B', T, T)``. A function of ``coeff`` alone: a caller whose coefficients do not change keeps
+    it (:mod:`momentumrnn.backends.schedules`)."""
+    if coeff.dim() == 0:
+        # a constant coefficient apart: one (T, T) system, where the batched form ((1, T, T),
+        # diag_embed) cost 193-203 against 164-170 us forward + backward at T = 64 (16 x 2
+        # features, one thread)
+        A = torch.eye(T, dtype=coeff.dtype, device=coeff.device) - torch.diag(coeff.expand(T - 1), -1)
+        return A.t()
+    c = coeff.reshape(T, -1)  # (T, B')
+    A = torch.eye(T, dtype=coeff.dtype, device=coeff.device) - torch.diag_embed(c[1:].t(), offset=-1)
+    return A.mT
+
+
+def _solve(x: Tensor, coeff: Tensor, y0: Tensor | None, system: Tensor | None = None) -> Tensor:
     """One block's filter as a triangular solve: ``A y = x`` with ``A`` unit lower bidiagonal
     (``A[t, t-1] = -coeff_t``), ``x_0`` gaining ``coeff_0 y0``. Forward substitution reads only
     earlier steps, so a NaN / inf input reaches later steps only, as step by step, without the
@@ -138,25 +156,27 @@ def _solve(x: Tensor, coeff: Tensor, y0: Tensor | None) -> Tensor:
     coefficient, the gradient of ``A``). Its few operations are why: at T = 64, 16 sequences, 2
     features, one thread, forward + backward took 160 us against 291 us blocked (99 against 234
     at T = 1), most of the fixed cost of a heavy-ball layer at small sizes. The result is flushed
-    below the smallest normal number, as the blocked path flushes its transfer matrices."""
+    below the smallest normal number, as the blocked path flushes its transfer matrices.
+
+    Solved from the right, ``y^T A^T = x^T``: LAPACK writes its result column-major, so ``y``
+    comes out in time-major order (contiguous ``(T, B, F)``), where the left solve's came out
+    time-fastest and the native RNN kernel that reads it next copied it (forward and backward)."""
     T, B = x.shape[0], x.shape[1]
     flat = x.reshape(T, B, -1)  # (T, B, F)
-    # a constant coefficient apart: one (T, T) system, where the batched form ((1, T, T), diag_embed)
-    # cost 193-203 against 164-170 us forward + backward at T = 64 (16 x 2 features, one thread)
+    if system is None:
+        system = system_matrix(coeff.to(x.dtype), T)
     if coeff.dim() == 0:
-        A = torch.eye(T, dtype=x.dtype, device=x.device) - torch.diag(coeff.to(x.dtype).expand(T - 1), -1)
         rhs = flat.reshape(T, -1)
         if y0 is not None:
             rhs = torch.cat([rhs[:1] + coeff * y0.reshape(1, -1), rhs[1:]])
-        y = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
+        y = torch.linalg.solve_triangular(system, rhs.t(), upper=True, left=False, unitriangular=True).t()
     else:
         c = coeff.reshape(T, -1).to(x.dtype)  # (T, B')
-        A = torch.eye(T, dtype=x.dtype, device=x.device) - torch.diag_embed(c[1:].t(), offset=-1)  # (B', T, T)
         rhs = flat.transpose(0, 1) if c.shape[1] > 1 else flat.reshape(1, T, -1)  # (B', T, F')
         if y0 is not None:
             first = rhs[:, :1] + c[0].view(-1, 1, 1) * y0.reshape(rhs.shape[0], 1, -1)
             rhs = torch.cat([first, rhs[:, 1:]], 1)
-        y = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
+        y = torch.linalg.solve_triangular(system, rhs.mT, upper=True, left=False, unitriangular=True).mT
         y = y.transpose(0, 1) if c.shape[1] > 1 else y[0]
     return _flush(y).reshape(x.shape)
 

@@ -41,7 +41,10 @@ Three situations replace the table's choice, all decided here:
   RNN; probed once per host, device type and dtype, see
   :func:`!momentumrnn.backends.native.capable`), or an LSTM with projections (``proj_size > 0``) on
   a backend without them (:attr:`Backend.projections`: the C++ loop and the lookahead graph loop
-  have none; their Python twin ``fused`` runs the same equations with the projection).
+  have none; their Python twin ``fused`` runs the same equations with the projection), or the C++
+  loop where it cannot run (:func:`!momentumrnn.backends.compiled.capable`: no compiler, a learned
+  ``mu`` / ``epsilon``, ...), by drive: the linear drive on ``filtered_native``, the others on
+  ``fused``.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ BACKENDS = {
     "compiled_loop": Backend(
         compiled.run,
         frozenset({"gated"}),
-        frozenset({"normalized", "lookahead"}),
+        frozenset({"linear", "normalized", "lookahead"}),
         "the fused recurrence as a C++ loop built at first use (falls back to fused)",
         projections=False,
     ),
@@ -154,6 +157,7 @@ DISPATCH = {
     ("gated", "linear", "*"): "filtered_native",
     ("gated", "normalized", "*"): "fused",
     ("gated", "lookahead", "*"): "fused",
+    ("gated", "linear", "cpu"): "compiled_loop",
     ("gated", "normalized", "cpu"): "compiled_loop",
     ("gated", "lookahead", "cpu"): "compiled_loop",
     ("gated", "normalized", "cuda"): "precomputed_native",
@@ -168,6 +172,7 @@ DISPATCH = {
 DISPATCH_COMPILING = {
     ("gated", "trivial", "*"): "fused",
     ("gated", "linear", "*"): "fused",
+    ("gated", "linear", "cpu"): "compiled_loop",  # the table's CPU choice: an operator, it compiles
     ("gated", "normalized", "cuda"): "fused",  # precomputed_native ends in cuDNN's kernel
 }
 
@@ -186,13 +191,18 @@ DISPATCH_ONNX = {(family, drive, "*"): "scan" for family in ("gated", "modrelu")
 #: over blocks of steps that the exporter does not translate)
 ONNX_EXPORTABLE = frozenset({"scan", "stepwise", "native"})
 
-#: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails)
-FALLBACK = {
+#: backend -> (capability probe ``capable(layer, x) -> bool``, replacement when it fails: a
+#: backend, or ``{drive: backend}`` with ``"*"`` for the other drives); a replacement's own probe
+#: is checked in turn
+FALLBACK: dict[str, tuple[Callable[[Layer, Tensor], bool], str | dict[str, str]]] = {
     "native": (native.capable, "fused"),
     "filtered_native": (native.capable, "fused"),
     "precomputed_native": (native.capable, "fused"),
-    # no projection in the C++ loop nor in the graph loop: the Python loop (fused) has it
-    "compiled_loop": (_no_projection, "fused"),
+    # the C++ loop: CPU, float32 / float64, constant mu / epsilon, a compiler, no projection. Else
+    # the linear drive runs on the native kernel (the filters differentiate a learnable mu; one
+    # kernel call), the others on the Python loop (fused; it has the projection)
+    "compiled_loop": (compiled.capable, {"linear": "filtered_native", "*": "fused"}),
+    # no projection in the graph loop: the Python loop (fused) has it
     "graph_loop": (_no_projection, "fused"),
     "scan": (scan.available, "stepwise"),
 }
@@ -291,8 +301,9 @@ def choose(layer: Layer, x: Tensor, mom0: MomentumState, hp: HyperParameters) ->
         bool(getattr(layer, "proj_size", 0)),
         exporting.onnx_exporting(),
     )
-    if forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
-        name = FALLBACK[name][1]
+    while forced is None and name in FALLBACK and not FALLBACK[name][0](layer, x):
+        replacement = FALLBACK[name][1]
+        name = replacement if isinstance(replacement, str) else replacement.get(drive, replacement["*"])
     return name
 
 

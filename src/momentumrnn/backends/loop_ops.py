@@ -3,11 +3,13 @@ backward ``momentumrnn::gated_loop_backward`` (``torch.library.custom_op``, fake
 for ``torch.compile`` / ``torch.export``, autograd through ``register_autograd``).
 
 The operators run the C++ loop of ``csrc/gated_loop.cpp`` (built by :mod:`._build`): normalized
-drives (Adam, RMSProp: ``mode=0``) and the lookahead drive (Nesterov: ``mode=1``) on the RNN
+drives (Adam, RMSProp: ``mode=0``), the lookahead drive (Nesterov: ``mode=1``) and the linear drive
+(heavy ball, scheduled restart: ``mode=2``, ``v_t = mu_t v_{t-1} + eps u_t``) on the RNN
 (``host`` 0: tanh, 1: ReLU), LSTM (2) and GRU (3) cells, float32 / float64 on CPU. Arguments as
 :func:`momentumrnn.backends.fused.fused_recurrence`: ``x`` ``(T, B, I)``; ``bias_e`` the part of
 ``b_hh`` added to the pre-activation directly, ``b_hn`` the GRU's candidate bias; ``alpha`` /
-``beta_k`` ``(T, B')`` the Nesterov coefficients ``g_t = alpha_t p_t - beta_t p_{t-1}``; ``last``
+``beta_k`` ``(T, B')`` the Nesterov coefficients ``g_t = alpha_t p_t - beta_t p_{t-1}``, or
+``alpha`` the linear drive's ``mu_t`` (``None``: ``mu`` every step); ``last``
 ``(B,)`` each sequence's last step (``None``: all full length); ``block`` the steps per input /
 weight-gradient GEMM (:func:`block_steps`).
 
@@ -48,10 +50,11 @@ __all__ = [
     "HOST_CODES",
     "NORMALIZED",
     "LOOKAHEAD",
+    "LINEAR",
 ]
 
 HOST_CODES = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
-NORMALIZED, LOOKAHEAD = 0, 1
+NORMALIZED, LOOKAHEAD, LINEAR = 0, 1, 2
 _GATES = {0: 1, 1: 1, 2: 4, 3: 3}
 #: the backward's recurrent weight gradient is one GEMM per this many (time x batch) rows at least
 WEIGHT_ROWS = 4096
@@ -161,9 +164,9 @@ def _(
         x.new_empty(T, B, H) if host == 3 else x.new_empty(0),
         x.new_empty(nb, B, G) if norm and velocity else x.new_empty(0),
         x.new_empty(nb, B, G) if norm else x.new_empty(0),
-        x.new_empty(B, G) if norm and velocity else x.new_empty(0),
+        x.new_empty(B, G) if (norm and velocity) or mode == LINEAR else x.new_empty(0),
         x.new_empty(B, G) if norm else x.new_empty(0),
-        x.new_empty(B, G) if not norm else x.new_empty(0),
+        x.new_empty(B, G) if mode == LOOKAHEAD else x.new_empty(0),
         x.new_empty(T, B, G) if norm and keep_u else x.new_empty(0),
     )
 
@@ -289,9 +292,9 @@ def _(
         x.new_empty(H) if host == 3 else x.new_empty(0),
         x.new_empty(B, H),
         x.new_empty(B, H) if host == 2 else x.new_empty(0),
-        x.new_empty(B, G) if norm and velocity else x.new_empty(0),
+        x.new_empty(B, G) if (norm and velocity) or mode == LINEAR else x.new_empty(0),
         x.new_empty(B, G) if norm else x.new_empty(0),
-        x.new_empty(B, G) if not norm else x.new_empty(0),
+        x.new_empty(B, G) if mode == LOOKAHEAD else x.new_empty(0),
     )
 
 
@@ -470,6 +473,15 @@ def literal_loop(
 
             def combine(base: Tensor, sl: slice, d: Tensor = d) -> Tensor:
                 return base + d[:, sl]
+        elif mode == LINEAR:  # mu_t: alpha (scheduled) or mu
+            m_new = m
+            mu_t = alpha[t].view(-1, 1) if alpha is not None else mu
+            v_new = mu_t * v + eps * ut
+            d = v_new + bias_e
+            parts = {}
+
+            def combine(base: Tensor, sl: slice, d: Tensor = d) -> Tensor:
+                return base + d[:, sl]
         else:  # lookahead: alpha and beta_k given
             a, bb = cast(Tensor, alpha)[t].view(-1, 1), cast(Tensor, beta_k)[t].view(-1, 1)
             d = bias_e - eps * ut
@@ -509,15 +521,15 @@ def literal_loop(
         if host == 2:
             cs.append(c_new if keep is None else torch.where(keep, c_new, 0))
             c = pick(c_new, c)
-        if mode == NORMALIZED:
-            m, v = pick(m_new, m), pick(v_new, v)
-        else:
+        if mode == LOOKAHEAD:
             p = pick(p_new, p)
+        else:
+            m, v = pick(m_new, m), pick(v_new, v)
     norm = mode == NORMALIZED
     return (
         torch.stack(hs),
         torch.stack(cs) if host == 2 else None,
-        v if norm and velocity else None,
+        v if (norm and velocity) or mode == LINEAR else None,
         m if norm else None,
-        p if not norm else None,
+        p if mode == LOOKAHEAD else None,
     )

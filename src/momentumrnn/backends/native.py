@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..filters import cumulative_decay, linear_filter
 from ..lengths import at_last_step
 from ..schemes import MomentumState
+from . import schedules
 
 if TYPE_CHECKING:
     from .._typing import GatedLayer, Hidden, HyperParameters, Layer, StepResult
@@ -191,10 +192,10 @@ def run_filtered(
     mu, eps = hp
     T, B, _ = x.shape
     GH = p.w_ih.shape[0]
-    coeff, k = layer.scheme.velocity_coefficient(mu, T, mom0.step, x.dtype, x.device)
+    coeff, k, system = schedules.velocity(layer.scheme, mu, T, mom0.step, x.dtype, x.device)
     # [x, 1] filtered by one call: the filter's fixed cost (some 25 operations forward, as many
     # backward) is most of its time at small sizes
-    cols = [linear_filter(torch.cat([x, x.new_ones(T, B, 1)], 2) if p.b_ih is not None else x, coeff)]
+    cols = [linear_filter(torch.cat([x, x.new_ones(T, B, 1)], 2) if p.b_ih is not None else x, coeff, None, system)]
     w_in = (torch.cat([p.w_ih, p.b_ih.unsqueeze(1)], 1) if p.b_ih is not None else p.w_ih) * eps
     v0 = mom0.v
     if v0 is not None:
@@ -212,6 +213,6 @@ def run_filtered(
     out, hT, cT = native_call(layer, x_in, seq.lengths, hidden0["h"], hidden0.get("c"), weights)
     v_T = at_last_step(x_in, seq.last) @ w_in.t()
     step = None
-    if k is not None:
-        step = at_last_step(k.expand(T, B), seq.last)
+    if k is not None:  # (a tensor of its own: k may be kept by schedules)
+        step = at_last_step(k.expand(T, B), seq.last).clone()
     return out, _finals(layer, hT, cT), MomentumState(v=v_T, step=step)

@@ -1,5 +1,6 @@
 // The gated recurrences (RNN / LSTM / GRU) whose drive is formed inside the time loop on CPU:
-// normalized drives (Adam, RMSProp) and the lookahead drive (Nesterov). Built at first use by
+// normalized drives (Adam, RMSProp), the lookahead drive (Nesterov) and the linear drive (heavy
+// ball, scheduled restart: the velocity alone, whose backward needs neither u nor v). Built at first use by
 // momentumrnn/backends/_build.py (flags chosen from the CPU capability torch itself detected on
 // the machine it runs on); called from the operator momentumrnn::gated_loop (backends/loop_ops.py).
 // The element-wise step: loop_math.h; the equations: docs/equations.md; the Python version of the
@@ -19,6 +20,7 @@
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
+#include <array>
 #include <cstring>
 #include <optional>
 #include <tuple>
@@ -67,6 +69,28 @@ void copy_units(T* dst, const T* src, int64_t ng, int64_t H, int64_t j0, int64_t
   for (int64_t q = 0; q < ng; ++q) std::memcpy(dst + q * H + j0, src + q * H + j0, nb * sizeof(T));
 }
 
+// Scratch buffers that do not outlive a call (the input drive u or its gradient, the recomputed
+// drive states, the gradient of R, the panels' GEMM results), kept per calling thread between calls
+// and reused: about 1 MB each (block_steps sizes the blocks so), at most 4 MB each (larger ones are
+// allocated per call: their work outweighs the faults), kKeptBytes in all. Freed and
+// allocated again at every call they cost page faults whenever glibc returned the memory to the
+// system (301 faults a call in a fresh process at T = 64, B = 32, H = 32, Adam); measured, one
+// thread, in-process interleaved: the backward there 1465 -> 1337 us, RMSProp 1229 -> 1133 us.
+constexpr int64_t kKeptBytes = int64_t(32) << 20;
+
+// The kept tensors only own the memory: each call wraps it in a tensor of its own (from_blob), made
+// under the caller's inference mode, so that one kept under torch.inference_mode() can be written
+// by a later call outside it.
+Tensor workspace(int slot, at::IntArrayRef shape, const at::TensorOptions& opt) {
+  thread_local std::array<Tensor, 8> kept;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  if (n * static_cast<int64_t>(opt.dtype().itemsize()) > kKeptBytes / 8) return at::empty(shape, opt);
+  Tensor& t = kept[slot];
+  if (!t.defined() || t.numel() < n || t.scalar_type() != opt.dtype().toScalarType()) t = at::empty({n}, opt);
+  return at::from_blob(t.data_ptr(), shape, opt);
+}
+
 int64_t grain_rows(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
 
 // u = x W_ih^T + b_ih for steps [t0, t0 + k) into buf (k * B, G)
@@ -103,21 +127,23 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
   Tensor cs = host == LSTM ? at::empty({T_, B, H}, opt) : at::empty({0}, opt);
   Tensor acts = host == LSTM || host == GRU ? at::empty({T_, B, G}, opt) : at::empty({0}, opt);
   Tensor rn = host == GRU ? at::empty({T_, B, H}, opt) : at::empty({0}, opt);
-  const bool norm = mode == NORMALIZED;
+  const bool norm = mode == NORMALIZED, linear = mode == LINEAR, look = mode == LOOKAHEAD;
+  const bool has_v = (norm && velocity) || linear;  // a velocity state v
+  // (the linear drive's backward needs neither u nor v: no checkpoints)
   Tensor ck_v = norm && velocity ? at::empty({nb, B, G}, opt) : at::empty({0}, opt);
   Tensor ck_m = norm ? at::empty({nb, B, G}, opt) : at::empty({0}, opt);
   // running states (B, G)
   Tensor m = norm ? (m0.defined() ? m0.clone() : at::zeros({B, G}, opt)) : Tensor();
-  Tensor v = norm && velocity ? (v0.defined() ? v0.clone() : at::zeros({B, G}, opt)) : Tensor();
-  Tensor P = !norm ? (p0.defined() ? p0.clone() : at::zeros({B, G}, opt)) : Tensor();
+  Tensor v = has_v ? (v0.defined() ? v0.clone() : at::zeros({B, G}, opt)) : Tensor();
+  Tensor P = look ? (p0.defined() ? p0.clone() : at::zeros({B, G}, opt)) : Tensor();
   Tensor m_last = norm ? at::zeros({B, G}, opt) : at::empty({0}, opt);
-  Tensor v_last = norm && velocity ? at::zeros({B, G}, opt) : at::empty({0}, opt);
-  Tensor p_last = !norm ? at::zeros({B, G}, opt) : at::empty({0}, opt);
+  Tensor v_last = has_v ? at::zeros({B, G}, opt) : at::empty({0}, opt);
+  Tensor p_last = look ? at::zeros({B, G}, opt) : at::empty({0}, opt);
   Tensor c_zero = host == LSTM && !c0.defined() ? at::zeros({B, H}, opt) : c0;
   // u = x W_ih^T + b_ih, block by block; kept for the backward when recomputing it costs a real GEMM
   keep_u = keep_u && norm;
   Tensor u_all = keep_u ? at::empty({T_, B, G}, opt) : at::empty({0}, opt);
-  Tensor U = keep_u ? Tensor() : at::empty({std::min(K, T_) * B, G}, opt);
+  Tensor U = keep_u ? Tensor() : workspace(0, {std::min(K, T_) * B, G}, opt);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_forward", [&] {
     using T = scalar_t;
@@ -128,7 +154,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     const Tensor wf = pack_forward<T>(w_hh, ps);
     const T* wfp = wf.const_data_ptr<T>();
     const int64_t sw = ps.ng * ps.nbu;
-    Tensor scratch = at::empty({nth * B * sw}, opt);  // each thread's panel result (B, ng nb)
+    Tensor scratch = workspace(1, {nth * B * sw}, opt);  // each thread's panel result (B, ng nb)
     T* Sp = scratch.mutable_data_ptr<T>();
     T* Mp = mptr<T>(m);
     T* Vp = mptr<T>(v);
@@ -166,7 +192,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                 if (b + 1 < B) {  // the next row's drive inputs and states, and its gate outputs
                   const int64_t nx = (b + 1) * G;
                   prefetch_units(Up + j * B * G + nx, ps.ng, H, j0, w, false);
-                  prefetch_units(Mp ? Mp + nx : Pp + nx, ps.ng, H, j0, w, true);
+                  prefetch_units(Mp ? Mp + nx : Pp ? Pp + nx : nullptr, ps.ng, H, j0, w, true);
                   prefetch_units(Vp ? Vp + nx : nullptr, ps.ng, H, j0, w, true);
                   prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, true);
                 }
@@ -186,18 +212,17 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                 const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + (row - B) * H) : nullptr;
                 typename Loop<T>::Row r{Up + (j * B + b) * G, Mp ? Mp + b * G : nullptr, Vp ? Vp + b * G : nullptr,
                                         Pp ? Pp + b * G : nullptr, T(0), T(0)};
-                if (!norm) {
+                if (look) {
                   r.a = L.a_at(t, b);
                   r.bb = L.b_at(t, b);
+                } else if (linear) {
+                  r.a = L.mu_at(t, b);
                 }
                 L.fwd_row(r, S + b * N, w, j0, j0 + w, arow, hp, cp, hrow, crow, rnrow);
                 if (L.last != nullptr && t == L.last[b]) {
-                  if (norm) {
-                    copy_units(mlp + b * G, Mp + b * G, ps.ng, H, j0, w);
-                    if (velocity) copy_units(vlp + b * G, Vp + b * G, ps.ng, H, j0, w);
-                  } else {
-                    copy_units(plp + b * G, Pp + b * G, ps.ng, H, j0, w);
-                  }
+                  if (norm) copy_units(mlp + b * G, Mp + b * G, ps.ng, H, j0, w);
+                  if (has_v) copy_units(vlp + b * G, Vp + b * G, ps.ng, H, j0, w);
+                  if (look) copy_units(plp + b * G, Pp + b * G, ps.ng, H, j0, w);
                 }
               }
             }
@@ -209,12 +234,9 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     }
   });
   if (!last.defined()) {
-    if (norm) {
-      m_last.copy_(m);
-      if (velocity) v_last.copy_(v);
-    } else {
-      p_last.copy_(P);
-    }
+    if (norm) m_last.copy_(m);
+    if (has_v) v_last.copy_(v);
+    if (look) p_last.copy_(P);
   }
   return {hs, cs, acts, rn, ck_v, ck_m, v_last, m_last, p_last, u_all};
 }
@@ -238,24 +260,24 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   Tensor d_p_last = contig(d_p_last_);
   const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), G = w_hh.size(0), H = w_hh.size(1);
   const int64_t nb = (T_ + K - 1) / K;
-  const bool norm = mode == NORMALIZED;
+  const bool norm = mode == NORMALIZED, linear = mode == LINEAR, look = mode == LOOKAHEAD;
   auto opt = x.options();
   const int64_t Kc = std::min(K, T_);
   // u (recomputed when the forward did not keep it), then du (normalized drives)
-  Tensor U = at::empty({Kc, B, G}, opt);
-  Tensor Mb = norm ? at::empty({Kc, B, G}, opt) : Tensor();             // recomputed m_t, v_t
-  Tensor Vb = norm && velocity ? at::empty({Kc, B, G}, opt) : Tensor();
+  Tensor U = workspace(0, {Kc, B, G}, opt);
+  Tensor Mb = norm ? workspace(2, {Kc, B, G}, opt) : Tensor();             // recomputed m_t, v_t
+  Tensor Vb = norm && velocity ? workspace(3, {Kc, B, G}, opt) : Tensor();
   // The gradients of R (and of the GRU's drive) are kept for KW steps (a multiple of K, at least
   // `rows` rows): one weight-gradient GEMM per KW steps, not per cache-sized block (GEMMs with small
   // inner dimensions are slow).
   const int64_t KW = K * std::max<int64_t>(1, ((rows + B - 1) / std::max<int64_t>(B, 1) + K - 1) / K);
   const int64_t KWc = std::min(KW, nb * K);
-  Tensor dR = at::empty({KWc, B, G}, opt);                              // gradient of R
-  Tensor dRn = at::empty({B, G}, opt);      // dR of the step after a group of KW (its slot is reused)
-  Tensor dDb = host == GRU ? at::empty({KWc, B, G}, opt) : Tensor();    // of the drive (GRU)
-  Tensor Av = norm && velocity ? at::zeros({B, G}, opt) : Tensor();      // adjoint carries
+  Tensor dR = workspace(4, {KWc, B, G}, opt);                              // gradient of R
+  Tensor dRn = workspace(5, {B, G}, opt);      // dR of the step after a group of KW (its slot is reused)
+  Tensor dDb = host == GRU ? workspace(6, {KWc, B, G}, opt) : Tensor();    // of the drive (GRU)
+  Tensor Av = (norm && velocity) || linear ? at::zeros({B, G}, opt) : Tensor();  // adjoint carries
   Tensor Am = norm ? at::zeros({B, G}, opt) : Tensor();
-  Tensor DG = !norm ? at::zeros({B, G}, opt) : Tensor();
+  Tensor DG = look ? at::zeros({B, G}, opt) : Tensor();
   Tensor dH = at::zeros({B, H}, opt);
   Tensor dC = host == LSTM ? at::zeros({B, H}, opt) : Tensor();
   Tensor d_x = need_x ? at::empty({T_, B, I}, opt) : at::empty({0}, opt);
@@ -264,7 +286,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   Tensor d_bias_e = at::zeros({G}, opt);
   Tensor d_b_hn = host == GRU ? at::zeros({H}, opt) : at::empty({0}, opt);
   Tensor c_zero = host == LSTM && !c0.defined() ? at::zeros({B, H}, opt) : c0;
-  const double u_scale = norm ? 1.0 : -eps;  // du = u_scale * (U after the pass, or the drive gradient)
+  // du = u_scale * (U after the pass, or the lookahead's drive gradient)
+  const double u_scale = look ? -eps : 1.0;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_backward", [&] {
     using T = scalar_t;
@@ -392,9 +415,11 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                                          at_last && dmlp ? dmlp + b * G : nullptr,
                                          at_last && dplp ? dplp + b * G : nullptr,
                                          T(0), T(0)};
-                if (!norm) {
+                if (look) {
                   r.a = L.a_at(t, b);
                   r.bnext = L.b_at(t + 1, b);
+                } else if (linear) {
+                  r.a = L.mu_at(t, b);
                 }
                 const int64_t row = t * B + b;
                 const T* hp = t == 0 ? h0p + b * H : hsp + (row - B) * H;
@@ -418,12 +443,12 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
       // ---- the block's input and weight gradients
       Tensor dRb = dR.narrow(0, off, k).view({k * B, G});
       Tensor dDsrc = host == GRU ? dDb.narrow(0, off, k).view({k * B, G}) : dRb;
-      Tensor dU = norm ? U2.narrow(0, 0, k * B) : dDsrc;
+      Tensor dU = look ? dDsrc : U2.narrow(0, 0, k * B);
       Tensor xb = x.narrow(0, t0, k).view({k * B, I});
       if (need_x) {
         Tensor dxb = d_x.narrow(0, t0, k).view({k * B, I});
         at::cpu::mm_out(dxb, dU, w_ih);
-        if (!norm) dxb.mul_(u_scale);
+        if (look) dxb.mul_(u_scale);
       }
       at::cpu::addmm_out(d_w_ih, d_w_ih, dU.t(), xb, 1.0, u_scale);
       Tensor su = dU.sum(0);
@@ -441,10 +466,10 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
       }
     }
   });
-  Tensor d_v0 = norm && velocity ? Av : at::empty({0}, opt);
+  Tensor d_v0 = Av.defined() ? Av : at::empty({0}, opt);
   Tensor d_m0 = norm ? Am : at::empty({0}, opt);
   Tensor d_p0 = at::empty({0}, opt);
-  if (!norm) d_p0 = DG * beta_k[0].view({-1, 1}).neg();
+  if (look) d_p0 = DG * beta_k[0].view({-1, 1}).neg();
   Tensor d_c0 = host == LSTM ? dC : at::empty({0}, opt);
   return {d_x, d_w_ih, d_b_ih, d_bias_e, d_w_hh, d_b_hn, dH, d_c0, d_v0, d_m0, d_p0};
 }

@@ -29,7 +29,9 @@ namespace momentumrnn_loop {
 using at::vec::Vectorized;
 
 constexpr int64_t RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3;
-constexpr int64_t NORMALIZED = 0, LOOKAHEAD = 1;
+// drives: NORMALIZED (Adam, RMSProp), LOOKAHEAD (Nesterov), LINEAR (heavy ball, scheduled restart:
+// v_t = mu_t v_{t-1} + eps u_t, the drive v_t itself)
+constexpr int64_t NORMALIZED = 0, LOOKAHEAD = 1, LINEAR = 2;
 constexpr double ADAM_EPS = 1e-16;
 
 inline int64_t gates_of(int64_t host) { return host == LSTM ? 4 : host == GRU ? 3 : 1; }
@@ -93,6 +95,8 @@ struct Loop {
   T b_at(int64_t t, int64_t b) const {
     return t < T_ ? beta_k[t * ab_stride + (ab_stride > 1 ? b : 0)] : T(0);
   }
+  // the LINEAR drive's coefficient of v_{t-1} at step t: mu_t (alpha, scheduled) or mu
+  T mu_at(int64_t t, int64_t b) const { return alpha != nullptr ? a_at(t, b) : mu; }
 
   // ---- forward: the momentum states of one chunk (normalized drives), shared by the forward and
   // the backward's recomputation so that both give bit-identical states: m_{t-1}, v_{t-1} read from
@@ -120,6 +124,11 @@ struct Loop {
   };
   MRNN_INLINE V pre(const Row& r, int64_t o, int64_t n, const V& base) const {
     V bias = V::loadu(bias_e + o, n);
+    if (mode == LINEAR) {  // r.a: mu_t
+      V vv = Vec<T>::flush(V(r.a) * V::loadu(r.v + o, n) + V(eps) * V::loadu(r.u + o, n));
+      vv.store(r.v + o, n);
+      return base + vv + bias;
+    }
     if (mode == NORMALIZED) {
       V uu, mm, vv;
       advance(r.u + o, r.m + o, r.v + o, r.m + o, r.v + o, n, uu, mm, vv);
@@ -201,7 +210,8 @@ struct Loop {
 
   // ---- backward: the drive's adjoint for gate elements [o, o + n), given the gradient ``dg`` of
   // their total pre-activation; returns the gradient of ``base``. Normalized: writes du (which may be
-  // u itself) and carries Av = mu gv, Am = beta gm; lookahead: carries DG = dg_{t+1}.
+  // u itself) and carries Av = mu gv, Am = beta gm; linear: writes du = eps gv and carries
+  // Av = mu_t gv (r.a: mu_t); lookahead: carries DG = dg_{t+1}.
   struct BRow {
     const T* u;        // u (normalized)
     T* du;             // du, written (normalized; may alias u: each element is read before written)
@@ -217,6 +227,13 @@ struct Loop {
     T a, bnext;
   };
   MRNN_INLINE V adj(const BRow& r, int64_t o, int64_t n, const V& dg) const {
+    if (mode == LINEAR) {
+      V gv = V::loadu(r.Av + o, n) + Vec<T>::load_or_zero(r.dvl ? r.dvl + o : nullptr, n) + dg;
+      (V(r.a) * gv).store(r.Av + o, n);
+      (V(eps) * gv).store(r.du + o, n);
+      if (r.dD) dg.store(r.dD + o, n);
+      return dg;
+    }
     if (mode == NORMALIZED) {
       V uu = V::loadu(r.u + o, n);
       V inv = (V::loadu(r.m + o, n) + V(T(ADAM_EPS))).sqrt().reciprocal();

@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 from states import check_state, momentum_of, parts_of
-from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both
+from test_layers import HOSTS, TOL, assert_match, gradcheck_packed, make, random_state, run_both, to_layer_state
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import momentumrnn as mr
@@ -43,9 +43,11 @@ def calls(monkeypatch):
 
 
 def small_blocks(monkeypatch, k=3, rows=20):
-    """Blocks of k steps, and one recurrent weight-gradient GEMM per ``rows`` rows (several blocks)."""
+    """Blocks of k steps, and one recurrent weight-gradient GEMM per ``rows`` rows (several blocks);
+    the normalized drives' states recomputed from each block's checkpoint (not kept step by step)."""
     monkeypatch.setattr(compiled, "block_steps", lambda T, B, G, e: k)
     monkeypatch.setattr(loop_ops, "WEIGHT_ROWS", rows)
+    monkeypatch.setattr(compiled, "_KEEP_STATES_BYTES", 0)
 
 
 @pytest.mark.parametrize("host,kind", CASES)
@@ -101,6 +103,30 @@ def test_chunked_equals_one_call(host, kind, calls, monkeypatch):
     assert list(parts) == list(parts_full) == list(layer.state_names)
     for name in parts:  # h, c and every momentum field
         torch.testing.assert_close(parts[name], parts_full[name], **TOL, msg=name)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("kind", ["adam", "rmsprop"])
+def test_kept_states_equal_recomputed_ones(host, kind, calls, monkeypatch):
+    """Every step's m, v kept by the forward (small sizes) or recomputed by the backward from each
+    block's checkpoint: the same arithmetic, bit-identical outputs, states and gradients."""
+    monkeypatch.setattr(compiled, "block_steps", lambda T, B, G, e: 3)
+    layer = make(host, kind, num_layers=2, carry_momentum=True)
+    layer.backend = "compiled_loop"
+    x = torch.randn(8, 3, 3, dtype=torch.float64)
+    st = to_layer_state(layer, random_state(layer, 3, layer.scheme.state_fields))
+
+    def run(kept_bytes):
+        monkeypatch.setattr(compiled, "_KEEP_STATES_BYTES", kept_bytes)
+        xx = x.clone().requires_grad_()
+        out, state = layer(pack_padded_sequence(xx, [8, 3, 6], enforce_sorted=False), st)
+        out = pad_packed_sequence(out)[0]
+        loss = out.square().sum() + sum(t.square().sum() for t in state)
+        return [out, *state, *torch.autograd.grad(loss, [xx, *layer.parameters()])]
+
+    for a, b in zip(run(1 << 30), run(0)):
+        assert torch.equal(a, b)
+    assert calls[0] == 4
 
 
 @pytest.mark.parametrize("host,kind", CASES)
@@ -339,6 +365,7 @@ def test_operator_registration(host, mode, scheduled):
         0.3,
         2,
         host == 2,
+        host == 0,  # every step's states kept
     )
     torch.library.opcheck(
         loop_ops.gated_loop, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor")

@@ -205,7 +205,8 @@ def load() -> _OpNamespace | None:
         if ops is None and not reason.startswith("disabled"):
             warnings.warn(
                 f"momentumrnn: the compiled CPU time loop is not available ({reason}); "
-                "Adam / RMSProp / Nesterov layers run on the Python loop (same results, slower). "
+                "Adam / RMSProp / Nesterov layers run on the Python loop (same results, slower), "
+                "heavy ball / restart on the native kernel. "
                 "Set MOMENTUMRNN_NO_EXTENSION=1 to skip the build and this warning.",
                 RuntimeWarning,
                 stacklevel=3,

@@ -17,6 +17,9 @@ Outputs (absent ones are empty tensors): ``hs`` ``(T, B, H)`` (0 on padded steps
 gate activations, the GRU's ``W_hn h + b_hn``, the drive-state checkpoints of each block, the
 final ``v``, ``m``, ``p`` at each sequence's last step, and ``u = W_ih x + b_ih`` where ``keep_u`` asks
 to keep it for the backward (normalized drives; else the backward recomputes it block by block).
+``keep_states`` (normalized drives): the checkpoints are every step's ``m``, ``v`` (``T + 1`` rows:
+the initial state, then each step's), which the backward reads instead of recomputing them from
+each block's first.
 
 Double backward: when the backward runs with grad mode on (``create_graph=True``) it recomputes
 the forward with :func:`literal_loop` (the equations step by step, plain autograd) and
@@ -99,6 +102,7 @@ def gated_loop(
     beta: float,
     block: int,
     keep_u: bool,
+    keep_states: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     out = _ops().forward(
         host,
@@ -123,6 +127,7 @@ def gated_loop(
         beta,
         block,
         keep_u,
+        keep_states,
     )
     return tuple(out)
 
@@ -151,11 +156,12 @@ def _(
     beta: float,
     block: int,
     keep_u: bool,
+    keep_states: bool,
 ) -> tuple[Tensor, ...]:
     T, B, _ = x.shape
     G, H = w_hh.shape
-    nb = -(-T // block)
     norm = mode == NORMALIZED
+    nb = T + 1 if norm and keep_states else -(-T // block)
     e = x.new_empty(0)
     return (
         x.new_empty(T, B, H),
@@ -314,7 +320,7 @@ _TENSOR_INPUTS = (
     "beta_k",
     "last",
 )
-_CONFIG = ("host", "mode", "velocity", "mu", "eps", "beta", "block", "keep_u")
+_CONFIG = ("host", "mode", "velocity", "mu", "eps", "beta", "block", "keep_u", "keep_states")
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:

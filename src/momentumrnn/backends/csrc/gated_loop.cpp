@@ -110,7 +110,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                             const OptTensor& b_hn_, const Tensor& h0_, const OptTensor& c0_, const OptTensor& v0_,
                             const OptTensor& m0_, const OptTensor& p0_, const OptTensor& alpha_,
                             const OptTensor& beta_k_, const OptTensor& last_, double mu, double eps, double beta,
-                            int64_t K, bool keep_u) {
+                            int64_t K, bool keep_u, bool keep_states) {
   Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   Tensor b_ih = contig(b_ih_), bias_e = bias_e_.contiguous(), b_hn = contig(b_hn_), h0 = h0_.contiguous();
   Tensor c0 = contig(c0_), v0 = contig(v0_), m0 = contig(m0_), p0 = contig(p0_);
@@ -129,9 +129,14 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
   Tensor rn = host == GRU ? at::empty({T_, B, H}, opt) : at::empty({0}, opt);
   const bool norm = mode == NORMALIZED, linear = mode == LINEAR, look = mode == LOOKAHEAD;
   const bool has_v = (norm && velocity) || linear;  // a velocity state v
-  // (the linear drive's backward needs neither u nor v: no checkpoints)
-  Tensor ck_v = norm && velocity ? at::empty({nb, B, G}, opt) : at::empty({0}, opt);
-  Tensor ck_m = norm ? at::empty({nb, B, G}, opt) : at::empty({0}, opt);
+  // (the linear drive's backward needs neither u nor v: no checkpoints.) Normalized drives: the
+  // states entering each block (nb rows), which the backward recomputes the block's from; or, with
+  // keep_states, every step's (T + 1 rows: the initial state, then m_t / v_t after step t),
+  // written by the step itself and read by the backward as they are (no recomputation).
+  keep_states = keep_states && norm;
+  const int64_t ck_rows = keep_states ? T_ + 1 : nb;
+  Tensor ck_v = norm && velocity ? at::empty({ck_rows, B, G}, opt) : at::empty({0}, opt);
+  Tensor ck_m = norm ? at::empty({ck_rows, B, G}, opt) : at::empty({0}, opt);
   // running states (B, G)
   Tensor m = norm ? (m0.defined() ? m0.clone() : at::zeros({B, G}, opt)) : Tensor();
   Tensor v = has_v ? (v0.defined() ? v0.clone() : at::zeros({B, G}, opt)) : Tensor();
@@ -158,6 +163,12 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     T* Sp = scratch.mutable_data_ptr<T>();
     T* Mp = mptr<T>(m);
     T* Vp = mptr<T>(v);
+    T* Mkp = keep_states ? ck_m.mutable_data_ptr<T>() : nullptr;  // every step's states
+    T* Vkp = keep_states && velocity ? ck_v.mutable_data_ptr<T>() : nullptr;
+    if (keep_states) {  // row 0: the initial state
+      std::memcpy(Mkp, Mp, B * G * sizeof(T));
+      if (Vkp) std::memcpy(Vkp, Vp, B * G * sizeof(T));
+    }
     T* Pp = mptr<T>(P);
     T* mlp = mptr<T>(m_last);
     T* vlp = mptr<T>(v_last);
@@ -170,7 +181,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     const T* c0p = ptr<T>(c_zero);
     for (int64_t blk = 0; blk < nb; ++blk) {
       const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
-      if (norm) {
+      if (norm && !keep_states) {
         ck_m[blk].copy_(m);
         if (velocity) ck_v[blk].copy_(v);
       }
@@ -183,6 +194,11 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
         T* S = Sp + tid * B * sw;
         for (int64_t j = 0; j < k; ++j) {
           const int64_t t = t0 + j;
+          // the drive states' rows this step reads (mi, vi) and writes (mo, vo)
+          T* const mi = keep_states ? Mkp + t * B * G : Mp;
+          T* const mo = keep_states ? Mkp + (t + 1) * B * G : Mp;
+          T* const vi = Vkp ? Vkp + t * B * G : Vp;
+          T* const vo = Vkp ? Vkp + (t + 1) * B * G : Vp;
           err.guard([&] {
             const T* hprev = t == 0 ? h0p : hsp + (t - 1) * B * H;
             for (int64_t p = p0; p < p1; ++p) {
@@ -192,8 +208,8 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                 if (b + 1 < B) {  // the next row's drive inputs and states, and its gate outputs
                   const int64_t nx = (b + 1) * G;
                   prefetch_units(Up + j * B * G + nx, ps.ng, H, j0, w, false);
-                  prefetch_units(Mp ? Mp + nx : Pp ? Pp + nx : nullptr, ps.ng, H, j0, w, true);
-                  prefetch_units(Vp ? Vp + nx : nullptr, ps.ng, H, j0, w, true);
+                  prefetch_units(mi ? mi + nx : Pp ? Pp + nx : nullptr, ps.ng, H, j0, w, true);
+                  prefetch_units(vi ? vi + nx : nullptr, ps.ng, H, j0, w, true);
                   prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, true);
                 }
                 const int64_t row = t * B + b;
@@ -210,8 +226,9 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                 }
                 const T* hp = t == 0 ? h0p + b * H : hsp + (row - B) * H;
                 const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + (row - B) * H) : nullptr;
-                typename Loop<T>::Row r{Up + (j * B + b) * G, Mp ? Mp + b * G : nullptr, Vp ? Vp + b * G : nullptr,
-                                        Pp ? Pp + b * G : nullptr, T(0), T(0)};
+                typename Loop<T>::Row r{Up + (j * B + b) * G, mo ? mo + b * G : nullptr, vo ? vo + b * G : nullptr,
+                                        Pp ? Pp + b * G : nullptr, T(0), T(0), mi ? mi + b * G : nullptr,
+                                        vi ? vi + b * G : nullptr};
                 if (look) {
                   r.a = L.a_at(t, b);
                   r.bb = L.b_at(t, b);
@@ -220,8 +237,8 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                 }
                 L.fwd_row(r, S + b * N, w, j0, j0 + w, arow, hp, cp, hrow, crow, rnrow);
                 if (L.last != nullptr && t == L.last[b]) {
-                  if (norm) copy_units(mlp + b * G, Mp + b * G, ps.ng, H, j0, w);
-                  if (has_v) copy_units(vlp + b * G, Vp + b * G, ps.ng, H, j0, w);
+                  if (norm) copy_units(mlp + b * G, mo + b * G, ps.ng, H, j0, w);
+                  if (has_v) copy_units(vlp + b * G, vo + b * G, ps.ng, H, j0, w);
                   if (look) copy_units(plp + b * G, Pp + b * G, ps.ng, H, j0, w);
                 }
               }
@@ -234,8 +251,8 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     }
   });
   if (!last.defined()) {
-    if (norm) m_last.copy_(m);
-    if (has_v) v_last.copy_(v);
+    if (norm) m_last.copy_(keep_states ? ck_m[T_] : m);
+    if (has_v) v_last.copy_(keep_states && velocity ? ck_v[T_] : v);
     if (look) p_last.copy_(P);
   }
   return {hs, cs, acts, rn, ck_v, ck_m, v_last, m_last, p_last, u_all};
@@ -265,8 +282,10 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
   const int64_t Kc = std::min(K, T_);
   // u (recomputed when the forward did not keep it), then du (normalized drives)
   Tensor U = workspace(0, {Kc, B, G}, opt);
-  Tensor Mb = norm ? workspace(2, {Kc, B, G}, opt) : Tensor();             // recomputed m_t, v_t
-  Tensor Vb = norm && velocity ? workspace(3, {Kc, B, G}, opt) : Tensor();
+  // m_t, v_t: every step's kept by the forward (T + 1 rows), or recomputed block by block
+  const bool kept = norm && ck_m.size(0) == T_ + 1;
+  Tensor Mb = norm && !kept ? workspace(2, {Kc, B, G}, opt) : Tensor();
+  Tensor Vb = norm && velocity && !kept ? workspace(3, {Kc, B, G}, opt) : Tensor();
   // The gradients of R (and of the GRU's drive) are kept for KW steps (a multiple of K, at least
   // `rows` rows): one weight-gradient GEMM per KW steps, not per cache-sized block (GEMMs with small
   // inner dimensions are slow).
@@ -348,7 +367,10 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
       const bool u_kept = norm && u_keep.numel() > 0;
       if (norm && !u_kept) input_gemm(U2, x, w_ih, b_ih, t0, k);
       const T* uin = u_kept ? u_keep.const_data_ptr<T>() + t0 * B * G : Up;
-      if (norm) {  // the states m_t, v_t of the block, from its checkpoint, straight into their rows
+      // the block's m_t, v_t: (j B + b) G for its step j
+      const T* Mbk = kept ? ck_m.const_data_ptr<T>() + (t0 + 1) * B * G : Mbp;
+      const T* Vbk = kept && velocity ? ck_v.const_data_ptr<T>() + (t0 + 1) * B * G : Vbp;
+      if (norm && !kept) {  // the states m_t, v_t of the block, from its checkpoint, straight into their rows
         const T* ckm = ck_m[blk].const_data_ptr<T>();
         const T* ckv = velocity ? ck_v[blk].const_data_ptr<T>() : nullptr;
         at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
@@ -389,8 +411,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                     prefetch_units(uin + nx, ps.ng, H, j0, w, false);
                     if (u_kept) prefetch_units(Up + nx, ps.ng, H, j0, w, true);
                   }
-                  prefetch_units(Mbp ? Mbp + nx : nullptr, ps.ng, H, j0, w, false);
-                  prefetch_units(Vbp ? Vbp + nx : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(Mbk ? Mbk + nx : nullptr, ps.ng, H, j0, w, false);
+                  prefetch_units(Vbk ? Vbk + nx : nullptr, ps.ng, H, j0, w, false);
                   prefetch_units(dRp + ((off + j) * B + b + 1) * G, ps.ng, H, j0, w, true);
                 }
                 T* dRrow = dRp + ((off + j) * B + b) * G;
@@ -405,8 +427,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                 const bool at_last = L.is_last(t, b);
                 typename Loop<T>::BRow r{uin + (j * B + b) * G,
                                          durow,
-                                         Mbp ? Mbp + (j * B + b) * G : nullptr,
-                                         Vbp ? Vbp + (j * B + b) * G : nullptr,
+                                         Mbk ? Mbk + (j * B + b) * G : nullptr,
+                                         Vbk ? Vbk + (j * B + b) * G : nullptr,
                                          Avp ? Avp + b * G : nullptr,
                                          Amp ? Amp + b * G : nullptr,
                                          DGp ? DGp + b * G : nullptr,
@@ -498,7 +520,8 @@ TORCH_LIBRARY(momentumrnn_ext, m) {
   m.def("tanh(Tensor x) -> Tensor");
   m.def("forward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
         "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? p0, Tensor? alpha, "
-        "Tensor? beta_k, Tensor? last, float mu, float eps, float beta, int K, bool keep_u) -> Tensor[]");
+        "Tensor? beta_k, Tensor? last, float mu, float eps, float beta, int K, bool keep_u, bool keep_states) "
+        "-> Tensor[]");
   m.def("backward(int host, int mode, bool velocity, Tensor x, Tensor w_ih, Tensor? b_ih, Tensor bias_e, "
         "Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? alpha, Tensor? beta_k, Tensor? last, "
         "Tensor hs, Tensor cs, Tensor acts, Tensor rn, Tensor ck_v, Tensor ck_m, Tensor u_all, Tensor? d_hs, "

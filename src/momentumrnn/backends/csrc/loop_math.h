@@ -117,10 +117,12 @@ struct Loop {
   // R = h W_hh^T, or r * (R_n + b_hn) for the GRU candidate). u, m, v, P: this row's pointers.
   struct Row {
     const T* u;
-    T* m;
-    T* v;
+    T* m;  // m_t, v_t written here (normalized: read from mi, vi; the same rows unless the states
+    T* v;  // are kept step by step)
     T* P;
     T a, bb;
+    const T* mi;
+    const T* vi;
   };
   MRNN_INLINE V pre(const Row& r, int64_t o, int64_t n, const V& base) const {
     V bias = V::loadu(bias_e + o, n);
@@ -131,7 +133,7 @@ struct Loop {
     }
     if (mode == NORMALIZED) {
       V uu, mm, vv;
-      advance(r.u + o, r.m + o, r.v + o, r.m + o, r.v + o, n, uu, mm, vv);
+      advance(r.u + o, r.mi + o, r.vi + o, r.m + o, r.v + o, n, uu, mm, vv);
       V num = velocity ? vv : V(eps) * uu;
       return base + num / (mm + V(T(ADAM_EPS))).sqrt() + bias;
     }

@@ -283,10 +283,22 @@ def test_the_linear_drive_falls_back_to_the_native_kernel(monkeypatch, calls):
     table's fallback gives it the native kernel on the filtered input, not the Python loop."""
     x = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
 
-    def chosen(layer):
+    def chosen(layer, x=x):
         return backends.choose(layer, x, MomentumState(), layer.hyper_parameters())
 
     assert chosen(make("lstm", "heavy_ball")) == chosen(make("gru", "restart")) == "compiled_loop"
+    # a step large enough for a team of threads: the native kernel's own threading
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        big = torch.randn(3, 2048, 3, dtype=torch.float64)
+        assert not compiled.alone(make("lstm", "heavy_ball"), big)
+        assert chosen(make("lstm", "heavy_ball"), big) == chosen(make("rnn", "restart"), big) == "filtered_native"
+        assert chosen(make("lstm", "adam"), big) == "compiled_loop"
+        torch.set_num_threads(1)
+        assert chosen(make("lstm", "heavy_ball"), big) == "compiled_loop"
+    finally:
+        torch.set_num_threads(threads)
     layer = make("lstm", "heavy_ball", learn_mu=True)
     assert chosen(layer) == "filtered_native"
     assert_match(layer, *run_both(layer, x))

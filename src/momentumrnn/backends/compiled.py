@@ -5,7 +5,8 @@ element-wise pass per step, forward and backward, no Python per step.
 
 Where the compiled loop does not apply (:func:`capable`: no compiler, see ``_build.status()``; a
 device other than the CPU; a dtype other than float32 / float64; learnable ``mu`` / ``epsilon``,
-whose drive needs autograd; an LSTM with projections; an empty batch) the dispatch table's
+whose drive needs autograd; an LSTM with projections; an empty batch; for the linear drive, a step
+it would split over a team of threads) the dispatch table's
 fallback (``backends.FALLBACK``) runs the direction elsewhere: the linear drive on the native
 kernel (``filtered_native``), the others on the Python loop. Forced here anyway, it hands the
 direction to the Python loop (:func:`momentumrnn.backends.fused.run`, the same equations).
@@ -29,7 +30,7 @@ from torch import Tensor
 from ..lengths import at_last_step
 from ..schemes import MomentumState
 from . import _build, fused, schedules
-from .loop_ops import HOST_CODES, LINEAR, LOOKAHEAD, NORMALIZED, block_steps, call_gated_loop
+from .loop_ops import GATES_OF, HOST_CODES, LINEAR, LOOKAHEAD, NORMALIZED, block_steps, call_gated_loop
 
 if TYPE_CHECKING:
     from .._typing import GatedLayer, Hidden, HyperParameters, Layer, StepResult
@@ -68,13 +69,35 @@ def applies(layer: GatedLayer, x: Tensor, hp: HyperParameters) -> bool:
     )
 
 
+def alone(layer: GatedLayer, x: Tensor) -> bool:
+    """Whether the C++ loop runs this direction on one thread: torch has one, or the step's work is
+    below what it splits into a team (``team_size`` in ``csrc/panels.h``: ``B G (H + 32) < 2^18``).
+    While torch.compile traces: taken as alone (the thread count is not traced)."""
+    B, H = x.shape[1], layer.hidden_size
+    G = GATES_OF[HOST_CODES[(layer.host, layer.nonlinearity if layer.host == "rnn" else None)]] * H
+    small = B * G * (H + 32) < (1 << 18)
+    return small or torch.compiler.is_compiling() or torch.get_num_threads() == 1
+
+
 def capable(layer: Layer, x: Tensor) -> bool:
     """The dispatch table's probe (``backends.FALLBACK``): whether the compiled loop runs this
     layer on ``x``: :func:`applies` with constant ``mu`` / ``epsilon`` (not learned), and no LSTM
-    projection (``proj_size``)."""
+    projection (``proj_size``). The linear drive (heavy ball, restart) only where the loop runs
+    alone (:func:`alone`): with a team of two threads it lost to the native kernel's own threading,
+    which it replaces (two threads, ours / nn.LSTM, native kernel -> C++ loop: smnist128 1.04 ->
+    1.51, smnist256 1.00 -> 1.12, PTB 1.06 -> 1.08; small models at T = 64, B = 32 1.24-1.33 ->
+    1.37-1.52), where one thread, or a step too small for a team, gains (small models 1.05-1.36 ->
+    0.86-1.08 at one thread; 1.13-1.28 -> 0.92-1.12 at two threads with B = 16)."""
     gated = cast("GatedLayer", layer)
     learned = getattr(gated, "learn_mu", False) or getattr(gated, "learn_epsilon", False)
-    return not learned and not getattr(gated, "proj_size", 0) and applies(gated, x, (0.0, 1.0))
+    spec = gated.scheme.spec
+    linear = not (spec.normalized or spec.lookahead)
+    return (
+        not learned
+        and not getattr(gated, "proj_size", 0)
+        and applies(gated, x, (0.0, 1.0))
+        and (not linear or alone(gated, x))
+    )
 
 
 def run(

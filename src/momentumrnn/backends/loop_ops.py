@@ -51,6 +51,7 @@ __all__ = [
     "autocast_off",
     "call",
     "HOST_CODES",
+    "GATES_OF",
     "NORMALIZED",
     "LOOKAHEAD",
     "LINEAR",
@@ -58,7 +59,8 @@ __all__ = [
 
 HOST_CODES = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
 NORMALIZED, LOOKAHEAD, LINEAR = 0, 1, 2
-_GATES = {0: 1, 1: 1, 2: 4, 3: 3}
+#: gates per host code
+GATES_OF = {0: 1, 1: 1, 2: 4, 3: 3}
 #: the backward's recurrent weight gradient is one GEMM per this many (time x batch) rows at least
 WEIGHT_ROWS = 4096
 

@@ -14,8 +14,9 @@ direction to the Python loop (:func:`momentumrnn.backends.fused.run`, the same e
 The linear drive moved here from ``filtered_native`` (the native kernel on the filtered input):
 one thread, forward + backward, in-process interleaved, ours / nn.LSTM, native kernel -> compiled
 loop: heavy ball T = 64, B = 16 / 32, H = 32: 1.33 / 1.28 -> 1.06 / 1.10, B = 32, H = 64: 1.21
--> 1.09, T = 256: 1.09 -> 0.92, sMNIST (T = 784, B = 128, H = 128) 1.00 -> 0.78, PTB (H = 1150)
-1.08 -> 1.04; the restart schedule 1.22-1.37 -> 0.96-1.23. The native kernel's LSTM costs 8 %
+-> 1.09, T = 256: 1.09 -> 0.92; the restart schedule 1.22-1.37 -> 0.96-1.23 (glibc's default
+allocator). Large shapes with freed memory kept (benchmarks/versus.py): smnist128 1.03 -> 1.04,
+smnist256 1.01 -> 1.05, PTB 1.03 -> 0.99. The native kernel's LSTM costs 8 %
 more with two input channels than with one (the filtered constant channel of the bias), and the
 filter, the weight concatenations and their backward are a fixed cost per call.
 """
@@ -87,7 +88,7 @@ def capable(layer: Layer, x: Tensor) -> bool:
     which it replaces (two threads, ours / nn.LSTM, native kernel -> C++ loop: smnist128 1.04 ->
     1.51, smnist256 1.00 -> 1.12, PTB 1.06 -> 1.08; small models at T = 64, B = 32 1.24-1.33 ->
     1.37-1.52), where one thread, or a step too small for a team, gains (small models 1.05-1.36 ->
-    0.86-1.08 at one thread; 1.13-1.28 -> 0.92-1.12 at two threads with B = 16)."""
+    0.86-1.08 at one thread; 1.25-1.28 -> 0.94-0.97 at two threads, T = 64 / 256, B = 16, H = 32)."""
     gated = cast("GatedLayer", layer)
     learned = getattr(gated, "learn_mu", False) or getattr(gated, "learn_epsilon", False)
     spec = gated.scheme.spec

@@ -265,17 +265,24 @@ def test_fallback_when_the_loop_cannot_be_built(monkeypatch, calls):
 
 @pytest.mark.parametrize("kind", ["adam", "heavy_ball"])
 def test_inference_mode_then_training(kind, calls):
-    """The loop keeps its scratch memory between calls (per thread): a call under
-    torch.inference_mode() and a training call after it (and again inside) both work and match."""
+    """The loop keeps its scratch memory between calls (per thread): memory it first takes under
+    torch.inference_mode() serves a training call after it (and the reverse), with the same results.
+    A change of dtype makes the loop take its scratch memory afresh: here inside inference mode."""
     layer = make("lstm", kind)
     layer.backend = "compiled_loop"
     x = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_match(layer, *run_both(layer, x))  # float64 scratch, taken outside inference mode
+    layer32, x32 = copy.deepcopy(layer).float(), x.detach().float()
     with torch.inference_mode():
-        first = layer(x.detach())[0]
-    assert_match(layer, *run_both(layer, x))
+        first = layer32(x32)[0]  # float32 scratch, taken inside
+    out = layer32(x32.requires_grad_())[0]  # written outside inference mode
+    assert all(g is not None for g in torch.autograd.grad(out.square().sum(), [x32, *layer32.parameters()]))
+    assert torch.equal(out.detach(), first)
+    lib = run_both(layer, x)  # float64 again: taken afresh outside, used inside next
+    assert_match(layer, *lib)
     with torch.inference_mode():
-        torch.testing.assert_close(layer(x.detach())[0], first, rtol=0, atol=0)
-    assert calls[0] == 3
+        assert torch.equal(layer(x.detach())[0], lib[0][0].detach())
+    assert calls[0] == 5
 
 
 def test_the_linear_drive_falls_back_to_the_native_kernel(monkeypatch, calls):

@@ -15,6 +15,7 @@ Kept tensors are shared between calls: callers read them, and hand users tensors
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -42,7 +43,7 @@ def _keeps(mu: object, step0: Tensor | None) -> bool:
     )
 
 
-def _kept(key: tuple, build) -> tuple:  # type: ignore[no-untyped-def]
+def _kept(key: tuple, build: Callable[[], tuple]) -> tuple:
     got = _KEPT.get(key)
     if got is None:
         if len(_KEPT) >= _LIMIT:

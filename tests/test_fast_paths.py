@@ -209,9 +209,10 @@ def _float32_against_float64(layer, x, lengths, threads):
 
 
 # hidden 300, two threads: several panels of units and a narrower last one, split over the threads;
-# the backward's GEMM depth (gates x 300) in two chunks. Hidden 200, one thread: the forward's wide
-# panels (128 + 72 units). Sequences of every length, padding.
-@pytest.mark.parametrize("hidden,threads", [(300, 2), (200, 1)])
+# the backward's GEMM depth (gates x 300) in two chunks. Hidden 128, two threads: the batch split
+# by rows (three each), every panel per thread. Hidden 200, one thread: the forward's wide panels
+# (128 + 72 units). Sequences of every length, padding.
+@pytest.mark.parametrize("hidden,threads", [(300, 2), (128, 2), (200, 1)])
 @pytest.mark.parametrize("host,kind", CASES)
 def test_float32_panels_threads_padding_and_gemm_depth_chunks(host, kind, hidden, threads, calls):
     layer = make(host, kind, input_size=5, hidden=hidden)
@@ -294,16 +295,20 @@ def test_the_linear_drive_falls_back_to_the_native_kernel(monkeypatch, calls):
         return backends.choose(layer, x, MomentumState(), layer.hyper_parameters())
 
     assert chosen(make("lstm", "heavy_ball")) == chosen(make("gru", "restart")) == "compiled_loop"
-    # a step large enough for a team of threads: the native kernel's own threading
+    # two threads: a large batch splits by rows (the C++ loop); a step shared by panels of units
+    # (hidden > 256, or fewer than 4 rows), large enough for a team: the native kernel's own threading
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         big = torch.randn(3, 2048, 3, dtype=torch.float64)
-        assert not compiled.alone(make("lstm", "heavy_ball"), big)
-        assert chosen(make("lstm", "heavy_ball"), big) == chosen(make("rnn", "restart"), big) == "filtered_native"
-        assert chosen(make("lstm", "adam"), big) == "compiled_loop"
+        assert chosen(make("lstm", "heavy_ball"), big) == chosen(make("rnn", "restart"), big) == "compiled_loop"
+        wide, few = make("lstm", "heavy_ball", hidden=300), torch.randn(3, 3, 3, dtype=torch.float64)
+        assert compiled.panel_team(wide, few) and compiled.panel_team(wide, big)
+        assert not compiled.panel_team(make("lstm", "heavy_ball", hidden=256), big)
+        assert chosen(wide, few) == chosen(make("rnn", "restart", hidden=300), few) == "filtered_native"
+        assert chosen(make("lstm", "adam", hidden=300), few) == "compiled_loop"
         torch.set_num_threads(1)
-        assert chosen(make("lstm", "heavy_ball"), big) == "compiled_loop"
+        assert chosen(wide, few) == "compiled_loop"
     finally:
         torch.set_num_threads(threads)
     layer = make("lstm", "heavy_ball", learn_mu=True)

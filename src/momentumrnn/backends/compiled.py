@@ -70,25 +70,31 @@ def applies(layer: GatedLayer, x: Tensor, hp: HyperParameters) -> bool:
     )
 
 
-def alone(layer: GatedLayer, x: Tensor) -> bool:
-    """Whether the C++ loop runs this direction on one thread: torch has one, or the step's work is
-    below what it splits into a team (``team_size`` in ``csrc/panels.h``: ``B G (H + 32) < 2^18``).
-    While torch.compile traces: taken as alone (the thread count is not traced)."""
+def panel_team(layer: GatedLayer, x: Tensor) -> bool:
+    """Whether the C++ loop shares each step of this direction out over a team of threads by panels
+    of hidden units, with a barrier every step (``team_for`` in ``csrc/panels.h``; a change there
+    must follow here): more than one thread, no split by rows of the batch (``H > 256`` or fewer than
+    4 rows) and a step of ``B G (H + 32) >= 2^18`` multiply-adds. While torch.compile traces: taken
+    as no (the thread count is not traced)."""
     B, H = x.shape[1], layer.hidden_size
     G = GATES_OF[HOST_CODES[(layer.host, layer.nonlinearity if layer.host == "rnn" else None)]] * H
-    small = B * G * (H + 32) < (1 << 18)
-    return small or torch.compiler.is_compiling() or torch.get_num_threads() == 1
+    if torch.compiler.is_compiling() or torch.get_num_threads() == 1:
+        return False
+    rows = H <= 256 and B >= 4
+    return not rows and B * G * (H + 32) >= (1 << 18)
 
 
 def capable(layer: Layer, x: Tensor) -> bool:
     """The dispatch table's probe (``backends.FALLBACK``): whether the compiled loop runs this
     layer on ``x``: :func:`applies` with constant ``mu`` / ``epsilon`` (not learned), and no LSTM
-    projection (``proj_size``). The linear drive (heavy ball, restart) only where the loop runs
-    alone (:func:`alone`): with a team of two threads it lost to the native kernel's own threading,
-    which it replaces (two threads, ours / nn.LSTM, native kernel -> C++ loop: smnist128 1.04 ->
-    1.51, smnist256 1.00 -> 1.12, PTB 1.06 -> 1.08; small models at T = 64, B = 32 1.24-1.33 ->
-    1.37-1.52), where one thread, or a step too small for a team, gains (small models 1.05-1.36 ->
-    0.86-1.08 at one thread; 1.25-1.28 -> 0.94-0.97 at two threads, T = 64 / 256, B = 16, H = 32)."""
+    projection (``proj_size``). The linear drive (heavy ball, restart) not where the loop would
+    share steps by panels (:func:`panel_team`): there it lost to the native kernel's own threading,
+    which it replaces (two threads, ours / nn.LSTM, native kernel -> C++ loop in a team of panels:
+    smnist128 1.04 -> 1.51, smnist256 1.00 -> 1.12, PTB 1.06 -> 1.08; small models at T = 64,
+    B = 32 1.24-1.33 -> 1.37-1.52). One thread, or a team of rows, gains (one thread: small models
+    1.05-1.36 -> 0.86-1.08; two threads, rows, native kernel -> C++ loop, heavy ball, ours /
+    nn.LSTM: T = 128, B = 128, H = 128 1.11 -> 1.07; B = 32, H = 64 1.12 -> 0.85; T = 64, B = 32,
+    H = 32 1.36 -> 0.87; T = 256, B = 16, H = 32 1.14 -> 0.67; H = 256 1.02 -> 1.04)."""
     gated = cast("GatedLayer", layer)
     learned = getattr(gated, "learn_mu", False) or getattr(gated, "learn_epsilon", False)
     spec = gated.scheme.spec
@@ -97,7 +103,7 @@ def capable(layer: Layer, x: Tensor) -> bool:
         not learned
         and not getattr(gated, "proj_size", 0)
         and applies(gated, x, (0.0, 1.0))
-        and (not linear or alone(gated, x))
+        and (not linear or not panel_team(gated, x))
     )
 
 

@@ -7,8 +7,9 @@
 // same loop: backends/fused.py.
 //
 // One time step, forward: the recurrent GEMM h_{t-1} W_hh^T per panel of hidden units (panels.h)
-// and, right after each panel's GEMM, the element-wise pass of its units (loop_math.h). Threads own
-// panels: one barrier per step. The backward is the same in reverse (dH_t[:, units] =
+// and, right after each panel's GEMM, the element-wise pass of its units (loop_math.h). A team of
+// threads owns rows of the batch (no barrier) or panels (one barrier per step): team_for in
+// panels.h. The backward is the same in reverse (dH_t[:, units] =
 // dR_{t+1} W_hh[:, units], then the adjoint of those units).
 // Input GEMMs and weight-gradient GEMMs run on blocks of K steps (large GEMMs: MKL).
 //
@@ -154,8 +155,9 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
     using T = scalar_t;
     const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
                                    bias_e, b_hn);
-    const int64_t nth = team_size(panels_for<T>(host, H, false), B, G);
-    const Panels ps = panels_for<T>(host, H, false, nth == 1);
+    const Team team = team_for(panels_for<T>(host, H, false), T_, B, G);
+    const int64_t nth = team.n;
+    const Panels ps = panels_for<T>(host, H, false, nth == 1 || team.rows);
     const Tensor wf = pack_forward<T>(w_hh, ps);
     const T* wfp = wf.const_data_ptr<T>();
     const int64_t sw = ps.ng * ps.nbu;
@@ -190,8 +192,9 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
       const T* Up = Ub.const_data_ptr<T>();
       TeamError err;
       run_team(nth, [&](int64_t tid, int64_t nt) {
-        const int64_t p0 = ps.np * tid / nt, p1 = ps.np * (tid + 1) / nt;
-        T* S = Sp + tid * B * sw;
+        const int64_t p0 = team.p0(ps, tid, nt), p1 = team.p1(ps, tid, nt);
+        const int64_t b0 = team.b0(B, tid, nt), b1 = team.b1(B, tid, nt);
+        T* S = Sp + tid * B * sw;  // the panel's result for rows [b0, b1)
         for (int64_t j = 0; j < k; ++j) {
           const int64_t t = t0 + j;
           // the drive states' rows this step reads (mi, vi) and writes (mo, vo)
@@ -203,9 +206,9 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
             const T* hprev = t == 0 ? h0p : hsp + (t - 1) * B * H;
             for (int64_t p = p0; p < p1; ++p) {
               const int64_t j0 = ps.j0(p), w = ps.width(p), N = ps.ng * w;
-              blocked_gemm(B, N, H, H, N, N, false, hprev, wfp + p * H * sw, S, ps.chunk);
-              for (int64_t b = 0; b < B; ++b) {
-                if (b + 1 < B) {  // the next row's drive inputs and states, and its gate outputs
+              blocked_gemm(b1 - b0, N, H, H, N, N, false, hprev + b0 * H, wfp + p * H * sw, S, ps.chunk);
+              for (int64_t b = b0; b < b1; ++b) {
+                if (b + 1 < b1) {  // the next row's drive inputs and states, and its gate outputs
                   const int64_t nx = (b + 1) * G;
                   prefetch_units(Up + j * B * G + nx, ps.ng, H, j0, w, false);
                   prefetch_units(mi ? mi + nx : Pp ? Pp + nx : nullptr, ps.ng, H, j0, w, true);
@@ -235,7 +238,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                 } else if (linear) {
                   r.a = L.mu_at(t, b);
                 }
-                L.fwd_row(r, S + b * N, w, j0, j0 + w, arow, hp, cp, hrow, crow, rnrow);
+                L.fwd_row(r, S + (b - b0) * N, w, j0, j0 + w, arow, hp, cp, hrow, crow, rnrow);
                 if (L.last != nullptr && t == L.last[b]) {
                   if (norm) copy_units(mlp + b * G, mo + b * G, ps.ng, H, j0, w);
                   if (has_v) copy_units(vlp + b * G, vo + b * G, ps.ng, H, j0, w);
@@ -244,7 +247,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
               }
             }
           });
-          team_barrier(nt);
+          team.step_barrier(nt);
         }
       });
       err.rethrow();
@@ -316,7 +319,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     const Panels ps = panels_for<T>(host, H, true);
     const Tensor wb = pack_backward<T>(w_hh, ps);
     const T* wbp = wb.const_data_ptr<T>();
-    const int64_t nth = team_size(ps, B, G);
+    const Team team = team_for(ps, T_, B, G);
+    const int64_t nth = team.n;
     const bool gru = host == GRU;
     T* Up = U.mutable_data_ptr<T>();
     T* Mbp = mptr<T>(Mb);
@@ -341,10 +345,11 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     const T* dmlp = ptr<T>(d_m_last);
     const T* dplp = ptr<T>(d_p_last);
     Tensor U2 = U.view({Kc * B, G});
-    // dH[:, units of panel p] (+)= A W_hh[:, units] (the GRU keeps its direct part dh z there)
-    auto recurrent = [&](const T* A, int64_t p) {
+    // dH[b0:b1, units of panel p] (+)= A[b0:b1] W_hh[:, units] (the GRU keeps its direct part dh z there)
+    auto recurrent = [&](const T* A, int64_t p, int64_t b0, int64_t b1) {
       const int64_t w = ps.width(p);
-      blocked_gemm(B, w, G, G, w, H, gru, A, wbp + p * G * ps.nbu, dHp + ps.j0(p), ps.chunk);
+      blocked_gemm(b1 - b0, w, G, G, w, H, gru, A + b0 * G, wbp + p * G * ps.nbu, dHp + b0 * H + ps.j0(p),
+                   ps.chunk);
     };
     for (int64_t blk = nb - 1; blk >= 0; --blk) {
       const int64_t t0 = blk * K, k = std::min(K, T_ - t0);
@@ -394,7 +399,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
       }
       TeamError err;
       run_team(nth, [&](int64_t tid, int64_t nt) {
-        const int64_t p0 = ps.np * tid / nt, p1 = ps.np * (tid + 1) / nt;
+        const int64_t p0 = team.p0(ps, tid, nt), p1 = team.p1(ps, tid, nt);
+        const int64_t b0 = team.b0(B, tid, nt), b1 = team.b1(B, tid, nt);
         for (int64_t j = k - 1; j >= 0; --j) {
           const int64_t t = t0 + j;
           err.guard([&] {
@@ -402,9 +408,9 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
             const T* A = t + 1 < T_ ? (j == k - 1 ? dR_after : dRp + (off + j + 1) * B * G) : nullptr;
             for (int64_t p = p0; p < p1; ++p) {
               const int64_t j0 = ps.j0(p), w = ps.width(p);
-              if (A) recurrent(A, p);
-              for (int64_t b = 0; b < B; ++b) {
-                if (b + 1 < B) {  // the next row's saved gates, drive inputs and states, and its outputs
+              if (A) recurrent(A, p, b0, b1);
+              for (int64_t b = b0; b < b1; ++b) {
+                if (b + 1 < b1) {  // the next row's saved gates, drive inputs and states, and its outputs
                   const int64_t nx = (j * B + b + 1) * G;
                   prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, false);
                   if (norm) {  // u, and du where it is written apart (the lookahead's step reads neither)
@@ -453,11 +459,11 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
               }
             }
           });
-          team_barrier(nt);
+          team.step_barrier(nt);
         }
         if (blk == 0) {  // the gradient of h0: dR_0 W_hh (+ dh_0 z_0)
           err.guard([&] {
-            for (int64_t p = p0; p < p1; ++p) recurrent(dRp, p);
+            for (int64_t p = p0; p < p1; ++p) recurrent(dRp, p, b0, b1);
           });
         }
       });

@@ -48,15 +48,15 @@ struct Panels {
 };
 
 //
-// Forward with H <= 256 on one thread (see team_size): panels of up to 128 units, one panel up to
-// H = 128. The element-wise pass then reads each row's drive states and gate rows in runs of up to
-// 512 bytes instead of 64, and its loads stopped stalling (perf: the forward's element-wise code
+// Forward with H <= 256 on one thread, or on each thread of a team of rows (see team_for): panels
+// of up to 128 units, one panel up to H = 128. The element-wise pass then reads each row's drive
+// states and gate rows in runs of up to 512 bytes instead of 64, and its loads stopped stalling (perf: the forward's element-wise code
 // 0.88 -> 0.36 ms a call at T = 64, B = 32, H = 64). Measured (Adam, one thread, AVX-512, forward,
 // in-process interleaved medians, 16 -> 64 / 128 units): T = 64, B = 16, H = 64 1.47 -> 1.22 ms;
 // B = 32, H = 64 3.03 -> 2.32; B = 128, H = 64 9.5 -> 6.9; B = 128, H = 128 25.4 -> 18.7;
 // B = 64, H = 256 35.1 -> 30.8; T = 2000, B = 8, H = 128 50.1 -> 33.9. At H = 1150 (PTB) the
-// narrow panels stayed fastest (343 against 363-393 ms), and with a team of threads the panels
-// stay narrow so that the threads still split a step (two-thread timings here do not settle it).
+// narrow panels stayed fastest (343 against 363-393 ms), and in a team of panels they stay narrow
+// so that the threads still split a step.
 // The forward's GEMM at H <= 256 runs in one chunk of up to kForwardChunk elements of W_hh (512 KB
 // of floats, half this machine's L2), so that H = 256 gets 128 units too (64 with
 // kChunk): forward at T = 64, B = 128 67.8-71.5 ms against 77.5-79.8 with 64 units (nn.LSTM 75-78).
@@ -193,12 +193,56 @@ struct TeamError {
   }
 };
 
-// Threads for a step of (B x G x H) multiply-adds: one when a barrier would cost more than the
-// split saves, or inside another parallel region.
-inline int64_t team_size(const Panels& ps, int64_t B, int64_t G) {
-  if (at::in_parallel_region()) return 1;
-  const int64_t work = B * G * (ps.H + 32);
-  return std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), ps.np, 1 + work / (1 << 18)}));
+inline void team_barrier(int64_t nthreads) {
+#ifdef _OPENMP
+  if (nthreads > 1) {
+#pragma omp barrier
+  }
+#endif
+}
+
+// How a call's steps are split over a team of threads. Rows: each thread runs the whole recurrence
+// (every panel) for its own rows of the batch; rows never read each other, so the threads meet only
+// at the end of a block, never per step. Panels: the threads share each step by panels of units and
+// meet at a barrier after every step (each reads the rows of h_{t-1} that all of them wrote).
+//
+// Rows where each thread keeps at least kTeamRows rows and W_hh is small (H <= 256): each thread
+// streams all of W_hh every step, which at larger H only the panel split shares out. Measured (two
+// threads, AVX-512 under KVM, Adam, in-process interleaved medians, forward / backward ms, panels ->
+// rows, nn.LSTM): T = 128, B = 128, H = 128 34.2 / 52.8 -> 23.2 / 46.4 (20.4 / 41.6); B = 32, H = 64
+// 4.7 / 7.9 -> 3.1 / 5.6 (3.0 / 4.6); T = 64, B = 32, H = 32 1.28 / 1.18 -> 0.85 / 1.03 (0.82 /
+// 1.06); H = 256, B = 128 108 / 228 -> 77 / 173 (71 / 120); T = 2000, B = 8 (4 rows a thread) 31.7 /
+// 58.2 -> 21.4 / 50.8 (27.4 / 46.0); T = 1000, B = 4 (2 rows) 10.5 / 16.5 -> 7.1 / 13.3 (9.1 / 14.4).
+// Panels stayed ahead at H = 512, B = 32 (62 / 118 against 66 / 126) and at the PTB shape (H = 1150,
+// B = 20: 169 / 279 against 190 / 293). In the panel team each thread worked as long as one thread
+// alone did the whole step (2.2-3.2 s against 3.2-3.3 s over 103 forward calls at B = 128, H = 128)
+// although each did half of it; two one-thread processes at B = 64 ran side by side at one's speed.
+constexpr int64_t kTeamRows = 2, kTeamRowsMaxH = 256;
+struct Team {
+  int64_t n;  // threads
+  bool rows;  // split the batch's rows (else the panels)
+  // thread tid's panels [p0, p1) and rows [b0, b1) in a team of nt (the threads OpenMP gave)
+  int64_t p0(const Panels& ps, int64_t tid, int64_t nt) const { return rows ? 0 : ps.np * tid / nt; }
+  int64_t p1(const Panels& ps, int64_t tid, int64_t nt) const { return rows ? ps.np : ps.np * (tid + 1) / nt; }
+  int64_t b0(int64_t B, int64_t tid, int64_t nt) const { return rows ? B * tid / nt : 0; }
+  int64_t b1(int64_t B, int64_t tid, int64_t nt) const { return rows ? B * (tid + 1) / nt : B; }
+  // the per-step barrier (panels only)
+  void step_barrier(int64_t nt) const {
+    if (!rows) team_barrier(nt);
+  }
+};
+
+// The team for T steps of (B x G x H) multiply-adds each: one thread inside another parallel
+// region, or where the work is too small to pay for waking the others (rows: once per block of
+// steps, about 2^20 multiply-adds a call; panels: a barrier every step, 2^18 a step).
+inline Team team_for(const Panels& narrow, int64_t T, int64_t B, int64_t G) {
+  const int64_t nt = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t work = B * G * (narrow.H + 32);
+  if (nt > 1 && narrow.H <= kTeamRowsMaxH && B >= 2 * kTeamRows) {
+    const int64_t n = std::min<int64_t>({nt, B / kTeamRows, 1 + T * work / (1 << 20)});
+    return {std::max<int64_t>(1, n), true};
+  }
+  return {std::max<int64_t>(1, std::min<int64_t>({nt, narrow.np, 1 + work / (1 << 18)})), false};
 }
 
 template <typename F>
@@ -211,14 +255,6 @@ void run_team(int64_t nth, const F& f) {
   }
 #endif
   f(0, 1);
-}
-
-inline void team_barrier(int64_t nthreads) {
-#ifdef _OPENMP
-  if (nthreads > 1) {
-#pragma omp barrier
-  }
-#endif
 }
 
 }  // namespace momentumrnn_loop

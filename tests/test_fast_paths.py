@@ -295,16 +295,20 @@ def test_the_linear_drive_falls_back_to_the_native_kernel(monkeypatch, calls):
         return backends.choose(layer, x, MomentumState(), layer.hyper_parameters())
 
     assert chosen(make("lstm", "heavy_ball")) == chosen(make("gru", "restart")) == "compiled_loop"
-    # two threads: a large batch splits by rows (the C++ loop); a step shared by panels of units
-    # (hidden > 256, or fewer than 4 rows), large enough for a team: the native kernel's own threading
+    # two threads: a large batch splits by rows (the C++ loop at hidden <= 128); a step shared by
+    # panels of units (hidden > 256, or fewer than 4 rows), large enough for a team: the native
+    # kernel's own threading
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         big = torch.randn(3, 2048, 3, dtype=torch.float64)
         assert chosen(make("lstm", "heavy_ball"), big) == chosen(make("rnn", "restart"), big) == "compiled_loop"
         wide, few = make("lstm", "heavy_ball", hidden=300), torch.randn(3, 3, 3, dtype=torch.float64)
-        assert compiled.panel_team(wide, few) and compiled.panel_team(wide, big)
-        assert not compiled.panel_team(make("lstm", "heavy_ball", hidden=256), big)
+        assert compiled.team(wide, few) == compiled.team(wide, big) == "panels"
+        assert compiled.team(make("lstm", "heavy_ball", hidden=256), big) == "rows"
+        assert compiled.team(make("lstm", "heavy_ball", hidden=64), big[:1, :4]) == "alone"
+        # rows at hidden 256: the native kernel was faster for the linear drive
+        assert chosen(make("lstm", "heavy_ball", hidden=256), big) == "filtered_native"
         assert chosen(wide, few) == chosen(make("rnn", "restart", hidden=300), few) == "filtered_native"
         assert chosen(make("lstm", "adam", hidden=300), few) == "compiled_loop"
         torch.set_num_threads(1)

@@ -43,8 +43,9 @@ Three situations replace the table's choice, all decided here:
   a backend without them (:attr:`Backend.projections`: the C++ loop and the lookahead graph loop
   have none; their Python twin ``fused`` runs the same equations with the projection), or the C++
   loop where it cannot run (:func:`!momentumrnn.backends.compiled.capable`: no compiler, a learned
-  ``mu`` / ``epsilon``, ...; for the linear drive also a step its team of threads would split,
-  where the native kernel's threading is faster), by drive: the linear drive on
+  ``mu`` / ``epsilon``, ...; for the linear drive also a step its threads would share by panels
+  of units, or a team splitting the batch at ``H > 128``, where the native kernel's threading is
+  faster), by drive: the linear drive on
   ``filtered_native``, the others on ``fused``.
 """
 

@@ -70,41 +70,44 @@ def applies(layer: GatedLayer, x: Tensor, hp: HyperParameters) -> bool:
     )
 
 
-def panel_team(layer: GatedLayer, x: Tensor) -> bool:
-    """Whether the C++ loop shares each step of this direction out over a team of threads by panels
-    of hidden units, with a barrier every step (``team_for`` in ``csrc/panels.h``; a change there
-    must follow here): more than one thread, no split by rows of the batch (``H > 256`` or fewer than
-    4 rows) and a step of ``B G (H + 32) >= 2^18`` multiply-adds. While torch.compile traces: taken
-    as no (the thread count is not traced)."""
-    B, H = x.shape[1], layer.hidden_size
+def team(layer: GatedLayer, x: Tensor) -> str:
+    """How the C++ loop runs this direction's steps (``team_for`` in ``csrc/panels.h``; a change
+    there must follow here): ``"alone"`` (one thread; or while torch.compile traces, where the
+    thread count is not traced), ``"rows"`` (a team of threads, each with its own rows of the batch:
+    ``H <= 256``, at least 4 rows, about ``2^20`` multiply-adds a call) or ``"panels"`` (a team
+    sharing each step by panels of units, a barrier every step: a step of ``B G (H + 32) >= 2^18``
+    multiply-adds otherwise)."""
+    T, B, H = x.shape[0], x.shape[1], layer.hidden_size
     G = GATES_OF[HOST_CODES[(layer.host, layer.nonlinearity if layer.host == "rnn" else None)]] * H
     if torch.compiler.is_compiling() or torch.get_num_threads() == 1:
-        return False
-    rows = H <= 256 and B >= 4
-    return not rows and B * G * (H + 32) >= (1 << 18)
+        return "alone"
+    work = B * G * (H + 32)
+    if H <= 256 and B >= 4:
+        return "rows" if T * work >= (1 << 20) else "alone"
+    return "panels" if work >= (1 << 18) else "alone"
 
 
 def capable(layer: Layer, x: Tensor) -> bool:
     """The dispatch table's probe (``backends.FALLBACK``): whether the compiled loop runs this
     layer on ``x``: :func:`applies` with constant ``mu`` / ``epsilon`` (not learned), and no LSTM
-    projection (``proj_size``). The linear drive (heavy ball, restart) not where the loop would
-    share steps by panels (:func:`panel_team`): there it lost to the native kernel's own threading,
-    which it replaces (two threads, ours / nn.LSTM, native kernel -> C++ loop in a team of panels:
-    smnist128 1.04 -> 1.51, smnist256 1.00 -> 1.12, PTB 1.06 -> 1.08; small models at T = 64,
-    B = 32 1.24-1.33 -> 1.37-1.52). One thread, or a team of rows, gains (one thread: small models
-    1.05-1.36 -> 0.86-1.08; two threads, rows, native kernel -> C++ loop, heavy ball, ours /
-    nn.LSTM: T = 128, B = 128, H = 128 1.11 -> 1.07; B = 32, H = 64 1.12 -> 0.85; T = 64, B = 32,
-    H = 32 1.36 -> 0.87; T = 256, B = 16, H = 32 1.14 -> 0.67; H = 256 1.02 -> 1.04)."""
+    projection (``proj_size``). The linear drive (heavy ball, restart) where the loop runs alone,
+    or in a team of rows (:func:`team`) at ``H <= 128``; elsewhere the native kernel's own
+    threading, which it replaces, was faster. Measured (two threads, ours / nn.LSTM, native kernel
+    -> C++ loop): in a team of panels smnist128 1.04 -> 1.51, smnist256 1.00 -> 1.12, PTB 1.06 ->
+    1.08, small models at T = 64, B = 32 1.24-1.33 -> 1.37-1.52; in a team of rows (versus.py)
+    smnist128 1.00-1.08 -> 0.90-0.99, smnist256 0.96 -> 1.05-1.06 (as AVX2 1.01-1.02 -> 1.13-1.15),
+    long (T = 20000, B = 8) 1.05-1.16 -> 0.81-0.86, small models (small.py) 0.91-1.26 -> 0.74-1.15.
+    Alone, the loop gains (one thread, small models 1.05-1.36 -> 0.86-1.08)."""
     gated = cast("GatedLayer", layer)
     learned = getattr(gated, "learn_mu", False) or getattr(gated, "learn_epsilon", False)
     spec = gated.scheme.spec
     linear = not (spec.normalized or spec.lookahead)
-    return (
-        not learned
-        and not getattr(gated, "proj_size", 0)
-        and applies(gated, x, (0.0, 1.0))
-        and (not linear or not panel_team(gated, x))
-    )
+    if learned or getattr(gated, "proj_size", 0) or not applies(gated, x, (0.0, 1.0)):
+        return False
+    if not linear:
+        return True
+    how = team(gated, x)
+    return how == "alone" or (how == "rows" and gated.hidden_size <= 128)
 
 
 def run(

@@ -170,8 +170,8 @@ inline void prefetch_units(const T* row, int64_t ng, int64_t H, int64_t j0, int6
 #endif
 }
 
-// ---- the team: threads that own panels for a whole block of steps, one barrier per step (one
-// OpenMP region per block instead of one per step). An exception (there should be none) is kept,
+// ---- the team: threads that own rows of the batch, or panels, for a whole block of steps (one
+// OpenMP region per block instead of one per step; see team_for). An exception (there should be none) is kept,
 // the other threads still meet every barrier, and it is raised after the region.
 struct TeamError {
   std::atomic<bool> failed{false};

@@ -96,7 +96,7 @@ def capable(layer: Layer, x: Tensor) -> bool:
     -> C++ loop): in a team of panels smnist128 1.04 -> 1.51, smnist256 1.00 -> 1.12, PTB 1.06 ->
     1.08, small models at T = 64, B = 32 1.24-1.33 -> 1.37-1.52; in a team of rows (versus.py)
     smnist128 1.00-1.08 -> 0.90-0.99, smnist256 0.96 -> 1.05-1.06 (as AVX2 1.01-1.02 -> 1.13-1.15),
-    long (T = 20000, B = 8) 1.05-1.16 -> 0.81-0.86, small models (small.py) 0.91-1.26 -> 0.74-1.15.
+    long (T = 20000, B = 8) 1.05-1.16 -> 0.81-0.86, small models (small.py) 0.91-1.26 -> 0.66-1.15.
     Alone, the loop gains (one thread, small models 1.05-1.36 -> 0.86-1.08)."""
     gated = cast("GatedLayer", layer)
     learned = getattr(gated, "learn_mu", False) or getattr(gated, "learn_epsilon", False)

@@ -6,8 +6,8 @@ element-wise pass per step, forward and backward, no Python per step.
 Where the compiled loop does not apply (:func:`capable`: no compiler, see ``_build.status()``; a
 device other than the CPU; a dtype other than float32 / float64; learnable ``mu`` / ``epsilon``,
 whose drive needs autograd; an LSTM with projections; an empty batch; for the linear drive, a step
-it would split over a team of threads) the dispatch table's
-fallback (``backends.FALLBACK``) runs the direction elsewhere: the linear drive on the native
+its threads would share by panels of units, or split by rows at ``H > 128``: :func:`team`) the
+dispatch table's fallback (``backends.FALLBACK``) runs the direction elsewhere: the linear drive on the native
 kernel (``filtered_native``), the others on the Python loop. Forced here anyway, it hands the
 direction to the Python loop (:func:`momentumrnn.backends.fused.run`, the same equations).
 

@@ -80,7 +80,7 @@ def test_no_bias_batch_one_and_odd_widths(host, kind, calls, monkeypatch):
 
 @pytest.mark.parametrize("host,kind", CASES)
 def test_one_input_feature(host, kind, calls, monkeypatch):
-    # pixel sequences: u = x w_ih + b_ih in one pass of the loop's own (no addmm), in both passes
+    # pixel sequences: u = x w_ih + b_ih computed where the step reads it (no input pass), both passes
     small_blocks(monkeypatch, 2, rows=3)
     for bias in (True, False):
         layer = make(host, kind, input_size=1, hidden=17, bias=bias)

@@ -48,7 +48,8 @@ T* mptr(Tensor& t) { return t.defined() && t.numel() > 0 ? t.mutable_data_ptr<T>
 template <typename T>
 Loop<T> make_loop(int64_t host, int64_t mode, bool velocity, int64_t T_, int64_t B, int64_t I, int64_t H, int64_t G,
                   int64_t K, double mu, double eps, double beta, const Tensor& last, const Tensor& alpha,
-                  const Tensor& beta_k, const Tensor& bias_e, const Tensor& b_hn) {
+                  const Tensor& beta_k, const Tensor& bias_e, const Tensor& b_hn, const Tensor& x,
+                  const Tensor& w_ih, const Tensor& b_ih, bool fly) {
   Loop<T> L{host, mode, velocity, T_, B, I, H, G, K, T(mu), T(eps), T(beta)};
   L.last = ptr<int64_t>(last);
   L.alpha = ptr<T>(alpha);
@@ -56,6 +57,11 @@ Loop<T> make_loop(int64_t host, int64_t mode, bool velocity, int64_t T_, int64_t
   L.ab_stride = alpha.defined() ? alpha.size(1) : 0;
   L.bias_e = ptr<T>(bias_e);
   L.b_hn = ptr<T>(b_hn);
+  if (fly && I == 1) {  // u on the fly (x, w_ih, b_ih contiguous)
+    L.x1 = x.const_data_ptr<T>();
+    L.w1 = w_ih.const_data_ptr<T>();
+    L.b1 = ptr<T>(b_ih);
+  }
   return L;
 }
 
@@ -95,35 +101,10 @@ Tensor workspace(int slot, at::IntArrayRef shape, const at::TensorOptions& opt) 
 int64_t grain_rows(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
 
 // u = x W_ih^T + b_ih for steps [t0, t0 + k) into buf (k * B, G)
-// (x, w_ih, b_ih contiguous). One input feature (pixel sequences): u = x w + b in one pass over buf;
-// addmm makes two (b_ih broadcast into buf by aten::copy_, then the rank-1 product added). Adam,
-// T = 128, B = 128, H = 256, two threads, torch profiler over 5 forward + backward: aten::copy_
-// 1300 calls / 188 ms -> 660 / 99 ms.
 void input_gemm(Tensor& buf, const Tensor& x, const Tensor& w_ih, const Tensor& b_ih, int64_t t0, int64_t k) {
   const int64_t B = x.size(1), I = x.size(2);
   Tensor xb = x.narrow(0, t0, k).view({k * B, I});
   Tensor out = buf.narrow(0, 0, k * B);
-  if (I == 1) {
-    const int64_t G = out.size(1);
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "input_pass", [&] {
-      using V = Vectorized<scalar_t>;
-      const scalar_t* xp = xb.const_data_ptr<scalar_t>();
-      const scalar_t* wp = w_ih.const_data_ptr<scalar_t>();
-      const scalar_t* bp = b_ih.defined() ? b_ih.const_data_ptr<scalar_t>() : nullptr;
-      scalar_t* op = out.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, k * B, grain_rows(G), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const V xv(xp[r]);
-          for (int64_t g = 0; g < G; g += V::size()) {
-            const int64_t n = std::min<int64_t>(V::size(), G - g);
-            const V w = V::loadu(wp + g, n);
-            (bp ? at::vec::fmadd(xv, w, V::loadu(bp + g, n)) : xv * w).store(op + r * G + g, n);
-          }
-        }
-      });
-    });
-    return;
-  }
   if (b_ih.defined()) {
     at::cpu::addmm_out(out, b_ih, xb, w_ih.t());
   } else {
@@ -179,7 +160,8 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_loop_forward", [&] {
     using T = scalar_t;
     const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
-                                   bias_e, b_hn);
+                                   bias_e, b_hn, x, w_ih, b_ih, !keep_u);
+    const bool fly = L.x1 != nullptr;
     const Team team = team_for(panels_for<T>(host, H, false), T_, B, G);
     const int64_t nth = team.n;
     const Panels ps = panels_for<T>(host, H, false, nth == 1 || team.rows);
@@ -220,8 +202,8 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
         if (velocity) ck_v[0].copy_(v);
       }
       Tensor Ub = keep_u ? u_all.narrow(0, t0, k).view({k * B, G}) : U;
-      input_gemm(Ub, x, w_ih, b_ih, t0, k);
-      const T* Up = Ub.const_data_ptr<T>();
+      if (!fly) input_gemm(Ub, x, w_ih, b_ih, t0, k);
+      const T* Up = fly ? nullptr : Ub.const_data_ptr<T>();
       TeamError err;
       run_team(nth, [&](int64_t tid, int64_t nt) {
         const int64_t p0 = team.p0(ps, tid, nt), p1 = team.p1(ps, tid, nt);
@@ -244,7 +226,7 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
               for (int64_t b = b0; b < b1; ++b) {
                 if (b + 1 < b1) {  // the next row's drive inputs and states, and its gate outputs
                   const int64_t nx = (b + 1) * G;
-                  prefetch_units(Up + j * B * G + nx, ps.ng, H, j0, w, false);
+                  if (Up) prefetch_units(Up + j * B * G + nx, ps.ng, H, j0, w, false);
                   prefetch_units(mi ? mi + nx : Pp ? Pp + nx : nullptr, ps.ng, H, j0, w, true);
                   prefetch_units(vi ? vi + nx : nullptr, ps.ng, H, j0, w, true);
                   prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, true);
@@ -263,9 +245,10 @@ std::vector<Tensor> forward(int64_t host, int64_t mode, bool velocity, const Ten
                 }
                 const T* hp = t == 0 ? h0p + b * H : hsp + (row - B) * H;
                 const T* cp = host == LSTM ? (t == 0 ? c0p + b * H : csp + (row - B) * H) : nullptr;
-                typename Loop<T>::Row r{Up + (j * B + b) * G, mo ? mo + b * G : nullptr, vo ? vo + b * G : nullptr,
-                                        Pp ? Pp + b * G : nullptr, T(0), T(0), mi ? mi + b * G : nullptr,
-                                        vi ? vi + b * G : nullptr};
+                typename Loop<T>::Row r{Up ? Up + (j * B + b) * G : nullptr, mo ? mo + b * G : nullptr,
+                                        vo ? vo + b * G : nullptr, Pp ? Pp + b * G : nullptr, T(0), T(0),
+                                        mi ? mi + b * G : nullptr, vi ? vi + b * G : nullptr,
+                                        fly ? L.x1[row] : T(0)};
                 if (look) {
                   r.a = L.a_at(t, b);
                   r.bb = L.b_at(t, b);
@@ -349,7 +332,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     using T = scalar_t;
     using V = Vectorized<T>;
     const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
-                                   bias_e, b_hn);
+                                   bias_e, b_hn, x, w_ih, b_ih, u_keep.numel() == 0);
+    const bool fly = L.x1 != nullptr;  // u on the fly: no input pass (U holds du only)
     const Panels ps = panels_for<T>(host, H, true);
     const Tensor wb = pack_backward<T>(w_hh, ps);
     const T* wbp = wb.const_data_ptr<T>();
@@ -404,8 +388,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
       // the PTB shape) nor of the running states (B G per step): less memory traffic, though the
       // backward's time at the PTB shape stayed within the machine's noise (0.60 against 0.61 s).
       const bool u_kept = norm && u_keep.numel() > 0;
-      if (norm && !u_kept) input_gemm(U2, x, w_ih, b_ih, t0, k);
-      const T* uin = u_kept ? u_keep.const_data_ptr<T>() + t0 * B * G : Up;
+      if (norm && !u_kept && !fly) input_gemm(U2, x, w_ih, b_ih, t0, k);
+      const T* uin = u_kept ? u_keep.const_data_ptr<T>() + t0 * B * G : fly ? nullptr : Up;
       // the block's m_t, v_t: (j B + b) G for its step j
       const T* Mbk = kept ? ck_m.const_data_ptr<T>() + (t0 + 1) * B * G : Mbp;
       const T* Vbk = kept && velocity ? ck_v.const_data_ptr<T>() + (t0 + 1) * B * G : Vbp;
@@ -417,15 +401,17 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
           for (int64_t b = b0; b < b1; ++b) {
             for (int64_t j = 0; j < k; ++j) {
               if (L.padded(t0 + j, b)) break;
-              const T* u = uin + (j * B + b) * G;
+              const T* u = uin ? uin + (j * B + b) * G : nullptr;
+              const T xu = fly ? L.x1[(t0 + j) * B + b] : T(0);
               const T* m0 = j == 0 ? ckm + b * G : Mbp + ((j - 1) * B + b) * G;
               const T* v0 = !velocity ? nullptr : j == 0 ? ckv + b * G : Vbp + ((j - 1) * B + b) * G;
               T* m1 = Mbp + (j * B + b) * G;
               T* v1 = velocity ? Vbp + (j * B + b) * G : nullptr;
               for (int64_t o = 0; o < G; o += W) {
                 const int64_t n = std::min<int64_t>(W, G - o);
-                V uu, mm, vv;
-                L.advance(u + o, m0 + o, v0 ? v0 + o : nullptr, m1 + o, v1 ? v1 + o : nullptr, n, uu, mm, vv);
+                V mm, vv;
+                L.advance(L.u_at(u, xu, o, n), m0 + o, v0 ? v0 + o : nullptr, m1 + o, v1 ? v1 + o : nullptr, n, mm,
+                          vv);
               }
             }
           }
@@ -448,7 +434,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                   const int64_t nx = (j * B + b + 1) * G;
                   prefetch_units(ap ? ap + (t * B + b + 1) * G : nullptr, ps.ng, H, j0, w, false);
                   if (norm) {  // u, and du where it is written apart (the lookahead's step reads neither)
-                    prefetch_units(uin + nx, ps.ng, H, j0, w, false);
+                    if (uin) prefetch_units(uin + nx, ps.ng, H, j0, w, false);
                     if (u_kept) prefetch_units(Up + nx, ps.ng, H, j0, w, true);
                   }
                   prefetch_units(Mbk ? Mbk + nx : nullptr, ps.ng, H, j0, w, false);
@@ -465,7 +451,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                   continue;
                 }
                 const bool at_last = L.is_last(t, b);
-                typename Loop<T>::BRow r{uin + (j * B + b) * G,
+                typename Loop<T>::BRow r{uin ? uin + (j * B + b) * G : nullptr,
                                          durow,
                                          Mbk ? Mbk + (j * B + b) * G : nullptr,
                                          Vbk ? Vbk + (j * B + b) * G : nullptr,
@@ -476,7 +462,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                                          at_last && dvlp ? dvlp + b * G : nullptr,
                                          at_last && dmlp ? dmlp + b * G : nullptr,
                                          at_last && dplp ? dplp + b * G : nullptr,
-                                         T(0), T(0)};
+                                         T(0), T(0), fly ? L.x1[t * B + b] : T(0)};
                 if (look) {
                   r.a = L.a_at(t, b);
                   r.bnext = L.b_at(t + 1, b);

@@ -87,7 +87,32 @@ def test_one_input_feature(host, kind, calls, monkeypatch):
         layer.backend = "compiled_loop"
         x = torch.randn(7, 3, 1, dtype=torch.float64, requires_grad=True)
         assert_match(layer, *run_both(layer, x, [7, 2, 5], random_state(layer, 3, layer.scheme.state_fields)))
-    assert calls[0] == 2
+    # two threads: the bias and input-weight gradients summed per thread of a team of rows (hidden 40,
+    # batch 100) and of panels (hidden 300), then combined; float32 against float64
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for hidden, batch in ((40, 100), (300, 6)):
+            layer = make(host, kind, input_size=1, hidden=hidden)
+            x = torch.randn(30, batch, 1, dtype=torch.float64)
+            lengths = [30, *torch.randint(1, 31, (batch - 1,)).tolist()]
+            res = {}
+            for backend in ("compiled_loop", "fused"):
+                layer.backend = backend
+                xx = x.clone().requires_grad_()
+                out = pad_packed_sequence(layer(pack_padded_sequence(xx, lengths, enforce_sorted=False))[0])[0]
+                res[backend] = (out, *torch.autograd.grad(out.sin().sum(), [xx, *layer.parameters()]))
+            for a, b in zip(res["compiled_loop"], res["fused"]):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    finally:
+        torch.set_num_threads(threads)
+    _float32_against_float64(
+        make(host, kind, input_size=1, hidden=128),
+        torch.randn(7, 6, 1, dtype=torch.float64),
+        [7, 2, 5, 7, 1, 4],
+        threads=2,
+    )
+    assert calls[0] == 6
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -98,32 +98,6 @@ Tensor workspace(int slot, at::IntArrayRef shape, const at::TensorOptions& opt) 
   return at::from_blob(t.data_ptr(), shape, opt);
 }
 
-// sums[0 / 1 / 2] += dD, du, du x over the panel's columns of one row (the bias and input-weight gradients
-// with one input feature)
-template <typename T>
-void add_sums(T* sums, int64_t G, const T* dD, const T* du, T x, int64_t ng, int64_t H, int64_t j0, int64_t w) {
-  using V = Vectorized<T>;
-  const V xv(x);
-  for (int64_t q = 0; q < ng; ++q) {
-    for (int64_t i = 0; i < w; i += V::size()) {
-      const int64_t n = std::min<int64_t>(V::size(), w - i), o = q * H + j0 + i;
-      const V u = V::loadu(du + o, n);
-      (V::loadu(sums + o, n) + V::loadu(dD + o, n)).store(sums + o, n);
-      (V::loadu(sums + G + o, n) + u).store(sums + G + o, n);
-      at::vec::fmadd(u, xv, V::loadu(sums + 2 * G + o, n)).store(sums + 2 * G + o, n);
-    }
-  }
-}
-
-// a thread's block sums (n elements) added to its totals (the next n), and cleared
-template <typename T>
-void fold_sums(T* sums, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    sums[n + i] += sums[i];
-    sums[i] = T(0);
-  }
-}
-
 int64_t grain_rows(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
 
 // u = x W_ih^T + b_ih for steps [t0, t0 + k) into buf (k * B, G)
@@ -514,8 +488,10 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                           csp ? csp + row * H : nullptr, cp, rnp ? rnp + row * H : nullptr,
                           dhsp ? dhsp + row * H : nullptr, dcsp ? dcsp + row * H : nullptr, dHp + b * H,
                           dCp ? dCp + b * H : nullptr, dRrow);
-                if (sp) add_sums(sp + tid * 6 * G, G, dDrow ? dDrow : dRrow, look ? (dDrow ? dDrow : dRrow) : durow,
-                                 L.x1[row], ps.ng, H, j0, w);
+                if (sp) {
+                  const T* dd = dDrow ? dDrow : dRrow;  // the bias gradient's rows (the lookahead's du too)
+                  add_sums(sp + tid * 6 * G, G, dd, look ? dd : durow, L.x1[row], ps.ng, H, j0, w);
+                }
               }
             }
           });

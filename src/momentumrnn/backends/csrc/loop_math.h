@@ -366,4 +366,30 @@ struct Loop {
   }
 };
 
+// ---- the backward's bias and input-weight gradients with one input feature (gated_loop.cpp): each
+// thread's sums[0 / 1 / 2] += dD, du, du x over the panel's columns of one row
+template <typename T>
+void add_sums(T* sums, int64_t G, const T* dD, const T* du, T x, int64_t ng, int64_t H, int64_t j0, int64_t w) {
+  using V = Vectorized<T>;
+  const V xv(x);
+  for (int64_t q = 0; q < ng; ++q) {
+    for (int64_t i = 0; i < w; i += V::size()) {
+      const int64_t n = std::min<int64_t>(V::size(), w - i), o = q * H + j0 + i;
+      const V u = V::loadu(du + o, n);
+      (V::loadu(sums + o, n) + V::loadu(dD + o, n)).store(sums + o, n);
+      (V::loadu(sums + G + o, n) + u).store(sums + G + o, n);
+      at::vec::fmadd(u, xv, V::loadu(sums + 2 * G + o, n)).store(sums + 2 * G + o, n);
+    }
+  }
+}
+
+// a thread's block sums (n elements) added to its totals (the next n), and cleared
+template <typename T>
+void fold_sums(T* sums, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    sums[n + i] += sums[i];
+    sums[i] = T(0);
+  }
+}
+
 }  // namespace momentumrnn_loop

@@ -352,6 +352,9 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     // rows in one: each thread's block sums in the first 3 G, its totals in the next 3 G.)
     Tensor sums = fly ? at::zeros({nth, 2, 3, G}, opt) : Tensor();
     T* sp = mptr<T>(sums);
+    // du written to U only where read after the loop (the input gradient; or the sums of blocks
+    // without u on the fly): summed as the adjoint makes it (Loop::add_sums), not stored and read back
+    const bool keep_du = !fly || need_x;
     T* Up = U.mutable_data_ptr<T>();
     T* Mbp = mptr<T>(Mb);
     T* Vbp = mptr<T>(Vb);
@@ -454,7 +457,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                   prefetch_units(dRp + ((off + j) * B + b + 1) * G, ps.ng, H, j0, w, true);
                 }
                 T* dRrow = dRp + ((off + j) * B + b) * G;
-                T* durow = Up + (j * B + b) * G;
+                T* durow = keep_du ? Up + (j * B + b) * G : nullptr;
                 T* dDrow = dDp ? dDp + ((off + j) * B + b) * G : nullptr;
                 if (L.padded(t, b)) {  // nothing flows through padding
                   zero_units(dRrow, ps.ng, H, j0, w);
@@ -474,7 +477,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                                          at_last && dvlp ? dvlp + b * G : nullptr,
                                          at_last && dmlp ? dmlp + b * G : nullptr,
                                          at_last && dplp ? dplp + b * G : nullptr,
-                                         T(0), T(0), fly ? L.x1[t * B + b] : T(0)};
+                                         T(0), T(0), fly ? L.x1[t * B + b] : T(0), sp ? sp + tid * 6 * G : nullptr};
                 if (look) {
                   r.a = L.a_at(t, b);
                   r.bnext = L.b_at(t + 1, b);
@@ -488,10 +491,6 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
                           csp ? csp + row * H : nullptr, cp, rnp ? rnp + row * H : nullptr,
                           dhsp ? dhsp + row * H : nullptr, dcsp ? dcsp + row * H : nullptr, dHp + b * H,
                           dCp ? dCp + b * H : nullptr, dRrow);
-                if (sp) {
-                  const T* dd = dDrow ? dDrow : dRrow;  // the bias gradient's rows (the lookahead's du too)
-                  add_sums(sp + tid * 6 * G, G, dd, look ? dd : durow, L.x1[row], ps.ng, H, j0, w);
-                }
               }
             }
           });

@@ -261,12 +261,12 @@ struct Loop {
   }
 
   // ---- backward: the drive's adjoint for gate elements [o, o + n), given the gradient ``dg`` of
-  // their total pre-activation; returns the gradient of ``base``. Normalized: writes du (which may be
-  // u itself) and carries Av = mu gv, Am = beta gm; linear: writes du = eps gv and carries
+  // their total pre-activation; returns the gradient of ``base`` (that of the drive, dD). Normalized:
+  // writes du (which may be u itself; not with sums) and carries Av = mu gv, Am = beta gm; linear: writes du = eps gv and carries
   // Av = mu_t gv (r.a: mu_t); lookahead: carries DG = dg_{t+1}.
   struct BRow {
     const T* u;        // u (normalized; nullptr: on the fly from xu)
-    T* du;             // du, written (normalized; may alias u: each element is read before written)
+    T* du;             // du, written (may alias u: each element is read before written), or nullptr
     const T* m;        // m_t, v_t (normalized)
     const T* v;
     T* Av;
@@ -278,13 +278,24 @@ struct Loop {
     const T* dpl;
     T a, bnext;
     T xu;
+    T* sums;           // one input feature: the thread's block sums of dD, du, du x (3 G), or nullptr
   };
+  // sums += dD, du, du x over gate elements [o, o + n) (the bias and input-weight gradients)
+  MRNN_INLINE void add_sums(const BRow& r, int64_t o, int64_t n, const V& dd, const V& du) const {
+    if (!r.sums) return;
+    T* s = r.sums + o;
+    (V::loadu(s, n) + dd).store(s, n);
+    (V::loadu(s + G, n) + du).store(s + G, n);
+    at::vec::fmadd(du, V(r.xu), V::loadu(s + 2 * G, n)).store(s + 2 * G, n);
+  }
   MRNN_INLINE V adj(const BRow& r, int64_t o, int64_t n, const V& dg) const {
     if (mode == LINEAR) {
       V gv = V::loadu(r.Av + o, n) + Vec<T>::load_or_zero(r.dvl ? r.dvl + o : nullptr, n) + dg;
       (V(r.a) * gv).store(r.Av + o, n);
-      (V(eps) * gv).store(r.du + o, n);
+      const V du = V(eps) * gv;
+      if (r.du) du.store(r.du + o, n);
       if (r.dD) dg.store(r.dD + o, n);
+      add_sums(r, o, n, dg, du);
       return dg;
     }
     if (mode == NORMALIZED) {
@@ -302,14 +313,16 @@ struct Loop {
         du = V(eps) * dg * inv + V(T(2) * (T(1) - beta)) * uu * gm;
       }
       (V(beta) * gm).store(r.Am + o, n);
-      du.store(r.du + o, n);
+      if (r.du) du.store(r.du + o, n);
       if (r.dD) dg.store(r.dD + o, n);
+      add_sums(r, o, n, dg, du);
       return dg;
     }
     V dgn = V::loadu(r.DG + o, n);
     dg.store(r.DG + o, n);
     V dp = V(r.a) * dg - V(r.bnext) * dgn + Vec<T>::load_or_zero(r.dpl ? r.dpl + o : nullptr, n);
     if (r.dD) dp.store(r.dD + o, n);
+    add_sums(r, o, n, dp, dp);  // the lookahead's du: -eps dp (the scale applied after the loop)
     return dp;
   }
 
@@ -365,23 +378,6 @@ struct Loop {
     }
   }
 };
-
-// ---- the backward's bias and input-weight gradients with one input feature (gated_loop.cpp): each
-// thread's sums[0 / 1 / 2] += dD, du, du x over the panel's columns of one row
-template <typename T>
-void add_sums(T* sums, int64_t G, const T* dD, const T* du, T x, int64_t ng, int64_t H, int64_t j0, int64_t w) {
-  using V = Vectorized<T>;
-  const V xv(x);
-  for (int64_t q = 0; q < ng; ++q) {
-    for (int64_t i = 0; i < w; i += V::size()) {
-      const int64_t n = std::min<int64_t>(V::size(), w - i), o = q * H + j0 + i;
-      const V u = V::loadu(du + o, n);
-      (V::loadu(sums + o, n) + V::loadu(dD + o, n)).store(sums + o, n);
-      (V::loadu(sums + G + o, n) + u).store(sums + G + o, n);
-      at::vec::fmadd(u, xv, V::loadu(sums + 2 * G + o, n)).store(sums + 2 * G + o, n);
-    }
-  }
-}
 
 // a thread's block sums (n elements) added to its totals (the next n), and cleared
 template <typename T>

@@ -336,7 +336,7 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     using V = Vectorized<T>;
     const Loop<T> L = make_loop<T>(host, mode, velocity, T_, B, I, H, G, K, mu, eps, beta, last, alpha, beta_k,
                                    bias_e, b_hn, x, w_ih, b_ih, u_keep.numel() == 0);
-    const bool fly = L.x1 != nullptr;  // u on the fly: no input pass (U holds du only)
+    const bool fly = L.x1 != nullptr;  // u on the fly: no input pass (U holds du, if anything)
     const Panels ps = panels_for<T>(host, H, true);
     const Tensor wb = pack_backward<T>(w_hh, ps);
     const T* wbp = wb.const_data_ptr<T>();

@@ -262,8 +262,9 @@ struct Loop {
 
   // ---- backward: the drive's adjoint for gate elements [o, o + n), given the gradient ``dg`` of
   // their total pre-activation; returns the gradient of ``base`` (that of the drive, dD). Normalized:
-  // writes du (which may be u itself; not with sums) and carries Av = mu gv, Am = beta gm; linear: writes du = eps gv and carries
-  // Av = mu_t gv (r.a: mu_t); lookahead: carries DG = dg_{t+1}.
+  // writes du (which may be u itself; not where r.du is null) and carries Av = mu gv, Am = beta gm;
+  // linear: writes du = eps gv and carries Av = mu_t gv (r.a: mu_t); lookahead: carries DG = dg_{t+1}.
+  // With r.sums, each also adds its dD, du, du x to the thread's sums (add_sums).
   struct BRow {
     const T* u;        // u (normalized; nullptr: on the fly from xu)
     T* du;             // du, written (may alias u: each element is read before written), or nullptr

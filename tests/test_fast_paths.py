@@ -87,21 +87,23 @@ def test_one_input_feature(host, kind, calls, monkeypatch):
         layer.backend = "compiled_loop"
         x = torch.randn(7, 3, 1, dtype=torch.float64, requires_grad=True)
         assert_match(layer, *run_both(layer, x, [7, 2, 5], random_state(layer, 3, layer.scheme.state_fields)))
-    # two threads: the bias and input-weight gradients summed per thread of a team of rows (hidden 40,
-    # batch 100) and of panels (hidden 300), then combined; float32 against float64
+    # one thread, and two: the bias and input-weight gradients summed per thread of a team of rows
+    # (hidden 40, batch 100) and of panels (hidden 300), then combined; with x requiring a gradient
+    # (du kept for it) and without (du only summed); float32 against float64
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
-        for hidden, batch in ((40, 100), (300, 6)):
+        for nthreads, need_x, (hidden, batch) in itertools.product((1, 2), (True, False), ((40, 100), (300, 6))):
+            torch.set_num_threads(nthreads)
             layer = make(host, kind, input_size=1, hidden=hidden)
             x = torch.randn(30, batch, 1, dtype=torch.float64)
             lengths = [30, *torch.randint(1, 31, (batch - 1,)).tolist()]
             res = {}
             for backend in ("compiled_loop", "fused"):
                 layer.backend = backend
-                xx = x.clone().requires_grad_()
+                xx = x.clone().requires_grad_(need_x)
                 out = pad_packed_sequence(layer(pack_padded_sequence(xx, lengths, enforce_sorted=False))[0])[0]
-                res[backend] = (out, *torch.autograd.grad(out.sin().sum(), [xx, *layer.parameters()]))
+                wrt = [xx] * need_x + list(layer.parameters())
+                res[backend] = (out, *torch.autograd.grad(out.sin().sum(), wrt))
             for a, b in zip(res["compiled_loop"], res["fused"]):
                 torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     finally:
@@ -112,7 +114,7 @@ def test_one_input_feature(host, kind, calls, monkeypatch):
         [7, 2, 5, 7, 1, 4],
         threads=2,
     )
-    assert calls[0] == 6
+    assert calls[0] == 12
 
 
 @pytest.mark.parametrize("kind", KINDS)

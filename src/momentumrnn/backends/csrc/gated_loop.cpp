@@ -343,9 +343,9 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     const Team team = team_for(ps, T_, B, G);
     const int64_t nth = team.n;
     const bool gru = host == GRU;
-    // One input feature: the bias and input-weight gradients summed by each thread of the team as its
-    // rows' du and dD are written (sum dD, sum du, sum du x: 3 G per thread, combined after the last
-    // block), instead of a sum, a sum and a GEMV over the block's buffers after each block: with
+    // One input feature: the bias and input-weight gradients summed by each thread of the team in the
+    // drive's adjoint (Loop::add_sums: sum dD, sum du, sum du x: 3 G per thread, combined after the
+    // last block), instead of a sum, a sum and a GEMV over the block's buffers after each block: with
     // two threads at T = 128, B = 128, H = 256 (two steps a block) those small operations between
     // the team's regions took about 20 % of the backward (skipped, timing only: 176 -> 142 ms).
     // Ours / nn.LSTM there, Adam, alternate processes (with u on the fly): backward 1.27 -> 1.15,
@@ -355,8 +355,8 @@ std::vector<Tensor> backward(int64_t host, int64_t mode, bool velocity, const Te
     // rows in one: each thread's block sums in the first 3 G, its totals in the next 3 G.)
     Tensor sums = fly ? at::zeros({nth, 2, 3, G}, opt) : Tensor();
     T* sp = mptr<T>(sums);
-    // du written to U only where read after the loop (the input gradient; or the sums of blocks
-    // without u on the fly): summed as the adjoint makes it (Loop::add_sums), not stored and read back
+    // du written to U only where read after the loop (the input gradient; the block sums without u on
+    // the fly)
     const bool keep_du = !fly || need_x;
     T* Up = U.mutable_data_ptr<T>();
     T* Mbp = mptr<T>(Mb);
